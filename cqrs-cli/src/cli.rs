@@ -1,0 +1,65 @@
+//! Flags shared by every command, and the command enum.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use cqrs::config::Layer;
+
+/// Keep replicas of database models in sync with their master (django-cqrs compatible).
+#[derive(Debug, Parser)]
+#[command(name = "cqrs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Settings every command understands.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The common flags (ARCHITECTURE.md §2): flags > environment > `cqrs.toml` > defaults.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Database URL: postgres://…, sqlite://relative.db or sqlite:///absolute.db
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Broker URL: amqp://, amqps:// or a sqlite:// queue file [env: CQRS_BROKER_URL, AMQP_URL]
+    #[arg(long, global = true, visible_alias = "amqp-url")]
+    pub broker_url: Option<String>,
+    /// This replica's queue
+    #[arg(long, global = true, env = "CQRS_QUEUE", hide_env_values = true)]
+    pub queue: Option<String>,
+    /// The topic exchange [default: cqrs]
+    #[arg(long, global = true, env = "CQRS_EXCHANGE", hide_env_values = true)]
+    pub exchange: Option<String>,
+    /// This service's name (connection names, cqrs-producer header) [default: cqrs]
+    #[arg(long, global = true, env = "CQRS_SERVICE_NAME", hide_env_values = true)]
+    pub service_name: Option<String>,
+    /// Configuration file [default: cqrs.toml if present]
+    #[arg(long, global = true, env = "CQRS_CONFIG", hide_env_values = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// The flags-and-environment layer of the settings.
+    pub fn layer(&self) -> Layer {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Layer {
+            database_url: self.database_url.clone(),
+            broker_url: self.broker_url.clone().or_else(|| env("CQRS_BROKER_URL")).or_else(|| env("AMQP_URL")),
+            queue: self.queue.clone(),
+            exchange: self.exchange.clone(),
+            service_name: self.service_name.clone(),
+            ..Layer::default()
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update the cqrs tables (cqrs_outbox, cqrs_tombstones) in the database
+    Migrate,
+    /// List the models this binary serves (needs an application binary with models)
+    Models,
+}

@@ -1,0 +1,66 @@
+//! The `cqrs` command line as a library: an application builds its own `cqrs` binary with its
+//! models, the way a Django project has `manage.py`.
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     cqrs_cli::run(cqrs::Registry::new() /* .replica(...) */)
+//! }
+//! ```
+//!
+//! Exit codes are decided here and only here: 0 success, 1 failure, 2 usage error (a bad flag, a
+//! missing setting, no models registered).
+
+mod cli;
+mod commands;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cqrs::{Error, ErrorKind, Registry};
+
+pub use cli::{Cli, Command, CommonArgs};
+
+/// The message a model command prints when the binary has no models.
+pub const NO_MODELS: &str = "no models registered: build your own binary with cqrs_cli::run (see README)";
+
+/// Parse the process arguments and run the command against `registry`.
+pub fn run(registry: Registry) -> ExitCode {
+    run_from(registry, std::env::args_os())
+}
+
+/// [`run`] with explicit arguments (the first is the program name).
+pub fn run_from<I, T>(registry: Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            // clap renders help and usage errors itself (help on stdout, errors on stderr).
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    match commands::dispatch(cli, &registry) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cqrs: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for usage and configuration errors, 1 for everything else.
+pub fn exit_code(e: &Error) -> u8 {
+    if e.kind() == ErrorKind::Config { 2 } else { 1 }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CQRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,498 @@
+//! [6] The apply engine: versioned batch upsert, revision-checked delete and tombstones, on
+//! PostgreSQL and SQLite (ARCHITECTURE.md §5).
+//!
+//! A batch is applied in four steps inside the caller's transaction:
+//! 1. prepare: each message becomes a typed row (a message with bad data fails alone, here);
+//! 2. lock: PostgreSQL advisory transaction locks on every key, in one global order, so two
+//!    workers cannot interleave a delete and a save of one row (SQLite's `BEGIN IMMEDIATE` already
+//!    serializes writers);
+//! 3. decide: the stored revisions and tombstones of all keys are read in one query each, and each
+//!    key's messages are replayed in delivery order against them by the rules table, leaving one
+//!    final action per key (this is the deduplication: PostgreSQL rejects an upsert touching a row twice);
+//! 4. write: one multi-row upsert per set of present columns (chunked under the bind limit), one
+//!    delete, one tombstone upsert, one tombstone clear.
+//!
+//! The upsert keeps the revision guard (`WHERE stored.cqrs_revision <= excluded.cqrs_revision`)
+//! even though step 3 decided under lock; only a directed SYNC that downgrades runs without it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::db::{self, Backend, Db};
+use crate::error::{Error, Result};
+use crate::message::SignalType;
+use crate::model::{ApplyStats, BatchReport, Change, Outcome, Replica, TableSpec};
+use crate::value::SqlValue;
+
+/// A table replica: a [`TableSpec`] driven by the apply engine. What `#[derive(Replica)]` produces.
+#[derive(Debug, Clone)]
+pub struct TableReplica {
+    spec: TableSpec,
+}
+
+impl TableReplica {
+    /// A replica writing the table `spec` describes.
+    pub fn new(spec: TableSpec) -> Self {
+        TableReplica { spec }
+    }
+
+    /// The table description.
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+}
+
+impl Replica for TableReplica {
+    fn cqrs_id(&self) -> &str {
+        self.spec.cqrs_id()
+    }
+
+    fn depends_on(&self) -> Vec<String> {
+        self.spec.depends_on().to_vec()
+    }
+
+    fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport> {
+        apply_table(&self.spec, db, changes)
+    }
+}
+
+enum Op {
+    Save { sync: bool, directed: bool, values: Vec<Option<SqlValue>> },
+    Delete,
+}
+
+struct Prepared {
+    /// Index into the caller's `changes`.
+    idx: usize,
+    key: SqlValue,
+    canon: String,
+    rev: i32,
+    upd: DateTime<Utc>,
+    op: Op,
+}
+
+fn prepare(spec: &TableSpec, change: &Change) -> Result<Prepared> {
+    let msg = &change.message;
+    let key_col = spec.key_column();
+    let key = key_col
+        .ty
+        .from_json(&msg.instance_pk)
+        .ok()
+        .filter(|k| !k.is_null())
+        .ok_or_else(|| {
+            Error::apply(format!(
+                "instance_pk {} is not a valid {} key",
+                msg.instance_pk,
+                key_col.ty.name()
+            ))
+        })?;
+    let canon = key.canonical_key();
+    let rev = msg.revision()?;
+    let upd = msg.updated()?;
+    let op = match msg.signal_type {
+        SignalType::Delete => Op::Delete,
+        SignalType::Save | SignalType::Sync => {
+            let mut values = Vec::with_capacity(spec.columns().len());
+            for (i, col) in spec.columns().iter().enumerate() {
+                let value = if i == spec.revision_index() {
+                    Some(SqlValue::Integer(rev))
+                } else if i == spec.updated_index() {
+                    Some(SqlValue::Timestamptz(upd))
+                } else {
+                    match msg.instance_data.get(&col.wire) {
+                        None if i == spec.key_index() => Some(key.clone()),
+                        None if col.optional => None,
+                        None => {
+                            return Err(Error::apply(format!(
+                                "instance_data has no `{}` (required by column {}.{})",
+                                col.wire,
+                                spec.table(),
+                                col.name
+                            )));
+                        }
+                        Some(v) => {
+                            let value = col
+                                .ty
+                                .from_json(v)
+                                .map_err(|e| Error::apply(format!("instance_data.{}: {e}", col.wire)))?;
+                            if value.is_null() && !col.nullable {
+                                return Err(Error::apply(format!(
+                                    "instance_data.{} is null but column {}.{} is NOT NULL",
+                                    col.wire,
+                                    spec.table(),
+                                    col.name
+                                )));
+                            }
+                            if i == spec.key_index() && value.canonical_key() != canon {
+                                return Err(Error::apply(format!(
+                                    "instance_data.{} = {} differs from instance_pk {}",
+                                    col.wire, v, msg.instance_pk
+                                )));
+                            }
+                            Some(value)
+                        }
+                    }
+                };
+                values.push(value);
+            }
+            Op::Save { sync: msg.signal_type == SignalType::Sync, directed: change.directed, values }
+        }
+    };
+    Ok(Prepared { idx: 0, key, canon, rev, upd, op })
+}
+
+/// The stored state of one key, as the rules table sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Absent,
+    Row(i32, DateTime<Utc>),
+    Tomb(i32, DateTime<Utc>),
+}
+
+/// Apply one message to `state` by the rules of ARCHITECTURE.md §5; `None` if it is skipped.
+fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str> {
+    let next_row = State::Row(p.rev, p.upd);
+    match (&p.op, state) {
+        (Op::Save { directed: true, .. }, s) => {
+            if let State::Row(have, _) = s {
+                if p.rev < have {
+                    tracing::warn!(cqrs_id, pk = %p.canon, from = have, to = p.rev, "directed SYNC downgrades the replica row");
+                }
+            }
+            Ok(next_row)
+        }
+        (Op::Save { .. }, State::Absent) => Ok(next_row),
+        (Op::Save { sync, .. }, State::Row(have, _)) => {
+            if p.rev > have {
+                if p.rev > have + 1 {
+                    tracing::info!(cqrs_id, pk = %p.canon, have, got = p.rev, "revision gap: messages lost or filtered on the master");
+                }
+                Ok(next_row)
+            } else if *sync && p.rev == have {
+                Ok(next_row)
+            } else if p.rev == have {
+                Err("duplicate")
+            } else {
+                Err("stale revision")
+            }
+        }
+        (Op::Save { .. }, State::Tomb(rev, upd)) => {
+            // A later cqrs_updated than the deletion means the pk was re-created on the master.
+            if p.rev > rev || p.upd > upd { Ok(next_row) } else { Err("deleted (tombstone)") }
+        }
+        (Op::Delete, State::Row(have, _)) => {
+            if p.rev > have { Ok(State::Tomb(p.rev, p.upd)) } else { Err("delete older than the row") }
+        }
+        (Op::Delete, State::Absent) => Ok(State::Tomb(p.rev, p.upd)),
+        (Op::Delete, State::Tomb(rev, upd)) => {
+            if p.rev > rev || p.upd > upd { Ok(State::Tomb(p.rev, p.upd)) } else { Err("duplicate delete") }
+        }
+    }
+}
+
+fn quote(name: &str) -> String {
+    // Names were checked by TableSpecBuilder::build to be plain identifiers.
+    format!("\"{name}\"")
+}
+
+/// 64-bit FNV-1a of the model and key: the advisory lock id. Stable across processes and
+/// versions, unlike std's hasher; a collision only serializes two unrelated keys.
+fn lock_id(cqrs_id: &str, canon: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cqrs_id.bytes().chain([0u8]).chain(canon.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+fn placeholders(backend: Backend, sql: &mut String, next: &mut usize, count: usize) {
+    sql.push('(');
+    for i in 0..count {
+        if i > 0 {
+            sql.push(',');
+        }
+        *next += 1;
+        backend.placeholder(*next, sql);
+    }
+    sql.push(')');
+}
+
+/// `SELECT key, revision, updated` for `keys` from the table (`tombstones` false) or from the
+/// model's tombstones, by canonical key.
+fn read_states(
+    spec: &TableSpec,
+    db: &mut Db,
+    keys: &[(&SqlValue, &str)],
+    tombstones: bool,
+) -> Result<HashMap<String, (i32, DateTime<Utc>)>> {
+    let backend = db.backend();
+    let mut out = HashMap::with_capacity(keys.len());
+    let by_text: HashMap<String, &str> = if tombstones {
+        keys.iter().map(|(_, c)| ((*c).to_string(), *c)).collect()
+    } else {
+        keys.iter().map(|(k, c)| (k.key_text(), *c)).collect()
+    };
+    for chunk in keys.chunks(backend.bind_limit() - 1) {
+        let mut sql = String::with_capacity(96 + chunk.len() * 6);
+        let mut n = 0;
+        let mut binds = Vec::with_capacity(chunk.len() + 1);
+        if tombstones {
+            sql.push_str("SELECT pk AS k, revision AS r, cqrs_updated AS u FROM cqrs_tombstones WHERE cqrs_id = ");
+            n += 1;
+            backend.placeholder(n, &mut sql);
+            binds.push(SqlValue::Text(spec.cqrs_id().to_string()));
+            sql.push_str(" AND pk IN ");
+            binds.extend(chunk.iter().map(|(_, c)| SqlValue::Text((*c).to_string())));
+        } else {
+            let key = quote(&spec.key_column().name);
+            sql.push_str(&format!(
+                "SELECT CAST({key} AS TEXT) AS k, cqrs_revision AS r, cqrs_updated AS u FROM {} WHERE {key} IN ",
+                quote(spec.table())
+            ));
+            binds.extend(chunk.iter().map(|(k, _)| (*k).clone()));
+        }
+        placeholders(backend, &mut sql, &mut n, chunk.len());
+        for (text, rev, upd) in db::load_states(db, &sql, binds)? {
+            if let Some(canon) = by_text.get(&text) {
+                out.insert((*canon).to_string(), (rev, upd));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Apply `changes` of the model `spec` describes. See the module docs for the steps.
+pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result<BatchReport> {
+    let cqrs_id = spec.cqrs_id();
+    let mut outcomes: Vec<Option<Outcome>> = (0..changes.len()).map(|_| None).collect();
+    let mut stats = ApplyStats::default();
+    let mut prepared = Vec::with_capacity(changes.len());
+    for (idx, change) in changes.iter().enumerate() {
+        if change.message.cqrs_id != cqrs_id {
+            return Err(Error::config(format!(
+                "replica `{cqrs_id}` was given a `{}` message",
+                change.message.cqrs_id
+            )));
+        }
+        match prepare(spec, change) {
+            Ok(p) => prepared.push(Prepared { idx, ..p }),
+            Err(e) => {
+                stats.failed += 1;
+                outcomes[idx] = Some(Outcome::Failed(e.context(format!("{cqrs_id} pk {}", change.message.instance_pk))));
+            }
+        }
+    }
+
+    // Delivery order per key, keys sorted.
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in prepared.iter().enumerate() {
+        by_key.entry(p.canon.as_str()).or_default().push(i);
+    }
+    let keys: Vec<(&SqlValue, &str)> = by_key.values().map(|v| (&prepared[v[0]].key, prepared[v[0]].canon.as_str())).collect();
+    if keys.is_empty() {
+        return Ok(finish(outcomes, stats));
+    }
+
+    if db.backend() == Backend::Postgres {
+        let mut ids: Vec<i64> = keys.iter().map(|(_, c)| lock_id(cqrs_id, c)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        db::advisory_xact_locks(db, &ids)?;
+    }
+    let rows = read_states(spec, db, &keys, false)?;
+    let tombs = read_states(spec, db, &keys, true)?;
+
+    // Decide one final action per key.
+    let mut upserts: BTreeMap<(u64, bool), Vec<usize>> = BTreeMap::new();
+    let mut row_deletes: Vec<&SqlValue> = Vec::new();
+    let mut tomb_writes: Vec<(&str, i32, DateTime<Utc>)> = Vec::new();
+    let mut tomb_clears: Vec<&str> = Vec::new();
+    for (canon, idxs) in &by_key {
+        let row = rows.get(*canon).copied();
+        let tomb = tombs.get(*canon).copied();
+        let initial = match (row, tomb) {
+            (Some((r, u)), _) => State::Row(r, u),
+            (None, Some((r, u))) => State::Tomb(r, u),
+            (None, None) => State::Absent,
+        };
+        let mut state = initial;
+        let mut writer = None;
+        for &i in idxs {
+            let p = &prepared[i];
+            match step(state, p, cqrs_id) {
+                Ok(next) => {
+                    writer = matches!(next, State::Row(..)).then_some(i);
+                    state = next;
+                    stats.applied += 1;
+                    outcomes[p.idx] = Some(Outcome::Applied);
+                }
+                Err(reason) => {
+                    stats.skipped += 1;
+                    outcomes[p.idx] = Some(Outcome::Skipped(reason));
+                }
+            }
+        }
+        match state {
+            State::Row(rev, _) => {
+                if let Some(i) = writer {
+                    let Op::Save { values, .. } = &prepared[i].op else { unreachable!("a row comes from a save") };
+                    let mask = values.iter().enumerate().filter(|(_, v)| v.is_some()).fold(0u64, |m, (c, _)| m | 1 << c);
+                    let forced = row.is_some_and(|(have, _)| rev < have);
+                    upserts.entry((mask, forced)).or_default().push(i);
+                    if tomb.is_some() {
+                        tomb_clears.push(canon);
+                    }
+                }
+            }
+            State::Tomb(rev, upd) => {
+                if row.is_some() {
+                    row_deletes.push(&prepared[idxs[0]].key);
+                }
+                if tomb != Some((rev, upd)) {
+                    tomb_writes.push((canon, rev, upd));
+                }
+            }
+            State::Absent => {}
+        }
+    }
+
+    for ((mask, forced), rows) in &upserts {
+        let cols: Vec<usize> = (0..spec.columns().len()).filter(|c| mask & (1 << c) != 0).collect();
+        let (statements, written) = write_rows(spec, db, &prepared, rows, &cols, *forced)?;
+        stats.upsert_statements += statements;
+        stats.rows_written += written;
+    }
+    stats.rows_deleted += delete_rows(spec, db, &row_deletes)?;
+    stats.tombstones_written += write_tombstones(spec, db, &tomb_writes)?;
+    clear_tombstones(spec, db, &tomb_clears)?;
+    Ok(finish(outcomes, stats))
+}
+
+fn finish(outcomes: Vec<Option<Outcome>>, stats: ApplyStats) -> BatchReport {
+    BatchReport {
+        outcomes: outcomes.into_iter().map(|o| o.expect("every change gets an outcome")).collect(),
+        stats,
+    }
+}
+
+/// Multi-row `INSERT .. ON CONFLICT (key) DO UPDATE` of `rows` (indexes into `prepared`) over the
+/// columns `cols`; returns (statements, rows written).
+fn write_rows(
+    spec: &TableSpec,
+    db: &mut Db,
+    prepared: &[Prepared],
+    rows: &[usize],
+    cols: &[usize],
+    forced: bool,
+) -> Result<(usize, usize)> {
+    let backend = db.backend();
+    let table = quote(spec.table());
+    let names: Vec<String> = cols.iter().map(|&c| quote(&spec.columns()[c].name)).collect();
+    let head = format!("INSERT INTO {table} ({}) VALUES ", names.join(","));
+    let updates: Vec<String> = cols
+        .iter()
+        .zip(&names)
+        .filter(|(c, _)| **c != spec.key_index())
+        .map(|(_, n)| format!("{n} = excluded.{n}"))
+        .collect();
+    let mut tail = format!(" ON CONFLICT ({}) DO UPDATE SET {}", quote(&spec.key_column().name), updates.join(", "));
+    if !forced {
+        tail.push_str(&format!(" WHERE {table}.cqrs_revision <= excluded.cqrs_revision"));
+    }
+    let per_statement = (backend.bind_limit() / cols.len()).max(1);
+    let (mut statements, mut written) = (0, 0);
+    for chunk in rows.chunks(per_statement) {
+        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * cols.len() * 6);
+        sql.push_str(&head);
+        let mut n = 0;
+        let mut binds = Vec::with_capacity(chunk.len() * cols.len());
+        for (r, &i) in chunk.iter().enumerate() {
+            if r > 0 {
+                sql.push(',');
+            }
+            placeholders(backend, &mut sql, &mut n, cols.len());
+            let Op::Save { values, .. } = &prepared[i].op else { unreachable!("upserts come from saves") };
+            binds.extend(cols.iter().map(|&c| values[c].clone().expect("column in the present mask")));
+        }
+        sql.push_str(&tail);
+        let affected = db
+            .execute(&sql, binds)
+            .map_err(|e| e.context(format!("writing {} rows of {}", chunk.len(), spec.cqrs_id())))?;
+        if affected != chunk.len() {
+            tracing::warn!(cqrs_id = spec.cqrs_id(), expected = chunk.len(), affected, "revision guard held back rows decided under lock");
+        }
+        statements += 1;
+        written += affected;
+    }
+    Ok((statements, written))
+}
+
+fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usize> {
+    let backend = db.backend();
+    let mut deleted = 0;
+    for chunk in keys.chunks(backend.bind_limit()) {
+        let mut sql = format!("DELETE FROM {} WHERE {} IN ", quote(spec.table()), quote(&spec.key_column().name));
+        placeholders(backend, &mut sql, &mut 0, chunk.len());
+        deleted += db.execute(&sql, chunk.iter().map(|k| (*k).clone()).collect())?;
+    }
+    Ok(deleted)
+}
+
+fn write_tombstones(spec: &TableSpec, db: &mut Db, tombs: &[(&str, i32, DateTime<Utc>)]) -> Result<usize> {
+    let backend = db.backend();
+    let now = Utc::now();
+    let mut written = 0;
+    for chunk in tombs.chunks(backend.bind_limit() / 5) {
+        let mut sql = String::from("INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ");
+        let mut n = 0;
+        let mut binds = Vec::with_capacity(chunk.len() * 5);
+        for (r, (canon, rev, upd)) in chunk.iter().enumerate() {
+            if r > 0 {
+                sql.push(',');
+            }
+            placeholders(backend, &mut sql, &mut n, 5);
+            binds.extend([
+                SqlValue::Text(spec.cqrs_id().to_string()),
+                SqlValue::Text((*canon).to_string()),
+                SqlValue::Integer(*rev),
+                SqlValue::Timestamptz(*upd),
+                SqlValue::Timestamptz(now),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (cqrs_id, pk) DO UPDATE SET revision = excluded.revision, \
+             cqrs_updated = excluded.cqrs_updated, deleted_at = excluded.deleted_at",
+        );
+        written += db.execute(&sql, binds)?;
+    }
+    Ok(written)
+}
+
+fn clear_tombstones(spec: &TableSpec, db: &mut Db, keys: &[&str]) -> Result<()> {
+    let backend = db.backend();
+    for chunk in keys.chunks(backend.bind_limit() - 1) {
+        let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE cqrs_id = ");
+        backend.placeholder(1, &mut sql);
+        sql.push_str(" AND pk IN ");
+        let mut n = 1;
+        placeholders(backend, &mut sql, &mut n, chunk.len());
+        let mut binds = vec![SqlValue::Text(spec.cqrs_id().to_string())];
+        binds.extend(chunk.iter().map(|c| SqlValue::Text((*c).to_string())));
+        db.execute(&sql, binds)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_ids_are_stable() {
+        assert_eq!(lock_id("item", "1"), lock_id("item", "1"));
+        assert_ne!(lock_id("item", "1"), lock_id("item", "2"));
+        assert_ne!(lock_id("item", "1"), lock_id("other", "1"));
+    }
+}

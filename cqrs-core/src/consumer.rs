@@ -1,0 +1,363 @@
+//! [5] The consumer engine, transport-agnostic: deliveries -> decode -> batch per model -> apply in
+//! one transaction -> retry or dead-letter what failed -> ack.
+//!
+//! Outcome classes (ARCHITECTURE.md §5): malformed, too-large, unknown-model and expired messages
+//! are dead-lettered at once; apply errors are retried with a delay, counting `retries`, then
+//! dead-lettered; transient errors spend no retry: the batch is held, the engine backs off and
+//! redoes it. A batch that fails as a whole (a constraint) is split in halves until the failing
+//! message stands alone, so the rest of the batch still applies.
+//!
+//! Acks go out only after the transaction committed and every retry or dead-letter copy was
+//! confirmed, with `multiple` up to the highest tag below which everything is final.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Expires, Message, SignalType};
+use crate::model::{ApplyStats, Change, Outcome, Registry};
+use crate::shutdown::Shutdown;
+use crate::transport::{Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key};
+
+/// How long `receive` waits for the first delivery of a batch; bounds shutdown latency when idle.
+const RECEIVE_WAIT: Duration = Duration::from_millis(200);
+/// Transient-error backoff: first pause, and cap. A database restart or failover takes seconds;
+/// 5 s keeps the redo close behind recovery without hammering a server that is starting up.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Counters over the life of a [`Consumer`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Deliveries received.
+    pub received: usize,
+    /// Transactions committed.
+    pub batches: usize,
+    /// Apply counters summed over batches.
+    pub apply: ApplyStats,
+    /// Retry copies published.
+    pub retried: usize,
+    /// Dead letters published.
+    pub dead_lettered: usize,
+    /// Transient failures that were redone.
+    pub transient_redos: usize,
+    /// Batches split to isolate a failing message.
+    pub splits: usize,
+}
+
+/// What happens to one delivery once the batch is done.
+enum Fate {
+    Done,
+    Retry { cqrs_id: String, body: Vec<u8>, headers: Headers, retries: u32 },
+    DeadLetter { cqrs_id: Option<String>, kind: ErrorKind, reason: String, directed: bool },
+}
+
+/// A delivery that passed the envelope checks.
+struct Valid {
+    at: usize,
+    change: Change,
+}
+
+/// Consumes one queue into one database.
+///
+/// ```no_run
+/// # fn main() -> cqrs::Result<()> {
+/// use cqrs::{Consumer, Db, Registry, Settings, Shutdown};
+/// use cqrs::transport::memory::MemoryBroker;
+/// let broker = MemoryBroker::new();
+/// let registry = Registry::new(); // .replica(...)
+/// let settings = Settings::default();
+/// let db = Db::connect("sqlite://replica.db")?;
+/// let mut consumer = Consumer::new(&registry, &settings, db, broker.inbox("replica"));
+/// consumer.run(&Shutdown::new())?;
+/// # Ok(()) }
+/// ```
+pub struct Consumer<'a, I: Inbox> {
+    registry: &'a Registry,
+    settings: &'a Settings,
+    db: Db,
+    inbox: I,
+    rank: BTreeMap<String, usize>,
+    reconnect_url: Option<String>,
+    shutdown: Shutdown,
+    stats: ConsumerStats,
+}
+
+impl<'a, I: Inbox> Consumer<'a, I> {
+    /// A consumer applying `inbox`'s messages to `db` with the replicas of `registry`.
+    pub fn new(registry: &'a Registry, settings: &'a Settings, db: Db, inbox: I) -> Self {
+        Consumer {
+            rank: registry.apply_rank(),
+            registry,
+            settings,
+            db,
+            inbox,
+            reconnect_url: None,
+            shutdown: Shutdown::new(),
+            stats: ConsumerStats::default(),
+        }
+    }
+
+    /// Reconnect to `url` when the database connection is lost.
+    pub fn reconnect_with(mut self, url: impl Into<String>) -> Self {
+        self.reconnect_url = Some(url.into());
+        self
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats
+    }
+
+    /// The database connection (for tests and tools that inspect the replica).
+    pub fn db(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
+    /// The inbox.
+    pub fn inbox(&mut self) -> &mut I {
+        &mut self.inbox
+    }
+
+    /// Process batches until `shutdown` fires; the batch in flight is finished and acked first.
+    pub fn run(&mut self, shutdown: &Shutdown) -> Result<()> {
+        self.shutdown = shutdown.clone();
+        while !shutdown.is_triggered() {
+            self.poll(RECEIVE_WAIT)?;
+        }
+        Ok(())
+    }
+
+    /// Process batches until the queue stays empty for `idle` (tests, bulk catch-up).
+    pub fn drain(&mut self, idle: Duration) -> Result<()> {
+        while self.poll(idle)? > 0 {}
+        Ok(())
+    }
+
+    /// Receive one batch (waiting up to `wait` for its first message) and process it to the end.
+    /// Returns the number of deliveries handled.
+    pub fn poll(&mut self, wait: Duration) -> Result<usize> {
+        let deliveries = self.inbox.receive(self.settings.batch_size, wait)?;
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        self.stats.received += deliveries.len();
+        self.process(&deliveries)?;
+        Ok(deliveries.len())
+    }
+
+    fn process(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        let mut fates: Vec<Option<Fate>> = (0..deliveries.len()).map(|_| None).collect();
+        let mut valid = Vec::with_capacity(deliveries.len());
+        for (at, d) in deliveries.iter().enumerate() {
+            match self.check(d) {
+                Ok(change) => valid.push(Valid { at, change }),
+                Err((cqrs_id, err)) => {
+                    tracing::warn!(queue = self.inbox.queue(), routing_key = %d.routing_key, kind = %err.kind(), "dead-lettering at once: {err}");
+                    fates[at] = Some(Fate::DeadLetter {
+                        cqrs_id,
+                        kind: err.kind(),
+                        reason: err.message().to_string(),
+                        directed: d.headers.get(HEADER_DIRECTED).is_some_and(|v| v == "true"),
+                    });
+                }
+            }
+        }
+        let all: Vec<usize> = (0..valid.len()).collect();
+        let Some(outcomes) = self.apply_with_redo(&valid, &all)? else {
+            // Shutdown while redoing a transient failure: nothing is final, give it all back.
+            return self.inbox.requeue_unacked();
+        };
+        for (i, outcome) in outcomes {
+            let v = &valid[i];
+            fates[v.at] = Some(match outcome {
+                Outcome::Applied | Outcome::Skipped(_) => Fate::Done,
+                Outcome::Failed(err) => self.retry_or_dead_letter(&v.change, err),
+            });
+        }
+        self.settle(deliveries, fates)
+    }
+
+    /// Envelope checks, in the order django-cqrs would fail them. `Err` carries the cqrs_id if known.
+    fn check(&self, d: &Delivery) -> std::result::Result<Change, (Option<String>, Error)> {
+        if d.body.len() > self.settings.max_body_bytes {
+            let id = sniff_cqrs_id(&d.body);
+            return Err((id, Error::new(ErrorKind::TooLarge, format!(
+                "body is {} bytes, over the limit of {}", d.body.len(), self.settings.max_body_bytes
+            ))));
+        }
+        let mut message = Message::decode(&d.body).map_err(|e| (sniff_cqrs_id(&d.body), e))?;
+        let id = Some(message.cqrs_id.clone());
+        if self.registry.replica_for(&message.cqrs_id).is_none() {
+            return Err((id, Error::new(ErrorKind::UnknownModel, format!(
+                "no replica registered for cqrs_id {:?}", message.cqrs_id
+            ))));
+        }
+        let now = Utc::now();
+        if message.is_expired(now) {
+            return Err((id, Error::new(ErrorKind::Expired, format!(
+                "message expired at {}", crate::message::format_expires(match message.expires { Expires::At(t) => t, _ => now })
+            ))));
+        }
+        if message.expires == Expires::Absent {
+            // An older master sent no expiry: the replica's own TTL starts at receipt (as django-cqrs).
+            let ttl = chrono::Duration::from_std(self.settings.message_ttl).unwrap_or(chrono::Duration::days(1));
+            message.expires = Expires::At(now + ttl);
+        }
+        let directed = match d.headers.get(HEADER_DIRECTED) {
+            Some(v) => v == "true",
+            None => {
+                message.signal_type == SignalType::Sync
+                    && message.retries == 0
+                    && d.routing_key == directed_key(self.inbox.queue(), &message.cqrs_id)
+            }
+        };
+        Ok(Change { message, directed })
+    }
+
+    /// Apply `items` (indexes into `valid`), redoing transient failures with backoff. `None` if
+    /// shutdown fired while waiting to redo.
+    fn apply_with_redo(&mut self, valid: &[Valid], items: &[usize]) -> Result<Option<Vec<(usize, Outcome)>>> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.apply_split(valid, items) {
+                Ok(outcomes) => return Ok(Some(outcomes)),
+                Err(e) if e.is_transient() => {
+                    self.stats.transient_redos += 1;
+                    tracing::warn!(queue = self.inbox.queue(), pause_ms = backoff.as_millis() as u64, "transient failure, redoing the batch: {e}");
+                    if self.shutdown.sleep(backoff) {
+                        return Ok(None);
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    if let Some(url) = &self.reconnect_url {
+                        if looks_disconnected(&e) {
+                            match Db::connect(url) {
+                                Ok(db) => self.db = db,
+                                Err(e) => tracing::warn!("reconnecting to the database failed: {e}"),
+                            }
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Apply `items` in one transaction; if it fails as a whole with an apply-class error, split it.
+    fn apply_split(&mut self, valid: &[Valid], items: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.apply_once(valid, items) {
+            Ok(outcomes) => Ok(outcomes),
+            Err(e) if e.kind() == ErrorKind::Apply && items.len() == 1 => Ok(vec![(items[0], Outcome::Failed(e))]),
+            Err(e) if e.kind() == ErrorKind::Apply => {
+                self.stats.splits += 1;
+                tracing::debug!(size = items.len(), "batch failed, splitting it: {e}");
+                let (a, b) = items.split_at(items.len() / 2);
+                let mut out = self.apply_split(valid, a)?;
+                out.extend(self.apply_split(valid, b)?);
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One transaction: per model, in foreign-key order.
+    fn apply_once(&mut self, valid: &[Valid], items: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        let mut groups: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
+        for &i in items {
+            let id = valid[i].change.message.cqrs_id.as_str();
+            groups.entry((self.rank.get(id).copied().unwrap_or(usize::MAX), id)).or_default().push(i);
+        }
+        let registry = self.registry;
+        let (outcomes, stats) = self.db.write_transaction(|db| {
+            let mut out = Vec::with_capacity(items.len());
+            let mut stats = ApplyStats::default();
+            for ((_, id), idxs) in &groups {
+                let replica = registry.replica_for(id).expect("checked on receipt");
+                let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
+                let report = replica.apply(db, &changes).map_err(|e| e.context(format!("applying {id}")))?;
+                if report.outcomes.len() != idxs.len() {
+                    return Err(Error::new(ErrorKind::Database, format!(
+                        "replica {id} returned {} outcomes for {} changes", report.outcomes.len(), idxs.len()
+                    )));
+                }
+                stats += report.stats;
+                out.extend(idxs.iter().copied().zip(report.outcomes));
+            }
+            Ok((out, stats))
+        })?;
+        self.stats.batches += 1;
+        self.stats.apply += stats;
+        Ok(outcomes)
+    }
+
+    fn retry_or_dead_letter(&self, change: &Change, err: Error) -> Fate {
+        let msg = &change.message;
+        if msg.retries < self.settings.max_retries {
+            let mut copy = msg.clone();
+            copy.retries += 1;
+            let mut headers = Headers::new();
+            if change.directed {
+                headers.insert(HEADER_DIRECTED.into(), "true".into());
+            }
+            tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = copy.retries, "apply failed, retrying: {err}");
+            Fate::Retry { cqrs_id: msg.cqrs_id.clone(), body: copy.encode(), headers, retries: copy.retries }
+        } else {
+            tracing::warn!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = msg.retries, "apply failed after the last retry, dead-lettering: {err}");
+            Fate::DeadLetter {
+                cqrs_id: Some(msg.cqrs_id.clone()),
+                kind: ErrorKind::Apply,
+                reason: err.message().to_string(),
+                directed: change.directed,
+            }
+        }
+    }
+
+    /// Publish retry and dead-letter copies (each confirmed), then ack.
+    fn settle(&mut self, deliveries: &[Delivery], fates: Vec<Option<Fate>>) -> Result<()> {
+        let mut highest_final = None;
+        for (d, fate) in deliveries.iter().zip(fates) {
+            match fate.expect("every delivery has a fate") {
+                Fate::Done => {}
+                Fate::Retry { cqrs_id, body, headers, retries } => {
+                    let delay = self.settings.retry_delay(retries);
+                    self.inbox.publish_retry(&cqrs_id, body, headers, delay)?;
+                    self.stats.retried += 1;
+                }
+                Fate::DeadLetter { cqrs_id, kind, reason, directed } => {
+                    let mut headers = Headers::new();
+                    headers.insert(HEADER_ERROR.into(), reason);
+                    headers.insert(HEADER_ERROR_KIND.into(), kind.as_str().into());
+                    if directed {
+                        headers.insert(HEADER_DIRECTED.into(), "true".into());
+                    }
+                    self.inbox.publish_dead_letter(d, cqrs_id.as_deref(), headers, self.settings.dead_letter_ttl)?;
+                    self.stats.dead_lettered += 1;
+                }
+            }
+            // A publish error returned above leaves this and later deliveries unacked: they come back.
+            highest_final = Some(highest_final.map_or(d.tag, |t: u64| t.max(d.tag)));
+        }
+        if let Some(tag) = highest_final {
+            self.inbox.ack_up_to(tag)?;
+        }
+        Ok(())
+    }
+}
+
+/// Best effort: the `cqrs_id` of a body that failed to decode, for routing its dead letter.
+fn sniff_cqrs_id(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("cqrs_id")?.as_str().filter(|s| !s.is_empty() && !s.contains(['.', '#', '*'])).map(str::to_string)
+}
+
+fn looks_disconnected(e: &Error) -> bool {
+    let m = e.message().to_ascii_lowercase();
+    m.contains("connection") || m.contains("terminating") || m.contains("closed")
+}

@@ -1,0 +1,307 @@
+//! Database connections for both backends: URL parsing, typed binds, write transactions, migrations.
+//!
+//! The pipeline writes SQL text with typed binds (ARCHITECTURE.md §9: the fastest path on both
+//! backends, and the only way to express a multi-row conditional upsert on SQLite), so this module
+//! is where a [`SqlValue`] meets a Diesel bind of the right SQL type for each backend.
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::{Pg, PgConnection};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{self as st, Nullable};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::{ColumnType, SqlValue};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// Which database a URL or connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (`postgres://`, `postgresql://`).
+    Postgres,
+    /// SQLite (`sqlite://relative.db`, `sqlite:///abs.db`, `sqlite://:memory:`).
+    Sqlite,
+}
+
+impl Backend {
+    /// Most bind parameters one statement may carry (PostgreSQL 65,535; SQLite 32,766).
+    pub fn bind_limit(self) -> usize {
+        match self {
+            Backend::Postgres => 65_535,
+            Backend::Sqlite => 32_766,
+        }
+    }
+
+    /// The placeholder for the `n`th bind (1-based).
+    pub fn placeholder(self, n: usize, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Backend::Postgres => write!(out, "${n}").expect("writing to a String"),
+            Backend::Sqlite => out.push('?'),
+        }
+    }
+}
+
+/// Split a database URL into its backend and the string its driver takes.
+///
+/// ```
+/// use cqrs::db::{parse_database_url, Backend};
+/// assert_eq!(parse_database_url("sqlite:///tmp/a.db").unwrap(), (Backend::Sqlite, "/tmp/a.db".into()));
+/// assert_eq!(parse_database_url("sqlite://data/a.db").unwrap().1, "data/a.db");
+/// assert!(parse_database_url("mysql://x").is_err());
+/// ```
+pub fn parse_database_url(url: &str) -> Result<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Backend::Postgres, url.to_string()))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(Error::config("database URL `sqlite://` has no file path"));
+        }
+        Ok((Backend::Sqlite, path.to_string()))
+    } else if let Some(path) = url.strip_prefix("sqlite:") {
+        Ok((Backend::Sqlite, path.to_string()))
+    } else {
+        Err(Error::config(format!(
+            "database URL {:?} has an unknown scheme: expected postgres://, postgresql:// or sqlite://",
+            redact(url)
+        )))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A connection to either backend.
+pub enum Db {
+    /// PostgreSQL.
+    Pg(PgConnection),
+    /// SQLite.
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Db::{:?}", self.backend())
+    }
+}
+
+impl Db {
+    /// Connect to `url`. SQLite connections get WAL, a busy timeout and foreign keys on.
+    pub fn connect(url: &str) -> Result<Db> {
+        let (backend, target) = parse_database_url(url)?;
+        match backend {
+            Backend::Postgres => Ok(Db::Pg(PgConnection::establish(&target).map_err(|e| {
+                Error::from(e).context(format!("database {}", redact(url)))
+            })?)),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&target)
+                    .map_err(|e| Error::from(e).context(format!("database {url}")))?;
+                // busy_timeout first: switching to WAL itself needs the lock.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(|e| Error::from_diesel(e, "configuring SQLite"))?;
+                Ok(Db::Sqlite(conn))
+            }
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Pg(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Run the embedded cqrs migrations (`cqrs_outbox`, `cqrs_tombstones`); returns the versions applied.
+    pub fn migrate(&mut self) -> Result<Vec<String>> {
+        let applied = match self {
+            Db::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(versions),
+            Db::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(versions),
+        };
+        applied.map_err(|e| Error::new(ErrorKind::Database, format!("running migrations: {e}")))
+    }
+
+    /// Execute statements without binds (DDL, pragmas).
+    pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
+        match self {
+            Db::Pg(c) => c.batch_execute(sql),
+            Db::Sqlite(c) => c.batch_execute(sql),
+        }
+        .map_err(|e| Error::from_diesel(e, "executing SQL"))
+    }
+
+    /// Execute one statement with typed binds; returns the affected row count.
+    pub fn execute(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
+        match self {
+            Db::Pg(c) => bind_all_pg(diesel::sql_query(sql).into_boxed(), binds).execute(c),
+            Db::Sqlite(c) => bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds).execute(c),
+        }
+        .map_err(Error::from)
+    }
+
+    /// Run `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite so the write lock is taken up
+    /// front (a deferred transaction that upgrades later can fail with SQLITE_BUSY mid-batch).
+    /// Commits if `f` returns `Ok`, rolls back otherwise.
+    pub fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        match self {
+            Db::Pg(c) => AnsiTransactionManager::begin_transaction(c),
+            Db::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        }
+        .map_err(|e| Error::from_diesel(e, "beginning a transaction"))?;
+        let result = f(self);
+        let end = match (&result, &mut *self) {
+            (Ok(_), Db::Pg(c)) => AnsiTransactionManager::commit_transaction(c),
+            (Ok(_), Db::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
+            (Err(_), Db::Pg(c)) => AnsiTransactionManager::rollback_transaction(c),
+            (Err(_), Db::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
+        };
+        match (result, end) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(Error::from_diesel(e, "committing")),
+            // The original error matters more than a failed rollback on a broken connection.
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+fn versions(v: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
+    v.into_iter().map(|v| v.to_string()).collect()
+}
+
+fn bind_all_pg<'a>(
+    mut q: BoxedSqlQuery<'a, Pg, SqlQuery>,
+    binds: Vec<SqlValue>,
+) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+    for v in binds {
+        q = match v {
+            SqlValue::Null(ty) => bind_null_pg(q, ty),
+            SqlValue::Bool(b) => q.bind::<st::Bool, _>(b),
+            SqlValue::SmallInt(i) => q.bind::<st::SmallInt, _>(i),
+            SqlValue::Integer(i) => q.bind::<st::Integer, _>(i),
+            SqlValue::BigInt(i) => q.bind::<st::BigInt, _>(i),
+            SqlValue::Float(f) => q.bind::<st::Float, _>(f),
+            SqlValue::Double(f) => q.bind::<st::Double, _>(f),
+            SqlValue::Text(s) => q.bind::<st::Text, _>(s),
+            SqlValue::Numeric(d) => q.bind::<st::Numeric, _>(d),
+            SqlValue::Date(d) => q.bind::<st::Date, _>(d),
+            SqlValue::Timestamp(t) => q.bind::<st::Timestamp, _>(t),
+            SqlValue::Timestamptz(t) => q.bind::<st::Timestamptz, _>(t),
+            SqlValue::Uuid(u) => q.bind::<st::Uuid, _>(u),
+            SqlValue::Json(j, ColumnType::Jsonb) => q.bind::<st::Jsonb, _>(j),
+            SqlValue::Json(j, _) => q.bind::<st::Json, _>(j),
+        };
+    }
+    q
+}
+
+fn bind_null_pg(q: BoxedSqlQuery<'_, Pg, SqlQuery>, ty: ColumnType) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
+    match ty {
+        ColumnType::Bool => q.bind::<Nullable<st::Bool>, _>(None::<bool>),
+        ColumnType::SmallInt => q.bind::<Nullable<st::SmallInt>, _>(None::<i16>),
+        ColumnType::Integer => q.bind::<Nullable<st::Integer>, _>(None::<i32>),
+        ColumnType::BigInt => q.bind::<Nullable<st::BigInt>, _>(None::<i64>),
+        ColumnType::Float => q.bind::<Nullable<st::Float>, _>(None::<f32>),
+        ColumnType::Double => q.bind::<Nullable<st::Double>, _>(None::<f64>),
+        ColumnType::Text => q.bind::<Nullable<st::Text>, _>(None::<String>),
+        ColumnType::Numeric => q.bind::<Nullable<st::Numeric>, _>(None::<bigdecimal::BigDecimal>),
+        ColumnType::Date => q.bind::<Nullable<st::Date>, _>(None::<chrono::NaiveDate>),
+        ColumnType::Timestamp => q.bind::<Nullable<st::Timestamp>, _>(None::<chrono::NaiveDateTime>),
+        ColumnType::Timestamptz => {
+            q.bind::<Nullable<st::Timestamptz>, _>(None::<chrono::DateTime<chrono::Utc>>)
+        }
+        ColumnType::Uuid => q.bind::<Nullable<st::Uuid>, _>(None::<uuid::Uuid>),
+        ColumnType::Json => q.bind::<Nullable<st::Json>, _>(None::<serde_json::Value>),
+        ColumnType::Jsonb => q.bind::<Nullable<st::Jsonb>, _>(None::<serde_json::Value>),
+    }
+}
+
+fn bind_all_sqlite<'a>(
+    mut q: BoxedSqlQuery<'a, Sqlite, SqlQuery>,
+    binds: Vec<SqlValue>,
+) -> BoxedSqlQuery<'a, Sqlite, SqlQuery> {
+    for v in binds {
+        q = match v {
+            // SQLite's NULL carries no type; any nullable bind will do.
+            SqlValue::Null(_) => q.bind::<Nullable<st::Text>, _>(None::<String>),
+            SqlValue::Bool(b) => q.bind::<st::Bool, _>(b),
+            SqlValue::SmallInt(i) => q.bind::<st::SmallInt, _>(i),
+            SqlValue::Integer(i) => q.bind::<st::Integer, _>(i),
+            SqlValue::BigInt(i) => q.bind::<st::BigInt, _>(i),
+            SqlValue::Float(f) => q.bind::<st::Float, _>(f),
+            SqlValue::Double(f) => q.bind::<st::Double, _>(f),
+            SqlValue::Text(s) => q.bind::<st::Text, _>(s),
+            // Exact text: Diesel's SQLite Numeric goes through f64 and would round.
+            SqlValue::Numeric(d) => q.bind::<st::Text, _>(d.to_string()),
+            SqlValue::Date(d) => q.bind::<st::Date, _>(d),
+            SqlValue::Timestamp(t) => q.bind::<st::Timestamp, _>(t),
+            SqlValue::Timestamptz(t) => q.bind::<st::TimestamptzSqlite, _>(t),
+            SqlValue::Uuid(u) => q.bind::<st::Text, _>(u.hyphenated().to_string()),
+            SqlValue::Json(j, _) => q.bind::<st::Text, _>(j.to_string()),
+        };
+    }
+    q
+}
+
+/// Load rows of `(key text, revision, updated)`: the state the apply engine decides against.
+pub(crate) fn load_states(
+    db: &mut Db,
+    sql: &str,
+    binds: Vec<SqlValue>,
+) -> Result<Vec<(String, i32, chrono::DateTime<chrono::Utc>)>> {
+    #[derive(diesel::QueryableByName)]
+    struct PgState {
+        #[diesel(sql_type = st::Text)]
+        k: String,
+        #[diesel(sql_type = st::Integer)]
+        r: i32,
+        #[diesel(sql_type = st::Timestamptz)]
+        u: chrono::DateTime<chrono::Utc>,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct SqliteState {
+        #[diesel(sql_type = st::Text)]
+        k: String,
+        #[diesel(sql_type = st::Integer)]
+        r: i32,
+        #[diesel(sql_type = st::TimestamptzSqlite)]
+        u: chrono::DateTime<chrono::Utc>,
+    }
+    match db {
+        Db::Pg(c) => bind_all_pg(diesel::sql_query(sql).into_boxed(), binds)
+            .load::<PgState>(c)
+            .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect()),
+        Db::Sqlite(c) => bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds)
+            .load::<SqliteState>(c)
+            .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect()),
+    }
+    .map_err(|e| Error::from_diesel(e, "reading current revisions"))
+}
+
+/// Take PostgreSQL transaction-scoped advisory locks on `keys`, in the order given.
+pub(crate) fn advisory_xact_locks(db: &mut Db, keys: &[i64]) -> Result<()> {
+    if let Db::Pg(c) = db {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+            .bind::<st::Array<st::BigInt>, _>(keys)
+            .execute(c)
+            .map_err(|e| Error::from_diesel(e, "locking rows"))?;
+    }
+    Ok(())
+}

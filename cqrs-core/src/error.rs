@@ -1,0 +1,231 @@
+//! The crate's one error type and the outcome classes that decide what happens to a message.
+
+use std::fmt;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is; decides retry, dead letter or redo (ARCHITECTURE.md §5).
+///
+/// The dead-letter kinds render as the `cqrs-error-kind` header values via [`ErrorKind::as_str`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Not JSON, not an object, a required key missing or mistyped, unknown `signal_type`.
+    Malformed,
+    /// The body is over the size limit.
+    TooLarge,
+    /// No replica is registered for the message's `cqrs_id`.
+    UnknownModel,
+    /// The message's `expires` is in the past.
+    Expired,
+    /// The message is well formed but cannot be applied (missing field, constraint, bad value).
+    Apply,
+    /// Connection lost, serialization failure, deadlock, shutdown, busy database: redo, spend no retry.
+    Transient,
+    /// Bad configuration or command-line input.
+    Config,
+    /// A database error that is neither transient nor caused by one message.
+    Database,
+    /// A broker or transport failure that is not transient.
+    Transport,
+    /// Reading or writing a file.
+    Io,
+}
+
+impl ErrorKind {
+    /// The header value of this kind (`malformed`, `too-large`, `unknown-model`, `expired`, `apply`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::TooLarge => "too-large",
+            ErrorKind::UnknownModel => "unknown-model",
+            ErrorKind::Expired => "expired",
+            ErrorKind::Apply => "apply",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Config => "config",
+            ErrorKind::Database => "database",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// True for the kinds that go to the dead-letter queue at once, without retries.
+    pub fn is_dead_letter_at_once(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Malformed | ErrorKind::TooLarge | ErrorKind::UnknownModel | ErrorKind::Expired
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error of the cqrs library: a kind plus a message that names what was wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), source: None }
+    }
+
+    /// Attach the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Shorthand for [`ErrorKind::Malformed`].
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Malformed, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Apply`].
+    pub fn apply(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Apply, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Config`].
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    /// The outcome class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True if redoing the same work later may succeed without any change to the input.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// Prefix the message with context (e.g. the model or the line it concerns), keeping the kind.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// Classify a Diesel error: transient (connection, serialization, deadlock, shutdown, busy) or
+    /// caused by the data being written (constraint, bad value), which is [`ErrorKind::Apply`].
+    pub fn from_diesel(err: diesel::result::Error, what: &str) -> Self {
+        let kind = classify_diesel(&err);
+        Error::new(kind, format!("{what}: {err}")).with_source(err)
+    }
+}
+
+fn classify_diesel(err: &diesel::result::Error) -> ErrorKind {
+    use diesel::result::{DatabaseErrorKind as K, Error as E};
+    match err {
+        E::DatabaseError(kind, info) => match kind {
+            K::SerializationFailure | K::ClosedConnection | K::UnableToSendCommand => {
+                ErrorKind::Transient
+            }
+            K::UniqueViolation
+            | K::ForeignKeyViolation
+            | K::NotNullViolation
+            | K::CheckViolation
+            | K::RestrictViolation
+            | K::ExclusionViolation => ErrorKind::Apply,
+            _ => classify_message(info.message()),
+        },
+        E::DeserializationError(_) | E::SerializationError(_) => ErrorKind::Apply,
+        E::BrokenTransactionManager | E::AlreadyInTransaction => ErrorKind::Database,
+        _ => ErrorKind::Database,
+    }
+}
+
+/// Diesel reports deadlocks, admin shutdowns, lost connections and SQLite's busy/locked states as
+/// "unknown"; the message text is all it keeps, so match on the server's stable wording.
+fn classify_message(message: &str) -> ErrorKind {
+    const TRANSIENT: &[&str] = &[
+        "deadlock detected",
+        "terminating connection",
+        "server closed the connection",
+        "could not serialize access",
+        "connection to server",
+        "no connection to the server",
+        "database is locked",
+        "database table is locked",
+        "database is busy",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "canceling statement due to conflict with recovery",
+    ];
+    const APPLY: &[&str] = &[
+        "invalid input syntax",
+        "out of range",
+        "value too long",
+        "violates",
+        "constraint failed",
+        "datatype mismatch",
+        "numeric field overflow",
+        "invalid input value",
+    ];
+    let lower = message.to_ascii_lowercase();
+    if TRANSIENT.iter().any(|t| lower.contains(t)) {
+        ErrorKind::Transient
+    } else if APPLY.iter().any(|t| lower.contains(t)) {
+        ErrorKind::Apply
+    } else {
+        ErrorKind::Database
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(err: diesel::result::Error) -> Self {
+        Error::from_diesel(err, "database")
+    }
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(err: diesel::ConnectionError) -> Self {
+        // A refused or dropped connection heals by itself; a bad URL does not.
+        let kind = match &err {
+            diesel::ConnectionError::InvalidConnectionUrl(_) => ErrorKind::Config,
+            _ => ErrorKind::Transient,
+        };
+        Error::new(kind, format!("cannot connect to the database: {err}")).with_source(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlock_and_busy_are_transient_constraints_are_apply() {
+        assert_eq!(classify_message("deadlock detected"), ErrorKind::Transient);
+        assert_eq!(classify_message("database is locked"), ErrorKind::Transient);
+        assert_eq!(
+            classify_message("CHECK constraint failed: price >= 0"),
+            ErrorKind::Apply
+        );
+        assert_eq!(classify_message("syntax error at or near"), ErrorKind::Database);
+    }
+
+    #[test]
+    fn dead_letter_kinds_render_as_header_values() {
+        assert_eq!(ErrorKind::UnknownModel.as_str(), "unknown-model");
+        assert_eq!(ErrorKind::TooLarge.as_str(), "too-large");
+        assert!(ErrorKind::Expired.is_dead_letter_at_once());
+        assert!(!ErrorKind::Apply.is_dead_letter_at_once());
+    }
+}

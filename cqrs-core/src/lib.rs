@@ -1,0 +1,47 @@
+//! `cqrs` keeps read-only copies of database models (replicas) in other services in sync with the
+//! service that owns them (the master), wire-compatible with the Python package django-cqrs.
+//!
+//! # Layout
+//!
+//! The pipeline, stage by stage; a stage uses earlier stages and the shared modules, never a later one.
+//!
+//! ```text
+//!  master: [1] capture -> [2] outbox -> [3] relay -> [4] transport -> [5] consumer -> [6] apply :replica
+//! ```
+//!
+//! - shared: [`error`] (one error type, outcome classes), [`config`] (flags > env > `cqrs.toml` >
+//!   defaults), [`shutdown`], [`message`] (the django-cqrs wire body), [`value`] (column types and
+//!   value forms), [`db`] (connections to PostgreSQL and SQLite, migrations), [`model`] (the
+//!   [`Replica`] trait, [`TableSpec`], [`Registry`]).
+//! - [4] [`transport`]: the [`transport::Inbox`] trait the consumer uses; [`transport::memory`] for tests.
+//! - [5] [`consumer`]: deliveries -> decode -> batch per model -> apply in one transaction -> ack;
+//!   retries and dead letters by outcome class.
+//! - [6] [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
+//!
+//! Stages [1]–[3] (capture, outbox, relay) and the derives come with Foundation II.
+
+pub mod apply;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod error;
+pub mod message;
+pub mod model;
+pub mod shutdown;
+pub mod transport;
+pub mod value;
+
+pub use apply::TableReplica;
+pub use config::Settings;
+pub use consumer::Consumer;
+pub use db::Db;
+pub use error::{Error, ErrorKind, Result};
+pub use message::{Message, SignalType};
+pub use model::{ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, TableSpec};
+pub use shutdown::Shutdown;
+
+/// Support items for generated code; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json;
+}

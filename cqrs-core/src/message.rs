@@ -1,0 +1,373 @@
+//! The wire body shared with django-cqrs (PROTOCOL.md "Message body"): decode, encode, datetime forms.
+//!
+//! No I/O happens here. Decoding checks only the envelope (the nine top-level keys); whether
+//! `instance_data` holds what a model needs is decided when it is applied, because django-cqrs
+//! treats that as a retryable failure and an envelope error as a lost message (we dead-letter it).
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Default message time to live on the master, as django-cqrs: one day.
+pub const DEFAULT_TTL_SECONDS: i64 = 86_400;
+
+/// What a message asks the replica to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum SignalType {
+    /// Create or update.
+    #[serde(rename = "SAVE")]
+    Save,
+    /// Delete; `instance_data` is `{"id", "cqrs_revision", "cqrs_updated"}`.
+    #[serde(rename = "DELETE")]
+    Delete,
+    /// A forced re-send of the current state, broadcast or directed to one replica.
+    #[serde(rename = "SYNC")]
+    Sync,
+}
+
+impl SignalType {
+    /// The wire spelling: `SAVE`, `DELETE`, `SYNC`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalType::Save => "SAVE",
+            SignalType::Delete => "DELETE",
+            SignalType::Sync => "SYNC",
+        }
+    }
+
+    /// Parse the wire spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SAVE" => Some(SignalType::Save),
+            "DELETE" => Some(SignalType::Delete),
+            "SYNC" => Some(SignalType::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// The `expires` key: absent (an older master; the replica applies its default TTL), `null`
+/// (never expires) or an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expires {
+    /// The key was not in the body.
+    Absent,
+    /// `null`: the message never expires.
+    Never,
+    /// An absolute expiry.
+    At(DateTime<Utc>),
+}
+
+/// One django-cqrs message body.
+///
+/// ```
+/// use cqrs::message::{Message, SignalType};
+/// let body = br#"{"signal_type":"SAVE","cqrs_id":"item","instance_data":{"id":1,"cqrs_revision":0,
+///   "cqrs_updated":"2026-11-23 14:17:38.255580+00:00"},"instance_pk":1}"#;
+/// let msg = Message::decode(body).unwrap();
+/// assert_eq!(msg.signal_type, SignalType::Save);
+/// assert_eq!(msg.revision().unwrap(), 0);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// SAVE, DELETE or SYNC.
+    pub signal_type: SignalType,
+    /// The model identifier shared by master and replicas.
+    pub cqrs_id: String,
+    /// The row's fields by wire name, with `cqrs_revision` and `cqrs_updated`.
+    pub instance_data: Map<String, Value>,
+    /// Old values of tracked fields, or `None` (`null`) when the model tracks none.
+    pub previous_data: Option<Map<String, Value>>,
+    /// The master's primary key as sent (an integer or a string).
+    pub instance_pk: Value,
+    /// Optional trace id.
+    pub correlation_id: Option<String>,
+    /// How many times a replica re-queued this message for retry.
+    pub retries: u32,
+    /// When the message expires.
+    pub expires: Expires,
+    /// Free-form metadata (`{}` by default on our master, `null` when absent on receipt).
+    pub meta: Value,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Message {
+    /// A new message with `retries` 0, no expiry set yet (the relay sets it) and empty `meta`.
+    pub fn new(
+        signal_type: SignalType,
+        cqrs_id: impl Into<String>,
+        instance_pk: Value,
+        instance_data: Map<String, Value>,
+    ) -> Self {
+        Message {
+            signal_type,
+            cqrs_id: cqrs_id.into(),
+            instance_data,
+            previous_data: None,
+            instance_pk,
+            correlation_id: None,
+            retries: 0,
+            expires: Expires::Absent,
+            meta: Value::Object(Map::new()),
+        }
+    }
+
+    /// Decode a body. Errors are [`crate::ErrorKind::Malformed`] and name the key and the problem.
+    pub fn decode(body: &[u8]) -> Result<Message> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Error::malformed(format!("body is not valid JSON: {e}")))?;
+        Message::from_value(value)
+    }
+
+    /// Decode an already parsed body (see [`Message::decode`]).
+    pub fn from_value(value: Value) -> Result<Message> {
+        let Value::Object(mut obj) = value else {
+            return Err(Error::malformed(format!(
+                "body is {}, expected a JSON object",
+                type_name(&value)
+            )));
+        };
+        let mut required = |key: &str| {
+            obj.remove(key)
+                .ok_or_else(|| Error::malformed(format!("required key `{key}` is missing")))
+        };
+        let signal_type = match required("signal_type")? {
+            Value::String(s) => SignalType::parse(&s).ok_or_else(|| {
+                Error::malformed(format!(
+                    "key `signal_type`: unknown value {s:?}, expected SAVE, DELETE or SYNC"
+                ))
+            })?,
+            other => return Err(wrong_type("signal_type", "a string", &other)),
+        };
+        let cqrs_id = match required("cqrs_id")? {
+            Value::String(s) if !s.is_empty() => s,
+            Value::String(_) => return Err(Error::malformed("key `cqrs_id` is an empty string")),
+            other => return Err(wrong_type("cqrs_id", "a string", &other)),
+        };
+        let instance_data = match required("instance_data")? {
+            Value::Object(m) => m,
+            other => return Err(wrong_type("instance_data", "an object", &other)),
+        };
+        let instance_pk = match required("instance_pk")? {
+            v @ (Value::Number(_) | Value::String(_)) => v,
+            other => return Err(wrong_type("instance_pk", "a number or a string", &other)),
+        };
+        let previous_data = match obj.remove("previous_data") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(other) => return Err(wrong_type("previous_data", "an object or null", &other)),
+        };
+        let correlation_id = match obj.remove("correlation_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => return Err(wrong_type("correlation_id", "a string or null", &other)),
+        };
+        let retries = match obj.remove("retries") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    Error::malformed(format!("key `retries`: {n} is not a non-negative integer"))
+                })?,
+            Some(other) => return Err(wrong_type("retries", "an integer", &other)),
+        };
+        let expires = match obj.remove("expires") {
+            None => Expires::Absent,
+            Some(Value::Null) => Expires::Never,
+            Some(Value::String(s)) => Expires::At(
+                parse_datetime(&s).map_err(|e| Error::malformed(format!("key `expires`: {e}")))?,
+            ),
+            Some(other) => return Err(wrong_type("expires", "a string or null", &other)),
+        };
+        let meta = obj.remove("meta").unwrap_or(Value::Null);
+        Ok(Message {
+            signal_type,
+            cqrs_id,
+            instance_data,
+            previous_data,
+            instance_pk,
+            correlation_id,
+            retries,
+            expires,
+            meta,
+        })
+    }
+
+    /// Encode as compact JSON with django-cqrs's nine keys in its order.
+    pub fn encode(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            signal_type: SignalType,
+            cqrs_id: &'a str,
+            instance_data: &'a Map<String, Value>,
+            previous_data: &'a Option<Map<String, Value>>,
+            instance_pk: &'a Value,
+            correlation_id: &'a Option<String>,
+            retries: u32,
+            expires: Option<String>,
+            meta: &'a Value,
+        }
+        let wire = Wire {
+            signal_type: self.signal_type,
+            cqrs_id: &self.cqrs_id,
+            instance_data: &self.instance_data,
+            previous_data: &self.previous_data,
+            instance_pk: &self.instance_pk,
+            correlation_id: &self.correlation_id,
+            retries: self.retries,
+            expires: match self.expires {
+                Expires::At(t) => Some(format_expires(t)),
+                Expires::Absent | Expires::Never => None,
+            },
+            meta: &self.meta,
+        };
+        serde_json::to_vec(&wire).expect("a JSON value always serializes")
+    }
+
+    /// `instance_data.cqrs_revision`; missing or not an integer is an apply error, as in django-cqrs.
+    pub fn revision(&self) -> Result<i32> {
+        match self.instance_data.get("cqrs_revision") {
+            None => Err(Error::apply("instance_data has no `cqrs_revision`")),
+            Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()).ok_or_else(
+                || Error::apply(format!("instance_data.cqrs_revision: {n} is not a 32-bit integer")),
+            ),
+            Some(other) => Err(Error::apply(format!(
+                "instance_data.cqrs_revision is {}, expected an integer",
+                type_name(other)
+            ))),
+        }
+    }
+
+    /// `instance_data.cqrs_updated` as an instant; missing or unparsable is an apply error.
+    pub fn updated(&self) -> Result<DateTime<Utc>> {
+        match self.instance_data.get("cqrs_updated") {
+            None => Err(Error::apply("instance_data has no `cqrs_updated`")),
+            Some(Value::String(s)) => parse_datetime(s)
+                .map_err(|e| Error::apply(format!("instance_data.cqrs_updated: {e}"))),
+            Some(other) => Err(Error::apply(format!(
+                "instance_data.cqrs_updated is {}, expected a datetime string",
+                type_name(other)
+            ))),
+        }
+    }
+
+    /// True if `expires` is set and not after `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.expires, Expires::At(t) if t <= now)
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
+    Error::malformed(format!("key `{key}` is {}, expected {expected}", type_name(found)))
+}
+
+/// Format an instant the way Python's `str(datetime)` does: `2021-04-30 11:50:05.164341+00:00`,
+/// without the fraction when microseconds are 0.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// let t = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap();
+/// assert_eq!(cqrs::message::format_datetime(&t), "2024-02-29 23:59:58+00:00");
+/// ```
+pub fn format_datetime<Tz: TimeZone>(t: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let fixed: DateTime<FixedOffset> = t.fixed_offset();
+    if fixed.timestamp_subsec_micros() == 0 {
+        fixed.format("%Y-%m-%d %H:%M:%S%:z").to_string()
+    } else {
+        fixed.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string()
+    }
+}
+
+/// Format a naive datetime as Python's `str()` does (no offset).
+pub fn format_naive_datetime(t: &NaiveDateTime) -> String {
+    if t.and_utc().timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}
+
+/// Format `expires`: whole seconds, `T`, `+00:00` (`2021-05-01T11:50:05+00:00`).
+pub fn format_expires(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// Parse a datetime in any form a Django master sends: space or `T` between date and time,
+/// optional fraction, offset `+HH:MM`, `Z` or none (naive values are taken as UTC, as a UTC
+/// Django replica stores them).
+pub fn parse_datetime(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    let normalized = t.replacen(' ', "T", 1);
+    let normalized = match normalized.strip_suffix('Z') {
+        Some(rest) => format!("{rest}+00:00"),
+        None => normalized,
+    };
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%:z"] {
+        if let Ok(dt) = DateTime::parse_from_str(&normalized, fmt) {
+            return Ok(dt.with_timezone(&Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(&normalized, fmt) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    Err(format!("{s:?} is not a datetime (expected e.g. \"2021-04-30 11:50:05.164341+00:00\")"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_str_forms_round_trip() {
+        for s in [
+            "2026-11-23 14:17:38.255580+00:00",
+            "2024-02-29 23:59:58+00:00",
+            "2024-07-01 12:00:00.500000+02:00",
+        ] {
+            let t = DateTime::parse_from_str(&s.replacen(' ', "T", 1), "%Y-%m-%dT%H:%M:%S%.f%:z")
+                .unwrap();
+            assert_eq!(format_datetime(&t), s);
+            assert_eq!(parse_datetime(s).unwrap(), t.with_timezone(&Utc));
+        }
+    }
+
+    #[test]
+    fn accepts_t_z_and_naive_forms() {
+        let want = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap();
+        for s in ["2024-02-29T23:59:58Z", "2024-02-29 23:59:58", "2024-02-29T23:59:58+00:00"] {
+            assert_eq!(parse_datetime(s).unwrap(), want, "{s}");
+        }
+        assert!(parse_datetime("yesterday").is_err());
+    }
+
+    #[test]
+    fn expires_is_whole_seconds_with_offset() {
+        let t = Utc.with_ymd_and_hms(2021, 5, 1, 11, 50, 5).unwrap()
+            + chrono::Duration::microseconds(123);
+        assert_eq!(format_expires(t), "2021-05-01T11:50:05+00:00");
+    }
+}

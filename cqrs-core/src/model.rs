@@ -1,0 +1,422 @@
+//! What a model is to the pipeline: the [`Replica`] trait, the table description the derive will
+//! generate ([`TableSpec`]), and the [`Registry`] of models a binary serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::value::ColumnType;
+
+/// One message ready to apply, with how the consumer judged it on receipt.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The decoded body.
+    pub message: Message,
+    /// A SYNC aimed at this replica (header `cqrs-directed`, or a Django master's directed routing
+    /// key on first delivery): it may write an older state (ARCHITECTURE.md §5).
+    pub directed: bool,
+}
+
+impl Change {
+    /// A change that is not a directed SYNC.
+    pub fn new(message: Message) -> Self {
+        Change { message, directed: false }
+    }
+}
+
+/// What applying one message did. `Applied` and `Skipped` are final (ack); `Failed` takes the
+/// retry path.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The replica now reflects the message.
+    Applied,
+    /// Duplicate or stale: nothing to do (the reason says which).
+    Skipped(&'static str),
+    /// The message cannot be applied as it is ([`crate::ErrorKind::Apply`]).
+    Failed(Error),
+}
+
+impl Outcome {
+    /// True for `Applied` and `Skipped`.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::Failed(_))
+    }
+}
+
+/// Counters of one [`Replica::apply`] call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Messages that changed the replica.
+    pub applied: usize,
+    /// Messages skipped as duplicate or stale.
+    pub skipped: usize,
+    /// Messages that failed on their own (bad data), before any statement ran.
+    pub failed: usize,
+    /// Rows inserted or updated.
+    pub rows_written: usize,
+    /// Rows deleted.
+    pub rows_deleted: usize,
+    /// Tombstones recorded.
+    pub tombstones_written: usize,
+    /// Multi-row upsert statements executed (one per chunk under the bind limit).
+    pub upsert_statements: usize,
+}
+
+impl std::ops::AddAssign for ApplyStats {
+    fn add_assign(&mut self, o: Self) {
+        self.applied += o.applied;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.rows_written += o.rows_written;
+        self.rows_deleted += o.rows_deleted;
+        self.tombstones_written += o.tombstones_written;
+        self.upsert_statements += o.upsert_statements;
+    }
+}
+
+/// The result of applying a batch of one model: an outcome per change, in input order.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    /// `outcomes[i]` belongs to `changes[i]`.
+    pub outcomes: Vec<Outcome>,
+    /// Counters.
+    pub stats: ApplyStats,
+}
+
+/// A replicated model: applies batches of changes for one `cqrs_id`.
+///
+/// Tables get this from [`crate::apply::TableReplica`] (and later from `#[derive(Replica)]`). A
+/// replica that is not a table (a cache, a search index) implements it by hand; it is called inside
+/// the consumer's database transaction and may be called again with the same changes if that
+/// transaction is redone, so its writes must be idempotent (compare revisions, as the table engine does).
+///
+/// ```
+/// use std::{collections::HashMap, sync::Mutex};
+/// use cqrs::{BatchReport, Change, Db, Outcome, Replica};
+///
+/// #[derive(Default)]
+/// struct Names(Mutex<HashMap<String, (i32, String)>>);
+///
+/// impl Replica for Names {
+///     fn cqrs_id(&self) -> &str { "item" }
+///     fn apply(&self, _db: &mut Db, changes: &[&Change]) -> cqrs::Result<BatchReport> {
+///         let mut map = self.0.lock().unwrap();
+///         let mut report = BatchReport::default();
+///         for c in changes {
+///             let m = &c.message;
+///             let rev = match m.revision() { Ok(r) => r, Err(e) => { report.outcomes.push(Outcome::Failed(e)); continue } };
+///             let key = m.instance_pk.to_string();
+///             let name = m.instance_data.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+///             match map.get(&key) {
+///                 Some((have, _)) if *have >= rev => report.outcomes.push(Outcome::Skipped("stale")),
+///                 _ => { map.insert(key, (rev, name.to_string())); report.outcomes.push(Outcome::Applied) }
+///             }
+///         }
+///         Ok(report)
+///     }
+/// }
+/// ```
+pub trait Replica: Send + Sync + 'static {
+    /// The model identifier this replica consumes.
+    fn cqrs_id(&self) -> &str;
+
+    /// `cqrs_id`s whose rows this model references (foreign keys): their batches apply first.
+    fn depends_on(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Apply `changes` (all of this model) inside the caller's transaction.
+    ///
+    /// `Ok` carries one outcome per change. `Err` means the batch as a whole failed (a constraint,
+    /// a lost connection): the caller rolls back, and splits the batch or redoes it by the error's kind.
+    fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport>;
+}
+
+/// One column of a replicated table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Column name in the replica table.
+    pub name: String,
+    /// Key in `instance_data` (CQRS_MAPPING); the column name unless renamed.
+    pub wire: String,
+    /// SQL type.
+    pub ty: ColumnType,
+    /// The column accepts NULL.
+    pub nullable: bool,
+    /// The key may be absent from `instance_data`: the database default applies on insert and the
+    /// stored value is kept on update.
+    pub optional: bool,
+}
+
+impl ColumnSpec {
+    /// A required, NOT NULL column whose wire name is its name.
+    pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
+        let name = name.into();
+        ColumnSpec { wire: name.clone(), name, ty, nullable: false, optional: false }
+    }
+
+    /// Read this column from a differently named `instance_data` key.
+    pub fn wire(mut self, wire: impl Into<String>) -> Self {
+        self.wire = wire.into();
+        self
+    }
+
+    /// The column accepts NULL (an `Option` field).
+    pub fn nullable(mut self) -> Self {
+        self.nullable = true;
+        self
+    }
+
+    /// The key may be absent from `instance_data`.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+}
+
+/// A replicated table: what the apply engine needs to write rows of one model.
+///
+/// ```
+/// use cqrs::{ColumnSpec, TableSpec, value::ColumnType};
+/// let spec = TableSpec::new("item", "replica_items")
+///     .key("id", ColumnType::BigInt)
+///     .column(ColumnSpec::new("title", ColumnType::Text).wire("name"))
+///     .build()
+///     .unwrap();
+/// assert_eq!(spec.columns().len(), 4); // id, title, cqrs_revision, cqrs_updated
+/// ```
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    cqrs_id: String,
+    table: String,
+    columns: Vec<ColumnSpec>,
+    key: usize,
+    revision: usize,
+    updated: usize,
+    depends_on: Vec<String>,
+}
+
+/// Builder for [`TableSpec`].
+#[derive(Debug, Clone)]
+pub struct TableSpecBuilder {
+    cqrs_id: String,
+    table: String,
+    key: Option<ColumnSpec>,
+    columns: Vec<ColumnSpec>,
+    depends_on: Vec<String>,
+}
+
+impl TableSpec {
+    /// Start describing the table `table` that replicates `cqrs_id`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(cqrs_id: impl Into<String>, table: impl Into<String>) -> TableSpecBuilder {
+        TableSpecBuilder {
+            cqrs_id: cqrs_id.into(),
+            table: table.into(),
+            key: None,
+            columns: Vec::new(),
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// The model identifier.
+    pub fn cqrs_id(&self) -> &str {
+        &self.cqrs_id
+    }
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+    /// All columns, the key first.
+    pub fn columns(&self) -> &[ColumnSpec] {
+        &self.columns
+    }
+    /// Index of the primary key column.
+    pub fn key_index(&self) -> usize {
+        self.key
+    }
+    /// Index of `cqrs_revision`.
+    pub fn revision_index(&self) -> usize {
+        self.revision
+    }
+    /// Index of `cqrs_updated`.
+    pub fn updated_index(&self) -> usize {
+        self.updated
+    }
+    /// The primary key column.
+    pub fn key_column(&self) -> &ColumnSpec {
+        &self.columns[self.key]
+    }
+    /// Models this one references.
+    pub fn depends_on(&self) -> &[String] {
+        &self.depends_on
+    }
+}
+
+/// True if `name` may be used as an SQL identifier without quoting surprises.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+impl TableSpecBuilder {
+    /// The single-column primary key (integer, text or UUID).
+    pub fn key(mut self, name: impl Into<String>, ty: ColumnType) -> Self {
+        self.key = Some(ColumnSpec::new(name, ty));
+        self
+    }
+
+    /// The primary key column with a different wire name (the DELETE body always says `id`).
+    pub fn key_column(mut self, column: ColumnSpec) -> Self {
+        self.key = Some(column);
+        self
+    }
+
+    /// A replicated column.
+    pub fn column(mut self, column: ColumnSpec) -> Self {
+        self.columns.push(column);
+        self
+    }
+
+    /// A model whose rows this one references; its batches apply first.
+    pub fn depends_on(mut self, cqrs_id: impl Into<String>) -> Self {
+        self.depends_on.push(cqrs_id.into());
+        self
+    }
+
+    /// Check names and types and add `cqrs_revision` / `cqrs_updated` unless declared.
+    pub fn build(self) -> Result<TableSpec> {
+        let ctx = |m: String| Error::config(format!("replica `{}` (table {}): {m}", self.cqrs_id, self.table));
+        let key = self.key.ok_or_else(|| ctx("no primary key column declared".into()))?;
+        if !key.ty.can_be_key() {
+            return Err(ctx(format!("primary key type {} is not supported (integer, text or uuid)", key.ty.name())));
+        }
+        let mut columns = vec![key];
+        columns.extend(self.columns);
+        if !columns.iter().any(|c| c.name == "cqrs_revision") {
+            columns.push(ColumnSpec::new("cqrs_revision", ColumnType::Integer));
+        }
+        if !columns.iter().any(|c| c.name == "cqrs_updated") {
+            columns.push(ColumnSpec::new("cqrs_updated", ColumnType::Timestamptz));
+        }
+        if columns.len() > 64 {
+            return Err(ctx(format!("{} columns, at most 64 are supported", columns.len())));
+        }
+        for name in std::iter::once(&self.table).chain(columns.iter().map(|c| &c.name)) {
+            if !is_identifier(name) {
+                return Err(ctx(format!("{name:?} is not a plain SQL identifier")));
+            }
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|o| o.name == c.name) {
+                return Err(ctx(format!("column `{}` is declared twice", c.name)));
+            }
+            if columns[..i].iter().any(|o| o.wire == c.wire) {
+                return Err(ctx(format!("wire name `{}` is used by two columns", c.wire)));
+            }
+        }
+        let find = |n: &str| columns.iter().position(|c| c.name == n).expect("added above");
+        let (revision, updated) = (find("cqrs_revision"), find("cqrs_updated"));
+        if columns[revision].ty != ColumnType::Integer {
+            return Err(ctx("cqrs_revision must be an integer column".into()));
+        }
+        if columns[updated].ty != ColumnType::Timestamptz {
+            return Err(ctx("cqrs_updated must be a timestamptz column".into()));
+        }
+        Ok(TableSpec {
+            cqrs_id: self.cqrs_id,
+            table: self.table,
+            columns,
+            key: 0,
+            revision,
+            updated,
+            depends_on: self.depends_on,
+        })
+    }
+}
+
+/// The models a binary serves, by `cqrs_id`.
+///
+/// ```
+/// use cqrs::{Registry, TableReplica, TableSpec, value::ColumnType};
+/// let spec = TableSpec::new("item", "items").key("id", ColumnType::BigInt).build().unwrap();
+/// let registry = Registry::new().replica(TableReplica::new(spec));
+/// assert!(registry.replica_for("item").is_some());
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    replicas: BTreeMap<String, Arc<dyn Replica>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("replicas", &self.replicas.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry (the stock `cqrs` binary's).
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Register a replica model.
+    ///
+    /// # Panics
+    /// If another replica is registered for the same `cqrs_id`: that is a programming error.
+    pub fn replica(mut self, replica: impl Replica) -> Self {
+        let id = replica.cqrs_id().to_string();
+        assert!(
+            !self.replicas.contains_key(&id),
+            "two replicas registered for cqrs_id {id:?}"
+        );
+        self.replicas.insert(id, Arc::new(replica));
+        self
+    }
+
+    /// The replica registered for `cqrs_id`.
+    pub fn replica_for(&self, cqrs_id: &str) -> Option<&Arc<dyn Replica>> {
+        self.replicas.get(cqrs_id)
+    }
+
+    /// The `cqrs_id`s of all replicas.
+    pub fn replica_ids(&self) -> impl Iterator<Item = &str> {
+        self.replicas.keys().map(String::as_str)
+    }
+
+    /// True if no model is registered.
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// Rank of each replica in foreign-key order: a model applies after those it depends on.
+    /// Cycles fall back to name order for the models in the cycle.
+    pub fn apply_rank(&self) -> BTreeMap<String, usize> {
+        let mut rank = BTreeMap::new();
+        let mut left: Vec<&String> = self.replicas.keys().collect();
+        let mut next = 0;
+        while !left.is_empty() {
+            let ready: Vec<&String> = left
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.replicas[*id]
+                        .depends_on()
+                        .iter()
+                        .all(|d| rank.contains_key(d) || !self.replicas.contains_key(d) || d == *id)
+                })
+                .collect();
+            let take = if ready.is_empty() { vec![left[0]] } else { ready };
+            for id in take {
+                rank.insert(id.clone(), next);
+                next += 1;
+                left.retain(|l| *l != id);
+            }
+        }
+        rank
+    }
+}

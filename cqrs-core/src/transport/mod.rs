@@ -1,0 +1,118 @@
+//! [4] Transports: what the consumer and the relay need from a broker, whatever the broker is.
+//!
+//! The consumer engine is synchronous (it runs on a database thread, ARCHITECTURE.md §6) and sees
+//! one queue through [`Inbox`]. Routing keys follow django-cqrs (PROTOCOL.md "Broker topology").
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// Message headers we read and write (`cqrs-directed`, `cqrs-error`, `cqrs-error-kind`, ...).
+pub type Headers = BTreeMap<String, String>;
+
+/// Header: a SYNC judged directed on first receipt (`true`).
+pub const HEADER_DIRECTED: &str = "cqrs-directed";
+/// Header: why a message was dead-lettered.
+pub const HEADER_ERROR: &str = "cqrs-error";
+/// Header: the outcome class of a dead letter (`malformed`, `unknown-model`, ...).
+pub const HEADER_ERROR_KIND: &str = "cqrs-error-kind";
+/// Header: the service that published the message.
+pub const HEADER_PRODUCER: &str = "cqrs-producer";
+
+/// Routing key of a SYNC directed to `queue`, and of that queue's retries: `cqrs.<queue>.<cqrs_id>`.
+pub fn directed_key(queue: &str, cqrs_id: &str) -> String {
+    format!("cqrs.{queue}.{cqrs_id}")
+}
+
+/// Routing key of `queue`'s dead letters for a model: `cqrs.dead_letter_<queue>.<cqrs_id>`.
+pub fn dead_letter_key(queue: &str, cqrs_id: &str) -> String {
+    format!("cqrs.dead_letter_{queue}.{cqrs_id}")
+}
+
+/// The dead-letter queue of a replica queue: `dead_letter_<queue>`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("dead_letter_{queue}")
+}
+
+/// A message received from a queue, not yet acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Channel-scoped, increasing delivery tag.
+    pub tag: u64,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// String headers.
+    pub headers: Headers,
+    /// The broker delivered it before (to a consumer that did not ack it).
+    pub redelivered: bool,
+    /// AMQP `message_id` (the outbox row's UUID when we published it).
+    pub message_id: Option<String>,
+}
+
+/// One replica queue as the consumer engine uses it.
+///
+/// Every publishing method returns only after the broker confirmed the copy, so the engine can ack
+/// the original right after: a crash in between duplicates a message, never loses one.
+pub trait Inbox: Send {
+    /// The replica queue's name.
+    fn queue(&self) -> &str;
+
+    /// Up to `max` deliveries, waiting at most `wait` for the first one (empty on timeout).
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>>;
+
+    /// Acknowledge every unacknowledged delivery with a tag up to and including `tag`.
+    fn ack_up_to(&mut self, tag: u64) -> Result<()>;
+
+    /// Publish a retry copy with `body` (its `retries` already incremented) routed back to this
+    /// queue with [`directed_key`] after `delay`.
+    fn publish_retry(
+        &mut self,
+        cqrs_id: &str,
+        body: Vec<u8>,
+        headers: Headers,
+        delay: Duration,
+    ) -> Result<()>;
+
+    /// Publish `original`'s body unchanged to this queue's dead-letter queue with `headers`
+    /// (reason and kind) and `ttl` as the message expiration. `cqrs_id` is `None` when the body
+    /// did not say (the copy then goes straight to the dead-letter queue).
+    fn publish_dead_letter(
+        &mut self,
+        original: &Delivery,
+        cqrs_id: Option<&str>,
+        headers: Headers,
+        ttl: Duration,
+    ) -> Result<()>;
+
+    /// Give every unacknowledged delivery back to the queue for redelivery.
+    fn requeue_unacked(&mut self) -> Result<()>;
+}
+
+/// Match an AMQP topic pattern (`*` one word, `#` zero or more words) against a routing key.
+///
+/// ```
+/// use cqrs::transport::topic_matches;
+/// assert!(topic_matches("item", "item"));
+/// assert!(topic_matches("cqrs.*.item", "cqrs.q1.item"));
+/// assert!(topic_matches("#", "a.b.c"));
+/// assert!(!topic_matches("item", "cqrs.q1.item"));
+/// ```
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}

@@ -1,0 +1,2 @@
+DROP TABLE cqrs_tombstones;
+DROP TABLE cqrs_outbox;
