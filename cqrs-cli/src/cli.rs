@@ -46,7 +46,11 @@ impl CommonArgs {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Layer {
             database_url: self.database_url.clone(),
-            broker_url: self.broker_url.clone().or_else(|| env("CQRS_BROKER_URL")).or_else(|| env("AMQP_URL")),
+            broker_url: self
+                .broker_url
+                .clone()
+                .or_else(|| env("CQRS_BROKER_URL"))
+                .or_else(|| env("AMQP_URL")),
             queue: self.queue.clone(),
             exchange: self.exchange.clone(),
             service_name: self.service_name.clone(),

@@ -22,7 +22,8 @@ use cqrs::{Error, ErrorKind, Registry};
 pub use cli::{Cli, Command, CommonArgs};
 
 /// The message a model command prints when the binary has no models.
-pub const NO_MODELS: &str = "no models registered: build your own binary with cqrs_cli::run (see README)";
+pub const NO_MODELS: &str =
+    "no models registered: build your own binary with cqrs_cli::run (see README)";
 
 /// Parse the process arguments and run the command against `registry`.
 pub fn run(registry: Registry) -> ExitCode {
@@ -62,5 +63,8 @@ pub fn exit_code(e: &Error) -> u8 {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CQRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -58,7 +58,11 @@ impl Replica for TableReplica {
 }
 
 enum Op {
-    Save { sync: bool, directed: bool, values: Vec<Option<SqlValue>> },
+    Save {
+        sync: bool,
+        directed: bool,
+        values: Vec<Option<SqlValue>>,
+    },
     Delete,
 }
 
@@ -112,10 +116,9 @@ fn prepare(spec: &TableSpec, change: &Change) -> Result<Prepared> {
                             )));
                         }
                         Some(v) => {
-                            let value = col
-                                .ty
-                                .from_json(v)
-                                .map_err(|e| Error::apply(format!("instance_data.{}: {e}", col.wire)))?;
+                            let value = col.ty.from_json(v).map_err(|e| {
+                                Error::apply(format!("instance_data.{}: {e}", col.wire))
+                            })?;
                             if value.is_null() && !col.nullable {
                                 return Err(Error::apply(format!(
                                     "instance_data.{} is null but column {}.{} is NOT NULL",
@@ -136,10 +139,21 @@ fn prepare(spec: &TableSpec, change: &Change) -> Result<Prepared> {
                 };
                 values.push(value);
             }
-            Op::Save { sync: msg.signal_type == SignalType::Sync, directed: change.directed, values }
+            Op::Save {
+                sync: msg.signal_type == SignalType::Sync,
+                directed: change.directed,
+                values,
+            }
         }
     };
-    Ok(Prepared { idx: 0, key, canon, rev, upd, op })
+    Ok(Prepared {
+        idx: 0,
+        key,
+        canon,
+        rev,
+        upd,
+        op,
+    })
 }
 
 /// The stored state of one key, as the rules table sees it.
@@ -155,10 +169,10 @@ fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str
     let next_row = State::Row(p.rev, p.upd);
     match (&p.op, state) {
         (Op::Save { directed: true, .. }, s) => {
-            if let State::Row(have, _) = s {
-                if p.rev < have {
-                    tracing::warn!(cqrs_id, pk = %p.canon, from = have, to = p.rev, "directed SYNC downgrades the replica row");
-                }
+            if let State::Row(have, _) = s
+                && p.rev < have
+            {
+                tracing::warn!(cqrs_id, pk = %p.canon, from = have, to = p.rev, "directed SYNC downgrades the replica row");
             }
             Ok(next_row)
         }
@@ -179,14 +193,26 @@ fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str
         }
         (Op::Save { .. }, State::Tomb(rev, upd)) => {
             // A later cqrs_updated than the deletion means the pk was re-created on the master.
-            if p.rev > rev || p.upd > upd { Ok(next_row) } else { Err("deleted (tombstone)") }
+            if p.rev > rev || p.upd > upd {
+                Ok(next_row)
+            } else {
+                Err("deleted (tombstone)")
+            }
         }
         (Op::Delete, State::Row(have, _)) => {
-            if p.rev > have { Ok(State::Tomb(p.rev, p.upd)) } else { Err("delete older than the row") }
+            if p.rev > have {
+                Ok(State::Tomb(p.rev, p.upd))
+            } else {
+                Err("delete older than the row")
+            }
         }
         (Op::Delete, State::Absent) => Ok(State::Tomb(p.rev, p.upd)),
         (Op::Delete, State::Tomb(rev, upd)) => {
-            if p.rev > rev || p.upd > upd { Ok(State::Tomb(p.rev, p.upd)) } else { Err("duplicate delete") }
+            if p.rev > rev || p.upd > upd {
+                Ok(State::Tomb(p.rev, p.upd))
+            } else {
+                Err("duplicate delete")
+            }
         }
     }
 }
@@ -196,15 +222,30 @@ fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
-/// 64-bit FNV-1a of the model and key: the advisory lock id. Stable across processes and
-/// versions, unlike std's hasher; a collision only serializes two unrelated keys.
-fn lock_id(cqrs_id: &str, canon: &str) -> i64 {
+/// Keys of one model are locked by stripe, not one by one: PostgreSQL's lock table is shared and
+/// small (max_locks_per_transaction x max_connections, 6,400 by default), and a 20,000-row batch
+/// must not exhaust it. 128 stripes keep two workers with different keys mostly apart while one
+/// batch takes at most 128 locks per model.
+const LOCK_STRIPES: u64 = 128;
+
+/// 64-bit FNV-1a: stable across processes and versions, unlike std's hasher.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in cqrs_id.bytes().chain([0u8]).chain(canon.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    for (i, part) in parts.iter().enumerate() {
+        let sep: &[u8] = if i > 0 { &[0] } else { &[] };
+        for b in sep.iter().chain(part.iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     }
-    h as i64
+    h
+}
+
+/// The advisory lock id of a key: its model and its stripe. A shared stripe only serializes
+/// two unrelated keys.
+fn lock_id(cqrs_id: &str, canon: &str) -> i64 {
+    let stripe = fnv1a(&[canon.as_bytes()]) % LOCK_STRIPES;
+    fnv1a(&[cqrs_id.as_bytes(), &stripe.to_le_bytes()]) as i64
 }
 
 fn placeholders(backend: Backend, sql: &mut String, next: &mut usize, count: usize) {
@@ -280,7 +321,9 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
             Ok(p) => prepared.push(Prepared { idx, ..p }),
             Err(e) => {
                 stats.failed += 1;
-                outcomes[idx] = Some(Outcome::Failed(e.context(format!("{cqrs_id} pk {}", change.message.instance_pk))));
+                outcomes[idx] = Some(Outcome::Failed(
+                    e.context(format!("{cqrs_id} pk {}", change.message.instance_pk)),
+                ));
             }
         }
     }
@@ -290,7 +333,10 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
     for (i, p) in prepared.iter().enumerate() {
         by_key.entry(p.canon.as_str()).or_default().push(i);
     }
-    let keys: Vec<(&SqlValue, &str)> = by_key.values().map(|v| (&prepared[v[0]].key, prepared[v[0]].canon.as_str())).collect();
+    let keys: Vec<(&SqlValue, &str)> = by_key
+        .values()
+        .map(|v| (&prepared[v[0]].key, prepared[v[0]].canon.as_str()))
+        .collect();
     if keys.is_empty() {
         return Ok(finish(outcomes, stats));
     }
@@ -337,8 +383,14 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
         match state {
             State::Row(rev, _) => {
                 if let Some(i) = writer {
-                    let Op::Save { values, .. } = &prepared[i].op else { unreachable!("a row comes from a save") };
-                    let mask = values.iter().enumerate().filter(|(_, v)| v.is_some()).fold(0u64, |m, (c, _)| m | 1 << c);
+                    let Op::Save { values, .. } = &prepared[i].op else {
+                        unreachable!("a row comes from a save")
+                    };
+                    let mask = values
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.is_some())
+                        .fold(0u64, |m, (c, _)| m | 1 << c);
                     let forced = row.is_some_and(|(have, _)| rev < have);
                     upserts.entry((mask, forced)).or_default().push(i);
                     if tomb.is_some() {
@@ -359,7 +411,9 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
     }
 
     for ((mask, forced), rows) in &upserts {
-        let cols: Vec<usize> = (0..spec.columns().len()).filter(|c| mask & (1 << c) != 0).collect();
+        let cols: Vec<usize> = (0..spec.columns().len())
+            .filter(|c| mask & (1 << c) != 0)
+            .collect();
         let (statements, written) = write_rows(spec, db, &prepared, rows, &cols, *forced)?;
         stats.upsert_statements += statements;
         stats.rows_written += written;
@@ -372,7 +426,10 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
 
 fn finish(outcomes: Vec<Option<Outcome>>, stats: ApplyStats) -> BatchReport {
     BatchReport {
-        outcomes: outcomes.into_iter().map(|o| o.expect("every change gets an outcome")).collect(),
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| o.expect("every change gets an outcome"))
+            .collect(),
         stats,
     }
 }
@@ -389,7 +446,10 @@ fn write_rows(
 ) -> Result<(usize, usize)> {
     let backend = db.backend();
     let table = quote(spec.table());
-    let names: Vec<String> = cols.iter().map(|&c| quote(&spec.columns()[c].name)).collect();
+    let names: Vec<String> = cols
+        .iter()
+        .map(|&c| quote(&spec.columns()[c].name))
+        .collect();
     let head = format!("INSERT INTO {table} ({}) VALUES ", names.join(","));
     let updates: Vec<String> = cols
         .iter()
@@ -397,9 +457,15 @@ fn write_rows(
         .filter(|(c, _)| **c != spec.key_index())
         .map(|(_, n)| format!("{n} = excluded.{n}"))
         .collect();
-    let mut tail = format!(" ON CONFLICT ({}) DO UPDATE SET {}", quote(&spec.key_column().name), updates.join(", "));
+    let mut tail = format!(
+        " ON CONFLICT ({}) DO UPDATE SET {}",
+        quote(&spec.key_column().name),
+        updates.join(", ")
+    );
     if !forced {
-        tail.push_str(&format!(" WHERE {table}.cqrs_revision <= excluded.cqrs_revision"));
+        tail.push_str(&format!(
+            " WHERE {table}.cqrs_revision <= excluded.cqrs_revision"
+        ));
     }
     let per_statement = (backend.bind_limit() / cols.len()).max(1);
     let (mut statements, mut written) = (0, 0);
@@ -413,15 +479,29 @@ fn write_rows(
                 sql.push(',');
             }
             placeholders(backend, &mut sql, &mut n, cols.len());
-            let Op::Save { values, .. } = &prepared[i].op else { unreachable!("upserts come from saves") };
-            binds.extend(cols.iter().map(|&c| values[c].clone().expect("column in the present mask")));
+            let Op::Save { values, .. } = &prepared[i].op else {
+                unreachable!("upserts come from saves")
+            };
+            binds.extend(
+                cols.iter()
+                    .map(|&c| values[c].clone().expect("column in the present mask")),
+            );
         }
         sql.push_str(&tail);
-        let affected = db
-            .execute(&sql, binds)
-            .map_err(|e| e.context(format!("writing {} rows of {}", chunk.len(), spec.cqrs_id())))?;
+        let affected = db.execute(&sql, binds).map_err(|e| {
+            e.context(format!(
+                "writing {} rows of {}",
+                chunk.len(),
+                spec.cqrs_id()
+            ))
+        })?;
         if affected != chunk.len() {
-            tracing::warn!(cqrs_id = spec.cqrs_id(), expected = chunk.len(), affected, "revision guard held back rows decided under lock");
+            tracing::warn!(
+                cqrs_id = spec.cqrs_id(),
+                expected = chunk.len(),
+                affected,
+                "revision guard held back rows decided under lock"
+            );
         }
         statements += 1;
         written += affected;
@@ -433,19 +513,29 @@ fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usiz
     let backend = db.backend();
     let mut deleted = 0;
     for chunk in keys.chunks(backend.bind_limit()) {
-        let mut sql = format!("DELETE FROM {} WHERE {} IN ", quote(spec.table()), quote(&spec.key_column().name));
+        let mut sql = format!(
+            "DELETE FROM {} WHERE {} IN ",
+            quote(spec.table()),
+            quote(&spec.key_column().name)
+        );
         placeholders(backend, &mut sql, &mut 0, chunk.len());
         deleted += db.execute(&sql, chunk.iter().map(|k| (*k).clone()).collect())?;
     }
     Ok(deleted)
 }
 
-fn write_tombstones(spec: &TableSpec, db: &mut Db, tombs: &[(&str, i32, DateTime<Utc>)]) -> Result<usize> {
+fn write_tombstones(
+    spec: &TableSpec,
+    db: &mut Db,
+    tombs: &[(&str, i32, DateTime<Utc>)],
+) -> Result<usize> {
     let backend = db.backend();
     let now = Utc::now();
     let mut written = 0;
     for chunk in tombs.chunks(backend.bind_limit() / 5) {
-        let mut sql = String::from("INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ");
+        let mut sql = String::from(
+            "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ",
+        );
         let mut n = 0;
         let mut binds = Vec::with_capacity(chunk.len() * 5);
         for (r, (canon, rev, upd)) in chunk.iter().enumerate() {
@@ -492,7 +582,14 @@ mod tests {
     #[test]
     fn lock_ids_are_stable() {
         assert_eq!(lock_id("item", "1"), lock_id("item", "1"));
-        assert_ne!(lock_id("item", "1"), lock_id("item", "2"));
         assert_ne!(lock_id("item", "1"), lock_id("other", "1"));
+        let stripes: std::collections::HashSet<i64> = (0..10_000)
+            .map(|k| lock_id("item", &k.to_string()))
+            .collect();
+        assert_eq!(
+            stripes.len() as u64,
+            LOCK_STRIPES,
+            "a batch takes at most LOCK_STRIPES locks per model"
+        );
     }
 }

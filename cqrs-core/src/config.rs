@@ -79,7 +79,9 @@ impl Layer {
             max_retries: self.max_retries.or(lower.max_retries),
             retry_delays_ms: self.retry_delays_ms.or(lower.retry_delays_ms),
             message_ttl_seconds: self.message_ttl_seconds.or(lower.message_ttl_seconds),
-            dead_letter_ttl_seconds: self.dead_letter_ttl_seconds.or(lower.dead_letter_ttl_seconds),
+            dead_letter_ttl_seconds: self
+                .dead_letter_ttl_seconds
+                .or(lower.dead_letter_ttl_seconds),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
         }
     }
@@ -122,7 +124,10 @@ impl Default for Settings {
             service_name: "cqrs".into(),
             batch_size: 500,
             max_retries: 30,
-            retry_delays: [2, 4, 8, 16, 32, 60].iter().map(|s| Duration::from_secs(*s)).collect(),
+            retry_delays: [2, 4, 8, 16, 32, 60]
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
             message_ttl: Duration::from_secs(86_400),
             dead_letter_ttl: Duration::from_secs(864_000),
             max_body_bytes: 1 << 20,
@@ -138,7 +143,11 @@ impl Settings {
             Some(path) => Layer::from_file(path)?,
             None => {
                 let default = PathBuf::from(DEFAULT_CONFIG_FILE);
-                if default.is_file() { Layer::from_file(&default)? } else { Layer::default() }
+                if default.is_file() {
+                    Layer::from_file(&default)?
+                } else {
+                    Layer::default()
+                }
             }
         };
         Settings::from_layer(flags_and_env.over(file))
@@ -159,7 +168,10 @@ impl Settings {
                 .retry_delays_ms
                 .map(|v| v.into_iter().map(Duration::from_millis).collect())
                 .unwrap_or(d.retry_delays),
-            message_ttl: layer.message_ttl_seconds.map(Duration::from_secs).unwrap_or(d.message_ttl),
+            message_ttl: layer
+                .message_ttl_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(d.message_ttl),
             dead_letter_ttl: layer
                 .dead_letter_ttl_seconds
                 .map(Duration::from_secs)
@@ -170,7 +182,9 @@ impl Settings {
             return Err(Error::config("batch_size must be at least 1"));
         }
         if s.retry_delays.is_empty() {
-            return Err(Error::config("retry_delays_ms must list at least one delay"));
+            return Err(Error::config(
+                "retry_delays_ms must list at least one delay",
+            ));
         }
         if s.exchange.is_empty() {
             return Err(Error::config("exchange must not be empty"));
@@ -198,8 +212,12 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beat_defaults() {
-        let file: Layer = toml::from_str("exchange = \"from_file\"\nqueue = \"q_file\"\nbatch_size = 7").unwrap();
-        let flags = Layer { queue: Some("q_flag".into()), ..Layer::default() };
+        let file: Layer =
+            toml::from_str("exchange = \"from_file\"\nqueue = \"q_file\"\nbatch_size = 7").unwrap();
+        let flags = Layer {
+            queue: Some("q_flag".into()),
+            ..Layer::default()
+        };
         let s = Settings::from_layer(flags.over(file)).unwrap();
         assert_eq!(s.queue.as_deref(), Some("q_flag"));
         assert_eq!(s.exchange, "from_file");

@@ -21,7 +21,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Expires, Message, SignalType};
 use crate::model::{ApplyStats, Change, Outcome, Registry};
 use crate::shutdown::Shutdown;
-use crate::transport::{Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key};
+use crate::transport::{
+    Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key,
+};
 
 /// How long `receive` waits for the first delivery of a batch; bounds shutdown latency when idle.
 const RECEIVE_WAIT: Duration = Duration::from_millis(200);
@@ -52,8 +54,18 @@ pub struct ConsumerStats {
 /// What happens to one delivery once the batch is done.
 enum Fate {
     Done,
-    Retry { cqrs_id: String, body: Vec<u8>, headers: Headers, retries: u32 },
-    DeadLetter { cqrs_id: Option<String>, kind: ErrorKind, reason: String, directed: bool },
+    Retry {
+        cqrs_id: String,
+        body: Vec<u8>,
+        headers: Headers,
+        retries: u32,
+    },
+    DeadLetter {
+        cqrs_id: Option<String>,
+        kind: ErrorKind,
+        reason: String,
+        directed: bool,
+    },
 }
 
 /// A delivery that passed the envelope checks.
@@ -186,26 +198,49 @@ impl<'a, I: Inbox> Consumer<'a, I> {
     fn check(&self, d: &Delivery) -> std::result::Result<Change, (Option<String>, Error)> {
         if d.body.len() > self.settings.max_body_bytes {
             let id = sniff_cqrs_id(&d.body);
-            return Err((id, Error::new(ErrorKind::TooLarge, format!(
-                "body is {} bytes, over the limit of {}", d.body.len(), self.settings.max_body_bytes
-            ))));
+            return Err((
+                id,
+                Error::new(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "body is {} bytes, over the limit of {}",
+                        d.body.len(),
+                        self.settings.max_body_bytes
+                    ),
+                ),
+            ));
         }
         let mut message = Message::decode(&d.body).map_err(|e| (sniff_cqrs_id(&d.body), e))?;
         let id = Some(message.cqrs_id.clone());
         if self.registry.replica_for(&message.cqrs_id).is_none() {
-            return Err((id, Error::new(ErrorKind::UnknownModel, format!(
-                "no replica registered for cqrs_id {:?}", message.cqrs_id
-            ))));
+            return Err((
+                id,
+                Error::new(
+                    ErrorKind::UnknownModel,
+                    format!("no replica registered for cqrs_id {:?}", message.cqrs_id),
+                ),
+            ));
         }
         let now = Utc::now();
         if message.is_expired(now) {
-            return Err((id, Error::new(ErrorKind::Expired, format!(
-                "message expired at {}", crate::message::format_expires(match message.expires { Expires::At(t) => t, _ => now })
-            ))));
+            return Err((
+                id,
+                Error::new(
+                    ErrorKind::Expired,
+                    format!(
+                        "message expired at {}",
+                        crate::message::format_expires(match message.expires {
+                            Expires::At(t) => t,
+                            _ => now,
+                        })
+                    ),
+                ),
+            ));
         }
         if message.expires == Expires::Absent {
             // An older master sent no expiry: the replica's own TTL starts at receipt (as django-cqrs).
-            let ttl = chrono::Duration::from_std(self.settings.message_ttl).unwrap_or(chrono::Duration::days(1));
+            let ttl = chrono::Duration::from_std(self.settings.message_ttl)
+                .unwrap_or(chrono::Duration::days(1));
             message.expires = Expires::At(now + ttl);
         }
         let directed = match d.headers.get(HEADER_DIRECTED) {
@@ -221,23 +256,33 @@ impl<'a, I: Inbox> Consumer<'a, I> {
 
     /// Apply `items` (indexes into `valid`), redoing transient failures with backoff. `None` if
     /// shutdown fired while waiting to redo.
-    fn apply_with_redo(&mut self, valid: &[Valid], items: &[usize]) -> Result<Option<Vec<(usize, Outcome)>>> {
+    fn apply_with_redo(
+        &mut self,
+        valid: &[Valid],
+        items: &[usize],
+    ) -> Result<Option<Vec<(usize, Outcome)>>> {
         let mut backoff = BACKOFF_START;
         loop {
             match self.apply_split(valid, items) {
                 Ok(outcomes) => return Ok(Some(outcomes)),
                 Err(e) if e.is_transient() => {
                     self.stats.transient_redos += 1;
-                    tracing::warn!(queue = self.inbox.queue(), pause_ms = backoff.as_millis() as u64, "transient failure, redoing the batch: {e}");
+                    tracing::warn!(
+                        queue = self.inbox.queue(),
+                        pause_ms = backoff.as_millis() as u64,
+                        "transient failure, redoing the batch: {e}"
+                    );
                     if self.shutdown.sleep(backoff) {
                         return Ok(None);
                     }
                     backoff = (backoff * 2).min(BACKOFF_CAP);
-                    if let Some(url) = &self.reconnect_url {
-                        if looks_disconnected(&e) {
-                            match Db::connect(url) {
-                                Ok(db) => self.db = db,
-                                Err(e) => tracing::warn!("reconnecting to the database failed: {e}"),
+                    if let Some(url) = &self.reconnect_url
+                        && looks_disconnected(&e)
+                    {
+                        match Db::connect(url) {
+                            Ok(db) => self.db = db,
+                            Err(e) => {
+                                tracing::warn!("reconnecting to the database failed: {e}")
                             }
                         }
                     }
@@ -254,7 +299,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         match self.apply_once(valid, items) {
             Ok(outcomes) => Ok(outcomes),
-            Err(e) if e.kind() == ErrorKind::Apply && items.len() == 1 => Ok(vec![(items[0], Outcome::Failed(e))]),
+            Err(e) if e.kind() == ErrorKind::Apply && items.len() == 1 => {
+                Ok(vec![(items[0], Outcome::Failed(e))])
+            }
             Err(e) if e.kind() == ErrorKind::Apply => {
                 self.stats.splits += 1;
                 tracing::debug!(size = items.len(), "batch failed, splitting it: {e}");
@@ -272,7 +319,10 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         let mut groups: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
         for &i in items {
             let id = valid[i].change.message.cqrs_id.as_str();
-            groups.entry((self.rank.get(id).copied().unwrap_or(usize::MAX), id)).or_default().push(i);
+            groups
+                .entry((self.rank.get(id).copied().unwrap_or(usize::MAX), id))
+                .or_default()
+                .push(i);
         }
         let registry = self.registry;
         let (outcomes, stats) = self.db.write_transaction(|db| {
@@ -281,11 +331,18 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             for ((_, id), idxs) in &groups {
                 let replica = registry.replica_for(id).expect("checked on receipt");
                 let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
-                let report = replica.apply(db, &changes).map_err(|e| e.context(format!("applying {id}")))?;
+                let report = replica
+                    .apply(db, &changes)
+                    .map_err(|e| e.context(format!("applying {id}")))?;
                 if report.outcomes.len() != idxs.len() {
-                    return Err(Error::new(ErrorKind::Database, format!(
-                        "replica {id} returned {} outcomes for {} changes", report.outcomes.len(), idxs.len()
-                    )));
+                    return Err(Error::new(
+                        ErrorKind::Database,
+                        format!(
+                            "replica {id} returned {} outcomes for {} changes",
+                            report.outcomes.len(),
+                            idxs.len()
+                        ),
+                    ));
                 }
                 stats += report.stats;
                 out.extend(idxs.iter().copied().zip(report.outcomes));
@@ -307,7 +364,12 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 headers.insert(HEADER_DIRECTED.into(), "true".into());
             }
             tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = copy.retries, "apply failed, retrying: {err}");
-            Fate::Retry { cqrs_id: msg.cqrs_id.clone(), body: copy.encode(), headers, retries: copy.retries }
+            Fate::Retry {
+                cqrs_id: msg.cqrs_id.clone(),
+                body: copy.encode(),
+                headers,
+                retries: copy.retries,
+            }
         } else {
             tracing::warn!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = msg.retries, "apply failed after the last retry, dead-lettering: {err}");
             Fate::DeadLetter {
@@ -325,19 +387,34 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         for (d, fate) in deliveries.iter().zip(fates) {
             match fate.expect("every delivery has a fate") {
                 Fate::Done => {}
-                Fate::Retry { cqrs_id, body, headers, retries } => {
+                Fate::Retry {
+                    cqrs_id,
+                    body,
+                    headers,
+                    retries,
+                } => {
                     let delay = self.settings.retry_delay(retries);
                     self.inbox.publish_retry(&cqrs_id, body, headers, delay)?;
                     self.stats.retried += 1;
                 }
-                Fate::DeadLetter { cqrs_id, kind, reason, directed } => {
+                Fate::DeadLetter {
+                    cqrs_id,
+                    kind,
+                    reason,
+                    directed,
+                } => {
                     let mut headers = Headers::new();
                     headers.insert(HEADER_ERROR.into(), reason);
                     headers.insert(HEADER_ERROR_KIND.into(), kind.as_str().into());
                     if directed {
                         headers.insert(HEADER_DIRECTED.into(), "true".into());
                     }
-                    self.inbox.publish_dead_letter(d, cqrs_id.as_deref(), headers, self.settings.dead_letter_ttl)?;
+                    self.inbox.publish_dead_letter(
+                        d,
+                        cqrs_id.as_deref(),
+                        headers,
+                        self.settings.dead_letter_ttl,
+                    )?;
                     self.stats.dead_lettered += 1;
                 }
             }
@@ -354,7 +431,10 @@ impl<'a, I: Inbox> Consumer<'a, I> {
 /// Best effort: the `cqrs_id` of a body that failed to decode, for routing its dead letter.
 fn sniff_cqrs_id(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("cqrs_id")?.as_str().filter(|s| !s.is_empty() && !s.contains(['.', '#', '*'])).map(str::to_string)
+    v.get("cqrs_id")?
+        .as_str()
+        .filter(|s| !s.is_empty() && !s.contains(['.', '#', '*']))
+        .map(str::to_string)
 }
 
 fn looks_disconnected(e: &Error) -> bool {

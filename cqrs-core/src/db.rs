@@ -105,9 +105,11 @@ impl Db {
     pub fn connect(url: &str) -> Result<Db> {
         let (backend, target) = parse_database_url(url)?;
         match backend {
-            Backend::Postgres => Ok(Db::Pg(PgConnection::establish(&target).map_err(|e| {
-                Error::from(e).context(format!("database {}", redact(url)))
-            })?)),
+            Backend::Postgres => {
+                Ok(Db::Pg(PgConnection::establish(&target).map_err(|e| {
+                    Error::from(e).context(format!("database {}", redact(url)))
+                })?))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&target)
                     .map_err(|e| Error::from(e).context(format!("database {url}")))?;
@@ -212,7 +214,10 @@ fn bind_all_pg<'a>(
     q
 }
 
-fn bind_null_pg(q: BoxedSqlQuery<'_, Pg, SqlQuery>, ty: ColumnType) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
+fn bind_null_pg(
+    q: BoxedSqlQuery<'_, Pg, SqlQuery>,
+    ty: ColumnType,
+) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
     match ty {
         ColumnType::Bool => q.bind::<Nullable<st::Bool>, _>(None::<bool>),
         ColumnType::SmallInt => q.bind::<Nullable<st::SmallInt>, _>(None::<i16>),
@@ -223,7 +228,9 @@ fn bind_null_pg(q: BoxedSqlQuery<'_, Pg, SqlQuery>, ty: ColumnType) -> BoxedSqlQ
         ColumnType::Text => q.bind::<Nullable<st::Text>, _>(None::<String>),
         ColumnType::Numeric => q.bind::<Nullable<st::Numeric>, _>(None::<bigdecimal::BigDecimal>),
         ColumnType::Date => q.bind::<Nullable<st::Date>, _>(None::<chrono::NaiveDate>),
-        ColumnType::Timestamp => q.bind::<Nullable<st::Timestamp>, _>(None::<chrono::NaiveDateTime>),
+        ColumnType::Timestamp => {
+            q.bind::<Nullable<st::Timestamp>, _>(None::<chrono::NaiveDateTime>)
+        }
         ColumnType::Timestamptz => {
             q.bind::<Nullable<st::Timestamptz>, _>(None::<chrono::DateTime<chrono::Utc>>)
         }

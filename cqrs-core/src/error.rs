@@ -54,7 +54,10 @@ impl ErrorKind {
     pub fn is_dead_letter_at_once(self) -> bool {
         matches!(
             self,
-            ErrorKind::Malformed | ErrorKind::TooLarge | ErrorKind::UnknownModel | ErrorKind::Expired
+            ErrorKind::Malformed
+                | ErrorKind::TooLarge
+                | ErrorKind::UnknownModel
+                | ErrorKind::Expired
         )
     }
 }
@@ -78,7 +81,11 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attach the underlying cause.
@@ -168,6 +175,8 @@ fn classify_message(message: &str) -> ErrorKind {
         "the database system is shutting down",
         "the database system is starting up",
         "canceling statement due to conflict with recovery",
+        "out of shared memory",
+        "too many connections",
     ];
     const APPLY: &[&str] = &[
         "invalid input syntax",
@@ -218,7 +227,10 @@ mod tests {
             classify_message("CHECK constraint failed: price >= 0"),
             ErrorKind::Apply
         );
-        assert_eq!(classify_message("syntax error at or near"), ErrorKind::Database);
+        assert_eq!(
+            classify_message("syntax error at or near"),
+            ErrorKind::Database
+        );
     }
 
     #[test]

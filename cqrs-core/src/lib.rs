@@ -37,7 +37,9 @@ pub use consumer::Consumer;
 pub use db::Db;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Message, SignalType};
-pub use model::{ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, TableSpec};
+pub use model::{
+    ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, TableSpec,
+};
 pub use shutdown::Shutdown;
 
 /// Support items for generated code; not a public API.

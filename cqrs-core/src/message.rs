@@ -176,12 +176,15 @@ impl Message {
         };
         let retries = match obj.remove("retries") {
             None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    Error::malformed(format!("key `retries`: {n} is not a non-negative integer"))
-                })?,
+            Some(Value::Number(n)) => {
+                n.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        Error::malformed(format!(
+                            "key `retries`: {n} is not a non-negative integer"
+                        ))
+                    })?
+            }
             Some(other) => return Err(wrong_type("retries", "an integer", &other)),
         };
         let expires = match obj.remove("expires") {
@@ -241,9 +244,15 @@ impl Message {
     pub fn revision(&self) -> Result<i32> {
         match self.instance_data.get("cqrs_revision") {
             None => Err(Error::apply("instance_data has no `cqrs_revision`")),
-            Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()).ok_or_else(
-                || Error::apply(format!("instance_data.cqrs_revision: {n} is not a 32-bit integer")),
-            ),
+            Some(Value::Number(n)) => {
+                n.as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        Error::apply(format!(
+                            "instance_data.cqrs_revision: {n} is not a 32-bit integer"
+                        ))
+                    })
+            }
             Some(other) => Err(Error::apply(format!(
                 "instance_data.cqrs_revision is {}, expected an integer",
                 type_name(other)
@@ -271,7 +280,10 @@ impl Message {
 }
 
 fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
-    Error::malformed(format!("key `{key}` is {}, expected {expected}", type_name(found)))
+    Error::malformed(format!(
+        "key `{key}` is {}, expected {expected}",
+        type_name(found)
+    ))
 }
 
 /// Format an instant the way Python's `str(datetime)` does: `2021-04-30 11:50:05.164341+00:00`,
@@ -321,7 +333,11 @@ pub fn parse_datetime(s: &str) -> std::result::Result<DateTime<Utc>, String> {
         Some(rest) => format!("{rest}+00:00"),
         None => normalized,
     };
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%:z"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M%:z",
+    ] {
         if let Ok(dt) = DateTime::parse_from_str(&normalized, fmt) {
             return Ok(dt.with_timezone(&Utc));
         }
@@ -334,7 +350,9 @@ pub fn parse_datetime(s: &str) -> std::result::Result<DateTime<Utc>, String> {
     if let Ok(day) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    Err(format!("{s:?} is not a datetime (expected e.g. \"2021-04-30 11:50:05.164341+00:00\")"))
+    Err(format!(
+        "{s:?} is not a datetime (expected e.g. \"2021-04-30 11:50:05.164341+00:00\")"
+    ))
 }
 
 #[cfg(test)]
@@ -358,7 +376,11 @@ mod tests {
     #[test]
     fn accepts_t_z_and_naive_forms() {
         let want = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap();
-        for s in ["2024-02-29T23:59:58Z", "2024-02-29 23:59:58", "2024-02-29T23:59:58+00:00"] {
+        for s in [
+            "2024-02-29T23:59:58Z",
+            "2024-02-29 23:59:58",
+            "2024-02-29T23:59:58+00:00",
+        ] {
             assert_eq!(parse_datetime(s).unwrap(), want, "{s}");
         }
         assert!(parse_datetime("yesterday").is_err());

@@ -22,7 +22,10 @@ pub struct Change {
 impl Change {
     /// A change that is not a directed SYNC.
     pub fn new(message: Message) -> Self {
-        Change { message, directed: false }
+        Change {
+            message,
+            directed: false,
+        }
     }
 }
 
@@ -154,7 +157,13 @@ impl ColumnSpec {
     /// A required, NOT NULL column whose wire name is its name.
     pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
         let name = name.into();
-        ColumnSpec { wire: name.clone(), name, ty, nullable: false, optional: false }
+        ColumnSpec {
+            wire: name.clone(),
+            name,
+            ty,
+            nullable: false,
+            optional: false,
+        }
     }
 
     /// Read this column from a differently named `instance_data` key.
@@ -290,10 +299,20 @@ impl TableSpecBuilder {
 
     /// Check names and types and add `cqrs_revision` / `cqrs_updated` unless declared.
     pub fn build(self) -> Result<TableSpec> {
-        let ctx = |m: String| Error::config(format!("replica `{}` (table {}): {m}", self.cqrs_id, self.table));
-        let key = self.key.ok_or_else(|| ctx("no primary key column declared".into()))?;
+        let ctx = |m: String| {
+            Error::config(format!(
+                "replica `{}` (table {}): {m}",
+                self.cqrs_id, self.table
+            ))
+        };
+        let key = self
+            .key
+            .ok_or_else(|| ctx("no primary key column declared".into()))?;
         if !key.ty.can_be_key() {
-            return Err(ctx(format!("primary key type {} is not supported (integer, text or uuid)", key.ty.name())));
+            return Err(ctx(format!(
+                "primary key type {} is not supported (integer, text or uuid)",
+                key.ty.name()
+            )));
         }
         let mut columns = vec![key];
         columns.extend(self.columns);
@@ -304,7 +323,10 @@ impl TableSpecBuilder {
             columns.push(ColumnSpec::new("cqrs_updated", ColumnType::Timestamptz));
         }
         if columns.len() > 64 {
-            return Err(ctx(format!("{} columns, at most 64 are supported", columns.len())));
+            return Err(ctx(format!(
+                "{} columns, at most 64 are supported",
+                columns.len()
+            )));
         }
         for name in std::iter::once(&self.table).chain(columns.iter().map(|c| &c.name)) {
             if !is_identifier(name) {
@@ -316,10 +338,18 @@ impl TableSpecBuilder {
                 return Err(ctx(format!("column `{}` is declared twice", c.name)));
             }
             if columns[..i].iter().any(|o| o.wire == c.wire) {
-                return Err(ctx(format!("wire name `{}` is used by two columns", c.wire)));
+                return Err(ctx(format!(
+                    "wire name `{}` is used by two columns",
+                    c.wire
+                )));
             }
         }
-        let find = |n: &str| columns.iter().position(|c| c.name == n).expect("added above");
+        let find = |n: &str| {
+            columns
+                .iter()
+                .position(|c| c.name == n)
+                .expect("added above")
+        };
         let (revision, updated) = (find("cqrs_revision"), find("cqrs_updated"));
         if columns[revision].ty != ColumnType::Integer {
             return Err(ctx("cqrs_revision must be an integer column".into()));
@@ -354,7 +384,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("replicas", &self.replicas.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Registry")
+            .field("replicas", &self.replicas.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -400,17 +432,20 @@ impl Registry {
         let mut left: Vec<&String> = self.replicas.keys().collect();
         let mut next = 0;
         while !left.is_empty() {
-            let ready: Vec<&String> = left
-                .iter()
-                .copied()
-                .filter(|id| {
-                    self.replicas[*id]
-                        .depends_on()
-                        .iter()
-                        .all(|d| rank.contains_key(d) || !self.replicas.contains_key(d) || d == *id)
-                })
-                .collect();
-            let take = if ready.is_empty() { vec![left[0]] } else { ready };
+            let ready: Vec<&String> =
+                left.iter()
+                    .copied()
+                    .filter(|id| {
+                        self.replicas[*id].depends_on().iter().all(|d| {
+                            rank.contains_key(d) || !self.replicas.contains_key(d) || d == *id
+                        })
+                    })
+                    .collect();
+            let take = if ready.is_empty() {
+                vec![left[0]]
+            } else {
+                ready
+            };
             for id in take {
                 rank.insert(id.clone(), next);
                 next += 1;

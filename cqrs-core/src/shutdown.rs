@@ -30,7 +30,7 @@ impl Shutdown {
 
     /// True once [`Shutdown::trigger`] was called.
     pub fn is_triggered(&self) -> bool {
-        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sleep up to `d`; returns true if the signal fired (before or during the sleep).

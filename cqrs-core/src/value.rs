@@ -82,14 +82,20 @@ pub enum SqlValue {
 
 fn describe(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 { format!("{}…", &s[..s.floor_char_boundary(57)]) } else { s }
+    if s.len() > 60 {
+        format!("{}…", &s[..s.floor_char_boundary(57)])
+    } else {
+        s
+    }
 }
 
 fn as_i64(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bool(b) => Some(i64::from(*b)),
         _ => None,
@@ -125,12 +131,16 @@ impl ColumnType {
                 },
                 _ => return Err(bad()),
             },
-            ColumnType::SmallInt => {
-                SqlValue::SmallInt(as_i64(v).and_then(|i| i16::try_from(i).ok()).ok_or_else(bad)?)
-            }
-            ColumnType::Integer => {
-                SqlValue::Integer(as_i64(v).and_then(|i| i32::try_from(i).ok()).ok_or_else(bad)?)
-            }
+            ColumnType::SmallInt => SqlValue::SmallInt(
+                as_i64(v)
+                    .and_then(|i| i16::try_from(i).ok())
+                    .ok_or_else(bad)?,
+            ),
+            ColumnType::Integer => SqlValue::Integer(
+                as_i64(v)
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(bad)?,
+            ),
             ColumnType::BigInt => SqlValue::BigInt(as_i64(v).ok_or_else(bad)?),
             ColumnType::Float | ColumnType::Double => {
                 let f = match v {
@@ -140,7 +150,11 @@ impl ColumnType {
                     _ => None,
                 }
                 .ok_or_else(bad)?;
-                if self == ColumnType::Float { SqlValue::Float(f as f32) } else { SqlValue::Double(f) }
+                if self == ColumnType::Float {
+                    SqlValue::Float(f as f32)
+                } else {
+                    SqlValue::Double(f)
+                }
             }
             ColumnType::Text => match v {
                 Value::String(s) => SqlValue::Text(s.clone()),
@@ -174,7 +188,9 @@ impl ColumnType {
                 _ => return Err(bad()),
             },
             ColumnType::Uuid => match v {
-                Value::String(s) => SqlValue::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| bad())?),
+                Value::String(s) => {
+                    SqlValue::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| bad())?)
+                }
                 _ => return Err(bad()),
             },
             ColumnType::Json | ColumnType::Jsonb => SqlValue::Json(v.clone(), self),
@@ -223,7 +239,9 @@ impl SqlValue {
             SqlValue::SmallInt(i) => Value::from(*i),
             SqlValue::Integer(i) => Value::from(*i),
             SqlValue::BigInt(i) => Value::from(*i),
-            SqlValue::Float(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+            SqlValue::Float(f) => {
+                Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number)
+            }
             SqlValue::Double(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
             SqlValue::Text(s) => Value::String(s.clone()),
             // Django sends a decimal through a double (ujson); a number keeps that form.
@@ -271,17 +289,36 @@ mod tests {
 
     #[test]
     fn django_in_memory_forms_are_accepted() {
-        assert_eq!(ColumnType::Bool.from_json(&json!(1)).unwrap(), SqlValue::Bool(true));
-        assert_eq!(ColumnType::Double.from_json(&json!(1)).unwrap(), SqlValue::Double(1.0));
+        assert_eq!(
+            ColumnType::Bool.from_json(&json!(1)).unwrap(),
+            SqlValue::Bool(true)
+        );
+        assert_eq!(
+            ColumnType::Double.from_json(&json!(1)).unwrap(),
+            SqlValue::Double(1.0)
+        );
         assert_eq!(
             ColumnType::Numeric.from_json(&json!(1234.5)).unwrap(),
             SqlValue::Numeric(BigDecimal::from_str("1234.5").unwrap())
         );
-        let t = ColumnType::Timestamptz.from_json(&json!("2024-02-29T23:59:58Z")).unwrap();
+        let t = ColumnType::Timestamptz
+            .from_json(&json!("2024-02-29T23:59:58Z"))
+            .unwrap();
         assert_eq!(t.to_json(), json!("2024-02-29 23:59:58+00:00"));
-        let u = ColumnType::Uuid.from_json(&json!("644C341F-9F37-4ED0-8B71-FC5DC0F5D81E")).unwrap();
-        assert_eq!(u.canonical_key(), "\"644c341f-9f37-4ed0-8b71-fc5dc0f5d81e\"");
-        assert_eq!(ColumnType::BigInt.from_json(&json!("42")).unwrap().canonical_key(), "42");
+        let u = ColumnType::Uuid
+            .from_json(&json!("644C341F-9F37-4ED0-8B71-FC5DC0F5D81E"))
+            .unwrap();
+        assert_eq!(
+            u.canonical_key(),
+            "\"644c341f-9f37-4ed0-8b71-fc5dc0f5d81e\""
+        );
+        assert_eq!(
+            ColumnType::BigInt
+                .from_json(&json!("42"))
+                .unwrap()
+                .canonical_key(),
+            "42"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ pub(crate) fn run(settings: &Settings) -> Result<(), Error> {
     if applied.is_empty() {
         eprintln!("cqrs tables are up to date");
     } else {
-        eprintln!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+        eprintln!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
     }
     Ok(())
 }

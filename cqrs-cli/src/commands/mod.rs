@@ -17,5 +17,9 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
 
 /// Model commands need an application binary; the stock one has no models.
 fn require_models(registry: &Registry) -> Result<&Registry, Error> {
-    if registry.is_empty() { Err(Error::config(crate::NO_MODELS)) } else { Ok(registry) }
+    if registry.is_empty() {
+        Err(Error::config(crate::NO_MODELS))
+    } else {
+        Ok(registry)
+    }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Delivery, Headers, Inbox, dead_letter_key, dead_letter_queue, directed_key, topic_matches};
+use super::{
+    Delivery, Headers, Inbox, dead_letter_key, dead_letter_queue, directed_key, topic_matches,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A message stored in a memory queue.
@@ -54,7 +56,9 @@ impl State {
 
     fn release_due(&mut self, now: Instant) {
         if self.delayed.iter().any(|(due, _)| *due <= now) {
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed).into_iter().partition(|(d, _)| *d <= now);
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|(d, _)| *d <= now);
             self.delayed = later;
             for (_, msg) in due {
                 self.route(msg);
@@ -141,7 +145,10 @@ impl MemoryBroker {
     pub fn peek(&self, queue: &str) -> Vec<StoredMessage> {
         let mut s = self.lock();
         s.release_due(Instant::now());
-        s.queues.get(queue).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        s.queues
+            .get(queue)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Messages waiting out a retry delay.
@@ -152,7 +159,12 @@ impl MemoryBroker {
     /// A consumer of `queue` with its own delivery tags; dropping it requeues what it did not ack.
     pub fn inbox(&self, queue: &str) -> MemoryInbox {
         self.declare_queue(queue);
-        MemoryInbox { broker: self.clone(), queue: queue.to_string(), next_tag: 0, unacked: BTreeMap::new() }
+        MemoryInbox {
+            broker: self.clone(),
+            queue: queue.to_string(),
+            next_tag: 0,
+            unacked: BTreeMap::new(),
+        }
     }
 }
 
@@ -188,8 +200,17 @@ impl Inbox for MemoryInbox {
                 break;
             }
             // Wake for a publish, or at the next delayed message's due time.
-            let next_due = s.delayed.iter().map(|(d, _)| *d).min().unwrap_or(deadline).min(deadline);
-            s = cv.wait_timeout(s, next_due.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner()).0;
+            let next_due = s
+                .delayed
+                .iter()
+                .map(|(d, _)| *d)
+                .min()
+                .unwrap_or(deadline)
+                .min(deadline);
+            s = cv
+                .wait_timeout(s, next_due.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         let queue = s.queues.entry(self.queue.clone()).or_default();
         let take = max.min(queue.len());
@@ -212,13 +233,22 @@ impl Inbox for MemoryInbox {
     fn ack_up_to(&mut self, tag: u64) -> Result<()> {
         if !self.unacked.contains_key(&tag) {
             // AMQP closes the channel on an unknown tag (PRECONDITION_FAILED); so do we.
-            return Err(Error::new(ErrorKind::Transport, format!("unknown delivery tag {tag} on queue {}", self.queue)));
+            return Err(Error::new(
+                ErrorKind::Transport,
+                format!("unknown delivery tag {tag} on queue {}", self.queue),
+            ));
         }
         self.unacked = self.unacked.split_off(&(tag + 1));
         Ok(())
     }
 
-    fn publish_retry(&mut self, cqrs_id: &str, body: Vec<u8>, headers: Headers, delay: Duration) -> Result<()> {
+    fn publish_retry(
+        &mut self,
+        cqrs_id: &str,
+        body: Vec<u8>,
+        headers: Headers,
+        delay: Duration,
+    ) -> Result<()> {
         let msg = StoredMessage {
             routing_key: directed_key(&self.queue, cqrs_id),
             body,
@@ -226,7 +256,10 @@ impl Inbox for MemoryInbox {
             redelivered: false,
             expiration_ms: None,
         };
-        self.broker.lock().delayed.push((Instant::now() + delay, msg));
+        self.broker
+            .lock()
+            .delayed
+            .push((Instant::now() + delay, msg));
         self.broker.inner.1.notify_all();
         Ok(())
     }
@@ -239,18 +272,28 @@ impl Inbox for MemoryInbox {
         ttl: Duration,
     ) -> Result<()> {
         let mut msg = StoredMessage {
-            routing_key: cqrs_id.map_or_else(|| dead_letter_queue(&self.queue), |id| dead_letter_key(&self.queue, id)),
+            routing_key: cqrs_id.map_or_else(
+                || dead_letter_queue(&self.queue),
+                |id| dead_letter_key(&self.queue, id),
+            ),
             body: original.body.clone(),
             headers,
             redelivered: false,
             expiration_ms: Some(ttl.as_millis() as u64),
         };
         let mut s = self.broker.lock();
-        let routed = if cqrs_id.is_some() { s.route(msg.clone()) } else { 0 };
+        let routed = if cqrs_id.is_some() {
+            s.route(msg.clone())
+        } else {
+            0
+        };
         if routed == 0 {
             // Like AMQP's default exchange: straight to the dead-letter queue by name.
             msg.routing_key = dead_letter_queue(&self.queue);
-            s.queues.entry(dead_letter_queue(&self.queue)).or_default().push_back(msg);
+            s.queues
+                .entry(dead_letter_queue(&self.queue))
+                .or_default()
+                .push_back(msg);
         }
         Ok(())
     }
@@ -303,7 +346,13 @@ mod tests {
         let b = MemoryBroker::new();
         b.declare_replica_queue("q", &["item"]);
         let mut i = b.inbox("q");
-        i.publish_retry("item", b"x".to_vec(), Headers::new(), Duration::from_millis(30)).unwrap();
+        i.publish_retry(
+            "item",
+            b"x".to_vec(),
+            Headers::new(),
+            Duration::from_millis(30),
+        )
+        .unwrap();
         assert!(i.receive(1, Duration::ZERO).unwrap().is_empty());
         let got = i.receive(1, Duration::from_secs(2)).unwrap();
         assert_eq!(got[0].routing_key, "cqrs.q.item");

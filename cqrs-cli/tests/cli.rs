@@ -1,0 +1,122 @@
+//! The stock `cqrs` binary: help, usage errors, model commands without models, migrate.
+
+use std::process::{Command, Output};
+
+use cqrs_tests::{Kind, TestDb};
+
+fn cqrs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("the cqrs binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_works_and_lists_commands() {
+    let o = cqrs(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("migrate") && out.contains("--database-url"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_subcommand_exits_2() {
+    let o = cqrs(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unrecognized subcommand 'frobnicate'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn model_command_without_models_exits_2_with_the_reason() {
+    let o = cqrs(&["models"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).trim(), format!("cqrs: {}", cqrs_cli::NO_MODELS));
+}
+
+#[test]
+fn migrate_without_database_exits_2_naming_the_flag() {
+    let o = cqrs(&["migrate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--database-url"), "{}", stderr(&o));
+    let o = cqrs(&["migrate", "--database-url", "mysql://x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown scheme"), "{}", stderr(&o));
+}
+
+fn migrate_creates_the_tables(kind: Kind) {
+    let t = TestDb::empty(kind);
+    let o = cqrs(&["migrate", "--database-url", &t.url]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("applied 1 migration"), "{}", stderr(&o));
+    let mut db = t.connect();
+    for table in ["cqrs_outbox", "cqrs_tombstones"] {
+        db.execute(&format!("SELECT count(*) FROM {table}"), vec![])
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    let again = cqrs(&["migrate", "--database-url", &t.url]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+}
+
+#[test]
+fn migrate_creates_the_tables_postgres() {
+    migrate_creates_the_tables(Kind::Postgres);
+}
+
+#[test]
+fn migrate_creates_the_tables_sqlite() {
+    migrate_creates_the_tables(Kind::Sqlite);
+}
+
+#[test]
+fn database_url_comes_from_the_environment_and_the_config_file() {
+    let t = TestDb::empty(Kind::Sqlite);
+    let o = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .arg("migrate")
+        .env("DATABASE_URL", &t.url)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t2 = TestDb::empty(Kind::Sqlite);
+    let dir = std::env::temp_dir().join(format!("cqrs_cfg_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cqrs.toml"),
+        format!("database_url = {:?}\n", t2.url),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    t2.connect()
+        .execute("SELECT count(*) FROM cqrs_outbox", vec![])
+        .unwrap();
+    std::fs::write(dir.join("cqrs.toml"), "databse_url = \"x\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("databse_url"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,406 @@
+//! Every row of the rules table (ARCHITECTURE.md §5) on each backend, plus batch behaviour:
+//! deduplication, chunking under the bind limit, absent optional fields, bad rows failing alone.
+
+use cqrs::{BatchReport, Change, Db, Message, Outcome, Replica, TableReplica, TableSpec};
+use cqrs_tests::*;
+use serde_json::json;
+
+fn apply_changes(db: &mut Db, spec: &TableSpec, changes: Vec<Change>) -> BatchReport {
+    let replica = TableReplica::new(spec.clone());
+    let refs: Vec<&Change> = changes.iter().collect();
+    db.write_transaction(|db| replica.apply(db, &refs))
+        .expect("batch applies")
+}
+
+fn apply(db: &mut Db, msgs: Vec<Message>) -> BatchReport {
+    apply_changes(
+        db,
+        &item_spec(),
+        msgs.into_iter().map(Change::new).collect(),
+    )
+}
+
+fn directed(msg: Message) -> Change {
+    Change {
+        message: msg,
+        directed: true,
+    }
+}
+
+fn outcome_names(r: &BatchReport) -> Vec<String> {
+    r.outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Applied => "applied".to_string(),
+            Outcome::Skipped(why) => format!("skipped: {why}"),
+            Outcome::Failed(e) => format!("failed: {e}"),
+        })
+        .collect()
+}
+
+both!(
+    fn save_without_row_or_tombstone_inserts(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let s = ItemState::new(1, 0, at(0));
+        let r = apply(&mut db, vec![s.save()]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        let rows = items(&mut db);
+        assert_eq!(rows[&1].rev, 0);
+        assert_eq!(rows[&1].name, "n1-0");
+        assert_eq!(rows[&1].updated, at(0));
+        assert_eq!(
+            rows[&1].note, "none",
+            "absent optional column takes the database default"
+        );
+    }
+);
+
+both!(
+    fn save_newer_updates_with_gap(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
+        let r = apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        let row = &items(&mut db)[&1];
+        assert_eq!(
+            (row.rev, row.name.as_str(), row.updated),
+            (3, "n1-3", at(30))
+        );
+    }
+);
+
+both!(
+    fn save_equal_or_older_is_skipped(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 2, at(20)).save()]);
+        let mut dup = ItemState::new(1, 2, at(20));
+        dup.name = "changed".into();
+        let r = apply(
+            &mut db,
+            vec![dup.save(), ItemState::new(1, 1, at(10)).save()],
+        );
+        assert_eq!(
+            outcome_names(&r),
+            ["skipped: duplicate", "skipped: stale revision"]
+        );
+        let row = &items(&mut db)[&1];
+        assert_eq!((row.rev, row.name.as_str()), (2, "n1-2"));
+    }
+);
+
+both!(
+    fn late_save_after_delete_does_not_resurrect(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
+        apply(&mut db, vec![item_delete(1, 2, at(20))]);
+        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
+        assert_eq!(outcome_names(&r), ["skipped: deleted (tombstone)"]);
+        assert!(items(&mut db).is_empty());
+        assert_eq!(tombstones(&mut db, "item")["1"], (2, at(20)));
+    }
+);
+
+both!(
+    fn recreated_pk_with_later_updated_is_inserted(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![item_delete(1, 5, at(50))]);
+        let r = apply(&mut db, vec![ItemState::new(1, 0, at(60)).save()]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        assert_eq!(items(&mut db)[&1].rev, 0);
+        assert!(tombstones(&mut db, "item").is_empty(), "tombstone cleared");
+    }
+);
+
+both!(
+    fn broadcast_sync_reapplies_equal_but_never_downgrades(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        let mut same = ItemState::new(1, 3, at(30));
+        same.name = "resent".into();
+        let r = apply(&mut db, vec![same.sync()]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        assert_eq!(items(&mut db)[&1].name, "resent");
+        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).sync()]);
+        assert_eq!(outcome_names(&r), ["skipped: stale revision"]);
+        assert_eq!(items(&mut db)[&1].rev, 3);
+    }
+);
+
+both!(
+    fn directed_sync_downgrades_and_clears_tombstone(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(
+            &mut db,
+            vec![
+                ItemState::new(1, 5, at(50)).save(),
+                item_delete(2, 9, at(90)),
+            ],
+        );
+        let r = apply_changes(
+            &mut db,
+            &item_spec(),
+            vec![
+                directed(ItemState::new(1, 2, at(20)).sync()),
+                directed(ItemState::new(2, 1, at(10)).sync()),
+            ],
+        );
+        assert_eq!(outcome_names(&r), ["applied", "applied"]);
+        let rows = items(&mut db);
+        assert_eq!(
+            (rows[&1].rev, rows[&1].name.as_str()),
+            (2, "n1-2"),
+            "downgraded"
+        );
+        assert_eq!(rows[&2].rev, 1, "written over the tombstone");
+        assert!(tombstones(&mut db, "item").is_empty());
+    }
+);
+
+both!(
+    fn delete_newer_than_row_deletes_and_records_tombstone(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        let r = apply(&mut db, vec![item_delete(1, 4, at(40))]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        assert!(items(&mut db).is_empty());
+        assert_eq!(tombstones(&mut db, "item")["1"], (4, at(40)));
+    }
+);
+
+both!(
+    fn delete_not_newer_than_row_is_skipped(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        apply(&mut db, vec![ItemState::new(1, 5, at(50)).save()]);
+        let r = apply(
+            &mut db,
+            vec![item_delete(1, 3, at(30)), item_delete(1, 5, at(31))],
+        );
+        assert_eq!(
+            outcome_names(&r),
+            [
+                "skipped: delete older than the row",
+                "skipped: delete older than the row"
+            ]
+        );
+        assert_eq!(items(&mut db)[&1].rev, 5);
+        assert!(tombstones(&mut db, "item").is_empty());
+    }
+);
+
+both!(
+    fn delete_without_row_records_tombstone_and_keeps_the_newest(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let r = apply(&mut db, vec![item_delete(7, 3, at(30))]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        let r = apply(&mut db, vec![item_delete(7, 2, at(20))]);
+        assert_eq!(outcome_names(&r), ["skipped: duplicate delete"]);
+        assert_eq!(tombstones(&mut db, "item")["7"], (3, at(30)));
+        assert!(items(&mut db).is_empty());
+    }
+);
+
+both!(
+    fn same_pk_three_times_in_one_batch_applies_the_winner(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let r = apply(
+            &mut db,
+            vec![
+                ItemState::new(1, 1, at(10)).save(),
+                ItemState::new(1, 3, at(30)).save(),
+                ItemState::new(1, 2, at(20)).save(),
+                ItemState::new(2, 0, at(0)).save(),
+                item_delete(2, 1, at(5)),
+                ItemState::new(2, 0, at(0)).save(),
+            ],
+        );
+        assert_eq!(r.stats.upsert_statements, 1, "one multi-row upsert");
+        let rows = items(&mut db);
+        assert_eq!((rows[&1].rev, rows[&1].name.as_str()), (3, "n1-3"));
+        assert!(
+            !rows.contains_key(&2),
+            "the delete wins over its older saves in any order"
+        );
+        assert_eq!(tombstones(&mut db, "item")["2"], (1, at(5)));
+    }
+);
+
+both!(
+    fn absent_optional_field_defaults_on_insert_and_is_kept_on_update(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let mut with_note = ItemState::new(1, 0, at(0)).save();
+        with_note.instance_data.insert("note".into(), json!("kept"));
+        let r = apply(&mut db, vec![with_note, ItemState::new(2, 0, at(0)).save()]);
+        assert_eq!(
+            r.stats.upsert_statements, 2,
+            "one statement per set of present columns"
+        );
+        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
+        assert_eq!(outcome_names(&r), ["applied"]);
+        let rows = items(&mut db);
+        assert_eq!((rows[&1].rev, rows[&1].note.as_str()), (1, "kept"));
+        assert_eq!(rows[&2].note, "none");
+    }
+);
+
+both!(
+    fn a_message_with_bad_data_fails_alone(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let mut missing = ItemState::new(2, 0, at(0)).save();
+        missing.instance_data.remove("name");
+        let mut wrong = ItemState::new(3, 0, at(0)).save();
+        wrong.instance_data.insert("value".into(), json!("many"));
+        let mut no_rev = ItemState::new(4, 0, at(0)).save();
+        no_rev.instance_data.remove("cqrs_revision");
+        let r = apply(
+            &mut db,
+            vec![ItemState::new(1, 0, at(0)).save(), missing, wrong, no_rev],
+        );
+        let names = outcome_names(&r);
+        assert_eq!(names[0], "applied");
+        assert!(
+            names[1].contains("instance_data has no `name`"),
+            "{}",
+            names[1]
+        );
+        assert!(
+            names[2].contains("instance_data.value: \"many\" is not a valid bigint"),
+            "{}",
+            names[2]
+        );
+        assert!(names[3].contains("no `cqrs_revision`"), "{}", names[3]);
+        assert_eq!(items(&mut db).keys().copied().collect::<Vec<_>>(), [1]);
+    }
+);
+
+both!(
+    fn batch_over_the_bind_limit_is_split_into_statements(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let spec = wide_spec();
+        assert_eq!(spec.columns().len(), 9);
+        let rows = 20_000usize;
+        let changes: Vec<Change> = (0..rows as i64)
+        .map(|id| {
+            let data = json!({"id": id, "a": id, "b": -id, "c": format!("c{id}"), "d": "d", "e": 7, "f": "ffff",
+                "cqrs_revision": 0, "cqrs_updated": "2026-11-23 12:00:00.000001+00:00"});
+            Change::new(Message::new(cqrs::SignalType::Save, "wide", json!(id), data.as_object().unwrap().clone()))
+        })
+        .collect();
+        let r = apply_changes(&mut db, &spec, changes);
+        let per_statement = db.backend().bind_limit() / 9; // 7281 on PostgreSQL, 3640 on SQLite
+        let expected = rows.div_ceil(per_statement);
+        assert_eq!(
+            r.stats.upsert_statements, expected,
+            "{kind:?}: {per_statement} rows per statement"
+        );
+        assert_eq!(expected, if kind == Kind::Postgres { 3 } else { 6 });
+        assert_eq!(r.stats.rows_written, rows);
+        assert_eq!(
+            count(&mut db, "SELECT count(*) AS n FROM wide"),
+            rows as i64
+        );
+        assert_eq!(
+            count(&mut db, "SELECT CAST(sum(a) AS BIGINT) AS n FROM wide"),
+            (0..rows as i64).sum::<i64>()
+        );
+    }
+);
+
+both!(
+    fn django_captures_01_to_16_apply_as_django_would(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let spec = item_spec();
+        for file in capture_files().into_iter().filter(|f| f.as_str() < "20") {
+            for (routing_key, body) in capture(&file) {
+                let message = Message::decode(&body).unwrap();
+                let directed = routing_key.starts_with("cqrs.");
+                let r = apply_changes(&mut db, &spec, vec![Change { message, directed }]);
+                assert!(r.outcomes[0].is_final(), "{file}: {:?}", r.outcomes[0]);
+            }
+        }
+        let rows = items(&mut db);
+        assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [3, 5, 6]);
+        assert_eq!((rows[&5].rev, rows[&6].rev, rows[&3].rev), (1, 1, 0));
+        let tombs = tombstones(&mut db, "item");
+        assert_eq!(tombs.keys().cloned().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(tombs["1"].0, 4);
+    }
+);
+
+both!(
+    fn django_typed_captures_apply_with_their_value_forms(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let spec = typed_spec(kind);
+        for file in [
+            "30_typed_create.json",
+            "31_typed_update.json",
+            "33_typed_create_berlin.json",
+            "34_typed_create_string_values.json",
+        ] {
+            for (_, body) in capture(file) {
+                let r = apply_changes(
+                    &mut db,
+                    &spec,
+                    vec![Change::new(Message::decode(&body).unwrap())],
+                );
+                assert!(
+                    matches!(r.outcomes[0], Outcome::Applied),
+                    "{file}: {:?}",
+                    r.outcomes[0]
+                );
+            }
+        }
+        assert_eq!(count(&mut db, "SELECT count(*) AS n FROM typed"), 5);
+        let q = |col: &str| {
+            format!(
+                "SELECT CAST({col} AS TEXT) AS t FROM typed WHERE id = '644c341f-9f37-4ed0-8b71-fc5dc0f5d81e'"
+            )
+        };
+        let price = texts(&mut db, &q("price"))[0].clone().unwrap();
+        assert_eq!(price.parse::<f64>().unwrap(), 99.99);
+        assert_eq!(texts(&mut db, &q("cqrs_revision"))[0].as_deref(), Some("2"));
+        assert_eq!(texts(&mut db, &q("owner_ref"))[0].as_deref(), Some("1004"));
+        assert_eq!(
+            texts(&mut db, &q("ratio"))[0]
+                .as_deref()
+                .map(|r| r.parse::<f64>().unwrap()),
+            Some(2.5),
+            "SYNC of an equal revision re-applied"
+        );
+        let s34 = |col: &str| {
+            format!(
+                "SELECT CAST({col} AS TEXT) AS t FROM typed WHERE id = '0b6f4d1c-7d3e-4c2a-9f00-00000000000d'"
+            )
+        };
+        let price34 = texts(&mut db, &s34("price"))[0].clone().unwrap();
+        assert_eq!(
+            price34.parse::<f64>().unwrap(),
+            1234.5,
+            "string decimal stored exactly"
+        );
+        assert_eq!(
+            texts(&mut db, &s34("owner_ref"))[0].as_deref(),
+            Some("1003"),
+            "FK `owner` -> column owner_ref"
+        );
+        assert_eq!(
+            texts(&mut db, &s34("day"))[0].as_deref(),
+            Some("2024-02-29")
+        );
+    }
+);
