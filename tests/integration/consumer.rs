@@ -229,3 +229,134 @@ both!(
         assert_eq!((rows[&1].rev, rows[&2].rev), (2, 9));
     }
 );
+
+/// A replica that is not a table: an in-memory map keyed by pk, revision-guarded.
+#[derive(Default)]
+struct MapReplica(std::sync::Mutex<BTreeMap<String, (i32, String)>>);
+
+impl cqrs::Replica for MapReplica {
+    fn cqrs_id(&self) -> &str {
+        "item"
+    }
+    fn apply(
+        &self,
+        _db: &mut cqrs::Db,
+        changes: &[&cqrs::Change],
+    ) -> cqrs::Result<cqrs::BatchReport> {
+        let mut map = self.0.lock().unwrap();
+        let mut report = cqrs::BatchReport::default();
+        for c in changes {
+            let m = &c.message;
+            let rev = match m.revision() {
+                Ok(r) => r,
+                Err(e) => {
+                    report.outcomes.push(cqrs::Outcome::Failed(e));
+                    continue;
+                }
+            };
+            let key = m.instance_pk.to_string();
+            let name = m
+                .instance_data
+                .get("name")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            match map.get(&key) {
+                Some((have, _)) if *have >= rev => {
+                    report.outcomes.push(cqrs::Outcome::Skipped("stale"))
+                }
+                _ => {
+                    map.insert(key, (rev, name));
+                    report.outcomes.push(cqrs::Outcome::Applied);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[test]
+fn a_replica_that_is_not_a_table_consumes_too() {
+    let t = TestDb::empty(Kind::Sqlite);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("mq", &["item"]);
+    for rev in [2, 0, 1, 2] {
+        publish(&broker, &ItemState::new(9, rev, at(i64::from(rev))).save());
+    }
+    let map = std::sync::Arc::new(MapReplica::default());
+    struct Shared(std::sync::Arc<MapReplica>);
+    impl cqrs::Replica for Shared {
+        fn cqrs_id(&self) -> &str {
+            "item"
+        }
+        fn apply(&self, db: &mut cqrs::Db, c: &[&cqrs::Change]) -> cqrs::Result<cqrs::BatchReport> {
+            self.0.apply(db, c)
+        }
+    }
+    let registry = Registry::new().replica(Shared(map.clone()));
+    let settings = settings(2);
+    let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("mq"));
+    c.drain(Duration::from_millis(50)).unwrap();
+    assert_eq!(
+        map.0.lock().unwrap().get("9"),
+        Some(&(2, "n9-2".to_string()))
+    );
+    assert_eq!(broker.queue_len("mq"), 0);
+}
+
+/// Fails its first `n` calls with a transient error, then applies through the table engine.
+struct Flaky {
+    inner: TableReplica,
+    failures_left: std::sync::atomic::AtomicUsize,
+}
+
+impl cqrs::Replica for Flaky {
+    fn cqrs_id(&self) -> &str {
+        "item"
+    }
+    fn apply(&self, db: &mut cqrs::Db, c: &[&cqrs::Change]) -> cqrs::Result<cqrs::BatchReport> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(cqrs::Error::new(
+                cqrs::ErrorKind::Transient,
+                "deadlock detected (injected)",
+            ));
+        }
+        self.inner.apply(db, c)
+    }
+}
+
+both!(
+    fn transient_failures_are_redone_without_spending_a_retry(kind: Kind) {
+        let t = TestDb::new(kind);
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("rq", &["item"]);
+        for id in 0..10i64 {
+            publish(&broker, &ItemState::new(id, 0, at(id)).save());
+        }
+        let registry = Registry::new().replica(Flaky {
+            inner: TableReplica::new(item_spec()),
+            failures_left: 3.into(),
+        });
+        let settings = settings(10);
+        let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+        assert_eq!(c.poll(Duration::ZERO).unwrap(), 10);
+        let stats = c.stats();
+        assert_eq!(stats.transient_redos, 3);
+        assert_eq!(
+            (stats.retried, stats.dead_lettered, stats.splits),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            broker.delayed_len()
+                + broker.queue_len("rq")
+                + broker.queue_len(&dead_letter_queue("rq")),
+            0
+        );
+        assert_eq!(items(c.db()).len(), 10);
+    }
+);
