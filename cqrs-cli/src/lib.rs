@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! fn main() -> std::process::ExitCode {
-//!     cqrs_cli::run(cqrs::Registry::new() /* .replica(...) */)
+//!     cqrs_cli::run(cqrs::Registry::new() /* .replica::<MyReplicaModel>() */)
 //! }
 //! ```
 //!

@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .column(ColumnSpec::new("value", ColumnType::BigInt))
         .column(ColumnSpec::new("updated", ColumnType::Timestamptz))
         .build()?;
-    let registry = Registry::new().replica(TableReplica::new(spec));
+    let registry = Registry::new().with_replica(TableReplica::new(spec));
 
     // The captured messages, each three times, in a fixed pseudo-random order.
     let mut stream = Vec::new();

@@ -81,7 +81,7 @@ struct Valid {
 /// use cqrs::{Consumer, Db, Registry, Settings, Shutdown};
 /// use cqrs::transport::memory::MemoryBroker;
 /// let broker = MemoryBroker::new();
-/// let registry = Registry::new(); // .replica(...)
+/// let registry = Registry::new(); // .replica::<MyModel>()
 /// let settings = Settings::default();
 /// let db = Db::connect("sqlite://replica.db")?;
 /// let mut consumer = Consumer::new(&registry, &settings, db, broker.inbox("replica"));

@@ -38,12 +38,18 @@ pub use db::Db;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Message, SignalType};
 pub use model::{
-    ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, TableSpec,
+    ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, ReplicaModel,
+    TableSpec,
 };
+
+/// `#[derive(Replica)]` on a Diesel model: implements [`ReplicaModel`] (see the README's attribute table).
+pub use cqrs_derive::Replica;
 pub use shutdown::Shutdown;
 
 /// Support items for generated code; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::model::{ColumnSpec, ReplicaModel, TableSpec};
+    pub use crate::value::ColumnType;
     pub use serde_json;
 }

@@ -137,6 +137,18 @@ pub trait Replica: Send + Sync + 'static {
     fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport>;
 }
 
+/// A Diesel model replicated into a table: what `#[derive(Replica)]` implements.
+///
+/// The derive reads `#[diesel(table_name, primary_key)]`, maps each field's Rust type to a
+/// [`ColumnType`] and builds the [`TableSpec`] the apply engine writes with.
+pub trait ReplicaModel: 'static {
+    /// The `cqrs_id` shared with the master.
+    const CQRS_ID: &'static str;
+
+    /// The table description.
+    fn table_spec() -> TableSpec;
+}
+
 /// One column of a replicated table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnSpec {
@@ -196,7 +208,7 @@ impl ColumnSpec {
 ///     .unwrap();
 /// assert_eq!(spec.columns().len(), 4); // id, title, cqrs_revision, cqrs_updated
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableSpec {
     cqrs_id: String,
     table: String,
@@ -374,7 +386,7 @@ impl TableSpecBuilder {
 /// ```
 /// use cqrs::{Registry, TableReplica, TableSpec, value::ColumnType};
 /// let spec = TableSpec::new("item", "items").key("id", ColumnType::BigInt).build().unwrap();
-/// let registry = Registry::new().replica(TableReplica::new(spec));
+/// let registry = Registry::new().with_replica(TableReplica::new(spec));
 /// assert!(registry.replica_for("item").is_some());
 /// ```
 #[derive(Clone, Default)]
@@ -396,11 +408,19 @@ impl Registry {
         Registry::default()
     }
 
-    /// Register a replica model.
+    /// Register a replica table model (one that derives [`ReplicaModel`] via `#[derive(Replica)]`).
     ///
     /// # Panics
     /// If another replica is registered for the same `cqrs_id`: that is a programming error.
-    pub fn replica(mut self, replica: impl Replica) -> Self {
+    pub fn replica<T: ReplicaModel>(self) -> Self {
+        self.with_replica(crate::apply::TableReplica::new(T::table_spec()))
+    }
+
+    /// Register a hand-written [`Replica`] (a table described by hand, a cache, a search index).
+    ///
+    /// # Panics
+    /// If another replica is registered for the same `cqrs_id`: that is a programming error.
+    pub fn with_replica(mut self, replica: impl Replica) -> Self {
         let id = replica.cqrs_id().to_string();
         assert!(
             !self.replicas.contains_key(&id),

@@ -1,4 +1,29 @@
-//! Derive macros for `cqrs`: `#[derive(Master)]` and `#[derive(Replica)]` on Diesel models.
+//! Derive macros for `cqrs`: `#[derive(Replica)]` on Diesel models (and `#[derive(Master)]` to come).
 //!
-//! Empty until Foundation II (issue 4); until then a replica is a hand-built
-//! `cqrs::TableSpec` driven by `cqrs::TableReplica`, or a hand-written `cqrs::Replica`.
+//! Laid out like serde_derive: [`attr`] parses `#[cqrs(...)]` and the `#[diesel(...)]` keys we read,
+//! [`ast`] builds a typed model of the struct, [`check`] validates it and [`expand`] writes tokens.
+//! Every mistake is collected in [`ctxt::Ctxt`] so one build reports all of them, each spanned on
+//! the offending field or attribute with a `help:` line.
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod expand;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Implements `cqrs::ReplicaModel` for a Diesel model: the replica table's description.
+///
+/// Struct: `#[cqrs(id = "cqrs_id")]` (required), `#[cqrs(crate = "path")]`; reads
+/// `#[diesel(table_name = ..)]` (required) and `#[diesel(primary_key(..))]` (default `id`).
+/// Fields: `#[cqrs(rename = "wire_name")]`, `#[cqrs(skip)]`, `#[cqrs(optional)]`, `#[cqrs(json)]`;
+/// reads `#[diesel(column_name = ..)]`.
+#[proc_macro_derive(Replica, attributes(cqrs, diesel))]
+pub fn derive_replica(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::replica(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -11,7 +11,7 @@ use cqrs_tests::*;
 use serde_json::json;
 
 fn registry() -> Registry {
-    Registry::new().replica(TableReplica::new(item_spec()))
+    Registry::new().with_replica(TableReplica::new(item_spec()))
 }
 
 fn settings(batch: usize) -> Settings {
@@ -293,7 +293,7 @@ fn a_replica_that_is_not_a_table_consumes_too() {
             self.0.apply(db, c)
         }
     }
-    let registry = Registry::new().replica(Shared(map.clone()));
+    let registry = Registry::new().with_replica(Shared(map.clone()));
     let settings = settings(2);
     let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("mq"));
     c.drain(Duration::from_millis(50)).unwrap();
@@ -338,7 +338,7 @@ both!(
         for id in 0..10i64 {
             publish(&broker, &ItemState::new(id, 0, at(id)).save());
         }
-        let registry = Registry::new().replica(Flaky {
+        let registry = Registry::new().with_replica(Flaky {
             inner: TableReplica::new(item_spec()),
             failures_left: 3.into(),
         });

@@ -17,6 +17,7 @@ macro_rules! both {
 }
 
 mod consumer;
+mod derive;
 mod property;
 mod protocol;
 mod rules;

@@ -211,12 +211,21 @@ pub fn typed_spec(kind: Kind) -> TableSpec {
         .column(ColumnSpec::new("flag", ColumnType::Bool))
         .column(ColumnSpec::new("day", ColumnType::Date))
         .column(ColumnSpec::new("at", ColumnType::Timestamptz))
-        .column(ColumnSpec::new("maybe_text", ColumnType::Text).nullable())
-        .column(ColumnSpec::new("maybe_int", ColumnType::Integer).nullable())
+        .column(
+            ColumnSpec::new("maybe_text", ColumnType::Text)
+                .nullable()
+                .optional(),
+        )
+        .column(
+            ColumnSpec::new("maybe_int", ColumnType::Integer)
+                .nullable()
+                .optional(),
+        )
         .column(
             ColumnSpec::new("owner_ref", ColumnType::BigInt)
                 .wire("owner")
-                .nullable(),
+                .nullable()
+                .optional(),
         )
         .column(ColumnSpec::new(
             "tags",

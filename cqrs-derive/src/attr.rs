@@ -1,0 +1,201 @@
+//! Parsing of `#[cqrs(...)]` and of the `#[diesel(...)]` keys we read (others are skipped).
+
+use proc_macro2::Span;
+use syn::{Attribute, Ident, LitStr, Path, Token, meta::ParseNestedMeta};
+
+use crate::ctxt::Ctxt;
+
+/// A parsed attribute value that remembers where it was written.
+pub struct Attr<T> {
+    name: &'static str,
+    value: Option<(Span, T)>,
+}
+
+impl<T> Attr<T> {
+    pub fn none(name: &'static str) -> Self {
+        Attr { name, value: None }
+    }
+
+    /// Set once; a second occurrence is a "duplicate attribute" error spanned on it.
+    pub fn set(&mut self, cx: &Ctxt, span: Span, value: T) {
+        if self.value.is_some() {
+            cx.push(syn::Error::new(
+                span,
+                format!(
+                    "duplicate cqrs attribute `{}`\n\nhelp: remove one of them",
+                    self.name
+                ),
+            ));
+        } else {
+            self.value = Some((span, value));
+        }
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref().map(|(_, v)| v)
+    }
+
+    pub fn span(&self) -> Option<Span> {
+        self.value.as_ref().map(|(s, _)| *s)
+    }
+}
+
+/// Container attributes.
+pub struct Container {
+    pub cqrs_id: Attr<LitStr>,
+    pub krate: Attr<Path>,
+    pub table_name: Attr<Path>,
+    pub primary_key: Attr<Vec<Ident>>,
+}
+
+const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`";
+const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `optional`, `json`";
+
+impl Container {
+    pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut c = Container {
+            cqrs_id: Attr::none("id"),
+            krate: Attr::none("crate"),
+            table_name: Attr::none("table_name"),
+            primary_key: Attr::none("primary_key"),
+        };
+        for attr in attrs {
+            if attr.path().is_ident("cqrs") {
+                let r = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("id") {
+                        let s: LitStr = meta.value()?.parse()?;
+                        if s.value().is_empty() || s.value().contains(['.', '*', '#']) {
+                            cx.error(
+                                &s,
+                                "a cqrs id must be non-empty and contain no `.`, `*` or `#`",
+                                "it becomes an AMQP routing key: use e.g. `#[cqrs(id = \"item\")]`",
+                            );
+                        }
+                        c.cqrs_id.set(cx, meta.path.get_ident().unwrap().span(), s);
+                    } else if meta.path.is_ident("crate") {
+                        let s: LitStr = meta.value()?.parse()?;
+                        c.krate.set(cx, s.span(), s.parse()?);
+                    } else {
+                        unknown(cx, &meta, "struct", CONTAINER_KEYS)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    cx.push(e);
+                }
+            } else if attr.path().is_ident("diesel") {
+                let r = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("table_name") {
+                        let path: Path = meta.value()?.parse()?;
+                        c.table_name
+                            .set(cx, meta.path.get_ident().unwrap().span(), path);
+                    } else if meta.path.is_ident("primary_key") {
+                        let content;
+                        syn::parenthesized!(content in meta.input);
+                        let keys = content.parse_terminated(Ident::parse_any, Token![,])?;
+                        c.primary_key.set(
+                            cx,
+                            meta.path.get_ident().unwrap().span(),
+                            keys.into_iter().collect(),
+                        );
+                    } else {
+                        skip_diesel(&meta)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    cx.push(e);
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Field attributes.
+pub struct Field {
+    pub rename: Attr<LitStr>,
+    pub skip: Attr<()>,
+    pub optional: Attr<()>,
+    pub json: Attr<()>,
+    pub column_name: Attr<Ident>,
+}
+
+impl Field {
+    pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut f = Field {
+            rename: Attr::none("rename"),
+            skip: Attr::none("skip"),
+            optional: Attr::none("optional"),
+            json: Attr::none("json"),
+            column_name: Attr::none("column_name"),
+        };
+        for attr in attrs {
+            if attr.path().is_ident("cqrs") {
+                let r = attr.parse_nested_meta(|meta| {
+                    let span = meta
+                        .path
+                        .get_ident()
+                        .map_or_else(Span::call_site, Ident::span);
+                    if meta.path.is_ident("rename") {
+                        let s: LitStr = meta.value()?.parse()?;
+                        f.rename.set(cx, span, s);
+                    } else if meta.path.is_ident("skip") {
+                        f.skip.set(cx, span, ());
+                    } else if meta.path.is_ident("optional") {
+                        f.optional.set(cx, span, ());
+                    } else if meta.path.is_ident("json") {
+                        f.json.set(cx, span, ());
+                    } else {
+                        unknown(cx, &meta, "field", FIELD_KEYS)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    cx.push(e);
+                }
+            } else if attr.path().is_ident("diesel") {
+                let r = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("column_name") {
+                        let id: Ident = meta.value()?.call(Ident::parse_any)?;
+                        f.column_name.set(cx, id.span(), id);
+                    } else {
+                        skip_diesel(&meta)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    cx.push(e);
+                }
+            }
+        }
+        f
+    }
+}
+
+use syn::ext::IdentExt;
+
+fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, on: &str, valid: &str) -> syn::Result<()> {
+    let name = meta
+        .path
+        .get_ident()
+        .map_or_else(|| "?".to_string(), ToString::to_string);
+    cx.error(
+        &meta.path,
+        format!("unknown cqrs {on} attribute `{name}`"),
+        format!("valid here: {valid}"),
+    );
+    skip_diesel(meta)
+}
+
+/// Skip the value of a nested meta we do not read: `key = expr`, `key(...)` or a bare `key`.
+fn skip_diesel(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        meta.value()?.parse::<syn::Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        content.parse::<proc_macro2::TokenStream>()?;
+    }
+    Ok(())
+}

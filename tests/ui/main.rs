@@ -1,0 +1,7 @@
+//! Compile-fail tests of the derives: each misuse gives our spanned error with a `help:` line.
+
+#[test]
+fn replica_derive_misuse() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("ui/replica/*.rs");
+}

@@ -1,0 +1,11 @@
+use chrono::{DateTime, Utc};
+
+#[derive(cqrs::Replica)]
+#[cqrs(id = "item")]
+struct Item {
+    id: i64,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use chrono::{DateTime, Utc};
+
+#[derive(cqrs::Replica)]
+#[diesel(table_name = items)]
+#[cqrs(id = "item")]
+struct Item {
+    #[cqrs(skip)]
+    id: i64,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+fn main() {}
