@@ -163,23 +163,130 @@ impl Db {
     /// front (a deferred transaction that upgrades later can fail with SQLITE_BUSY mid-batch).
     /// Commits if `f` returns `Ok`, rolls back otherwise.
     pub fn write_transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
-        match self {
-            Db::Pg(c) => AnsiTransactionManager::begin_transaction(c),
-            Db::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        in_transaction(self, f)
+    }
+}
+
+/// What the pipeline needs from a Diesel connection: SQL text with typed binds, JSON rows, and
+/// write transactions. Implemented for [`PgConnection`], [`SqliteConnection`] and [`Db`], so
+/// capture can run on the application's own connection.
+pub trait SqlConn {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Execute one statement with typed binds; returns the affected row count.
+    fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize>;
+    /// Rows of a query whose single column `j` is text (JSON documents built in SQL).
+    fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>>;
+    /// Begin a write transaction (`BEGIN IMMEDIATE` on SQLite), or a savepoint when one is open.
+    fn begin(&mut self) -> Result<()>;
+    /// Commit the innermost transaction or savepoint.
+    fn commit(&mut self) -> Result<()>;
+    /// Roll back the innermost transaction or savepoint.
+    fn rollback(&mut self) -> Result<()>;
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = st::Text)]
+    j: String,
+}
+
+macro_rules! sql_conn_impl {
+    ($conn:ty, $backend:expr, $bind:ident, $begin:expr) => {
+        impl SqlConn for $conn {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+            fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
+                $bind(diesel::sql_query(sql).into_boxed(), binds)
+                    .execute(self)
+                    .map_err(Error::from)
+            }
+            fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>> {
+                $bind(diesel::sql_query(sql).into_boxed(), binds)
+                    .load::<TextRow>(self)
+                    .map(|rows| rows.into_iter().map(|r| r.j).collect())
+                    .map_err(Error::from)
+            }
+            fn begin(&mut self) -> Result<()> {
+                let depth = AnsiTransactionManager::transaction_manager_status_mut(self)
+                    .transaction_depth()
+                    .map_err(|e| Error::from_diesel(e, "reading the transaction state"))?;
+                match depth {
+                    None => AnsiTransactionManager::begin_transaction_sql(self, $begin),
+                    Some(_) => AnsiTransactionManager::begin_transaction(self),
+                }
+                .map_err(|e| Error::from_diesel(e, "beginning a transaction"))
+            }
+            fn commit(&mut self) -> Result<()> {
+                AnsiTransactionManager::commit_transaction(self)
+                    .map_err(|e| Error::from_diesel(e, "committing"))
+            }
+            fn rollback(&mut self) -> Result<()> {
+                AnsiTransactionManager::rollback_transaction(self)
+                    .map_err(|e| Error::from_diesel(e, "rolling back"))
+            }
         }
-        .map_err(|e| Error::from_diesel(e, "beginning a transaction"))?;
-        let result = f(self);
-        let end = match (&result, &mut *self) {
-            (Ok(_), Db::Pg(c)) => AnsiTransactionManager::commit_transaction(c),
-            (Ok(_), Db::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
-            (Err(_), Db::Pg(c)) => AnsiTransactionManager::rollback_transaction(c),
-            (Err(_), Db::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
-        };
-        match (result, end) {
-            (Ok(v), Ok(())) => Ok(v),
-            (Ok(_), Err(e)) => Err(Error::from_diesel(e, "committing")),
+    };
+}
+
+sql_conn_impl!(PgConnection, Backend::Postgres, bind_all_pg, "BEGIN");
+sql_conn_impl!(
+    SqliteConnection,
+    Backend::Sqlite,
+    bind_all_sqlite,
+    "BEGIN IMMEDIATE"
+);
+
+impl SqlConn for Db {
+    fn backend(&self) -> Backend {
+        Db::backend(self)
+    }
+    fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
+        self.execute(sql, binds)
+    }
+    fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>> {
+        match self {
+            Db::Pg(c) => c.load_text(sql, binds),
+            Db::Sqlite(c) => c.load_text(sql, binds),
+        }
+    }
+    fn begin(&mut self) -> Result<()> {
+        match self {
+            Db::Pg(c) => c.begin(),
+            Db::Sqlite(c) => c.begin(),
+        }
+    }
+    fn commit(&mut self) -> Result<()> {
+        match self {
+            Db::Pg(c) => c.commit(),
+            Db::Sqlite(c) => c.commit(),
+        }
+    }
+    fn rollback(&mut self) -> Result<()> {
+        match self {
+            Db::Pg(c) => c.rollback(),
+            Db::Sqlite(c) => c.rollback(),
+        }
+    }
+}
+
+/// Run `f` inside a write transaction (or a savepoint if one is open) on any [`SqlConn`]:
+/// commit on `Ok`, roll back on `Err`.
+pub fn in_transaction<C: SqlConn + ?Sized, T>(
+    conn: &mut C,
+    f: impl FnOnce(&mut C) -> Result<T>,
+) -> Result<T> {
+    conn.begin()?;
+    match f(conn) {
+        Ok(v) => {
+            conn.commit()?;
+            Ok(v)
+        }
+        Err(e) => {
             // The original error matters more than a failed rollback on a broken connection.
-            (Err(e), _) => Err(e),
+            let _ = conn.rollback();
+            Err(e)
         }
     }
 }

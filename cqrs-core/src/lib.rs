@@ -18,20 +18,27 @@
 //!   retries and dead letters by outcome class.
 //! - [6] [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
 //!
-//! Stages [1]–[3] (capture, outbox, relay) and the derives come with Foundation II.
+//! - [1] [`capture`]: [`atomic`] and [`Tx`]: revision bump, touched set, outbox rows in the same transaction.
+//! - [2] [`outbox`]: the only code that writes, claims and deletes `cqrs_outbox` rows.
+//! - [3] [`relay`]: claim -> publish with confirms -> delete.
 
 pub mod apply;
+pub mod capture;
 pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod message;
 pub mod model;
+pub mod outbox;
+pub mod relay;
+pub mod rows;
 pub mod shutdown;
 pub mod transport;
 pub mod value;
 
 pub use apply::TableReplica;
+pub use capture::{Tx, atomic};
 pub use config::Settings;
 pub use consumer::Consumer;
 pub use db::Db;
@@ -44,12 +51,18 @@ pub use model::{
 
 /// `#[derive(Replica)]` on a Diesel model: implements [`ReplicaModel`] (see the README's attribute table).
 pub use cqrs_derive::Replica;
+
+/// `#[derive(Master)]` on a Diesel model: implements [`MasterModel`] (see the README's attribute table).
+pub use cqrs_derive::Master;
+pub use relay::Relay;
 pub use shutdown::Shutdown;
 
 /// Support items for generated code; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::model::{ColumnSpec, ReplicaModel, TableSpec};
+    pub use crate::model::{
+        ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaModel, TableSpec,
+    };
     pub use crate::value::ColumnType;
     pub use serde_json;
 }

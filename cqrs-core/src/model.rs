@@ -392,6 +392,7 @@ impl TableSpecBuilder {
 #[derive(Clone, Default)]
 pub struct Registry {
     replicas: BTreeMap<String, Arc<dyn Replica>>,
+    masters: BTreeMap<String, Arc<MasterSpec>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -430,6 +431,33 @@ impl Registry {
         self
     }
 
+    /// Register a master model (one that derives [`MasterModel`] via `#[derive(Master)]`).
+    ///
+    /// # Panics
+    /// If another master is registered for the same `cqrs_id`.
+    pub fn master<T: MasterModel>(self) -> Self {
+        self.with_master(T::master_spec())
+    }
+
+    /// Register a master described by hand.
+    ///
+    /// # Panics
+    /// If another master is registered for the same `cqrs_id`.
+    pub fn with_master(mut self, spec: MasterSpec) -> Self {
+        let id = spec.table().cqrs_id().to_string();
+        assert!(
+            !self.masters.contains_key(&id),
+            "two masters registered for cqrs_id {id:?}"
+        );
+        self.masters.insert(id, Arc::new(spec));
+        self
+    }
+
+    /// The master registered for `cqrs_id`.
+    pub fn master_for(&self, cqrs_id: &str) -> Option<&Arc<MasterSpec>> {
+        self.masters.get(cqrs_id)
+    }
+
     /// The replica registered for `cqrs_id`.
     pub fn replica_for(&self, cqrs_id: &str) -> Option<&Arc<dyn Replica>> {
         self.replicas.get(cqrs_id)
@@ -442,7 +470,7 @@ impl Registry {
 
     /// True if no model is registered.
     pub fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
+        self.replicas.is_empty() && self.masters.is_empty()
     }
 
     /// Rank of each replica in foreign-key order: a model applies after those it depends on.
@@ -474,4 +502,139 @@ impl Registry {
         }
         rank
     }
+}
+
+/// A row's `instance_data` as the hooks see it.
+pub type InstanceData = serde_json::Map<String, serde_json::Value>;
+
+/// Hooks of a master model (django-cqrs's master options), plain functions so the derive can name them.
+#[derive(Clone, Copy, Default)]
+pub struct MasterHooks {
+    /// `is_sync_instance`: given the row's `instance_data`, should a SAVE be sent? The revision
+    /// counts either way. Also honoured by `diff-master`.
+    pub filter: Option<fn(&InstanceData) -> bool>,
+    /// `meta` for a message, given the row's `instance_data` (or, for DELETE, the last state).
+    pub meta: Option<fn(&InstanceData) -> serde_json::Value>,
+    /// `correlation_id` for the messages of a transaction.
+    pub correlation_id: Option<fn() -> Option<String>>,
+    /// Extra `custom` data on DELETE, given the deleted row's last `instance_data`.
+    pub delete_custom: Option<fn(&InstanceData) -> Option<serde_json::Value>>,
+}
+
+impl std::fmt::Debug for MasterHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterHooks")
+            .field("filter", &self.filter.is_some())
+            .field("meta", &self.meta.is_some())
+            .field("correlation_id", &self.correlation_id.is_some())
+            .field("delete_custom", &self.delete_custom.is_some())
+            .finish()
+    }
+}
+
+/// A master table: the columns that go on the wire, which are tracked, and the master options.
+///
+/// ```
+/// use cqrs::{ColumnSpec, MasterSpec, TableSpec, value::ColumnType};
+/// let spec = MasterSpec::new(
+///     TableSpec::new("item", "items")
+///         .key("id", ColumnType::BigInt)
+///         .column(ColumnSpec::new("price", ColumnType::BigInt))
+///         .build()
+///         .unwrap(),
+/// )
+/// .track("price")
+/// .unwrap();
+/// assert!(spec.is_tracked("price"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MasterSpec {
+    table: TableSpec,
+    tracked: Vec<bool>,
+    produce: bool,
+    hooks: MasterHooks,
+}
+
+impl MasterSpec {
+    /// A master over `table` (columns by wire name), producing, tracking nothing.
+    pub fn new(table: TableSpec) -> Self {
+        let tracked = vec![false; table.columns().len()];
+        MasterSpec {
+            table,
+            tracked,
+            produce: true,
+            hooks: MasterHooks::default(),
+        }
+    }
+
+    /// Track a column (by column name): its old value goes in `previous_data`.
+    pub fn track(mut self, column: &str) -> Result<Self> {
+        let i = self
+            .table
+            .columns()
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "master `{}`: cannot track unknown column `{column}`",
+                    self.table.cqrs_id()
+                ))
+            })?;
+        self.tracked[i] = true;
+        Ok(self)
+    }
+
+    /// Turn message production off (changes still bump revisions).
+    pub fn produce(mut self, on: bool) -> Self {
+        self.produce = on;
+        self
+    }
+
+    /// Set the hooks.
+    pub fn hooks(mut self, hooks: MasterHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The table description.
+    pub fn table(&self) -> &TableSpec {
+        &self.table
+    }
+
+    /// True if the column is tracked.
+    pub fn is_tracked(&self, column: &str) -> bool {
+        self.table
+            .columns()
+            .iter()
+            .zip(&self.tracked)
+            .any(|(c, t)| *t && c.name == column)
+    }
+
+    /// Indexes of tracked columns.
+    pub fn tracked_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tracked
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t)
+            .map(|(i, _)| i)
+    }
+
+    /// Whether messages are produced.
+    pub fn produces(&self) -> bool {
+        self.produce
+    }
+
+    /// The hooks.
+    pub fn hooks_ref(&self) -> &MasterHooks {
+        &self.hooks
+    }
+}
+
+/// A Diesel model whose changes are captured and published: what `#[derive(Master)]` implements.
+pub trait MasterModel: 'static {
+    /// The `cqrs_id` shared with the replicas.
+    const CQRS_ID: &'static str;
+
+    /// The master table description.
+    fn master_spec() -> MasterSpec;
 }

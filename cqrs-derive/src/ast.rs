@@ -175,9 +175,10 @@ impl Unraw for Ident {
 /// `Option<T>` -> (`T`, true); anything else -> (itself, false).
 fn option_inner(ty: &Type) -> (&Type, bool) {
     if let Some(args) = last_segment_args(ty, "Option")
-        && let Some(GenericArgument::Type(inner)) = args.first() {
-            return (inner, true);
-        }
+        && let Some(GenericArgument::Type(inner)) = args.first()
+    {
+        return (inner, true);
+    }
     (ty, false)
 }
 

@@ -44,18 +44,29 @@ impl<T> Attr<T> {
 pub struct Container {
     pub cqrs_id: Attr<LitStr>,
     pub krate: Attr<Path>,
+    /// Master options.
+    pub produce: Attr<bool>,
+    pub filter: Attr<Path>,
+    pub meta: Attr<Path>,
+    pub correlation_id: Attr<Path>,
+    pub delete_custom: Attr<Path>,
     pub table_name: Attr<Path>,
     pub primary_key: Attr<Vec<Ident>>,
 }
 
-const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`";
-const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `optional`, `json`";
+const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`";
+const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `track`, `optional`, `json`";
 
 impl Container {
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut c = Container {
             cqrs_id: Attr::none("id"),
             krate: Attr::none("crate"),
+            produce: Attr::none("produce"),
+            filter: Attr::none("filter"),
+            meta: Attr::none("meta"),
+            correlation_id: Attr::none("correlation_id"),
+            delete_custom: Attr::none("delete_custom"),
             table_name: Attr::none("table_name"),
             primary_key: Attr::none("primary_key"),
         };
@@ -75,6 +86,20 @@ impl Container {
                     } else if meta.path.is_ident("crate") {
                         let s: LitStr = meta.value()?.parse()?;
                         c.krate.set(cx, s.span(), s.parse()?);
+                    } else if meta.path.is_ident("produce") {
+                        let b: syn::LitBool = meta.value()?.parse()?;
+                        c.produce.set(cx, b.span(), b.value);
+                    } else if let Some(slot) = [
+                        ("filter", &mut c.filter),
+                        ("meta", &mut c.meta),
+                        ("correlation_id", &mut c.correlation_id),
+                        ("delete_custom", &mut c.delete_custom),
+                    ]
+                    .into_iter()
+                    .find_map(|(name, slot)| meta.path.is_ident(name).then_some(slot))
+                    {
+                        let s: LitStr = meta.value()?.parse()?;
+                        slot.set(cx, s.span(), s.parse()?);
                     } else {
                         unknown(cx, &meta, "struct", CONTAINER_KEYS)?;
                     }
@@ -116,6 +141,7 @@ impl Container {
 pub struct Field {
     pub rename: Attr<LitStr>,
     pub skip: Attr<()>,
+    pub track: Attr<()>,
     pub optional: Attr<()>,
     pub json: Attr<()>,
     pub column_name: Attr<Ident>,
@@ -126,6 +152,7 @@ impl Field {
         let mut f = Field {
             rename: Attr::none("rename"),
             skip: Attr::none("skip"),
+            track: Attr::none("track"),
             optional: Attr::none("optional"),
             json: Attr::none("json"),
             column_name: Attr::none("column_name"),
@@ -142,6 +169,8 @@ impl Field {
                         f.rename.set(cx, span, s);
                     } else if meta.path.is_ident("skip") {
                         f.skip.set(cx, span, ());
+                    } else if meta.path.is_ident("track") {
+                        f.track.set(cx, span, ());
                     } else if meta.path.is_ident("optional") {
                         f.optional.set(cx, span, ());
                     } else if meta.path.is_ident("json") {

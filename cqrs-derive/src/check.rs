@@ -7,8 +7,8 @@ use crate::ctxt::Ctxt;
 
 const SUPPORTED: &str = "bool, i16, i32, i64, f32, f64, String, BigDecimal, NaiveDate, NaiveDateTime, DateTime<Utc>, Uuid, serde_json::Value, or Option of one of them";
 
-/// Checks shared by both derives and those of `#[derive(Replica)]`.
-pub fn replica(cx: &Ctxt, m: &Model<'_>) {
+/// Checks shared by both derives.
+pub fn common(cx: &Ctxt, m: &Model<'_>) {
     if m.attrs.cqrs_id.get().is_none() {
         cx.error(
             m.ident,
@@ -81,12 +81,13 @@ pub fn replica(cx: &Ctxt, m: &Model<'_>) {
             );
         }
         if let Some(span) = f.attrs.json.span()
-            && !matches!(f.kind, Some(ColumnKind::Json)) {
-                cx.push(syn::Error::new(
-                    span,
-                    "`json` applies to a serde_json::Value field\n\nhelp: remove `#[cqrs(json)]`",
-                ));
-            }
+            && !matches!(f.kind, Some(ColumnKind::Json))
+        {
+            cx.push(syn::Error::new(
+                span,
+                "`json` applies to a serde_json::Value field\n\nhelp: remove `#[cqrs(json)]`",
+            ));
+        }
         if let Some(other) = m.fields[..i]
             .iter()
             .find(|o| o.attrs.skip.get().is_none() && o.wire == f.wire)
@@ -127,6 +128,44 @@ fn require(cx: &Ctxt, m: &Model<'_>, column: &str, kind: ColumnKind, ty: &str, e
                     format!("`{column}` cannot be skipped\n\nhelp: remove `#[cqrs(skip)]`"),
                 ));
             }
+        }
+    }
+}
+
+/// Checks of `#[derive(Replica)]`: master-only attributes are mistakes here.
+pub fn replica(cx: &Ctxt, m: &Model<'_>) {
+    common(cx, m);
+    for f in &m.fields {
+        if let Some(span) = f.attrs.track.span() {
+            cx.push(syn::Error::new(span, "`track` is an attribute of #[derive(Master)]\n\nhelp: a replica receives previous_data; remove `#[cqrs(track)]`"));
+        }
+    }
+    for span in [
+        m.attrs.produce.span(),
+        m.attrs.filter.span(),
+        m.attrs.meta.span(),
+        m.attrs.correlation_id.span(),
+        m.attrs.delete_custom.span(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cx.push(syn::Error::new(
+            span,
+            "this is an option of #[derive(Master)]\n\nhelp: remove it from the replica model",
+        ));
+    }
+}
+
+/// Checks of `#[derive(Master)]`.
+pub fn master(cx: &Ctxt, m: &Model<'_>) {
+    common(cx, m);
+    for f in &m.fields {
+        if let (Some(span), Some(_)) = (f.attrs.track.span(), f.attrs.skip.get()) {
+            cx.push(syn::Error::new(span, format!("field `{}` is skipped, so it cannot be tracked\n\nhelp: remove `#[cqrs(track)]` or `#[cqrs(skip)]`", f.ident)));
+        }
+        if let Some(span) = f.attrs.optional.span() {
+            cx.push(syn::Error::new(span, "`optional` is an attribute of #[derive(Replica)]\n\nhelp: a master always sends every field; remove `#[cqrs(optional)]`"));
         }
     }
 }

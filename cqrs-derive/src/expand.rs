@@ -8,21 +8,35 @@ use crate::ast::Model;
 use crate::check;
 use crate::ctxt::Ctxt;
 
-pub fn replica(input: &DeriveInput) -> syn::Result<TokenStream> {
+/// Parse and check; on errors, the compile errors plus a fallback impl (so the user's other uses
+/// of the type stay quiet and they see our errors only).
+fn checked<'a>(
+    input: &'a DeriveInput,
+    derive: &str,
+    check: fn(&Ctxt, &Model<'_>),
+    fallback: fn(&Model<'_>) -> TokenStream,
+) -> Result<Model<'a>, TokenStream> {
     let cx = Ctxt::new();
-    let Some(model) = Model::from_ast(&cx, input, "Replica") else {
-        cx.check()?;
-        unreachable!("a shape error was reported");
+    let Some(model) = Model::from_ast(&cx, input, derive) else {
+        return Err(cx
+            .check()
+            .expect_err("a shape error was reported")
+            .into_compile_error());
     };
-    check::replica(&cx, &model);
-    if let Err(errors) = cx.check() {
-        // A fallback impl keeps the user's other uses of the type quiet: they see our errors only.
-        let mut out = errors.into_compile_error();
-        out.extend(fallback(&model));
-        return Ok(out);
+    check(&cx, &model);
+    match cx.check() {
+        Ok(()) => Ok(model),
+        Err(errors) => {
+            let mut out = errors.into_compile_error();
+            out.extend(fallback(&model));
+            Err(out)
+        }
     }
+}
+
+/// The `TableSpec` builder expression of the model's replicated (not skipped) columns.
+fn table_spec(model: &Model<'_>, with_optional: bool) -> TokenStream {
     let krate = model.krate();
-    let ident = model.ident;
     let cqrs_id = model.attrs.cqrs_id.get().expect("checked");
     let table = model.table().expect("checked");
     let key_column = &model.primary_key()[0];
@@ -32,28 +46,108 @@ pub fn replica(input: &DeriveInput) -> syn::Result<TokenStream> {
     let columns = model.fields.iter().filter(|f| f.attrs.skip.get().is_none() && f.column != *key_column).map(|f| {
         let (name, wire, kind) = (&f.column, &f.wire, f.kind.expect("checked").variant());
         let nullable = f.nullable.then(|| quote!(.nullable()));
-        let optional = (f.nullable || f.attrs.optional.get().is_some()).then(|| quote!(.optional()));
+        let optional = (with_optional && (f.nullable || f.attrs.optional.get().is_some())).then(|| quote!(.optional()));
         quote! {
             .column(#krate::__private::ColumnSpec::new(#name, #krate::__private::ColumnType::#kind).wire(#wire) #nullable #optional)
         }
     });
+    quote! {
+        #krate::__private::TableSpec::new(#cqrs_id, #table)
+            .key_column(#krate::__private::ColumnSpec::new(#key_column, #krate::__private::ColumnType::#key_kind).wire(#key_wire))
+            #(#columns)*
+            .build()
+            .expect("the derive checked names and types at compile time")
+    }
+}
+
+pub fn master(input: &DeriveInput) -> TokenStream {
+    let model = match checked(input, "Master", check::master, master_fallback) {
+        Ok(m) => m,
+        Err(errors) => return errors,
+    };
+    let krate = model.krate();
+    let ident = model.ident;
+    let cqrs_id = model.attrs.cqrs_id.get().expect("checked");
+    let spec = table_spec(&model, false);
+    let tracks = model
+        .fields
+        .iter()
+        .filter(|f| f.attrs.track.get().is_some())
+        .map(|f| {
+            let column = &f.column;
+            quote!(.track(#column).expect("a tracked field is a column"))
+        });
+    let produce = model.attrs.produce.get().map(|on| quote!(.produce(#on)));
+    let hook = |h: &crate::attr::Attr<syn::Path>| match h.get() {
+        Some(path) => quote!(::core::option::Option::Some(#path)),
+        None => quote!(::core::option::Option::None),
+    };
+    let (filter, meta, correlation_id, delete_custom) = (
+        hook(&model.attrs.filter),
+        hook(&model.attrs.meta),
+        hook(&model.attrs.correlation_id),
+        hook(&model.attrs.delete_custom),
+    );
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    Ok(quote! {
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #krate::__private::MasterModel for #ident #ty_generics #where_clause {
+                const CQRS_ID: &'static str = #cqrs_id;
+
+                fn master_spec() -> #krate::__private::MasterSpec {
+                    #krate::__private::MasterSpec::new(#spec)
+                        #(#tracks)*
+                        #produce
+                        .hooks(#krate::__private::MasterHooks {
+                            filter: #filter,
+                            meta: #meta,
+                            correlation_id: #correlation_id,
+                            delete_custom: #delete_custom,
+                        })
+                }
+            }
+        };
+    }
+}
+
+fn master_fallback(model: &Model<'_>) -> TokenStream {
+    let krate = model.krate();
+    let ident = model.ident;
+    quote! {
+        const _: () = {
+            impl #krate::__private::MasterModel for #ident {
+                const CQRS_ID: &'static str = "";
+                fn master_spec() -> #krate::__private::MasterSpec {
+                    ::core::unreachable!("#[derive(Master)] reported errors")
+                }
+            }
+        };
+    }
+}
+
+pub fn replica(input: &DeriveInput) -> TokenStream {
+    let model = match checked(input, "Replica", check::replica, fallback) {
+        Ok(m) => m,
+        Err(errors) => return errors,
+    };
+    let krate = model.krate();
+    let ident = model.ident;
+    let cqrs_id = model.attrs.cqrs_id.get().expect("checked");
+    let spec = table_spec(&model, true);
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
         const _: () = {
             #[automatically_derived]
             impl #impl_generics #krate::__private::ReplicaModel for #ident #ty_generics #where_clause {
                 const CQRS_ID: &'static str = #cqrs_id;
 
                 fn table_spec() -> #krate::__private::TableSpec {
-                    #krate::__private::TableSpec::new(#cqrs_id, #table)
-                        .key_column(#krate::__private::ColumnSpec::new(#key_column, #krate::__private::ColumnType::#key_kind).wire(#key_wire))
-                        #(#columns)*
-                        .build()
-                        .expect("#[derive(Replica)] checked names and types at compile time")
+                    #spec
                 }
             }
         };
-    })
+    }
 }
 
 fn fallback(model: &Model<'_>) -> TokenStream {

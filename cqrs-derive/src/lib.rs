@@ -1,4 +1,4 @@
-//! Derive macros for `cqrs`: `#[derive(Replica)]` on Diesel models (and `#[derive(Master)]` to come).
+//! Derive macros for `cqrs`: `#[derive(Master)]` and `#[derive(Replica)]` on Diesel models.
 //!
 //! Laid out like serde_derive: [`attr`] parses `#[cqrs(...)]` and the `#[diesel(...)]` keys we read,
 //! [`ast`] builds a typed model of the struct, [`check`] validates it and [`expand`] writes tokens.
@@ -23,7 +23,17 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Replica, attributes(cqrs, diesel))]
 pub fn derive_replica(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::replica(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand::replica(&input).into()
+}
+
+/// Implements `cqrs::MasterModel` for a Diesel model: the master table's description and options.
+///
+/// Struct: `#[cqrs(id = "cqrs_id")]` (required), `crate = "path"`, `produce = false`,
+/// `filter = "fn"` (is_sync_instance), `meta = "fn"`, `correlation_id = "fn"`,
+/// `delete_custom = "fn"`; reads `#[diesel(table_name, primary_key)]`. Fields: `rename`, `skip`,
+/// `track`, `json`; reads `#[diesel(column_name = ..)]`.
+#[proc_macro_derive(Master, attributes(cqrs, diesel))]
+pub fn derive_master(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::master(&input).into()
 }

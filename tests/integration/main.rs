@@ -16,6 +16,7 @@ macro_rules! both {
     };
 }
 
+mod capture;
 mod consumer;
 mod derive;
 mod property;

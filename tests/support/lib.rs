@@ -123,7 +123,7 @@ impl Drop for TestDb {
     }
 }
 
-/// DDL of the test tables: `items` (shaped like the captured django-cqrs `Item`, plus an optional
+/// DDL of the test tables: `m_items` (a master table), `items` (shaped like the captured django-cqrs `Item`, plus an optional
 /// column with a default and a CHECK to provoke constraint errors), `wide` (9 columns, for the bind
 /// limit) and `typed` (the captured `Typed` model).
 pub fn tables_sql(kind: Kind) -> String {
@@ -136,6 +136,13 @@ pub fn tables_sql(kind: Kind) -> String {
             "BOOLEAN",
         ),
         Kind::Sqlite => ("TEXT", "TEXT", "TEXT", "REAL", "INTEGER"),
+    };
+    let (serial, now) = match kind {
+        Kind::Postgres => ("BIGSERIAL PRIMARY KEY", "clock_timestamp()"),
+        Kind::Sqlite => (
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "(strftime('%Y-%m-%d %H:%M:%f+00:00', 'now'))",
+        ),
     };
     let uuid = if kind == Kind::Postgres {
         "UUID"
@@ -158,6 +165,16 @@ pub fn tables_sql(kind: Kind) -> String {
             e BIGINT NOT NULL, f TEXT NOT NULL,
             cqrs_revision INTEGER NOT NULL,
             cqrs_updated {ts} NOT NULL
+        );
+        CREATE TABLE m_items (
+            id {serial},
+            name TEXT NOT NULL,
+            value BIGINT NOT NULL,
+            updated {ts} NOT NULL,
+            secret TEXT NOT NULL DEFAULT '',
+            owner_id BIGINT,
+            cqrs_revision INTEGER NOT NULL DEFAULT 0,
+            cqrs_updated {ts} NOT NULL DEFAULT {now}
         );
         CREATE TABLE typed (
             id {uuid} PRIMARY KEY,
@@ -479,4 +496,79 @@ pub fn capture_files() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Rewrite `$n` placeholders to `?` for SQLite (test statements bind in order).
+pub fn sql_for(db: &Db, sql: &str) -> String {
+    match db {
+        Db::Pg(_) => sql.to_string(),
+        Db::Sqlite(_) => {
+            let mut out = String::with_capacity(sql.len());
+            let mut chars = sql.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The bodies in the outbox, oldest first.
+pub fn outbox_messages(db: &mut Db) -> Vec<Message> {
+    use cqrs::db::SqlConn;
+    db.load_text("SELECT body AS j FROM cqrs_outbox ORDER BY id", vec![])
+        .unwrap()
+        .iter()
+        .map(|b| Message::decode(b.as_bytes()).unwrap())
+        .collect()
+}
+
+/// A master row of `m_items`: (name, value, updated, revision, cqrs_updated).
+pub type MasterRow = (String, i64, DateTime<Utc>, i32, DateTime<Utc>);
+
+/// All rows of `m_items` by id.
+pub fn master_items(db: &mut Db) -> BTreeMap<i64, MasterRow> {
+    macro_rules! read {
+        ($c:expr, $ts:ty) => {{
+            #[derive(QueryableByName)]
+            struct R {
+                #[diesel(sql_type = BigInt)]
+                id: i64,
+                #[diesel(sql_type = Text)]
+                name: String,
+                #[diesel(sql_type = BigInt)]
+                value: i64,
+                #[diesel(sql_type = $ts)]
+                updated: DateTime<Utc>,
+                #[diesel(sql_type = Integer)]
+                cqrs_revision: i32,
+                #[diesel(sql_type = $ts)]
+                cqrs_updated: DateTime<Utc>,
+            }
+            diesel::sql_query(
+                "SELECT id, name, value, updated, cqrs_revision, cqrs_updated FROM m_items",
+            )
+            .load::<R>($c)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    (r.name, r.value, r.updated, r.cqrs_revision, r.cqrs_updated),
+                )
+            })
+            .collect()
+        }};
+    }
+    match db {
+        Db::Pg(c) => read!(c, Timestamptz),
+        Db::Sqlite(c) => read!(c, TimestamptzSqlite),
+    }
 }

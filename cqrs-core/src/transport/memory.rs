@@ -6,7 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    Delivery, Headers, Inbox, dead_letter_key, dead_letter_queue, directed_key, topic_matches,
+    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
+    directed_key, topic_matches,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -165,6 +166,21 @@ impl MemoryBroker {
             next_tag: 0,
             unacked: BTreeMap::new(),
         }
+    }
+}
+
+impl Publisher for MemoryBroker {
+    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
+        Ok(messages
+            .iter()
+            .map(|m| {
+                match MemoryBroker::publish(self, &m.routing_key, m.body.clone(), m.headers.clone())
+                {
+                    0 => Confirm::Unroutable,
+                    _ => Confirm::Delivered,
+                }
+            })
+            .collect())
     }
 }
 

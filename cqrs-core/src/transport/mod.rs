@@ -116,3 +116,34 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     let k: Vec<&str> = key.split('.').collect();
     go(&p, &k)
 }
+
+/// A message the relay publishes to the exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Routing key (`<cqrs_id>` or `cqrs.<queue>.<cqrs_id>`).
+    pub routing_key: String,
+    /// The body, `expires` and `retries` set.
+    pub body: Vec<u8>,
+    /// Headers (`cqrs-producer`, `cqrs-directed`).
+    pub headers: Headers,
+    /// AMQP `message_id`: the outbox row's UUID.
+    pub message_id: String,
+}
+
+/// What the broker said about one published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    /// Confirmed and routed to at least one queue.
+    Delivered,
+    /// Confirmed but no queue is bound for its routing key (nobody listens; as django-cqrs, dropped).
+    Unroutable,
+    /// Refused or not confirmed; the message must be published again.
+    Failed(String),
+}
+
+/// The relay's view of a broker: publish a batch with confirms.
+pub trait Publisher: Send {
+    /// Publish `messages` in order; one [`Confirm`] per message, in the same order. `Err` means
+    /// the whole batch's fate is unknown (e.g. the connection dropped) and all of it is retried.
+    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>>;
+}

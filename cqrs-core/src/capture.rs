@@ -1,0 +1,603 @@
+//! [1] Capture: a transaction wrapper that bumps revisions, remembers what was touched and writes
+//! one outbox row per touched row with its final state, in the same transaction (ARCHITECTURE.md §4).
+//!
+//! The application writes its rows with Diesel (or any SQL) on [`Tx::conn`] and tells capture
+//! which rows it touches: [`Tx::create`] / [`Tx::created`] after an insert, [`Tx::update`] /
+//! [`Tx::touch`] before an update, [`Tx::delete`] to delete, [`Tx::sync`] to re-send. Rows changed
+//! with raw SQL that capture is not told about are outside capture: nothing is sent for them until
+//! the next captured change or a [`Tx::sync`].
+//!
+//! Rules kept here: the first touch of an existing row runs `UPDATE .. SET cqrs_revision =
+//! cqrs_revision + 1, cqrs_updated = <wall clock>` (the database increments, the row is locked);
+//! later touches in the transaction do nothing more; a row created in the transaction stays at
+//! revision 0; the touched set is snapshotted at each savepoint and restored if it rolls back;
+//! before commit the final states are read in one query per model; create-then-delete sends
+//! nothing; update-then-delete sends one DELETE with the last published revision + 1.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::db::{Backend, SqlConn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Message, SignalType};
+use crate::model::{MasterModel, MasterSpec};
+use crate::outbox::{self, NewRow};
+use crate::rows::{self, quote};
+use crate::transport::directed_key;
+use crate::value::SqlValue;
+
+#[derive(Debug, Clone)]
+enum State {
+    Created,
+    /// First touched in this transaction: the tracked values before it, and the new revision.
+    Updated {
+        previous: Vec<Option<SqlValue>>,
+    },
+    Deleted {
+        revision: i32,
+        updated: DateTime<Utc>,
+        last: Map<String, Value>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Touch {
+    key: SqlValue,
+    state: State,
+}
+
+#[derive(Debug, Clone)]
+struct SyncRequest {
+    cqrs_id: String,
+    key: SqlValue,
+    queue: Option<String>,
+}
+
+/// The capture side of one database transaction. See the module docs.
+pub struct Tx<'c, C: SqlConn + ?Sized> {
+    conn: &'c mut C,
+    specs: BTreeMap<&'static str, Arc<MasterSpec>>,
+    touched: BTreeMap<(String, String), Touch>,
+    order: Vec<(String, String)>,
+    syncs: Vec<SyncRequest>,
+}
+
+/// Run `f` in a transaction with capture; commit it with its outbox rows if `f` returns `Ok`,
+/// roll everything back (and send nothing) if it returns `Err`. Wakes an in-process relay after
+/// a commit that wrote rows.
+///
+/// ```no_run
+/// # use cqrs::{Db, capture::atomic};
+/// # fn demo<M: cqrs::MasterModel>(db: &mut Db) -> cqrs::Result<()> {
+/// atomic(db, |tx| {
+///     tx.touch::<M>(&7)?;                       // revision +1 (once), tracked values remembered
+///     tx.conn().execute("UPDATE items SET name = 'b' WHERE id = 7", vec![])?;
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub fn atomic<C: SqlConn + ?Sized, T>(
+    conn: &mut C,
+    f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
+) -> Result<T> {
+    conn.begin()?;
+    let result = {
+        let mut tx = Tx {
+            conn: &mut *conn,
+            specs: BTreeMap::new(),
+            touched: BTreeMap::new(),
+            order: Vec::new(),
+            syncs: Vec::new(),
+        };
+        f(&mut tx).and_then(|v| {
+            let rows = tx.final_rows()?;
+            outbox::enqueue(tx.conn, &rows)?;
+            Ok((v, !rows.is_empty()))
+        })
+    };
+    match result {
+        Ok((v, wrote)) => {
+            conn.commit()?;
+            if wrote {
+                outbox::wakeup().notify();
+            }
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Microseconds: what both databases store, so a message and the row it came from agree.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
+    /// The connection, for the application's own statements in this transaction.
+    pub fn conn(&mut self) -> &mut C {
+        self.conn
+    }
+
+    fn spec<M: MasterModel>(&mut self) -> Arc<MasterSpec> {
+        self.specs
+            .entry(M::CQRS_ID)
+            .or_insert_with(|| Arc::new(M::master_spec()))
+            .clone()
+    }
+
+    fn key(spec: &MasterSpec, key: &impl Serialize) -> Result<SqlValue> {
+        let col = spec.table().key_column();
+        let json = serde_json::to_value(key)
+            .map_err(|e| Error::config(format!("key of {}: {e}", spec.table().cqrs_id())))?;
+        col.ty
+            .from_json(&json)
+            .ok()
+            .filter(|k| !k.is_null())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "{json} is not a valid {} key of {}",
+                    col.ty.name(),
+                    spec.table().cqrs_id()
+                ))
+            })
+    }
+
+    fn remember(&mut self, cqrs_id: &str, touch: Touch) {
+        let k = (cqrs_id.to_string(), touch.key.canonical_key());
+        if self.touched.insert(k.clone(), touch).is_none() {
+            self.order.push(k);
+        }
+    }
+
+    fn state(&self, cqrs_id: &str, key: &SqlValue) -> Option<&State> {
+        self.touched
+            .get(&(cqrs_id.to_string(), key.canonical_key()))
+            .map(|t| &t.state)
+    }
+
+    /// Insert a row with `insert` (which returns its primary key) and capture it as created.
+    pub fn create<M: MasterModel, K: Serialize, E: Into<Error>>(
+        &mut self,
+        insert: impl FnOnce(&mut C) -> std::result::Result<K, E>,
+    ) -> Result<K> {
+        let key = insert(self.conn).map_err(Into::into)?;
+        self.created_many::<M, K>(std::slice::from_ref(&key))?;
+        Ok(key)
+    }
+
+    /// Capture rows the application inserted: revision 0, `cqrs_updated` now; one SAVE each.
+    pub fn created_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<()> {
+        let spec = self.spec::<M>();
+        let keys = keys
+            .iter()
+            .map(|k| Self::key(&spec, k))
+            .collect::<Result<Vec<_>>>()?;
+        for key in &keys {
+            if let Some(State::Deleted { .. }) = self.state(M::CQRS_ID, key) {
+                return Err(Error::config(format!(
+                    "{} pk {} was deleted earlier in this transaction: re-creating a pk in the transaction that deleted it is not supported",
+                    M::CQRS_ID,
+                    key.canonical_key()
+                )));
+            }
+        }
+        let t = spec.table();
+        let backend = self.conn.backend();
+        for chunk in keys.chunks(backend.bind_limit() - 1) {
+            let mut sql = format!(
+                "UPDATE {} SET cqrs_revision = 0, cqrs_updated = ",
+                quote(t.table())
+            );
+            backend.placeholder(1, &mut sql);
+            sql.push_str(&format!(" WHERE {} IN ", quote(&t.key_column().name)));
+            let mut binds = vec![SqlValue::Timestamptz(now())];
+            push_list(backend, &mut sql, &mut binds, 2, chunk);
+            let n = self.conn.exec(&sql, binds)?;
+            if n != chunk.len() {
+                return Err(missing(M::CQRS_ID, "created", chunk.len(), n));
+            }
+        }
+        for key in keys {
+            self.remember(
+                M::CQRS_ID,
+                Touch {
+                    key,
+                    state: State::Created,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Tx::created_many`] for one row.
+    pub fn created<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<()> {
+        self.created_many::<M, K>(std::slice::from_ref(key))
+    }
+
+    /// Capture a row, then run the application's `update` on it.
+    pub fn update<M: MasterModel, K: Serialize, R, E: Into<Error>>(
+        &mut self,
+        key: &K,
+        update: impl FnOnce(&mut C) -> std::result::Result<R, E>,
+    ) -> Result<R> {
+        self.touch::<M, K>(key)?;
+        update(self.conn).map_err(Into::into)
+    }
+
+    /// Capture a row that is about to change (see [`Tx::touch_many`]).
+    pub fn touch<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<()> {
+        self.touch_many::<M, K>(std::slice::from_ref(key)).map(drop)
+    }
+
+    /// Capture rows about to change (a bulk update: select the keys by your filter, touch them,
+    /// then update): on first touch each row's revision is bumped by the database and its
+    /// tracked values are remembered; later touches in the transaction change nothing. Returns
+    /// how many rows were touched for the first time.
+    pub fn touch_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<usize> {
+        let spec = self.spec::<M>();
+        let mut fresh = Vec::new();
+        for k in keys {
+            let key = Self::key(&spec, k)?;
+            match self.state(M::CQRS_ID, &key) {
+                None => fresh.push(key),
+                Some(State::Deleted { .. }) => {
+                    return Err(Error::config(format!(
+                        "{} pk {} was deleted in this transaction",
+                        M::CQRS_ID,
+                        key.canonical_key()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        fresh.sort_by_key(SqlValue::canonical_key);
+        fresh.dedup();
+        let t = spec.table();
+        let backend = self.conn.backend();
+        let tracked: Vec<usize> = spec.tracked_indexes().collect();
+        let key_col = t.key_index();
+        for chunk in fresh.chunks(backend.bind_limit() - 1) {
+            let mut sql = format!(
+                "UPDATE {} SET cqrs_revision = cqrs_revision + 1, cqrs_updated = ",
+                quote(t.table())
+            );
+            backend.placeholder(1, &mut sql);
+            sql.push_str(&format!(" WHERE {} IN ", quote(&t.key_column().name)));
+            let mut binds = vec![SqlValue::Timestamptz(now())];
+            push_list(backend, &mut sql, &mut binds, 2, chunk);
+            // RETURNING sees the tracked columns before the application's own update runs.
+            let cols =
+                std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
+            sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
+            let returned = self.conn.load_text(&sql, binds)?;
+            if returned.len() != chunk.len() {
+                return Err(missing(M::CQRS_ID, "touched", chunk.len(), returned.len()));
+            }
+            for text in returned {
+                let row = rows::typed_row(t, &text)?;
+                let key = row[key_col].clone().expect("key selected");
+                let previous = tracked.iter().map(|&c| row[c].clone()).collect();
+                self.remember(
+                    M::CQRS_ID,
+                    Touch {
+                        key,
+                        state: State::Updated { previous },
+                    },
+                );
+            }
+        }
+        Ok(fresh.len())
+    }
+
+    /// Delete a row and capture it; returns false if it did not exist.
+    pub fn delete<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<bool> {
+        self.delete_many::<M, K>(std::slice::from_ref(key))
+            .map(|n| n == 1)
+    }
+
+    /// Delete rows and capture them (a bulk delete); returns how many existed.
+    pub fn delete_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<usize> {
+        let spec = self.spec::<M>();
+        let t = spec.table();
+        let backend = self.conn.backend();
+        let mut keys = keys
+            .iter()
+            .map(|k| Self::key(&spec, k))
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort_by_key(SqlValue::canonical_key);
+        keys.dedup();
+        let mut deleted = 0;
+        for chunk in keys.chunks(backend.bind_limit()) {
+            let lock = if backend == Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let mut sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ",
+                rows::json_expr(backend, t, rows::all_columns(t)),
+                quote(t.table()),
+                quote(&t.key_column().name)
+            );
+            let mut binds = Vec::new();
+            push_list(backend, &mut sql, &mut binds, 1, chunk);
+            sql.push_str(lock);
+            let current = self.conn.load_text(&sql, binds.clone())?;
+            let mut sql = format!(
+                "DELETE FROM {} WHERE {} IN ",
+                quote(t.table()),
+                quote(&t.key_column().name)
+            );
+            let mut del_binds = Vec::new();
+            push_list(backend, &mut sql, &mut del_binds, 1, chunk);
+            deleted += self.conn.exec(&sql, del_binds)?;
+            let at = now();
+            for text in current {
+                let row = rows::typed_row(t, &text)?;
+                let key = row[t.key_index()].clone().expect("key selected");
+                let stored_rev = match row[t.revision_index()] {
+                    Some(SqlValue::Integer(r)) => r,
+                    _ => 0,
+                };
+                let id = (M::CQRS_ID.to_string(), key.canonical_key());
+                let revision = match self.touched.get(&id).map(|t| &t.state) {
+                    Some(State::Created) => {
+                        // Created here: the replicas never heard of it, so nothing is sent.
+                        self.touched.remove(&id);
+                        self.order.retain(|o| *o != id);
+                        continue;
+                    }
+                    // Bumped here but never published: the DELETE takes the bumped number.
+                    Some(State::Updated { .. }) => stored_rev,
+                    _ => stored_rev + 1,
+                };
+                let last = rows::instance_data(t, &row);
+                self.remember(
+                    M::CQRS_ID,
+                    Touch {
+                        key,
+                        state: State::Deleted {
+                            revision,
+                            updated: at,
+                            last,
+                        },
+                    },
+                );
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Send the row's current state as a SYNC at commit: broadcast (`queue` None) or directed to
+    /// one replica's queue. The revision does not change.
+    pub fn sync<M: MasterModel, K: Serialize>(
+        &mut self,
+        key: &K,
+        queue: Option<&str>,
+    ) -> Result<()> {
+        let spec = self.spec::<M>();
+        let key = Self::key(&spec, key)?;
+        self.syncs.push(SyncRequest {
+            cqrs_id: M::CQRS_ID.to_string(),
+            key,
+            queue: queue.map(str::to_string),
+        });
+        Ok(())
+    }
+
+    /// Run `f` in a savepoint: if it fails, its database changes and its touches are undone and
+    /// the error is returned; the outer transaction goes on.
+    pub fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let snapshot = (self.touched.clone(), self.order.clone(), self.syncs.len());
+        self.conn.begin()?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.conn.rollback()?;
+                (self.touched, self.order) = (snapshot.0, snapshot.1);
+                self.syncs.truncate(snapshot.2);
+                Err(e)
+            }
+        }
+    }
+
+    /// Read the final states of every touched row (one query per model) and build the messages.
+    fn final_rows(&mut self) -> Result<Vec<NewRow>> {
+        let mut wanted: BTreeMap<&str, Vec<SqlValue>> = BTreeMap::new();
+        for (id, canon) in &self.order {
+            let t = &self.touched[&(id.clone(), canon.clone())];
+            if !matches!(t.state, State::Deleted { .. }) {
+                wanted.entry(id.as_str()).or_default().push(t.key.clone());
+            }
+        }
+        for s in &self.syncs {
+            wanted
+                .entry(s.cqrs_id.as_str())
+                .or_default()
+                .push(s.key.clone());
+        }
+        let mut finals: BTreeMap<(String, String), Vec<Option<SqlValue>>> = BTreeMap::new();
+        let backend = self.conn.backend();
+        for (id, mut keys) in wanted {
+            keys.sort_by_key(SqlValue::canonical_key);
+            keys.dedup();
+            let t = self.specs[id].table().clone();
+            for chunk in keys.chunks(backend.bind_limit()) {
+                let mut sql = format!(
+                    "SELECT {} FROM {} WHERE {} IN ",
+                    rows::json_expr(backend, &t, rows::all_columns(&t)),
+                    quote(t.table()),
+                    quote(&t.key_column().name)
+                );
+                let mut binds = Vec::new();
+                push_list(backend, &mut sql, &mut binds, 1, chunk);
+                for text in self.conn.load_text(&sql, binds)? {
+                    let row = rows::typed_row(&t, &text)?;
+                    let canon = row[t.key_index()]
+                        .as_ref()
+                        .expect("key selected")
+                        .canonical_key();
+                    finals.insert((id.to_string(), canon), row);
+                }
+            }
+        }
+
+        let mut out = Vec::new();
+        for k in &self.order {
+            let touch = &self.touched[k];
+            let spec = &self.specs[k.0.as_str()];
+            if !spec.produces() {
+                continue;
+            }
+            let t = spec.table();
+            let message = match &touch.state {
+                State::Deleted {
+                    revision,
+                    updated,
+                    last,
+                } => {
+                    let mut data = Map::new();
+                    data.insert("id".into(), touch.key.to_json());
+                    data.insert("cqrs_revision".into(), (*revision).into());
+                    data.insert(
+                        "cqrs_updated".into(),
+                        Value::String(crate::message::format_datetime(updated)),
+                    );
+                    if let Some(custom) = spec.hooks_ref().delete_custom.and_then(|f| f(last)) {
+                        data.insert("custom".into(), custom);
+                    }
+                    let mut m =
+                        Message::new(SignalType::Delete, t.cqrs_id(), touch.key.to_json(), data);
+                    if let Some(meta) = spec.hooks_ref().meta {
+                        m.meta = meta(last);
+                    }
+                    m
+                }
+                state => {
+                    let Some(row) = finals.get(k) else {
+                        tracing::warn!(cqrs_id = %k.0, pk = %k.1, "captured row no longer exists at commit (deleted outside capture): nothing sent");
+                        continue;
+                    };
+                    let data = rows::instance_data(t, row);
+                    if let Some(filter) = spec.hooks_ref().filter
+                        && !filter(&data)
+                    {
+                        continue;
+                    }
+                    let previous = previous_data(spec, state, row);
+                    let mut m =
+                        Message::new(SignalType::Save, t.cqrs_id(), touch.key.to_json(), data);
+                    m.previous_data = previous;
+                    if let Some(meta) = spec.hooks_ref().meta {
+                        m.meta = meta(&m.instance_data);
+                    }
+                    m
+                }
+            };
+            out.push(self.row(spec, message, touch.key.canonical_key(), None));
+        }
+        for s in &self.syncs {
+            let spec = &self.specs[s.cqrs_id.as_str()];
+            let canon = s.key.canonical_key();
+            let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
+                return Err(Error::new(
+                    ErrorKind::Database,
+                    format!("cannot sync {} pk {canon}: no such row", s.cqrs_id),
+                ));
+            };
+            let data = rows::instance_data(spec.table(), row);
+            let mut m = Message::new(SignalType::Sync, &s.cqrs_id, s.key.to_json(), data);
+            if let Some(meta) = spec.hooks_ref().meta {
+                m.meta = meta(&m.instance_data);
+            }
+            out.push(self.row(spec, m, canon, s.queue.as_deref()));
+        }
+        Ok(out)
+    }
+
+    fn row(&self, spec: &MasterSpec, mut m: Message, pk: String, queue: Option<&str>) -> NewRow {
+        if let Some(cid) = spec.hooks_ref().correlation_id {
+            m.correlation_id = cid();
+        }
+        NewRow {
+            message_id: uuid::Uuid::new_v4(),
+            routing_key: queue.map_or_else(|| m.cqrs_id.clone(), |q| directed_key(q, &m.cqrs_id)),
+            cqrs_id: m.cqrs_id.clone(),
+            signal_type: m.signal_type,
+            pk,
+            body: String::from_utf8(m.encode()).expect("JSON is UTF-8"),
+        }
+    }
+}
+
+/// django-cqrs's `previous_data`: `null` without tracked fields; on create `{field: null}` for
+/// tracked fields whose value is not null; on update the old value of each tracked field that changed.
+fn previous_data(
+    spec: &MasterSpec,
+    state: &State,
+    row: &[Option<SqlValue>],
+) -> Option<Map<String, Value>> {
+    let tracked: Vec<usize> = spec.tracked_indexes().collect();
+    if tracked.is_empty() {
+        return None;
+    }
+    let cols = spec.table().columns();
+    let mut prev = Map::new();
+    match state {
+        State::Created => {
+            for &c in &tracked {
+                if row[c].as_ref().is_some_and(|v| !v.is_null()) {
+                    prev.insert(cols[c].wire.clone(), Value::Null);
+                }
+            }
+        }
+        State::Updated { previous } => {
+            for (&c, old) in tracked.iter().zip(previous) {
+                let (old, new) = (
+                    old.as_ref().map(SqlValue::to_json),
+                    row[c].as_ref().map(SqlValue::to_json),
+                );
+                if old != new {
+                    prev.insert(cols[c].wire.clone(), old.unwrap_or(Value::Null));
+                }
+            }
+        }
+        State::Deleted { .. } => return None,
+    }
+    Some(prev)
+}
+
+fn push_list(
+    backend: Backend,
+    sql: &mut String,
+    binds: &mut Vec<SqlValue>,
+    first: usize,
+    keys: &[SqlValue],
+) {
+    sql.push('(');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        backend.placeholder(first + i, sql);
+        binds.push(k.clone());
+    }
+    sql.push(')');
+}
+
+fn missing(cqrs_id: &str, what: &str, wanted: usize, found: usize) -> Error {
+    Error::new(
+        ErrorKind::Database,
+        format!("{cqrs_id}: {wanted} row(s) {what}, but only {found} exist"),
+    )
+}

@@ -1,0 +1,239 @@
+//! [2] The transactional outbox: the only code that writes, claims, releases and deletes
+//! `cqrs_outbox` rows (ARCHITECTURE.md §7).
+//!
+//! Capture writes rows in the application's transaction; a relay claims a batch by setting a lease
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL so relays never wait on each other), publishes, then
+//! deletes what the broker confirmed and releases the rest with a delay. A relay that dies leaves
+//! leases that expire, so its rows are published again: at least once, never lost.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::db::{Backend, SqlConn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::SignalType;
+use crate::value::SqlValue;
+
+/// A message to write to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRow {
+    /// Sent as the AMQP `message_id`.
+    pub message_id: uuid::Uuid,
+    /// Model.
+    pub cqrs_id: String,
+    /// SAVE, DELETE, SYNC.
+    pub signal_type: SignalType,
+    /// Canonical JSON of the key.
+    pub pk: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// The encoded body; the relay sets `expires` and `retries` when it publishes.
+    pub body: String,
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Claimed {
+    /// Claim order.
+    pub id: i64,
+    /// The AMQP `message_id`.
+    pub message_id: String,
+    /// Model.
+    pub cqrs_id: String,
+    /// SAVE, DELETE, SYNC.
+    pub signal_type: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Body as captured.
+    pub body: String,
+    /// Publish attempts including this one.
+    pub attempts: i32,
+}
+
+/// Insert `rows` (several per statement, under the bind limit).
+pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<()> {
+    let backend = conn.backend();
+    for chunk in rows.chunks(backend.bind_limit() / 6) {
+        let mut sql = String::from(
+            "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body) VALUES ",
+        );
+        let mut binds = Vec::with_capacity(chunk.len() * 6);
+        let mut n = 0;
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ",(" });
+            for j in 0..6 {
+                if j > 0 {
+                    sql.push(',');
+                }
+                n += 1;
+                backend.placeholder(n, &mut sql);
+            }
+            sql.push(')');
+            binds.extend([
+                SqlValue::Uuid(r.message_id),
+                SqlValue::Text(r.cqrs_id.clone()),
+                SqlValue::Text(r.signal_type.as_str().into()),
+                SqlValue::Text(r.pk.clone()),
+                SqlValue::Text(r.routing_key.clone()),
+                SqlValue::Text(r.body.clone()),
+            ]);
+        }
+        conn.exec(&sql, binds)
+            .map_err(|e| e.context("writing the outbox"))?;
+    }
+    Ok(())
+}
+
+/// Lease up to `limit` available rows for `lease`, oldest first.
+pub fn claim<C: SqlConn + ?Sized>(
+    conn: &mut C,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>> {
+    let backend = conn.backend();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+    let (p, skip_locked, json) = match backend {
+        Backend::Postgres => (
+            ["$1", "$2", "$3"],
+            " FOR UPDATE SKIP LOCKED",
+            "CAST(json_build_object('id', id, 'message_id', CAST(message_id AS TEXT), 'cqrs_id', cqrs_id, \
+             'signal_type', signal_type, 'routing_key', routing_key, 'body', body, 'attempts', attempts) AS TEXT) AS j",
+        ),
+        Backend::Sqlite => (
+            ["?", "?", "?"],
+            "",
+            "json_object('id', id, 'message_id', message_id, 'cqrs_id', cqrs_id, 'signal_type', signal_type, \
+             'routing_key', routing_key, 'body', body, 'attempts', attempts) AS j",
+        ),
+    };
+    // SQLite binds by position in text order: lease, now, now, limit.
+    let sql = format!(
+        "UPDATE cqrs_outbox SET leased_until = {l}, attempts = attempts + 1 WHERE id IN (\
+         SELECT id FROM cqrs_outbox WHERE available_at <= {n} AND (leased_until IS NULL OR leased_until < {n}) \
+         ORDER BY id LIMIT {lim}{skip_locked}) RETURNING {json}",
+        l = p[0],
+        n = p[1],
+        lim = p[2],
+    );
+    let binds = match backend {
+        Backend::Postgres => vec![
+            SqlValue::Timestamptz(until),
+            SqlValue::Timestamptz(now),
+            SqlValue::BigInt(limit as i64),
+        ],
+        Backend::Sqlite => vec![
+            SqlValue::Timestamptz(until),
+            SqlValue::Timestamptz(now),
+            SqlValue::Timestamptz(now),
+            SqlValue::BigInt(limit as i64),
+        ],
+    };
+    let mut rows: Vec<Claimed> = conn
+        .load_text(&sql, binds)
+        .map_err(|e| e.context("claiming outbox rows"))?
+        .iter()
+        .map(|j| {
+            serde_json::from_str(j)
+                .map_err(|e| Error::new(ErrorKind::Database, format!("outbox row: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+fn id_list(backend: Backend, ids: &[i64], first: usize, sql: &mut String) -> Vec<SqlValue> {
+    sql.push('(');
+    for (i, _) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        backend.placeholder(first + i, sql);
+    }
+    sql.push(')');
+    ids.iter().map(|i| SqlValue::BigInt(*i)).collect()
+}
+
+/// Delete rows the broker confirmed (or that nobody listens to).
+pub fn delete<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
+    let backend = conn.backend();
+    let mut deleted = 0;
+    for chunk in ids.chunks(backend.bind_limit()) {
+        let mut sql = String::from("DELETE FROM cqrs_outbox WHERE id IN ");
+        let binds = id_list(backend, chunk, 1, &mut sql);
+        deleted += conn
+            .exec(&sql, binds)
+            .map_err(|e| e.context("deleting published outbox rows"))?;
+    }
+    Ok(deleted)
+}
+
+/// Give rows back after a failed publish; they become available again at `retry_at`.
+pub fn release<C: SqlConn + ?Sized>(
+    conn: &mut C,
+    ids: &[i64],
+    retry_at: DateTime<Utc>,
+) -> Result<()> {
+    let backend = conn.backend();
+    for chunk in ids.chunks(backend.bind_limit() - 1) {
+        let mut sql = String::from("UPDATE cqrs_outbox SET leased_until = NULL, available_at = ");
+        backend.placeholder(1, &mut sql);
+        sql.push_str(" WHERE id IN ");
+        let mut binds = vec![SqlValue::Timestamptz(retry_at)];
+        binds.extend(id_list(backend, chunk, 2, &mut sql));
+        conn.exec(&sql, binds)
+            .map_err(|e| e.context("releasing outbox rows"))?;
+    }
+    Ok(())
+}
+
+/// Rows waiting in the outbox.
+pub fn pending<C: SqlConn + ?Sized>(conn: &mut C) -> Result<usize> {
+    let rows = conn.load_text(
+        "SELECT CAST(count(*) AS TEXT) AS j FROM cqrs_outbox",
+        vec![],
+    )?;
+    Ok(rows.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Wakes an in-process relay after a capture transaction committed rows.
+///
+/// A counter under a mutex: a relay remembers the value it last saw and sleeps until it changes
+/// or its poll interval passes, so a wake-up between two polls is never missed.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Wakeup {
+    /// Signal that rows were committed.
+    pub fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.cv.notify_all();
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until the generation moves past `seen` or `timeout` passes; returns the generation.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        *self
+            .cv
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+}
+
+/// The process-wide wake-up capture signals after commit and an in-process relay waits on.
+pub fn wakeup() -> &'static Wakeup {
+    static WAKEUP: std::sync::OnceLock<Wakeup> = std::sync::OnceLock::new();
+    WAKEUP.get_or_init(Wakeup::default)
+}

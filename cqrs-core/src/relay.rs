@@ -1,0 +1,185 @@
+//! [3] The relay: claim a batch of outbox rows -> set `expires`/`retries` -> publish with
+//! confirms -> delete what was confirmed, release the rest for a later attempt.
+//!
+//! Transport-agnostic: it publishes through [`Publisher`]. In-process it wakes as soon as a capture
+//! transaction commits ([`crate::outbox::wakeup`]); standalone it polls adaptively: immediately
+//! again while batches come back full, backing off to [`IDLE_POLL`] when the outbox is empty.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::message::{Expires, Message, SignalType};
+use crate::outbox::{self, Claimed};
+use crate::shutdown::Shutdown;
+use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgoing, Publisher};
+
+/// Longest sleep of an idle relay. A capture in the same process wakes it at once; another
+/// process's commits wait at most this long.
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
+/// A claimed row is invisible to other relays this long; a relay killed mid-batch loses nothing,
+/// its rows come back after the lease.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// A row whose publish failed is tried again after this delay.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Counters of a relay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Messages confirmed and routed.
+    pub published: usize,
+    /// Messages confirmed but routed nowhere (no queue bound): logged, counted, deleted.
+    pub unroutable: usize,
+    /// Messages that failed and went back to the outbox.
+    pub failed: usize,
+}
+
+/// Moves outbox rows to a broker.
+pub struct Relay<P: Publisher> {
+    db: Db,
+    publisher: P,
+    settings: Settings,
+    stats: RelayStats,
+}
+
+impl<P: Publisher> Relay<P> {
+    /// A relay from `db`'s outbox to `publisher`.
+    pub fn new(db: Db, publisher: P, settings: Settings) -> Self {
+        Relay {
+            db,
+            publisher,
+            settings,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RelayStats {
+        self.stats
+    }
+
+    /// The publisher (tests inspect it).
+    pub fn publisher(&mut self) -> &mut P {
+        &mut self.publisher
+    }
+
+    /// Claim, publish and settle one batch; returns how many rows were claimed.
+    pub fn run_once(&mut self) -> Result<usize> {
+        let now = Utc::now();
+        let batch = self.settings.batch_size;
+        let claimed = self
+            .db
+            .write_transaction(|db| outbox::claim(db, batch, LEASE, now))?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        self.stats.claimed += claimed.len();
+        let messages = claimed
+            .iter()
+            .map(|row| self.outgoing(row))
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+        let confirms = match self.publisher.publish(&messages) {
+            Ok(c) if c.len() == messages.len() => c,
+            Ok(c) => vec![
+                Confirm::Failed(format!(
+                    "{} confirms for {} messages",
+                    c.len(),
+                    messages.len()
+                ));
+                messages.len()
+            ],
+            Err(e) => {
+                self.stats.failed += ids.len();
+                outbox::release(
+                    &mut self.db,
+                    &ids,
+                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
+                )?;
+                return Err(e.context("publishing an outbox batch"));
+            }
+        };
+        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
+            match confirm {
+                Confirm::Delivered => {
+                    self.stats.published += 1;
+                    done.push(row.id);
+                }
+                Confirm::Unroutable => {
+                    tracing::warn!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key: message dropped (nobody listens)");
+                    self.stats.unroutable += 1;
+                    done.push(row.id);
+                }
+                Confirm::Failed(why) => {
+                    tracing::warn!(routing_key = %msg.routing_key, attempts = row.attempts, "publish not confirmed, will retry: {why}");
+                    self.stats.failed += 1;
+                    failed.push(row.id);
+                }
+            }
+        }
+        outbox::delete(&mut self.db, &done)?;
+        if !failed.is_empty() {
+            outbox::release(
+                &mut self.db,
+                &failed,
+                Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
+            )?;
+        }
+        Ok(claimed.len())
+    }
+
+    fn outgoing(&self, row: &Claimed) -> Result<Outgoing> {
+        let mut m = Message::decode(row.body.as_bytes())
+            .map_err(|e| e.context(format!("outbox row {}", row.id)))?;
+        // Set at publish time, not at capture: a relay outage longer than the TTL must not
+        // dead-letter the backlog.
+        let ttl = chrono::Duration::from_std(self.settings.message_ttl)
+            .map_err(|e| Error::config(e.to_string()))?;
+        m.expires = Expires::At(Utc::now() + ttl);
+        m.retries = 0;
+        let mut headers = Headers::new();
+        headers.insert(HEADER_PRODUCER.into(), self.settings.service_name.clone());
+        if m.signal_type == SignalType::Sync && row.routing_key.starts_with("cqrs.") {
+            headers.insert(HEADER_DIRECTED.into(), "true".into());
+        }
+        Ok(Outgoing {
+            routing_key: row.routing_key.clone(),
+            body: m.encode(),
+            headers,
+            message_id: row.message_id.clone(),
+        })
+    }
+
+    /// Relay until `shutdown` fires: drain while there is a backlog, then sleep until woken by a
+    /// capture in this process or until the poll interval passes (doubling from 10 ms to
+    /// [`IDLE_POLL`] while idle). Errors are logged and retried after a pause.
+    pub fn run(&mut self, shutdown: &Shutdown) -> Result<()> {
+        let wake = outbox::wakeup();
+        let mut idle = Duration::from_millis(10);
+        let mut seen = wake.generation();
+        while !shutdown.is_triggered() {
+            match self.run_once() {
+                Ok(n) if n >= self.settings.batch_size => {
+                    idle = Duration::from_millis(10);
+                    continue;
+                }
+                Ok(0) => idle = (idle * 2).min(IDLE_POLL),
+                Ok(_) => idle = Duration::from_millis(10),
+                Err(e) => {
+                    tracing::warn!("relay: {e}");
+                    if shutdown.sleep(RETRY_DELAY) {
+                        break;
+                    }
+                }
+            }
+            seen = wake.wait(seen, idle);
+        }
+        Ok(())
+    }
+}

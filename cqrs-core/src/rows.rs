@@ -1,0 +1,87 @@
+//! Reading rows of a described table as wire JSON, with the same SQL on both backends' terms.
+//!
+//! The database renders each row as one JSON document (`json_build_object` on PostgreSQL,
+//! `json_object` on SQLite), which is then read back through the column types so values take
+//! django-cqrs's wire forms (decimals as numbers, datetimes `str()`-style). Exact decimals are
+//! cast to text in SQL first so no digit is lost on the way.
+
+use serde_json::{Map, Value};
+
+use crate::db::Backend;
+use crate::error::{Error, Result};
+use crate::model::TableSpec;
+use crate::value::{ColumnType, SqlValue};
+
+/// Quote a checked identifier.
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The SQL expression (aliased `j`) that renders the columns `cols` of a row as a JSON text
+/// keyed by column name.
+pub fn json_expr(
+    backend: Backend,
+    spec: &TableSpec,
+    cols: impl IntoIterator<Item = usize>,
+) -> String {
+    let mut parts = Vec::new();
+    for i in cols {
+        let c = &spec.columns()[i];
+        let col = quote(&c.name);
+        let value = match (backend, c.ty) {
+            (Backend::Postgres, ColumnType::Numeric) => format!("CAST({col} AS TEXT)"),
+            (Backend::Sqlite, ColumnType::Json | ColumnType::Jsonb) => format!("json({col})"),
+            (Backend::Sqlite, ColumnType::Numeric) => format!("CAST({col} AS TEXT)"),
+            _ => col,
+        };
+        parts.push(format!("'{}', {value}", c.name));
+    }
+    match backend {
+        Backend::Postgres => format!("CAST(json_build_object({}) AS TEXT) AS j", parts.join(", ")),
+        Backend::Sqlite => format!("json_object({}) AS j", parts.join(", ")),
+    }
+}
+
+/// All columns of `spec`.
+pub fn all_columns(spec: &TableSpec) -> std::ops::Range<usize> {
+    0..spec.columns().len()
+}
+
+/// Typed values of a row rendered by [`json_expr`], by column index (columns absent from the
+/// document are `None`).
+pub fn typed_row(spec: &TableSpec, text: &str) -> Result<Vec<Option<SqlValue>>> {
+    let doc: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            crate::ErrorKind::Database,
+            format!("row of {} is not JSON: {e}", spec.table()),
+        )
+    })?;
+    spec.columns()
+        .iter()
+        .map(|c| match doc.get(&c.name) {
+            None => Ok(None),
+            Some(v) => c.ty.from_json(v).map(Some).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Database,
+                    format!("{}.{}: {e}", spec.table(), c.name),
+                )
+            }),
+        })
+        .collect()
+}
+
+/// `instance_data` of a typed row: wire names, wire forms.
+pub fn instance_data(spec: &TableSpec, row: &[Option<SqlValue>]) -> Map<String, Value> {
+    let mut data = Map::new();
+    // django-cqrs puts the revision and the update time first; order carries no meaning.
+    for i in [spec.revision_index(), spec.updated_index()]
+        .into_iter()
+        .chain(0..row.len())
+    {
+        if let Some(v) = &row[i] {
+            data.entry(spec.columns()[i].wire.clone())
+                .or_insert_with(|| v.to_json());
+        }
+    }
+    data
+}

@@ -1,0 +1,504 @@
+//! Capture on the master (`#[derive(Master)]`, `atomic`, `Tx`), the relay, and master -> replica
+//! end to end through the memory transport.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs::db::SqlConn;
+use cqrs::transport::memory::MemoryBroker;
+use cqrs::{Consumer, Db, Error, Message, Registry, Relay, Settings, SignalType, Tx, atomic};
+use cqrs_tests::*;
+use serde_json::{Value, json};
+
+/// The master model: `owner_id` goes on the wire as `owner` (a Django FK), `secret` never leaves.
+#[allow(dead_code)]
+#[derive(cqrs::Master)]
+#[diesel(table_name = m_items)]
+#[cqrs(id = "item", filter = "crate::capture::not_hidden")]
+struct MItem {
+    id: i64,
+    name: String,
+    #[cqrs(track)]
+    value: i64,
+    updated: DateTime<Utc>,
+    #[cqrs(skip)]
+    secret: String,
+    #[cqrs(rename = "owner", track)]
+    owner_id: Option<i64>,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+/// is_sync_instance: rows named "hidden" are not sent.
+pub fn not_hidden(data: &serde_json::Map<String, Value>) -> bool {
+    data.get("name") != Some(&json!("hidden"))
+}
+
+fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cqrs::Result<i64> {
+    tx.create::<MItem, i64, Error>(|c| {
+        let sql = sql_for(c, "INSERT INTO m_items (name, value, updated, secret, owner_id) VALUES ($1, $2, $3, 'sssh', $4) RETURNING CAST(id AS TEXT) AS j");
+        let owner = owner.map_or(cqrs::value::SqlValue::Null(cqrs::value::ColumnType::BigInt), cqrs::value::SqlValue::BigInt);
+        let rows = c.load_text(&sql, vec![name.into_sql(), cqrs::value::SqlValue::BigInt(value), cqrs::value::SqlValue::Timestamptz(at(value)), owner])?;
+        Ok(rows[0].parse().unwrap())
+    })
+}
+
+fn set_value(tx: &mut Tx<'_, Db>, id: i64, value: i64) -> cqrs::Result<usize> {
+    tx.update::<MItem, i64, usize, Error>(&id, |c| {
+        let sql = sql_for(c, "UPDATE m_items SET value = $1 WHERE id = $2");
+        c.exec(
+            &sql,
+            vec![
+                cqrs::value::SqlValue::BigInt(value),
+                cqrs::value::SqlValue::BigInt(id),
+            ],
+        )
+    })
+}
+
+trait IntoSql {
+    fn into_sql(self) -> cqrs::value::SqlValue;
+}
+impl IntoSql for &str {
+    fn into_sql(self) -> cqrs::value::SqlValue {
+        cqrs::value::SqlValue::Text(self.to_string())
+    }
+}
+
+fn revision(db: &mut Db, id: i64) -> i32 {
+    master_items(db)[&id].3
+}
+
+both!(
+    fn create_sends_one_save_at_revision_0(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "widget", 42, Some(7))).unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 1);
+        let m = &msgs[0];
+        assert_eq!(
+            (m.signal_type, m.revision().unwrap(), m.instance_pk.clone()),
+            (SignalType::Save, 0, json!(id))
+        );
+        assert_eq!(m.instance_data["owner"], json!(7), "renamed FK");
+        assert!(
+            !m.instance_data.contains_key("secret"),
+            "skipped field never leaves"
+        );
+        assert_eq!(
+            m.previous_data,
+            Some(serde_json::from_value(json!({"value": null, "owner": null})).unwrap())
+        );
+        assert_eq!(m.updated().unwrap(), master_items(&mut db)[&id].4);
+    }
+);
+
+both!(
+    fn updates_in_separate_transactions_bump_once_each(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap();
+        atomic(&mut db, |tx| {
+            set_value(tx, id, 3)?;
+            set_value(tx, id, 4) // same row twice in one transaction: one bump, one message
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(
+            msgs.iter()
+                .map(|m| m.revision().unwrap())
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(
+            msgs[0].updated().unwrap() < msgs[1].updated().unwrap()
+                && msgs[1].updated().unwrap() < msgs[2].updated().unwrap()
+        );
+        assert_eq!(msgs[2].instance_data["value"], json!(4), "final state");
+        assert_eq!(
+            msgs[1].previous_data,
+            Some(serde_json::from_value(json!({"value": 1})).unwrap()),
+            "old values of changed tracked fields"
+        );
+        assert_eq!(
+            msgs[2].previous_data,
+            Some(serde_json::from_value(json!({"value": 2})).unwrap())
+        );
+        assert_eq!(revision(&mut db, id), 2);
+    }
+);
+
+both!(
+    fn rollback_writes_no_outbox_row(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let r: cqrs::Result<()> = atomic(&mut db, |tx| {
+            insert(tx, "a", 1, None)?;
+            Err(Error::apply("the application changed its mind"))
+        });
+        assert!(r.is_err());
+        assert!(outbox_messages(&mut db).is_empty());
+        assert!(master_items(&mut db).is_empty());
+    }
+);
+
+both!(
+    fn savepoint_rolled_back_inside_a_committed_transaction(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let (a, b) = atomic(&mut db, |tx| {
+            Ok((insert(tx, "a", 1, None)?, insert(tx, "b", 1, None)?))
+        })
+        .unwrap();
+        atomic(&mut db, |tx| {
+            set_value(tx, a, 10)?;
+            let inner: cqrs::Result<()> = tx.savepoint(|tx| {
+                set_value(tx, b, 20)?;
+                set_value(tx, a, 11)?;
+                Err(Error::apply("rolled back"))
+            });
+            assert!(inner.is_err());
+            Ok(())
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 3, "two creates, then only the outer change");
+        assert_eq!(
+            (msgs[2].instance_pk.clone(), msgs[2].revision().unwrap()),
+            (json!(a), 1)
+        );
+        assert_eq!(msgs[2].instance_data["value"], json!(10));
+        assert_eq!(
+            revision(&mut db, b),
+            0,
+            "the rolled-back change is not counted"
+        );
+    }
+);
+
+both!(
+    fn create_then_update_stays_at_revision_0_and_create_then_delete_sends_nothing(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| {
+            let id = insert(tx, "a", 1, None)?;
+            set_value(tx, id, 5)?;
+            let gone = insert(tx, "gone", 1, None)?;
+            assert!(tx.delete::<MItem, i64>(&gone)?);
+            Ok(id)
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(
+            (
+                msgs[0].revision().unwrap(),
+                msgs[0].instance_data["value"].clone()
+            ),
+            (0, json!(5))
+        );
+        assert_eq!(revision(&mut db, id), 0);
+    }
+);
+
+both!(
+    fn update_then_delete_sends_one_delete_with_last_published_plus_one(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap(); // published rev 1
+        atomic(&mut db, |tx| {
+            set_value(tx, id, 3)?;
+            tx.delete::<MItem, i64>(&id)
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 3);
+        let del = &msgs[2];
+        assert_eq!(del.signal_type, SignalType::Delete);
+        assert_eq!(
+            del.instance_data.keys().collect::<Vec<_>>(),
+            ["cqrs_revision", "cqrs_updated", "id"]
+        );
+        assert_eq!(
+            (del.instance_data["id"].clone(), del.revision().unwrap()),
+            (json!(id), 2)
+        );
+        // A plain delete of a row at revision 0 sends revision 1.
+        let other = atomic(&mut db, |tx| insert(tx, "b", 1, None)).unwrap();
+        atomic(&mut db, |tx| tx.delete::<MItem, i64>(&other)).unwrap();
+        assert_eq!(
+            outbox_messages(&mut db).last().unwrap().revision().unwrap(),
+            1
+        );
+    }
+);
+
+both!(
+    fn bulk_create_update_delete(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let ids = atomic(&mut db, |tx| {
+            (0..3)
+                .map(|i| insert(tx, "bulk", i, None))
+                .collect::<cqrs::Result<Vec<_>>>()
+        })
+        .unwrap();
+        assert_eq!(
+            outbox_messages(&mut db)
+                .iter()
+                .filter(|m| m.revision().unwrap() == 0)
+                .count(),
+            3
+        );
+        let touched = atomic(&mut db, |tx| {
+            let n = tx.touch_many::<MItem, i64>(&ids)?;
+            let sql = sql_for(
+                tx.conn(),
+                "UPDATE m_items SET value = value + 100 WHERE name = $1",
+            );
+            tx.conn().exec(&sql, vec!["bulk".into_sql()])?;
+            Ok(n)
+        })
+        .unwrap();
+        assert_eq!(touched, 3);
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(
+            msgs[3..]
+                .iter()
+                .map(|m| (
+                    m.revision().unwrap(),
+                    m.instance_data["value"].as_i64().unwrap() >= 100
+                ))
+                .collect::<Vec<_>>(),
+            [(1, true); 3]
+        );
+        let empty = atomic(&mut db, |tx| tx.touch_many::<MItem, i64>(&[])).unwrap();
+        assert_eq!(empty, 0);
+        assert_eq!(
+            outbox_messages(&mut db).len(),
+            6,
+            "an empty bulk update sends nothing"
+        );
+        let deleted = atomic(&mut db, |tx| tx.delete_many::<MItem, i64>(&ids)).unwrap();
+        assert_eq!(deleted, 3);
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(
+            msgs[6..]
+                .iter()
+                .map(|m| (m.signal_type, m.revision().unwrap()))
+                .collect::<Vec<_>>(),
+            [(SignalType::Delete, 2); 3]
+        );
+    }
+);
+
+both!(
+    fn filtered_rows_count_revisions_but_send_nothing(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "hidden", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap();
+        assert!(outbox_messages(&mut db).is_empty());
+        assert_eq!(revision(&mut db, id), 1);
+    }
+);
+
+both!(
+    fn sync_broadcast_and_directed(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        atomic(&mut db, |tx| {
+            tx.sync::<MItem, i64>(&id, None)?;
+            tx.sync::<MItem, i64>(&id, Some("replica_a"))
+        })
+        .unwrap();
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("replica_a", &["item"]);
+        broker.declare_replica_queue("replica_b", &["item"]);
+        let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
+        assert_eq!(relay.run_once().unwrap(), 3);
+        let a = broker.peek("replica_a");
+        let b = broker.peek("replica_b");
+        assert_eq!(a.len(), 3, "SAVE, broadcast SYNC, directed SYNC");
+        assert_eq!(b.len(), 2, "the directed SYNC goes to replica_a only");
+        assert_eq!(a[2].routing_key, "cqrs.replica_a.item");
+        assert_eq!(
+            a[2].headers.get("cqrs-directed").map(String::as_str),
+            Some("true")
+        );
+        let sync = Message::decode(&a[1].body).unwrap();
+        assert_eq!(
+            (
+                sync.signal_type,
+                sync.revision().unwrap(),
+                sync.previous_data.clone()
+            ),
+            (SignalType::Sync, 0, None)
+        );
+        assert_eq!(revision(&mut db, id), 0, "a sync does not bump");
+    }
+);
+
+#[test]
+fn concurrent_updates_of_one_row_lose_no_increment_postgres() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for v in [10, 20] {
+            let (t, barrier) = (&t, &barrier);
+            s.spawn(move || {
+                let mut db = t.connect();
+                barrier.wait();
+                atomic(&mut db, |tx| set_value(tx, id, v)).unwrap();
+            });
+        }
+    });
+    let revs: Vec<i32> = outbox_messages(&mut db)
+        .iter()
+        .skip(1)
+        .map(|m| m.revision().unwrap())
+        .collect();
+    let mut sorted = revs.clone();
+    sorted.sort();
+    assert_eq!(sorted, [1, 2]);
+    assert_eq!(revision(&mut db, id), 2);
+}
+
+/// Our master's messages have the keys and value forms of django-cqrs's captured ones.
+#[test]
+fn messages_match_the_captured_django_forms() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("q", &["item"]);
+    let id = atomic(&mut db, |tx| insert(tx, "widget", 42, None)).unwrap();
+    atomic(&mut db, |tx| set_value(tx, id, 43)).unwrap();
+    atomic(&mut db, |tx| tx.delete::<MItem, i64>(&id)).unwrap();
+    let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
+    relay.run_once().unwrap();
+    let ours: Vec<Value> = broker
+        .peek("q")
+        .iter()
+        .map(|m| serde_json::from_slice(&m.body).unwrap())
+        .collect();
+    for (mine, file) in ours
+        .iter()
+        .zip(["01_create.json", "02_update.json", "15_delete.json"])
+    {
+        let theirs: Value = serde_json::from_slice(&capture(file)[0].1).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(mine), keys(&theirs), "{file}: top-level keys");
+        for k in [
+            "signal_type",
+            "cqrs_id",
+            "correlation_id",
+            "retries",
+            "meta",
+        ] {
+            assert_eq!(mine[k], theirs[k], "{file}: {k}");
+        }
+        let expires = mine["expires"].as_str().unwrap();
+        assert!(
+            expires.len() == 25 && expires.ends_with("+00:00") && expires.as_bytes()[10] == b'T',
+            "{expires}"
+        );
+        for (k, v) in theirs["instance_data"].as_object().unwrap() {
+            let m = &mine["instance_data"][k];
+            assert_eq!(
+                std::mem::discriminant(m),
+                std::mem::discriminant(v),
+                "{file}: instance_data.{k} form"
+            );
+            if k.ends_with("updated") {
+                let s = m.as_str().unwrap();
+                assert!(
+                    s.as_bytes()[10] == b' ' && s.ends_with("+00:00"),
+                    "{file}: {k} = {s}"
+                );
+            }
+        }
+    }
+}
+
+both!(
+    fn master_to_replica_end_to_end(kind: Kind) {
+        let master = TestDb::new(kind);
+        let replica = TestDb::new(kind);
+        let mut db = master.connect();
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("replica", &["item"]);
+        // A mixed workload: creates, updates, a bulk update, deletes, a sync.
+        let ids: Vec<i64> = atomic(&mut db, |tx| {
+            (0..40)
+                .map(|i| insert(tx, &format!("n{i}"), i, Some(i)))
+                .collect()
+        })
+        .unwrap();
+        for round in 0..3 {
+            for id in ids.iter().filter(|id| *id % 3 == round) {
+                atomic(&mut db, |tx| set_value(tx, *id, id * 10 + round)).unwrap();
+            }
+        }
+        atomic(&mut db, |tx| {
+            tx.touch_many::<MItem, i64>(&ids[..10]).map(drop)
+        })
+        .unwrap();
+        atomic(&mut db, |tx| tx.delete_many::<MItem, i64>(&ids[30..])).unwrap();
+        atomic(&mut db, |tx| {
+            tx.sync::<MItem, i64>(&ids[0], Some("replica"))
+        })
+        .unwrap();
+        let mut relay = Relay::new(
+            master.connect(),
+            broker.clone(),
+            Settings {
+                batch_size: 16,
+                ..Settings::default()
+            },
+        );
+        while relay.run_once().unwrap() > 0 {}
+        assert_eq!(
+            cqrs::outbox::pending(&mut db).unwrap(),
+            0,
+            "every row confirmed and deleted"
+        );
+
+        let registry = Registry::new().with_replica(cqrs::TableReplica::new(item_spec()));
+        let settings = Settings::default();
+        let mut consumer = Consumer::new(
+            &registry,
+            &settings,
+            replica.connect(),
+            broker.inbox("replica"),
+        );
+        consumer.drain(Duration::from_millis(50)).unwrap();
+        let want: BTreeMap<i64, MasterRow> = master_items(&mut db);
+        let got: BTreeMap<i64, MasterRow> = items(&mut replica.connect())
+            .into_iter()
+            .map(|(id, r)| {
+                (
+                    id,
+                    (
+                        r.name,
+                        r.value,
+                        want.get(&id).map_or(r.updated, |w| w.2),
+                        r.rev,
+                        r.updated,
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 30);
+        assert_eq!(
+            got, want,
+            "rows, revisions and cqrs_updated to the microsecond"
+        );
+    }
+);
