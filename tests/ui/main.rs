@@ -5,3 +5,9 @@ fn replica_derive_misuse() {
     let t = trybuild::TestCases::new();
     t.compile_fail("ui/replica/*.rs");
 }
+
+#[test]
+fn master_derive_misuse() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("ui/master/*.rs");
+}
