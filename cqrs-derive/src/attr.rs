@@ -209,10 +209,18 @@ fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, on: &str, valid: &str) -> syn:
         .path
         .get_ident()
         .map_or_else(|| "?".to_string(), ToString::to_string);
+    let help = match name.as_str() {
+        "is_sync_instance" => {
+            "django-cqrs's is_sync_instance is `filter = \"path::to::fn\"` here".to_string()
+        }
+        "tracked_fields" | "tracked" => "mark each tracked field with `#[cqrs(track)]`".to_string(),
+        "mapping" => "rename each field with `#[cqrs(rename = \"wire_name\")]`".to_string(),
+        _ => format!("valid here: {valid}"),
+    };
     cx.error(
         &meta.path,
         format!("unknown cqrs {on} attribute `{name}`"),
-        format!("valid here: {valid}"),
+        help,
     );
     skip_diesel(meta)
 }
