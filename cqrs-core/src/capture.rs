@@ -347,6 +347,8 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     _ => 0,
                 };
                 let id = (M::CQRS_ID.to_string(), key.canonical_key());
+                // A sync asked for earlier in the transaction has nothing left to send.
+                self.syncs.retain(|s| !(s.cqrs_id == id.0 && s.key == key));
                 let revision = match self.touched.get(&id).map(|t| &t.state) {
                     Some(State::Created) => {
                         // Created here: the replicas never heard of it, so nothing is sent.
@@ -395,7 +397,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// Run `f` in a savepoint: if it fails, its database changes and its touches are undone and
     /// the error is returned; the outer transaction goes on.
     pub fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let snapshot = (self.touched.clone(), self.order.clone(), self.syncs.len());
+        let snapshot = (self.touched.clone(), self.order.clone(), self.syncs.clone());
         self.conn.begin()?;
         match f(self) {
             Ok(v) => {
@@ -405,7 +407,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             Err(e) => {
                 self.conn.rollback()?;
                 (self.touched, self.order) = (snapshot.0, snapshot.1);
-                self.syncs.truncate(snapshot.2);
+                self.syncs = snapshot.2;
                 Err(e)
             }
         }
