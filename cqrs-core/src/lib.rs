@@ -45,8 +45,8 @@ pub use db::Db;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Message, SignalType};
 pub use model::{
-    ApplyStats, BatchReport, Change, ColumnSpec, Outcome, Registry, Replica, ReplicaModel,
-    TableSpec,
+    ApplyStats, BatchReport, Change, ColumnSpec, InstanceData, MasterHooks, MasterModel,
+    MasterSpec, Outcome, Registry, Replica, ReplicaModel, TableSpec,
 };
 
 /// `#[derive(Replica)]` on a Diesel model: implements [`ReplicaModel`] (see the README's attribute table).
