@@ -75,7 +75,7 @@ pub struct Tx<'c, C: SqlConn + ?Sized> {
 /// # fn demo<M: cqrs::MasterModel>(db: &mut Db) -> cqrs::Result<()> {
 /// atomic(db, |tx| {
 ///     tx.touch::<M>(&7)?;                       // revision +1 (once), tracked values remembered
-///     tx.conn().execute("UPDATE items SET name = 'b' WHERE id = 7", vec![])?;
+///     tx.conn().execute("UPDATE items SET name = 'b' WHERE id = 7", vec![])?; // your Diesel code
 ///     Ok(())
 /// })
 /// # }
@@ -168,12 +168,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         insert: impl FnOnce(&mut C) -> std::result::Result<K, E>,
     ) -> Result<K> {
         let key = insert(self.conn).map_err(Into::into)?;
-        self.created_many::<M, K>(std::slice::from_ref(&key))?;
+        self.created_many::<M>(std::slice::from_ref(&key))?;
         Ok(key)
     }
 
     /// Capture rows the application inserted: revision 0, `cqrs_updated` now; one SAVE each.
-    pub fn created_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<()> {
+    pub fn created_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<()> {
         let spec = self.spec::<M>();
         let keys = keys
             .iter()
@@ -217,30 +217,30 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// [`Tx::created_many`] for one row.
-    pub fn created<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<()> {
-        self.created_many::<M, K>(std::slice::from_ref(key))
+    pub fn created<M: MasterModel>(&mut self, key: &impl Serialize) -> Result<()> {
+        self.created_many::<M>(std::slice::from_ref(key))
     }
 
     /// Capture a row, then run the application's `update` on it.
-    pub fn update<M: MasterModel, K: Serialize, R, E: Into<Error>>(
+    pub fn update<M: MasterModel, R, E: Into<Error>>(
         &mut self,
-        key: &K,
+        key: &impl Serialize,
         update: impl FnOnce(&mut C) -> std::result::Result<R, E>,
     ) -> Result<R> {
-        self.touch::<M, K>(key)?;
+        self.touch::<M>(key)?;
         update(self.conn).map_err(Into::into)
     }
 
     /// Capture a row that is about to change (see [`Tx::touch_many`]).
-    pub fn touch<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<()> {
-        self.touch_many::<M, K>(std::slice::from_ref(key)).map(drop)
+    pub fn touch<M: MasterModel>(&mut self, key: &impl Serialize) -> Result<()> {
+        self.touch_many::<M>(std::slice::from_ref(key)).map(drop)
     }
 
     /// Capture rows about to change (a bulk update: select the keys by your filter, touch them,
     /// then update): on first touch each row's revision is bumped by the database and its
     /// tracked values are remembered; later touches in the transaction change nothing. Returns
     /// how many rows were touched for the first time.
-    pub fn touch_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<usize> {
+    pub fn touch_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
         let spec = self.spec::<M>();
         let mut fresh = Vec::new();
         for k in keys {
@@ -297,13 +297,13 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// Delete a row and capture it; returns false if it did not exist.
-    pub fn delete<M: MasterModel, K: Serialize>(&mut self, key: &K) -> Result<bool> {
-        self.delete_many::<M, K>(std::slice::from_ref(key))
+    pub fn delete<M: MasterModel>(&mut self, key: &impl Serialize) -> Result<bool> {
+        self.delete_many::<M>(std::slice::from_ref(key))
             .map(|n| n == 1)
     }
 
     /// Delete rows and capture them (a bulk delete); returns how many existed.
-    pub fn delete_many<M: MasterModel, K: Serialize>(&mut self, keys: &[K]) -> Result<usize> {
+    pub fn delete_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
         let spec = self.spec::<M>();
         let t = spec.table();
         let backend = self.conn.backend();
@@ -379,9 +379,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     /// Send the row's current state as a SYNC at commit: broadcast (`queue` None) or directed to
     /// one replica's queue. The revision does not change.
-    pub fn sync<M: MasterModel, K: Serialize>(
+    pub fn sync<M: MasterModel>(
         &mut self,
-        key: &K,
+        key: &impl Serialize,
         queue: Option<&str>,
     ) -> Result<()> {
         let spec = self.spec::<M>();

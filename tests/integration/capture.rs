@@ -45,7 +45,7 @@ fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cq
 }
 
 fn set_value(tx: &mut Tx<'_, Db>, id: i64, value: i64) -> cqrs::Result<usize> {
-    tx.update::<MItem, i64, usize, Error>(&id, |c| {
+    tx.update::<MItem, usize, Error>(&id, |c| {
         let sql = sql_for(c, "UPDATE m_items SET value = $1 WHERE id = $2");
         c.exec(
             &sql,
@@ -187,7 +187,7 @@ both!(
             let id = insert(tx, "a", 1, None)?;
             set_value(tx, id, 5)?;
             let gone = insert(tx, "gone", 1, None)?;
-            assert!(tx.delete::<MItem, i64>(&gone)?);
+            assert!(tx.delete::<MItem>(&gone)?);
             Ok(id)
         })
         .unwrap();
@@ -212,7 +212,7 @@ both!(
         atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap(); // published rev 1
         atomic(&mut db, |tx| {
             set_value(tx, id, 3)?;
-            tx.delete::<MItem, i64>(&id)
+            tx.delete::<MItem>(&id)
         })
         .unwrap();
         let msgs = outbox_messages(&mut db);
@@ -229,7 +229,7 @@ both!(
         );
         // A plain delete of a row at revision 0 sends revision 1.
         let other = atomic(&mut db, |tx| insert(tx, "b", 1, None)).unwrap();
-        atomic(&mut db, |tx| tx.delete::<MItem, i64>(&other)).unwrap();
+        atomic(&mut db, |tx| tx.delete::<MItem>(&other)).unwrap();
         assert_eq!(
             outbox_messages(&mut db).last().unwrap().revision().unwrap(),
             1
@@ -255,7 +255,7 @@ both!(
             3
         );
         let touched = atomic(&mut db, |tx| {
-            let n = tx.touch_many::<MItem, i64>(&ids)?;
+            let n = tx.touch_many::<MItem>(&ids)?;
             let sql = sql_for(
                 tx.conn(),
                 "UPDATE m_items SET value = value + 100 WHERE name = $1",
@@ -276,14 +276,14 @@ both!(
                 .collect::<Vec<_>>(),
             [(1, true); 3]
         );
-        let empty = atomic(&mut db, |tx| tx.touch_many::<MItem, i64>(&[])).unwrap();
+        let empty = atomic(&mut db, |tx| tx.touch_many::<MItem>(&[] as &[i64])).unwrap();
         assert_eq!(empty, 0);
         assert_eq!(
             outbox_messages(&mut db).len(),
             6,
             "an empty bulk update sends nothing"
         );
-        let deleted = atomic(&mut db, |tx| tx.delete_many::<MItem, i64>(&ids)).unwrap();
+        let deleted = atomic(&mut db, |tx| tx.delete_many::<MItem>(&ids)).unwrap();
         assert_eq!(deleted, 3);
         let msgs = outbox_messages(&mut db);
         assert_eq!(
@@ -313,8 +313,8 @@ both!(
         let mut db = t.connect();
         let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
         atomic(&mut db, |tx| {
-            tx.sync::<MItem, i64>(&id, None)?;
-            tx.sync::<MItem, i64>(&id, Some("replica_a"))
+            tx.sync::<MItem>(&id, None)?;
+            tx.sync::<MItem>(&id, Some("replica_a"))
         })
         .unwrap();
         let broker = MemoryBroker::new();
@@ -380,7 +380,7 @@ fn messages_match_the_captured_django_forms() {
     broker.declare_replica_queue("q", &["item"]);
     let id = atomic(&mut db, |tx| insert(tx, "widget", 42, None)).unwrap();
     atomic(&mut db, |tx| set_value(tx, id, 43)).unwrap();
-    atomic(&mut db, |tx| tx.delete::<MItem, i64>(&id)).unwrap();
+    atomic(&mut db, |tx| tx.delete::<MItem>(&id)).unwrap();
     let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
     relay.run_once().unwrap();
     let ours: Vec<Value> = broker
@@ -446,15 +446,9 @@ both!(
                 atomic(&mut db, |tx| set_value(tx, *id, id * 10 + round)).unwrap();
             }
         }
-        atomic(&mut db, |tx| {
-            tx.touch_many::<MItem, i64>(&ids[..10]).map(drop)
-        })
-        .unwrap();
-        atomic(&mut db, |tx| tx.delete_many::<MItem, i64>(&ids[30..])).unwrap();
-        atomic(&mut db, |tx| {
-            tx.sync::<MItem, i64>(&ids[0], Some("replica"))
-        })
-        .unwrap();
+        atomic(&mut db, |tx| tx.touch_many::<MItem>(&ids[..10]).map(drop)).unwrap();
+        atomic(&mut db, |tx| tx.delete_many::<MItem>(&ids[30..])).unwrap();
+        atomic(&mut db, |tx| tx.sync::<MItem>(&ids[0], Some("replica"))).unwrap();
         let mut relay = Relay::new(
             master.connect(),
             broker.clone(),
@@ -528,9 +522,9 @@ fn triple_shuffle_from_capture(kind: Kind, cases: u32) {
                     match (op, pick) {
                         (0, _) | (_, None) => live.push(insert(tx, "p", v, Some(v))?),
                         (1, Some(id)) => { set_value(tx, id, v)?; }
-                        (2, Some(_)) => { let some: Vec<i64> = live.iter().copied().filter(|id| id % 2 == v % 2).collect(); tx.touch_many::<MItem, i64>(&some)?; }
-                        (3, Some(id)) => { tx.delete::<MItem, i64>(&id)?; live.retain(|l| *l != id); }
-                        (_, Some(id)) => tx.sync::<MItem, i64>(&id, None)?,
+                        (2, Some(_)) => { let some: Vec<i64> = live.iter().copied().filter(|id| id % 2 == v % 2).collect(); tx.touch_many::<MItem>(&some)?; }
+                        (3, Some(id)) => { tx.delete::<MItem>(&id)?; live.retain(|l| *l != id); }
+                        (_, Some(id)) => tx.sync::<MItem>(&id, None)?,
                     }
                 }
                 Ok(())
