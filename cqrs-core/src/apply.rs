@@ -22,19 +22,31 @@ use chrono::{DateTime, Utc};
 use crate::db::{self, Backend, Db};
 use crate::error::{Error, Result};
 use crate::message::SignalType;
-use crate::model::{ApplyStats, BatchReport, Change, Outcome, Replica, TableSpec};
+use crate::model::{
+    ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, Retry, TableSpec,
+};
 use crate::value::SqlValue;
 
 /// A table replica: a [`TableSpec`] driven by the apply engine. What `#[derive(Replica)]` produces.
 #[derive(Debug, Clone)]
 pub struct TableReplica {
     spec: TableSpec,
+    hooks: ReplicaHooks,
 }
 
 impl TableReplica {
     /// A replica writing the table `spec` describes.
     pub fn new(spec: TableSpec) -> Self {
-        TableReplica { spec }
+        TableReplica {
+            spec,
+            hooks: ReplicaHooks::default(),
+        }
+    }
+
+    /// Run `hooks` (after-apply, retry policy) with this replica.
+    pub fn with_hooks(mut self, hooks: ReplicaHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// The table description.
@@ -53,7 +65,27 @@ impl Replica for TableReplica {
     }
 
     fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport> {
-        apply_table(&self.spec, db, changes)
+        let report = apply_table(&self.spec, db, changes)?;
+        if let Some(after) = self.hooks.after_apply {
+            let applied: Vec<&Change> = changes
+                .iter()
+                .zip(&report.outcomes)
+                .filter(|(_, o)| matches!(o, Outcome::Applied))
+                .map(|(c, _)| *c)
+                .collect();
+            if !applied.is_empty() {
+                after(db, &applied).map_err(|e| {
+                    e.context(format!("after_apply hook of {}", self.spec.cqrs_id()))
+                })?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn retry(&self, message: &crate::message::Message, error: &Error) -> Retry {
+        self.hooks
+            .retry
+            .map_or(Retry::Default, |f| f(message, error))
     }
 }
 

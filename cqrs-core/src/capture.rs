@@ -490,7 +490,10 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                         tracing::warn!(cqrs_id = %k.0, pk = %k.1, "captured row no longer exists at commit (deleted outside capture): nothing sent");
                         continue;
                     };
-                    let data = rows::instance_data(t, row);
+                    let mut data = rows::instance_data(t, row);
+                    if let Some(serialize) = spec.hooks_ref().serializer {
+                        serialize(self.conn.as_dyn(), &mut data)?;
+                    }
                     if let Some(filter) = spec.hooks_ref().filter
                         && !filter(&data)
                     {
@@ -517,7 +520,10 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     format!("cannot sync {} pk {canon}: no such row", s.cqrs_id),
                 ));
             };
-            let data = rows::instance_data(spec.table(), row);
+            let mut data = rows::instance_data(spec.table(), row);
+            if let Some(serialize) = spec.hooks_ref().serializer {
+                serialize(self.conn.as_dyn(), &mut data)?;
+            }
             let mut m = Message::new(SignalType::Sync, &s.cqrs_id, s.key.to_json(), data);
             if let Some(meta) = spec.hooks_ref().meta {
                 m.meta = meta(&m.instance_data);

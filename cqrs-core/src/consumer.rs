@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Expires, Message, SignalType};
-use crate::model::{ApplyStats, Change, Outcome, Registry};
+use crate::model::{ApplyStats, Change, Outcome, Registry, Retry};
 use crate::shutdown::Shutdown;
 use crate::transport::{
     Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key,
@@ -58,7 +58,7 @@ enum Fate {
         cqrs_id: String,
         body: Vec<u8>,
         headers: Headers,
-        retries: u32,
+        delay: Duration,
     },
     DeadLetter {
         cqrs_id: Option<String>,
@@ -356,7 +356,18 @@ impl<'a, I: Inbox> Consumer<'a, I> {
 
     fn retry_or_dead_letter(&self, change: &Change, err: Error) -> Fate {
         let msg = &change.message;
-        if msg.retries < self.settings.max_retries {
+        let decision = self
+            .registry
+            .replica_for(&msg.cqrs_id)
+            .map_or(Retry::Default, |r| r.retry(msg, &err));
+        let delay = match decision {
+            Retry::Default if msg.retries < self.settings.max_retries => {
+                Some(self.settings.retry_delay(msg.retries + 1))
+            }
+            Retry::After(d) => Some(d),
+            Retry::Default | Retry::DeadLetter => None,
+        };
+        if let Some(delay) = delay {
             let mut copy = msg.clone();
             copy.retries += 1;
             let mut headers = Headers::new();
@@ -368,7 +379,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 cqrs_id: msg.cqrs_id.clone(),
                 body: copy.encode(),
                 headers,
-                retries: copy.retries,
+                delay,
             }
         } else {
             tracing::warn!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = msg.retries, "apply failed after the last retry, dead-lettering: {err}");
@@ -391,9 +402,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     cqrs_id,
                     body,
                     headers,
-                    retries,
+                    delay,
                 } => {
-                    let delay = self.settings.retry_delay(retries);
                     self.inbox.publish_retry(&cqrs_id, body, headers, delay)?;
                     self.stats.retried += 1;
                 }

@@ -183,6 +183,8 @@ pub trait SqlConn {
     fn commit(&mut self) -> Result<()>;
     /// Roll back the innermost transaction or savepoint.
     fn rollback(&mut self) -> Result<()>;
+    /// This connection as a trait object (for hooks).
+    fn as_dyn(&mut self) -> &mut dyn SqlConn;
 }
 
 #[derive(diesel::QueryableByName)]
@@ -226,6 +228,9 @@ macro_rules! sql_conn_impl {
                 AnsiTransactionManager::rollback_transaction(self)
                     .map_err(|e| Error::from_diesel(e, "rolling back"))
             }
+            fn as_dyn(&mut self) -> &mut dyn SqlConn {
+                self
+            }
         }
     };
 }
@@ -268,6 +273,9 @@ impl SqlConn for Db {
             Db::Pg(c) => c.rollback(),
             Db::Sqlite(c) => c.rollback(),
         }
+    }
+    fn as_dyn(&mut self) -> &mut dyn SqlConn {
+        self
     }
 }
 

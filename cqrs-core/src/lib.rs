@@ -46,7 +46,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use message::{Message, SignalType};
 pub use model::{
     ApplyStats, BatchReport, Change, ColumnSpec, InstanceData, MasterHooks, MasterModel,
-    MasterSpec, Outcome, Registry, Replica, ReplicaModel, TableSpec,
+    MasterSpec, Outcome, Registry, Replica, ReplicaHooks, ReplicaModel, Retry, TableSpec,
 };
 
 /// `#[derive(Replica)]` on a Diesel model: implements [`ReplicaModel`] (see the README's attribute table).
@@ -61,7 +61,7 @@ pub use shutdown::Shutdown;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::model::{
-        ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaModel, TableSpec,
+        ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaHooks, ReplicaModel, TableSpec,
     };
     pub use crate::value::ColumnType;
     pub use serde_json;

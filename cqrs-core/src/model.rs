@@ -135,6 +135,50 @@ pub trait Replica: Send + Sync + 'static {
     /// `Ok` carries one outcome per change. `Err` means the batch as a whole failed (a constraint,
     /// a lost connection): the caller rolls back, and splits the batch or redoes it by the error's kind.
     fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport>;
+
+    /// What to do with a message of this model that failed to apply (`message.retries` is the
+    /// count so far). The default follows the consumer's settings (delay levels, max retries).
+    fn retry(&self, message: &Message, error: &Error) -> Retry {
+        let _ = (message, error);
+        Retry::Default
+    }
+}
+
+/// A replica's decision for a message that failed to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Follow the consumer's settings.
+    Default,
+    /// Retry after this delay (whatever the count).
+    After(std::time::Duration),
+    /// Dead-letter now.
+    DeadLetter,
+}
+
+/// An after-apply hook: the connection (inside the apply transaction) and the applied changes.
+pub type AfterApply = fn(&mut Db, &[&Change]) -> Result<()>;
+
+/// A custom serializer: the connection (inside the capture transaction) and the `instance_data`
+/// to rewrite.
+pub type Serializer = fn(&mut dyn crate::db::SqlConn, &mut InstanceData) -> Result<()>;
+
+/// Hooks of a replica table model (`#[cqrs(after_apply = "fn", retry = "fn")]`).
+#[derive(Clone, Copy, Default)]
+pub struct ReplicaHooks {
+    /// Called inside the apply transaction with the changes that were applied (their `meta` and
+    /// `previous_data` included); an error fails the batch like a constraint would.
+    pub after_apply: Option<AfterApply>,
+    /// The per-model retry policy.
+    pub retry: Option<fn(&Message, &Error) -> Retry>,
+}
+
+impl std::fmt::Debug for ReplicaHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaHooks")
+            .field("after_apply", &self.after_apply.is_some())
+            .field("retry", &self.retry.is_some())
+            .finish()
+    }
 }
 
 /// A Diesel model replicated into a table: what `#[derive(Replica)]` implements.
@@ -147,6 +191,11 @@ pub trait ReplicaModel: 'static {
 
     /// The table description.
     fn table_spec() -> TableSpec;
+
+    /// Hooks (none unless the derive was given `after_apply` or `retry`).
+    fn hooks() -> ReplicaHooks {
+        ReplicaHooks::default()
+    }
 }
 
 /// One column of a replicated table.
@@ -414,7 +463,7 @@ impl Registry {
     /// # Panics
     /// If another replica is registered for the same `cqrs_id`: that is a programming error.
     pub fn replica<T: ReplicaModel>(self) -> Self {
-        self.with_replica(crate::apply::TableReplica::new(T::table_spec()))
+        self.with_replica(crate::apply::TableReplica::new(T::table_spec()).with_hooks(T::hooks()))
     }
 
     /// Register a hand-written [`Replica`] (a table described by hand, a cache, a search index).
@@ -517,6 +566,9 @@ pub struct MasterHooks {
     pub meta: Option<fn(&InstanceData) -> serde_json::Value>,
     /// `correlation_id` for the messages of a transaction.
     pub correlation_id: Option<fn() -> Option<String>>,
+    /// A custom serializer: rewrites the `instance_data` of a SAVE or SYNC before it is sent
+    /// (e.g. nested related rows read with the connection, inside the capture transaction).
+    pub serializer: Option<Serializer>,
     /// Extra `custom` data on DELETE, given the deleted row's last `instance_data`.
     pub delete_custom: Option<fn(&InstanceData) -> Option<serde_json::Value>>,
 }
@@ -528,6 +580,7 @@ impl std::fmt::Debug for MasterHooks {
             .field("meta", &self.meta.is_some())
             .field("correlation_id", &self.correlation_id.is_some())
             .field("delete_custom", &self.delete_custom.is_some())
+            .field("serializer", &self.serializer.is_some())
             .finish()
     }
 }

@@ -50,11 +50,15 @@ pub struct Container {
     pub meta: Attr<Path>,
     pub correlation_id: Attr<Path>,
     pub delete_custom: Attr<Path>,
+    pub serializer: Attr<Path>,
+    /// Replica options.
+    pub after_apply: Attr<Path>,
+    pub retry: Attr<Path>,
     pub table_name: Attr<Path>,
     pub primary_key: Attr<Vec<Ident>>,
 }
 
-const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`";
+const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`, `serializer = \"fn\"`, and on replicas `after_apply = \"fn\"`, `retry = \"fn\"`";
 const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `track`, `optional`, `json`";
 
 impl Container {
@@ -67,6 +71,9 @@ impl Container {
             meta: Attr::none("meta"),
             correlation_id: Attr::none("correlation_id"),
             delete_custom: Attr::none("delete_custom"),
+            serializer: Attr::none("serializer"),
+            after_apply: Attr::none("after_apply"),
+            retry: Attr::none("retry"),
             table_name: Attr::none("table_name"),
             primary_key: Attr::none("primary_key"),
         };
@@ -94,6 +101,9 @@ impl Container {
                         ("meta", &mut c.meta),
                         ("correlation_id", &mut c.correlation_id),
                         ("delete_custom", &mut c.delete_custom),
+                        ("serializer", &mut c.serializer),
+                        ("after_apply", &mut c.after_apply),
+                        ("retry", &mut c.retry),
                     ]
                     .into_iter()
                     .find_map(|(name, slot)| meta.path.is_ident(name).then_some(slot))

@@ -160,6 +160,15 @@ pub fn replica(cx: &Ctxt, m: &Model<'_>) {
 /// Checks of `#[derive(Master)]`.
 pub fn master(cx: &Ctxt, m: &Model<'_>) {
     common(cx, m);
+    for span in [m.attrs.after_apply.span(), m.attrs.retry.span()]
+        .into_iter()
+        .flatten()
+    {
+        cx.push(syn::Error::new(
+            span,
+            "this is an option of #[derive(Replica)]\n\nhelp: remove it from the master model",
+        ));
+    }
     for f in &m.fields {
         if let (Some(span), Some(_)) = (f.attrs.track.span(), f.attrs.skip.get()) {
             cx.push(syn::Error::new(span, format!("field `{}` is skipped, so it cannot be tracked\n\nhelp: remove `#[cqrs(track)]` or `#[cqrs(skip)]`", f.ident)));

@@ -78,15 +78,12 @@ pub fn master(input: &DeriveInput) -> TokenStream {
             quote!(.track(#column).expect("a tracked field is a column"))
         });
     let produce = model.attrs.produce.get().map(|on| quote!(.produce(#on)));
-    let hook = |h: &crate::attr::Attr<syn::Path>| match h.get() {
-        Some(path) => quote!(::core::option::Option::Some(#path)),
-        None => quote!(::core::option::Option::None),
-    };
-    let (filter, meta, correlation_id, delete_custom) = (
-        hook(&model.attrs.filter),
-        hook(&model.attrs.meta),
-        hook(&model.attrs.correlation_id),
-        hook(&model.attrs.delete_custom),
+    let (filter, meta, correlation_id, delete_custom, serializer) = (
+        option_path(&model.attrs.filter),
+        option_path(&model.attrs.meta),
+        option_path(&model.attrs.correlation_id),
+        option_path(&model.attrs.delete_custom),
+        option_path(&model.attrs.serializer),
     );
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
@@ -104,6 +101,7 @@ pub fn master(input: &DeriveInput) -> TokenStream {
                             meta: #meta,
                             correlation_id: #correlation_id,
                             delete_custom: #delete_custom,
+                            serializer: #serializer,
                         })
                 }
             }
@@ -135,6 +133,18 @@ pub fn replica(input: &DeriveInput) -> TokenStream {
     let ident = model.ident;
     let cqrs_id = model.attrs.cqrs_id.get().expect("checked");
     let spec = table_spec(&model, true);
+    let hooks = (model.attrs.after_apply.get().is_some() || model.attrs.retry.get().is_some())
+        .then(|| {
+            let (after_apply, retry) = (
+                option_path(&model.attrs.after_apply),
+                option_path(&model.attrs.retry),
+            );
+            quote! {
+                fn hooks() -> #krate::__private::ReplicaHooks {
+                    #krate::__private::ReplicaHooks { after_apply: #after_apply, retry: #retry }
+                }
+            }
+        });
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
         const _: () = {
@@ -145,6 +155,8 @@ pub fn replica(input: &DeriveInput) -> TokenStream {
                 fn table_spec() -> #krate::__private::TableSpec {
                     #spec
                 }
+
+                #hooks
             }
         };
     }
@@ -162,5 +174,13 @@ fn fallback(model: &Model<'_>) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// `Some(path)` for a hook given by path, `None` otherwise.
+fn option_path(h: &crate::attr::Attr<syn::Path>) -> TokenStream {
+    match h.get() {
+        Some(path) => quote!(::core::option::Option::Some(#path)),
+        None => quote!(::core::option::Option::None),
     }
 }

@@ -572,3 +572,70 @@ fn triple_shuffle_from_real_capture_postgres() {
 fn triple_shuffle_from_real_capture_sqlite() {
     triple_shuffle_from_capture(Kind::Sqlite, 32);
 }
+
+/// The same table seen by a master with every hook.
+#[allow(dead_code)]
+#[derive(cqrs::Master)]
+#[diesel(table_name = m_items)]
+#[cqrs(
+    id = "item_hooked",
+    meta = "crate::capture::meta_of",
+    correlation_id = "crate::capture::trace_id",
+    delete_custom = "crate::capture::custom_of",
+    serializer = "crate::capture::with_siblings"
+)]
+struct HookedItem {
+    id: i64,
+    name: String,
+    value: i64,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+pub fn meta_of(data: &cqrs::InstanceData) -> Value {
+    json!({"source": "tests", "name": data.get("name")})
+}
+
+pub fn trace_id() -> Option<String> {
+    Some("trace-42".into())
+}
+
+pub fn custom_of(data: &cqrs::InstanceData) -> Option<Value> {
+    Some(json!({"last_value": data.get("value")}))
+}
+
+/// A custom serializer that reads related rows inside the capture transaction.
+pub fn with_siblings(conn: &mut dyn SqlConn, data: &mut cqrs::InstanceData) -> cqrs::Result<()> {
+    let n = conn.load_text("SELECT CAST(count(*) AS TEXT) AS j FROM m_items", vec![])?;
+    data.insert("rows_in_table".into(), json!(n[0].parse::<i64>().unwrap()));
+    Ok(())
+}
+
+both!(
+    fn master_hooks_shape_the_messages(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| {
+        tx.create::<HookedItem, _, Error>(|c| {
+            let sql = sql_for(c, "INSERT INTO m_items (name, value, updated) VALUES ($1, 5, $2) RETURNING CAST(id AS TEXT) AS j");
+            Ok::<i64, Error>(c.load_text(&sql, vec!["h".into_sql(), cqrs::value::SqlValue::Timestamptz(at(0))])?[0].parse().unwrap())
+        })
+    })
+    .unwrap();
+        atomic(&mut db, |tx| tx.delete::<HookedItem>(&id)).unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs[0].meta, json!({"source": "tests", "name": "h"}));
+        assert_eq!(msgs[0].correlation_id.as_deref(), Some("trace-42"));
+        assert_eq!(
+            msgs[0].instance_data["rows_in_table"],
+            json!(1),
+            "custom serializer output"
+        );
+        assert!(
+            !msgs[0].instance_data.contains_key("updated"),
+            "fields the model does not declare are not sent"
+        );
+        assert_eq!(msgs[1].instance_data["custom"], json!({"last_value": 5}));
+        assert_eq!(msgs[1].meta["name"], json!("h"));
+    }
+);
