@@ -512,6 +512,11 @@ impl Registry {
         self.replicas.get(cqrs_id)
     }
 
+    /// The `cqrs_id`s of all masters.
+    pub fn master_ids(&self) -> impl Iterator<Item = &str> {
+        self.masters.keys().map(String::as_str)
+    }
+
     /// The `cqrs_id`s of all replicas.
     pub fn replica_ids(&self) -> impl Iterator<Item = &str> {
         self.replicas.keys().map(String::as_str)

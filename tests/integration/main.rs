@@ -19,6 +19,7 @@ macro_rules! both {
 mod capture;
 mod consumer;
 mod derive;
+mod examples;
 mod property;
 mod protocol;
 mod rules;

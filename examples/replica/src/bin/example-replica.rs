@@ -1,0 +1,5 @@
+//! The example replica service's own `cqrs` binary.
+
+fn main() -> std::process::ExitCode {
+    cqrs_cli::run(example_replica::registry())
+}

@@ -1,0 +1,116 @@
+//! The example services: Diesel models with the derives, captured with Diesel statements, relayed
+//! and consumed into the replica service's tables (PostgreSQL, their schema's backend).
+
+use std::time::Duration;
+
+use cqrs::transport::memory::MemoryBroker;
+use cqrs::{Consumer, Db, Relay, Settings};
+use cqrs_tests::*;
+
+#[test]
+fn example_master_replicates_into_example_replica() {
+    let master = TestDb::empty(Kind::Postgres);
+    let replica = TestDb::empty(Kind::Postgres);
+    let (mut m, mut r) = (master.connect(), replica.connect());
+    m.migrate().unwrap();
+    r.migrate().unwrap();
+    m.batch_execute(example_master::SCHEMA_SQL).unwrap();
+    r.batch_execute(example_replica::SCHEMA_SQL).unwrap();
+    let Db::Pg(mut pg) = master.connect() else {
+        unreachable!()
+    };
+
+    let mut pairs = Vec::new();
+    for i in 0..20 {
+        pairs.push(
+            example_master::create_pair(&mut pg, &format!("item {i}"), i, &format!("{i}.50"))
+                .unwrap(),
+        );
+    }
+    for (id, _) in &pairs[..10] {
+        example_master::set_value(&mut pg, *id, id * 100).unwrap();
+    }
+    for (_, typed) in &pairs[15..] {
+        assert!(example_master::delete_typed(&mut pg, *typed).unwrap());
+    }
+
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("example_replica", &["item", "typed"]);
+    let mut relay = Relay::new(master.connect(), broker.clone(), Settings::default());
+    while relay.run_once().unwrap() > 0 {}
+    let registry = example_replica::registry();
+    let settings = Settings::default();
+    let mut consumer = Consumer::new(
+        &registry,
+        &settings,
+        replica.connect(),
+        broker.inbox("example_replica"),
+    );
+    consumer.drain(Duration::from_millis(50)).unwrap();
+
+    let Db::Pg(mut rpg) = replica.connect() else {
+        unreachable!()
+    };
+    let want: Vec<_> = example_master::all_items(&mut pg)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.id,
+                i.name,
+                i.value,
+                i.updated,
+                i.cqrs_revision,
+                i.cqrs_updated,
+            )
+        })
+        .collect();
+    let got: Vec<_> = example_replica::all_items(&mut rpg)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.id,
+                i.title,
+                i.value,
+                i.updated,
+                i.cqrs_revision,
+                i.cqrs_updated,
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let want: Vec<_> = example_master::all_typed(&mut pg)
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.id,
+                t.price,
+                t.day,
+                t.note,
+                t.owner_id,
+                t.cqrs_revision,
+                t.cqrs_updated,
+            )
+        })
+        .collect();
+    let got: Vec<_> = example_replica::all_typed(&mut rpg)
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.id,
+                t.price,
+                t.day,
+                t.note,
+                t.owner_ref,
+                t.cqrs_revision,
+                t.cqrs_updated,
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 15, "five UUID-keyed rows deleted");
+    assert_eq!(got, want);
+    assert_eq!(tombstones(&mut replica.connect(), "typed").len(), 5);
+}
