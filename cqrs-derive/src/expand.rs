@@ -184,3 +184,67 @@ fn option_path(h: &crate::attr::Attr<syn::Path>) -> TokenStream {
         None => quote!(::core::option::Option::None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expansion snapshots, one per derive shape (review changes with `cargo insta review`).
+
+    fn pretty(tokens: proc_macro2::TokenStream) -> String {
+        prettyplease::unparse(&syn::parse2(tokens).expect("the expansion parses as a file"))
+    }
+
+    #[test]
+    fn replica_plain() {
+        let input = syn::parse_quote! {
+            #[diesel(table_name = items)]
+            #[cqrs(id = "item")]
+            struct Item { id: i64, name: String, cqrs_revision: i32, cqrs_updated: DateTime<Utc> }
+        };
+        insta::assert_snapshot!(pretty(super::replica(&input)));
+    }
+
+    #[test]
+    fn replica_renamed_optional_skipped_with_hooks() {
+        let input = syn::parse_quote! {
+            #[diesel(table_name = schema::replica_items, primary_key(code))]
+            #[cqrs(id = "item", crate = "my_cqrs", after_apply = "audit", retry = "policy")]
+            struct Item {
+                code: uuid::Uuid,
+                #[cqrs(rename = "name")] title: String,
+                #[diesel(column_name = qty)] quantity: Option<i32>,
+                #[cqrs(optional)] note: String,
+                #[cqrs(json)] tags: serde_json::Value,
+                #[cqrs(skip)] cache: Vec<u8>,
+                cqrs_revision: i32,
+                cqrs_updated: chrono::DateTime<chrono::Utc>,
+            }
+        };
+        insta::assert_snapshot!(pretty(super::replica(&input)));
+    }
+
+    #[test]
+    fn master_tracked_with_options() {
+        let input = syn::parse_quote! {
+            #[diesel(table_name = items)]
+            #[cqrs(id = "item", produce = false, filter = "only_public", meta = "meta_of", serializer = "nested")]
+            struct Item {
+                id: i64,
+                #[cqrs(track)] price: BigDecimal,
+                #[cqrs(rename = "owner", track)] owner_id: Option<i64>,
+                #[cqrs(skip)] secret: String,
+                cqrs_revision: i32,
+                cqrs_updated: DateTime<Utc>,
+            }
+        };
+        insta::assert_snapshot!(pretty(super::master(&input)));
+    }
+
+    #[test]
+    fn errors_come_with_a_fallback_impl() {
+        let input = syn::parse_quote! {
+            #[diesel(table_name = items)]
+            struct Item { id: i64 }
+        };
+        insta::assert_snapshot!(super::replica(&input).to_string());
+    }
+}
