@@ -66,4 +66,30 @@ pub enum Command {
     Migrate,
     /// List the models this binary serves (needs an application binary with models)
     Models,
+    /// Consume this replica's queue and apply the messages (needs replica models)
+    Consume(ConsumeArgs),
+    /// Publish the outbox to the broker, with confirms
+    Relay(RelayArgs),
+}
+
+/// `cqrs consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Worker threads, each with its own channel and database connection
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Consume only these models (repeatable); default: every replica model
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_ids: Vec<String>,
+    /// Most messages applied in one transaction [default: 500]
+    #[arg(short = 'b', long, env = "CQRS_BATCH_SIZE", hide_env_values = true)]
+    pub batch_size: Option<usize>,
+}
+
+/// `cqrs relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Most outbox rows published per batch (the window of outstanding confirms) [default: 500]
+    #[arg(short = 'b', long, env = "CQRS_BATCH_SIZE", hide_env_values = true)]
+    pub batch_size: Option<usize>,
 }

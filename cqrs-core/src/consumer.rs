@@ -130,6 +130,11 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         &mut self.db
     }
 
+    /// Give the database connection back (to reuse it with a new inbox after a broker failure).
+    pub fn into_db(self) -> Db {
+        self.db
+    }
+
     /// The inbox.
     pub fn inbox(&mut self) -> &mut I {
         &mut self.inbox
@@ -141,7 +146,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         while !shutdown.is_triggered() {
             self.poll(RECEIVE_WAIT)?;
         }
-        Ok(())
+        // Deliveries prefetched but not taken go back to the queue for the next consumer.
+        self.inbox.requeue_unacked()
     }
 
     /// Process batches until the queue stays empty for `idle` (tests, bulk catch-up).

@@ -33,6 +33,7 @@ pub mod model;
 pub mod outbox;
 pub mod relay;
 pub mod rows;
+pub mod service;
 pub mod shutdown;
 pub mod transport;
 pub mod value;

@@ -43,3 +43,36 @@ impl Shutdown {
         *guard
     }
 }
+
+impl Shutdown {
+    /// Fire this signal on SIGINT or SIGTERM (a small thread waits for them).
+    pub fn on_signals(&self) -> std::io::Result<()> {
+        let shutdown = self.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        std::thread::Builder::new()
+            .name("cqrs-signals".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!("cannot listen for SIGTERM: {e}");
+                            let _ = tokio::signal::ctrl_c().await;
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                });
+                tracing::info!("shutting down: finishing the batch in flight");
+                shutdown.trigger();
+            })?;
+        Ok(())
+    }
+}

@@ -16,6 +16,7 @@ macro_rules! both {
     };
 }
 
+mod amqp;
 mod capture;
 mod consumer;
 mod derive;

@@ -1,17 +1,27 @@
 //! One module per subcommand; each parses nothing itself and makes one library call.
 
+mod consume;
 mod migrate;
 mod models;
+mod relay;
 
 use cqrs::{Error, Registry, Settings};
 
 use crate::cli::{Cli, Command};
 
 pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
-    let settings = Settings::resolve(cli.common.layer(), cli.common.config.as_deref())?;
+    let mut layer = cli.common.layer();
+    match &cli.command {
+        Command::Consume(a) => layer.batch_size = a.batch_size,
+        Command::Relay(a) => layer.batch_size = a.batch_size,
+        _ => {}
+    }
+    let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
     match cli.command {
         Command::Migrate => migrate::run(&settings),
         Command::Models => models::run(require_models(registry)?),
+        Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
+        Command::Relay(_) => relay::run(&settings),
     }
 }
 

@@ -3,6 +3,7 @@
 //! The consumer engine is synchronous (it runs on a database thread, ARCHITECTURE.md §6) and sees
 //! one queue through [`Inbox`]. Routing keys follow django-cqrs (PROTOCOL.md "Broker topology").
 
+pub mod amqp;
 pub mod memory;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,206 @@
+//! Long-running processes over a broker URL: `consume` (N workers, each with its own channel,
+//! database thread and connection) and `relay`. What `cqrs consume` and `cqrs relay` run.
+//!
+//! Failures of the broker or the database are transient: a worker backs off (capped
+//! exponential), reconnects, re-declares the topology and resumes; unacked deliveries come back
+//! from the broker and re-apply idempotently (revisions), so nothing is lost or applied twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::consumer::{Consumer, ConsumerStats};
+use crate::db::Db;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Registry;
+use crate::relay::{Relay, RelayStats};
+use crate::shutdown::Shutdown;
+use crate::transport::amqp::{AmqpConfig, AmqpTransport};
+
+/// Reconnect backoff: first pause and cap. A broker restart takes ~10-20 s; 10 s keeps the worst
+/// extra wait after it comes back small without hammering it while it starts.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+fn broker(settings: &Settings, role: &str) -> Result<Arc<AmqpTransport>> {
+    let url = settings.broker_url.as_deref().ok_or_else(|| {
+        Error::config(format!(
+            "{role} needs a broker: pass --broker-url or set CQRS_BROKER_URL (amqp://guest:guest@127.0.0.1:5672/%2f)"
+        ))
+    })?;
+    if url.starts_with("sqlite:") {
+        return Err(Error::config(
+            "the local sqlite:// transport is not available yet; use an amqp:// broker URL",
+        ));
+    }
+    let config = AmqpConfig {
+        url: url.to_string(),
+        connection_name: format!("{}-{role}", settings.service_name),
+        exchange: settings.exchange.clone(),
+    };
+    connect_with_backoff(config, &Shutdown::new(), 1)
+}
+
+fn connect_with_backoff(
+    config: AmqpConfig,
+    shutdown: &Shutdown,
+    attempts: u32,
+) -> Result<Arc<AmqpTransport>> {
+    let mut backoff = BACKOFF_START;
+    let mut n = 0;
+    loop {
+        match AmqpTransport::connect(config.clone()) {
+            Ok(t) => return Ok(t),
+            Err(e) if e.is_transient() && n + 1 < attempts && !shutdown.is_triggered() => {
+                tracing::warn!("{e}; retrying in {} ms", backoff.as_millis());
+                shutdown.sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+                n += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The replicas to consume: all registered, or the `only` ones (each must be registered).
+pub fn consumed_ids(registry: &Registry, only: &[String]) -> Result<Vec<String>> {
+    if registry.replica_ids().next().is_none() {
+        return Err(Error::config(
+            "no replica models registered: build your own binary with cqrs_cli::run (see README)",
+        ));
+    }
+    if only.is_empty() {
+        return Ok(registry.replica_ids().map(str::to_string).collect());
+    }
+    for id in only {
+        if registry.replica_for(id).is_none() {
+            let known: Vec<&str> = registry.replica_ids().collect();
+            return Err(Error::config(format!(
+                "unknown cqrs id {id:?} (replicas: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(only.to_vec())
+}
+
+/// Run `workers` consumers of the settings' queue until `shutdown` fires; returns their summed counters.
+pub fn consume(
+    registry: &Registry,
+    settings: &Settings,
+    workers: usize,
+    only: &[String],
+    shutdown: &Shutdown,
+) -> Result<ConsumerStats> {
+    let ids = consumed_ids(registry, only)?;
+    let db_url = settings.require_database_url()?.to_string();
+    let queue = settings.queue.clone().ok_or_else(|| {
+        Error::config("consume needs this replica's queue: pass --queue or set CQRS_QUEUE")
+    })?;
+    if workers == 0 {
+        return Err(Error::config("--workers must be at least 1"));
+    }
+    let transport = broker(settings, "consumer")?;
+    transport.declare_replica(&queue, &ids, &settings.retry_delays)?;
+    // Prefetch two batches: one being applied, one arriving.
+    let prefetch = (settings.batch_size * 2).min(u16::MAX as usize) as u16;
+    let results: Vec<Result<ConsumerStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (transport, ids, queue, db_url) = (transport.clone(), &ids, &queue, &db_url);
+                std::thread::Builder::new()
+                    .name(format!("cqrs-worker-{w}"))
+                    .spawn_scoped(s, move || {
+                        worker(
+                            registry, settings, &transport, queue, ids, db_url, prefetch, shutdown,
+                        )
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::Database, "a worker panicked")))
+            })
+            .collect()
+    });
+    let mut total = ConsumerStats::default();
+    for r in results {
+        let s = r?;
+        total.received += s.received;
+        total.batches += s.batches;
+        total.apply += s.apply;
+        total.retried += s.retried;
+        total.dead_lettered += s.dead_lettered;
+        total.transient_redos += s.transient_redos;
+        total.splits += s.splits;
+    }
+    Ok(total)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    registry: &Registry,
+    settings: &Settings,
+    transport: &Arc<AmqpTransport>,
+    queue: &str,
+    ids: &[String],
+    db_url: &str,
+    prefetch: u16,
+    shutdown: &Shutdown,
+) -> Result<ConsumerStats> {
+    let mut backoff = BACKOFF_START;
+    let mut total = ConsumerStats::default();
+    let mut db: Option<Db> = None;
+    while !shutdown.is_triggered() {
+        let attempt = (|| -> Result<()> {
+            let conn = match db.take() {
+                Some(c) => c,
+                None => Db::connect(db_url)?,
+            };
+            transport.declare_replica(queue, ids, &settings.retry_delays)?;
+            let inbox = transport.inbox(queue, prefetch, &settings.retry_delays)?;
+            let mut consumer =
+                Consumer::new(registry, settings, conn, inbox).reconnect_with(db_url);
+            let result = consumer.run(shutdown);
+            let stats = consumer.stats();
+            total.received += stats.received;
+            total.batches += stats.batches;
+            total.apply += stats.apply;
+            total.retried += stats.retried;
+            total.dead_lettered += stats.dead_lettered;
+            total.transient_redos += stats.transient_redos;
+            total.splits += stats.splits;
+            db = Some(consumer.into_db());
+            result
+        })();
+        match attempt {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    queue,
+                    "worker lost its connection: {e}; reconnecting in {} ms",
+                    backoff.as_millis()
+                );
+                if shutdown.sleep(backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// Relay the outbox of the settings' database to the broker until `shutdown` fires.
+pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
+    let db = Db::connect(settings.require_database_url()?)?;
+    let transport = broker(settings, "relay")?;
+    transport.declare_exchange()?;
+    let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
+    relay.run(shutdown)?;
+    Ok(relay.stats())
+}

@@ -1,0 +1,629 @@
+//! The RabbitMQ transport (lapin on tokio): django-cqrs topology plus our delayed-retry extension,
+//! a relay [`Publisher`] with a window of publisher confirms, and a consumer [`Inbox`].
+//!
+//! One long-lived connection per process, one channel per worker or relay, never a connection per
+//! message. The consumer engine is synchronous (a database thread per worker), so the lapin
+//! consumer stream is pumped by a tokio task into a channel the worker reads, and acks and
+//! publishes are driven with `block_on` on the transport's runtime.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
+
+use super::{
+    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
+    directed_key,
+};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Header carrying a retry copy's delay level (ms) to the headers exchange.
+pub const HEADER_DELAY: &str = "cqrs-delay";
+
+/// How long a connect may take before it counts as a transient failure.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost?heartbeat=30`.
+    pub url: String,
+    /// Connection name shown by `rabbitmqctl list_connections name` (operators and tests find
+    /// connections by it).
+    pub connection_name: String,
+    /// The topic exchange (`cqrs`).
+    pub exchange: String,
+}
+
+fn transient(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Transient, format!("{what}: {e}"))
+}
+
+/// The retry exchange of a replica queue: `cqrs_retry_<queue>` (headers, durable).
+pub fn retry_exchange(queue: &str) -> String {
+    format!("cqrs_retry_{queue}")
+}
+
+/// The delay queue of one level: `cqrs_retry_<queue>_<ms>`.
+pub fn retry_queue(queue: &str, delay: Duration) -> String {
+    format!("cqrs_retry_{queue}_{}", delay.as_millis())
+}
+
+/// A connection to RabbitMQ with its own small tokio runtime, shared by the process's workers.
+/// Reconnects on demand: a channel asked for after the connection dropped opens a new connection.
+pub struct AmqpTransport {
+    runtime: Arc<tokio::runtime::Runtime>,
+    config: AmqpConfig,
+    connection: Mutex<Option<Arc<lapin::Connection>>>,
+}
+
+impl AmqpTransport {
+    /// Connect (fails as [`ErrorKind::Transient`] if the broker is unreachable, as
+    /// [`ErrorKind::Config`] for a URL that is not `amqp://` or `amqps://`).
+    pub fn connect(config: AmqpConfig) -> Result<Arc<AmqpTransport>> {
+        if config.url.starts_with("amqps://") {
+            // lapin without a TLS feature would silently speak plain TCP to the TLS port.
+            return Err(Error::config(
+                "amqps:// needs a TLS-enabled build of cqrs (not built in yet)",
+            ));
+        }
+        if !config.url.starts_with("amqp://") {
+            return Err(Error::config(format!(
+                "broker URL {:?} is not amqp:// (or amqps://)",
+                crate::db::redact(&config.url)
+            )));
+        }
+        // Two workers are enough for lapin's I/O and our pumps on a 2-core machine; Diesel work
+        // runs on the workers' own threads, never here.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cqrs-amqp")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the AMQP runtime: {e}")))?;
+        let t = Arc::new(AmqpTransport {
+            runtime: Arc::new(runtime),
+            config,
+            connection: Mutex::new(None),
+        });
+        t.connection()?;
+        Ok(t)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.config
+    }
+
+    /// Run a future on the transport's runtime (for callers on plain threads).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// The live connection, reconnecting if the last one dropped.
+    fn connection(&self) -> Result<Arc<lapin::Connection>> {
+        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref()
+            && c.status().connected()
+        {
+            return Ok(c.clone());
+        }
+        let props = ConnectionProperties::default()
+            .with_connection_name(self.config.connection_name.clone().into());
+        let url = self.config.url.clone();
+        let conn = self
+            .runtime
+            .block_on(async move {
+                tokio::time::timeout(CONNECT_TIMEOUT, lapin::Connection::connect(&url, props)).await
+            })
+            .map_err(|_| transient("connecting to RabbitMQ", "timed out"))?
+            .map_err(|e| {
+                transient(
+                    &format!(
+                        "connecting to RabbitMQ at {}",
+                        crate::db::redact(&self.config.url)
+                    ),
+                    e,
+                )
+            })?;
+        let conn = Arc::new(conn);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A new channel, in confirm mode if asked.
+    pub fn channel(&self, confirms: bool) -> Result<Channel> {
+        let conn = self.connection()?;
+        self.runtime.block_on(async move {
+            let ch = conn
+                .create_channel()
+                .await
+                .map_err(|e| transient("opening a channel", e))?;
+            if confirms {
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| transient("confirm_select", e))?;
+            }
+            Ok(ch)
+        })
+    }
+
+    /// Declare the exchange (topic, durable), as both sides of django-cqrs do.
+    pub fn declare_exchange(&self) -> Result<()> {
+        let ch = self.channel(false)?;
+        let exchange = self.config.exchange.clone();
+        self.runtime.block_on(async move {
+            declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
+            let _ = ch.close(200, "OK".into()).await;
+            Ok(())
+        })
+    }
+
+    /// Declare a replica's topology: django-cqrs's queue, dead-letter queue and bindings for
+    /// `cqrs_ids`, plus our retry exchange and one delay queue per level (PROTOCOL.md).
+    pub fn declare_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+    ) -> Result<()> {
+        let ch = self.channel(false)?;
+        let (exchange, queue, ids) = (
+            self.config.exchange.clone(),
+            queue.to_string(),
+            cqrs_ids.to_vec(),
+        );
+        let delays: BTreeSet<Duration> = delays.iter().copied().collect();
+        self.runtime.block_on(async move {
+            declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
+            let dlq = dead_letter_queue(&queue);
+            for q in [&queue, &dlq] {
+                ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Transport, format!("declaring queue {q}: {e}"))
+                })?;
+            }
+            for id in &ids {
+                for (q, key) in [
+                    (&queue, id.clone()),
+                    (&queue, directed_key(&queue, id)),
+                    (&dlq, dead_letter_key(&queue, id)),
+                ] {
+                    bind(&ch, q, &exchange, &key, FieldTable::default()).await?;
+                }
+            }
+            declare_exchange(&ch, &retry_exchange(&queue), ExchangeKind::Headers).await?;
+            for delay in delays {
+                declare_delay_level(&ch, &exchange, &queue, delay).await?;
+            }
+            let _ = ch.close(200, "OK".into()).await;
+            Ok(())
+        })
+    }
+
+    /// A relay publisher on its own confirm-mode channel.
+    pub fn publisher(self: &Arc<Self>) -> Result<AmqpPublisher> {
+        Ok(AmqpPublisher {
+            transport: self.clone(),
+            channel: self.channel(true)?,
+        })
+    }
+
+    /// A consumer of `queue` on its own channel with `prefetch` unacked deliveries in flight.
+    pub fn inbox(
+        self: &Arc<Self>,
+        queue: &str,
+        prefetch: u16,
+        delays: &[Duration],
+    ) -> Result<AmqpInbox> {
+        let consume = self.channel(false)?;
+        let publish = self.channel(true)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queue_name = queue.to_string();
+        let ch = consume.clone();
+        let mut consumer = self.runtime.block_on(async move {
+            ch.basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| transient("basic_qos", e))?;
+            ch.basic_consume(
+                queue_name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("consuming {queue_name}: {e}")))
+        })?;
+        self.runtime.spawn(async move {
+            while let Some(d) = consumer.next().await {
+                if tx.send(d).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(AmqpInbox {
+            transport: self.clone(),
+            queue: queue.to_string(),
+            consume,
+            publish,
+            rx,
+            closed: false,
+            delays: delays.iter().copied().collect(),
+        })
+    }
+}
+
+async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
+    let opts = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(name.into(), kind, opts, FieldTable::default())
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("declaring exchange {name}: {e}"),
+            )
+        })
+}
+
+async fn bind(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+    args: FieldTable,
+) -> Result<()> {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        args,
+    )
+    .await
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Transport,
+            format!("binding {queue} to {exchange} with {key:?}: {e}"),
+        )
+    })
+}
+
+/// One delay level: a queue whose messages expire after `delay` into the main exchange (keeping
+/// their routing key), bound to the retry exchange on header `cqrs-delay` = ms.
+async fn declare_delay_level(
+    ch: &Channel,
+    exchange: &str,
+    queue: &str,
+    delay: Duration,
+) -> Result<()> {
+    let name = retry_queue(queue, delay);
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(delay.as_millis() as i64),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(exchange.into()),
+    );
+    ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Transport,
+                format!("declaring delay queue {name}: {e}"),
+            )
+        })?;
+    let mut bind_args = FieldTable::default();
+    bind_args.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    bind_args.insert(
+        HEADER_DELAY.into(),
+        AMQPValue::LongString(delay.as_millis().to_string().into()),
+    );
+    bind(ch, &name, &retry_exchange(queue), "", bind_args).await
+}
+
+fn properties(headers: &Headers, message_id: Option<&str>) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert(
+            ShortString::from(k.as_str()),
+            AMQPValue::LongString(v.as_str().into()),
+        );
+    }
+    // As django-cqrs: text/plain, persistent.
+    let mut p = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_delivery_mode(2)
+        .with_headers(table);
+    if let Some(id) = message_id {
+        p = p.with_message_id(id.into());
+    }
+    p
+}
+
+fn headers_of(p: &BasicProperties) -> Headers {
+    let mut out = Headers::new();
+    if let Some(table) = p.headers() {
+        for (k, v) in table.inner() {
+            let value = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.to_string(),
+                AMQPValue::Boolean(b) => b.to_string(),
+                AMQPValue::LongInt(i) => i.to_string(),
+                AMQPValue::LongLongInt(i) => i.to_string(),
+                AMQPValue::ShortInt(i) => i.to_string(),
+                _ => continue, // x-death and other tables: not ours
+            };
+            out.insert(k.to_string(), value);
+        }
+    }
+    out
+}
+
+/// Publish one message and wait for its confirm.
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<Confirm> {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await
+        .map_err(|e| transient("publishing", e))?;
+    Ok(to_confirm(confirm.await))
+}
+
+fn to_confirm(c: lapin::Result<Confirmation>) -> Confirm {
+    match c {
+        Ok(Confirmation::Ack(None)) => Confirm::Delivered,
+        Ok(Confirmation::Ack(Some(_))) => Confirm::Unroutable,
+        Ok(Confirmation::Nack(_)) => Confirm::Failed("nacked by the broker".into()),
+        Ok(Confirmation::NotRequested) => Confirm::Failed("channel not in confirm mode".into()),
+        Err(e) => Confirm::Failed(format!("no confirm: {e}")),
+    }
+}
+
+/// The relay's publisher: every message of a batch is sent before any confirm is awaited, so a
+/// batch costs one round trip, not one per message.
+pub struct AmqpPublisher {
+    transport: Arc<AmqpTransport>,
+    channel: Channel,
+}
+
+impl Publisher for AmqpPublisher {
+    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
+        if !self.channel.status().connected() {
+            self.channel = self.transport.channel(true)?;
+        }
+        let ch = self.channel.clone();
+        let exchange = self.transport.config.exchange.clone();
+        self.transport.runtime.block_on(async move {
+            let mut pending = Vec::with_capacity(messages.len());
+            for m in messages {
+                let props = properties(&m.headers, Some(&m.message_id));
+                let opts = BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                };
+                let confirm = ch
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        m.routing_key.as_str().into(),
+                        opts,
+                        &m.body,
+                        props,
+                    )
+                    .await
+                    .map_err(|e| transient("publishing", e))?;
+                pending.push(confirm);
+            }
+            let mut out = Vec::with_capacity(pending.len());
+            for confirm in pending {
+                out.push(to_confirm(confirm.await));
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// One worker's view of a replica queue.
+pub struct AmqpInbox {
+    transport: Arc<AmqpTransport>,
+    queue: String,
+    consume: Channel,
+    publish: Channel,
+    rx: Receiver<lapin::Result<lapin::message::Delivery>>,
+    closed: bool,
+    delays: BTreeSet<Duration>,
+}
+
+impl AmqpInbox {
+    fn convert(d: lapin::message::Delivery) -> Delivery {
+        Delivery {
+            tag: d.delivery_tag,
+            routing_key: d.routing_key.to_string(),
+            headers: headers_of(&d.properties),
+            redelivered: d.redelivered,
+            message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
+            body: d.data,
+        }
+    }
+
+    fn take(&mut self, item: lapin::Result<lapin::message::Delivery>) -> Result<Delivery> {
+        item.map(Self::convert).map_err(|e| {
+            self.closed = true;
+            transient(&format!("consuming {}", self.queue), e)
+        })
+    }
+
+    fn publish_confirmed(
+        &mut self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<()> {
+        let ch = self.publish.clone();
+        match self
+            .transport
+            .runtime
+            .block_on(publish_confirmed(&ch, exchange, key, body, props))?
+        {
+            Confirm::Delivered => Ok(()),
+            Confirm::Unroutable => Err(Error::new(
+                ErrorKind::Transport,
+                format!("no queue bound for {key:?} on {exchange:?}"),
+            )),
+            Confirm::Failed(why) => Err(transient(&format!("publishing to {exchange}/{key}"), why)),
+        }
+    }
+}
+
+impl Inbox for AmqpInbox {
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        if self.closed {
+            return Err(transient(
+                &format!("consuming {}", self.queue),
+                "the channel is closed",
+            ));
+        }
+        let first = match self.rx.recv_timeout(wait) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) => return Ok(Vec::new()),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.closed = true;
+                return Err(transient(
+                    &format!("consuming {}", self.queue),
+                    "the consumer was cancelled",
+                ));
+            }
+        };
+        let mut out = vec![self.take(first)?];
+        while out.len() < max {
+            match self.rx.try_recv() {
+                Ok(item) => out.push(self.take(item)?),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack_up_to(&mut self, tag: u64) -> Result<()> {
+        let ch = self.consume.clone();
+        self.transport
+            .runtime
+            .block_on(async move { ch.basic_ack(tag, BasicAckOptions { multiple: true }).await })
+            .map_err(|e| transient("acknowledging", e))
+    }
+
+    fn publish_retry(
+        &mut self,
+        cqrs_id: &str,
+        body: Vec<u8>,
+        mut headers: Headers,
+        delay: Duration,
+    ) -> Result<()> {
+        if self.delays.insert(delay) {
+            // A level the policy chose that was not declared up front.
+            let (ch, exchange, queue) = (
+                self.publish.clone(),
+                self.transport.config.exchange.clone(),
+                self.queue.clone(),
+            );
+            self.transport.runtime.block_on(async move {
+                declare_delay_level(&ch, &exchange, &queue, delay).await
+            })?;
+        }
+        headers.insert(HEADER_DELAY.into(), delay.as_millis().to_string());
+        let props = properties(&headers, None);
+        let key = directed_key(&self.queue, cqrs_id);
+        self.publish_confirmed(&retry_exchange(&self.queue), &key, &body, props)
+    }
+
+    fn publish_dead_letter(
+        &mut self,
+        original: &Delivery,
+        cqrs_id: Option<&str>,
+        headers: Headers,
+        ttl: Duration,
+    ) -> Result<()> {
+        let props = properties(&headers, original.message_id.as_deref())
+            .with_expiration(ttl.as_millis().to_string().into());
+        match cqrs_id {
+            Some(id) => {
+                let exchange = self.transport.config.exchange.clone();
+                self.publish_confirmed(
+                    &exchange,
+                    &dead_letter_key(&self.queue, id),
+                    &original.body,
+                    props,
+                )
+            }
+            // Straight to the dead-letter queue through the default exchange.
+            None => {
+                self.publish_confirmed("", &dead_letter_queue(&self.queue), &original.body, props)
+            }
+        }
+    }
+
+    fn requeue_unacked(&mut self) -> Result<()> {
+        let ch = self.consume.clone();
+        let r = self.transport.runtime.block_on(async move {
+            ch.basic_nack(
+                0,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await
+        });
+        // Deliveries already pumped here carry tags the nack just gave back: drop them.
+        while self.rx.try_recv().is_ok() {}
+        r.map_err(|e| transient("requeueing", e))
+    }
+}
+
+impl Drop for AmqpInbox {
+    fn drop(&mut self) {
+        // Closing the channel returns its unacked deliveries to the queue.
+        let (c, p) = (self.consume.clone(), self.publish.clone());
+        let _ = self.transport.runtime.block_on(async move {
+            let _ = c.close(200, "OK".into()).await;
+            p.close(200, "OK".into()).await
+        });
+    }
+}

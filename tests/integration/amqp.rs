@@ -1,0 +1,491 @@
+//! The RabbitMQ transport against the machine's broker (unique exchange and queue per test).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cqrs::db::SqlConn;
+use cqrs::message::Expires;
+use cqrs::transport::amqp::{retry_exchange, retry_queue};
+use cqrs::transport::dead_letter_queue;
+use cqrs::{Consumer, Message, Registry, Relay, Shutdown, TableReplica, atomic};
+use cqrs_tests::*;
+use serde_json::{Value, json};
+
+fn rabbitmqctl(args: &[&str]) -> Value {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rabbitmqctl {args:?} JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn topology_after_startup_is_django_cqrs_plus_our_extensions() {
+    let b = TestBroker::new();
+    let ids = ["item".to_string(), "typed".to_string()];
+    b.transport
+        .declare_replica(&b.queue, &ids, &b.delays)
+        .unwrap();
+    let dlq = dead_letter_queue(&b.queue);
+    let rex = retry_exchange(&b.queue);
+    let ours = |name: &str| name == b.exchange || name == b.queue || name.contains(&b.queue);
+
+    let exchanges: BTreeSet<(String, String, bool)> =
+        rabbitmqctl(&["list_exchanges", "name", "type", "durable"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| ours(e["name"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["type"].as_str().unwrap().to_string(),
+                    e["durable"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+    assert_eq!(
+        exchanges,
+        BTreeSet::from([
+            (b.exchange.clone(), "topic".into(), true),
+            (rex.clone(), "headers".into(), true)
+        ])
+    );
+
+    // rabbitmqctl prints arguments as [name, type, value] triples: compare them as {name: value}.
+    let canon = |a: &Value| match a {
+        Value::Array(triples) => {
+            let map: serde_json::Map<String, Value> = triples
+                .iter()
+                .map(|t| (t[0].as_str().unwrap().to_string(), t[2].clone()))
+                .collect();
+            Value::Object(map).to_string()
+        }
+        other => other.to_string(),
+    };
+    let queues: BTreeSet<(String, bool, String)> =
+        rabbitmqctl(&["list_queues", "name", "durable", "arguments"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| ours(q["name"].as_str().unwrap()))
+            .map(|q| {
+                (
+                    q["name"].as_str().unwrap().to_string(),
+                    q["durable"].as_bool().unwrap(),
+                    canon(&q["arguments"]),
+                )
+            })
+            .collect();
+    let delay_args =
+        |ms: u64| canon(&json!({"x-dead-letter-exchange": b.exchange, "x-message-ttl": ms}));
+    let mut want = BTreeSet::from([
+        (b.queue.clone(), true, "{}".to_string()),
+        (dlq.clone(), true, "{}".to_string()),
+    ]);
+    for (d, ms) in [(b.delays[0], 100), (b.delays[1], 300)] {
+        want.insert((retry_queue(&b.queue, d), true, delay_args(ms)));
+    }
+    assert_eq!(queues, want);
+
+    let bindings: BTreeSet<(String, String, String)> = rabbitmqctl(&[
+        "list_bindings",
+        "source_name",
+        "destination_name",
+        "routing_key",
+    ])
+    .as_array()
+    .unwrap()
+    .iter()
+    .filter(|x| ours(x["destination_name"].as_str().unwrap()))
+    .map(|x| {
+        (
+            x["source_name"].as_str().unwrap().to_string(),
+            x["destination_name"].as_str().unwrap().to_string(),
+            x["routing_key"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect();
+    let mut want: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for q in [&b.queue, &dlq] {
+        want.insert((String::new(), q.clone(), q.clone())); // the default exchange's binding
+    }
+    for id in &ids {
+        want.insert((b.exchange.clone(), b.queue.clone(), id.clone()));
+        want.insert((
+            b.exchange.clone(),
+            b.queue.clone(),
+            format!("cqrs.{}.{id}", b.queue),
+        ));
+        want.insert((
+            b.exchange.clone(),
+            dlq.clone(),
+            format!("cqrs.dead_letter_{}.{id}", b.queue),
+        ));
+    }
+    for d in &b.delays {
+        let q = retry_queue(&b.queue, *d);
+        want.insert((String::new(), q.clone(), q.clone()));
+        want.insert((rex.clone(), q, String::new()));
+    }
+    assert_eq!(bindings, want);
+}
+
+fn consumer_registry(kind: Kind) -> Registry {
+    Registry::new()
+        .with_replica(TableReplica::new(item_spec()))
+        .with_replica(TableReplica::new(typed_spec(kind)))
+}
+
+/// Every captured django-cqrs message 01–16 and 30–34, published raw, applies as a Django replica would.
+#[test]
+fn captured_django_messages_published_raw_apply() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into(), "typed".into()], &b.delays)
+        .unwrap();
+    for file in capture_files()
+        .into_iter()
+        .filter(|f| f.as_str() < "17" || f.as_str() >= "30")
+    {
+        for (key, body) in capture(&file) {
+            // Captured with a one-day TTL: keep every byte but the expiry.
+            let mut v: Value = serde_json::from_slice(&body).unwrap();
+            v["expires"] = Value::Null;
+            b.publish_raw(
+                &key.replace("bench_replica", &b.queue),
+                v.to_string().as_bytes(),
+            );
+        }
+    }
+    let t = TestDb::new(Kind::Postgres);
+    let registry = consumer_registry(Kind::Postgres);
+    let settings = b.settings();
+    let inbox = b.transport.inbox(&b.queue, 100, &b.delays).unwrap();
+    let mut c = Consumer::new(&registry, &settings, t.connect(), inbox);
+    c.drain(Duration::from_millis(500)).unwrap();
+    let rows = items(c.db());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [3, 5, 6]);
+    assert_eq!(tombstones(c.db(), "item").len(), 2);
+    assert_eq!(count(c.db(), "SELECT count(*) AS n FROM typed"), 5);
+    assert_eq!(c.stats().dead_lettered + c.stats().retried, 0);
+    drop(c);
+    assert_eq!(b.count(&b.queue), 0, "all acked");
+}
+
+/// Our relay's messages carry django-cqrs's properties and routing keys, plus our message_id.
+#[test]
+fn relay_publishes_with_confirms_and_django_properties() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 3)).unwrap();
+    let ids: Vec<String> = db
+        .load_text(
+            "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
+            vec![],
+        )
+        .unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    assert_eq!(relay.run_once().unwrap(), 3);
+    assert_eq!(relay.stats().published, 3);
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    let got = b.drain(&b.queue);
+    assert_eq!(got.len(), 3);
+    for ((key, props, body), id) in got.iter().zip(&ids) {
+        assert_eq!(key, "item");
+        assert_eq!(
+            props.content_type().as_ref().map(|c| c.to_string()),
+            Some("text/plain".into())
+        );
+        assert_eq!(*props.delivery_mode(), Some(2));
+        assert_eq!(
+            props.message_id().as_ref().map(|m| m.to_string()).as_ref(),
+            Some(id)
+        );
+        let m = Message::decode(body).unwrap();
+        assert!(matches!(m.expires, Expires::At(_)));
+    }
+}
+
+fn insert_m_items(tx: &mut cqrs::Tx<'_, cqrs::Db>, n: i64) -> cqrs::Result<()> {
+    for i in 0..n {
+        let sql = sql_for(
+            tx.conn(),
+            "INSERT INTO m_items (name, value, updated) VALUES ($1, $2, $3) RETURNING CAST(id AS TEXT) AS j",
+        );
+        let id: i64 = tx.conn().load_text(
+            &sql,
+            vec![
+                cqrs::value::SqlValue::Text(format!("n{i}")),
+                cqrs::value::SqlValue::BigInt(i),
+                cqrs::value::SqlValue::Timestamptz(at(i)),
+            ],
+        )?[0]
+            .parse()
+            .unwrap();
+        tx.created::<PlainItem>(&id)?;
+    }
+    Ok(())
+}
+
+fn item_master_table() -> cqrs::TableSpec {
+    cqrs::TableSpec::new("item", "m_items")
+        .key("id", cqrs::value::ColumnType::BigInt)
+        .column(cqrs::ColumnSpec::new("name", cqrs::value::ColumnType::Text))
+        .column(cqrs::ColumnSpec::new(
+            "value",
+            cqrs::value::ColumnType::BigInt,
+        ))
+        .column(cqrs::ColumnSpec::new(
+            "updated",
+            cqrs::value::ColumnType::Timestamptz,
+        ))
+        .build()
+        .unwrap()
+}
+
+/// A master over `m_items` described by hand (no derive), as `item`.
+struct PlainItem;
+
+impl cqrs::MasterModel for PlainItem {
+    const CQRS_ID: &'static str = "item";
+    fn master_spec() -> cqrs::MasterSpec {
+        cqrs::MasterSpec::new(item_master_table())
+    }
+}
+
+/// Confirms are real: with the queue full (max-length + reject-publish) the broker nacks, and
+/// nacked rows stay in the outbox until they can be delivered.
+#[test]
+fn nacked_messages_stay_in_the_outbox() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let policy = json!({"max-length": 4, "overflow": "reject-publish"}).to_string();
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "set_policy",
+            "--apply-to",
+            "queues",
+            &b.queue,
+            &format!("^{}$", b.queue),
+            &policy,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500)); // policies apply asynchronously
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    relay.run_once().unwrap();
+    assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+    assert_eq!(
+        cqrs::outbox::pending(&mut db).unwrap(),
+        6,
+        "nacked rows are kept"
+    );
+    assert_eq!(b.count(&b.queue), 4);
+    // Room again: the kept rows go out on a later pass.
+    b.drain(&b.queue);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &b.queue])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    db.execute(
+        "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
+        vec![],
+    )
+    .unwrap();
+    relay.run_once().unwrap();
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    assert_eq!(b.count(&b.queue), 6);
+}
+
+/// `mandatory`: a message no queue is bound for is logged, counted and deleted (nobody listens).
+#[test]
+fn unroutable_messages_are_counted_and_dropped() {
+    let b = TestBroker::new();
+    b.transport.declare_exchange().unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 2)).unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    relay.run_once().unwrap();
+    assert_eq!((relay.stats().published, relay.stats().unroutable), (0, 2));
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+}
+
+/// A failing message takes the delay queues and comes back with `retries` + 1, then is
+/// dead-lettered with the reason; the rest of its batch applies.
+#[test]
+fn apply_errors_retry_through_delay_queues_then_dead_letter() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let mut bad = ItemState::new(2, 0, at(0)).save();
+    bad.instance_data.remove("name");
+    b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
+    b.publish_raw("item", &bad.encode());
+    let t = TestDb::new(Kind::Postgres);
+    let registry = consumer_registry(Kind::Postgres);
+    let settings = b.settings();
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.stats().dead_lettered == 0 && Instant::now() < deadline {
+        c.poll(Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(c.stats().retried, 2);
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
+    drop(c);
+    let dead = b.drain(&dead_letter_queue(&b.queue));
+    assert_eq!(dead.len(), 1);
+    let (key, props, body) = &dead[0];
+    assert_eq!(key, &format!("cqrs.dead_letter_{}.item", b.queue));
+    let m = Message::decode(body).unwrap();
+    assert_eq!(m.retries, 2);
+    let headers = props.headers().as_ref().unwrap();
+    let header = |k: &str| {
+        headers
+            .inner()
+            .get(k)
+            .and_then(|v| v.as_long_string())
+            .map(|s| s.to_string())
+    };
+    assert_eq!(header("cqrs-error-kind").as_deref(), Some("apply"));
+    assert!(header("cqrs-error").unwrap().contains("no `name`"));
+    assert_eq!(
+        props
+            .expiration()
+            .as_ref()
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("864000000")
+    );
+}
+
+/// 10,000 captured changes on a PostgreSQL master, relayed over RabbitMQ, consumed by two
+/// workers: the replica converges to identical rows, revisions and cqrs_updated.
+#[test]
+fn ten_thousand_changes_converge_with_two_workers() {
+    let b = TestBroker::new();
+    let master = TestDb::new(Kind::Postgres);
+    let replica = TestDb::new(Kind::Postgres);
+    let mut db = master.connect();
+    let mut settings = b.settings();
+    settings.database_url = Some(replica.url.clone());
+    settings.batch_size = 200;
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+
+    // 4,000 creates, 5,000 updates (some rows several times), 1,000 deletes: 10,000 changes.
+    for _ in 0..20 {
+        atomic(&mut db, |tx| insert_m_items(tx, 200)).unwrap();
+    }
+    let ids: Vec<i64> = db
+        .load_text(
+            "SELECT CAST(id AS TEXT) AS j FROM m_items ORDER BY id",
+            vec![],
+        )
+        .unwrap()
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    for round in 0..5 {
+        for chunk in ids.chunks(100).skip(round).step_by(2).take(10) {
+            atomic(&mut db, |tx| {
+                tx.touch_many::<PlainItem>(chunk)?;
+                let sql = format!(
+                    "UPDATE m_items SET value = value + 1 WHERE id BETWEEN {} AND {}",
+                    chunk[0],
+                    chunk[chunk.len() - 1]
+                );
+                tx.conn().exec(&sql, vec![]).map(drop)
+            })
+            .unwrap();
+        }
+    }
+    atomic(&mut db, |tx| {
+        tx.delete_many::<PlainItem>(&ids[..1000]).map(drop)
+    })
+    .unwrap();
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 10_000);
+
+    let shutdown = Shutdown::new();
+    let stats = std::thread::scope(|s| {
+        let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 2, &[], &shutdown));
+        let mut relay = Relay::new(
+            master.connect(),
+            b.transport.publisher().unwrap(),
+            settings.clone(),
+        );
+        while relay.run_once().unwrap() > 0 {}
+        let mut r = replica.connect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let want = master_items(&mut db);
+        loop {
+            let got = items(&mut r);
+            if got.len() == want.len()
+                && got
+                    .iter()
+                    .all(|(k, v)| want.get(k).is_some_and(|w| w.3 == v.rev))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica did not converge: {} of {} rows",
+                got.len(),
+                want.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        shutdown.trigger();
+        consumer.join().unwrap().unwrap()
+    });
+    assert!(stats.received >= 10_000, "{stats:?}");
+    let want: Vec<(i64, String, i64, i32, chrono::DateTime<chrono::Utc>)> = master_items(&mut db)
+        .into_iter()
+        .map(|(k, v)| (k, v.0, v.1, v.3, v.4))
+        .collect();
+    let got: Vec<(i64, String, i64, i32, chrono::DateTime<chrono::Utc>)> =
+        items(&mut replica.connect())
+            .into_iter()
+            .map(|(k, v)| (k, v.name, v.value, v.rev, v.updated))
+            .collect();
+    assert_eq!(got.len(), 3000);
+    assert_eq!(got, want);
+    assert_eq!(tombstones(&mut replica.connect(), "item").len(), 1000);
+    assert_eq!(b.count(&b.queue), 0);
+}
