@@ -18,6 +18,7 @@
 //! | message TTL (s) | — | — | `message_ttl_seconds` | 86400 |
 //! | dead-letter TTL (s) | — | — | `dead_letter_ttl_seconds` | 864000 |
 //! | max body (bytes) | — | — | `max_body_bytes` | 1048576 |
+//! | relay lease (ms) | — | — | `relay_lease_ms` | 60000 |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub struct Layer {
     pub dead_letter_ttl_seconds: Option<u64>,
     /// Larger bodies are dead-lettered as `too-large`.
     pub max_body_bytes: Option<usize>,
+    /// How long a relay's claim on outbox rows lasts (a killed relay's rows return after it).
+    pub relay_lease_ms: Option<u64>,
 }
 
 impl Layer {
@@ -83,6 +86,7 @@ impl Layer {
                 .dead_letter_ttl_seconds
                 .or(lower.dead_letter_ttl_seconds),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            relay_lease_ms: self.relay_lease_ms.or(lower.relay_lease_ms),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Settings {
     pub dead_letter_ttl: Duration,
     /// Body size limit.
     pub max_body_bytes: usize,
+    /// Relay claim lease.
+    pub relay_lease: Duration,
 }
 
 impl Default for Settings {
@@ -131,6 +137,7 @@ impl Default for Settings {
             message_ttl: Duration::from_secs(86_400),
             dead_letter_ttl: Duration::from_secs(864_000),
             max_body_bytes: 1 << 20,
+            relay_lease: Duration::from_secs(60),
         }
     }
 }
@@ -177,6 +184,10 @@ impl Settings {
                 .map(Duration::from_secs)
                 .unwrap_or(d.dead_letter_ttl),
             max_body_bytes: layer.max_body_bytes.unwrap_or(d.max_body_bytes),
+            relay_lease: layer
+                .relay_lease_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.relay_lease),
         };
         if s.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));

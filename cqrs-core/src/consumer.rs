@@ -190,6 +190,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             // Shutdown while redoing a transient failure: nothing is final, give it all back.
             return self.inbox.requeue_unacked();
         };
+        crate::crash::point("consumer.after_commit");
         for (i, outcome) in outcomes {
             let v = &valid[i];
             fates[v.at] = Some(match outcome {

@@ -26,6 +26,7 @@ pub mod apply;
 pub mod capture;
 pub mod config;
 pub mod consumer;
+pub mod crash;
 pub mod db;
 pub mod error;
 pub mod message;

@@ -20,9 +20,6 @@ use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgo
 /// Longest sleep of an idle relay. A capture in the same process wakes it at once; another
 /// process's commits wait at most this long.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
-/// A claimed row is invisible to other relays this long; a relay killed mid-batch loses nothing,
-/// its rows come back after the lease.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// A row whose publish failed is tried again after this delay.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -72,9 +69,12 @@ impl<P: Publisher> Relay<P> {
     pub fn run_once(&mut self) -> Result<usize> {
         let now = Utc::now();
         let batch = self.settings.batch_size;
+        // A claimed row is invisible to other relays for the lease; a relay killed mid-batch loses
+        // nothing, its rows come back after it.
+        let lease = self.settings.relay_lease;
         let claimed = self
             .db
-            .write_transaction(|db| outbox::claim(db, batch, LEASE, now))?;
+            .write_transaction(|db| outbox::claim(db, batch, lease, now))?;
         if claimed.is_empty() {
             return Ok(0);
         }
@@ -104,6 +104,7 @@ impl<P: Publisher> Relay<P> {
                 return Err(e.context("publishing an outbox batch"));
             }
         };
+        crate::crash::point("relay.after_confirm");
         let (mut done, mut failed) = (Vec::new(), Vec::new());
         for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
             match confirm {

@@ -446,6 +446,7 @@ impl Publisher for AmqpPublisher {
                     .map_err(|e| transient("publishing", e))?;
                 pending.push(confirm);
             }
+            crate::crash::point("relay.after_publish");
             let mut out = Vec::with_capacity(pending.len());
             for confirm in pending {
                 out.push(to_confirm(confirm.await));

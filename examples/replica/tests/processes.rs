@@ -1,0 +1,228 @@
+//! The example services as processes over the real RabbitMQ and PostgreSQL: crash points, restart,
+//! SIGTERM. The relay is run from this binary too (`relay` needs no models).
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cqrs::Db;
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_example-replica");
+
+struct Setup {
+    master: TestDb,
+    replica: TestDb,
+    broker: TestBroker,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let master = TestDb::empty(Kind::Postgres);
+        let replica = TestDb::empty(Kind::Postgres);
+        for (db, sql) in [
+            (&master, example_master::SCHEMA_SQL),
+            (&replica, example_replica::SCHEMA_SQL),
+        ] {
+            let mut c = db.connect();
+            c.migrate().unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+        let mut broker = TestBroker::new();
+        broker.delays = cqrs::Settings::default().retry_delays;
+        let dir = std::env::temp_dir().join(format!("cqrs-proc-{}", broker.queue));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A short lease so a killed relay's rows come back within the test.
+        std::fs::write(
+            dir.join("cqrs.toml"),
+            "relay_lease_ms = 500\nbatch_size = 100\n",
+        )
+        .unwrap();
+        Setup {
+            master,
+            replica,
+            broker,
+            dir,
+        }
+    }
+
+    fn command(&self, args: &[&str], db: &TestDb, crash: Option<&str>) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args([
+                "--database-url",
+                &db.url,
+                "--broker-url",
+                &amqp_url(),
+                "--exchange",
+                &self.broker.exchange,
+            ])
+            .args([
+                "--queue",
+                &self.broker.queue,
+                "--service-name",
+                &self.broker.queue,
+            ])
+            .current_dir(&self.dir)
+            .env_remove("CQRS_CRASH_POINT")
+            .env("CQRS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(point) = crash {
+            cmd.env("CQRS_CRASH_POINT", point);
+        }
+        cmd
+    }
+
+    fn pending(&self) -> usize {
+        cqrs::outbox::pending(&mut self.master.connect()).unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Both sides' rows as comparable lines.
+fn tables(master: &TestDb, replica: &TestDb) -> (Vec<String>, Vec<String>) {
+    let (Db::Pg(mut m), Db::Pg(mut r)) = (master.connect(), replica.connect()) else {
+        unreachable!()
+    };
+    let mut want: Vec<String> = example_master::all_items(&mut m)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            format!(
+                "{}|{}|{}|{}|{}",
+                i.id, i.name, i.value, i.cqrs_revision, i.cqrs_updated
+            )
+        })
+        .collect();
+    let mut got: Vec<String> = example_replica::all_items(&mut r)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            format!(
+                "{}|{}|{}|{}|{}",
+                i.id, i.title, i.value, i.cqrs_revision, i.cqrs_updated
+            )
+        })
+        .collect();
+    want.extend(
+        example_master::all_typed(&mut m)
+            .unwrap()
+            .into_iter()
+            .map(|t| format!("{}|{}|{:?}|{}", t.id, t.price, t.owner_id, t.cqrs_revision)),
+    );
+    got.extend(
+        example_replica::all_typed(&mut r)
+            .unwrap()
+            .into_iter()
+            .map(|t| format!("{}|{}|{:?}|{}", t.id, t.price, t.owner_ref, t.cqrs_revision)),
+    );
+    (want, got)
+}
+
+/// Relay killed after publishing (before confirms), consumer killed after committing (before
+/// acking): restarted, nothing is lost, the replica converges, SIGTERM exits 0.
+#[test]
+fn crash_points_then_restart_lose_nothing() {
+    let s = Setup::new();
+    s.broker
+        .transport
+        .declare_replica(
+            &s.broker.queue,
+            &["item".into(), "typed".into()],
+            &s.broker.delays,
+        )
+        .unwrap();
+    let Db::Pg(mut pg) = s.master.connect() else {
+        unreachable!()
+    };
+    for i in 0..150 {
+        let (id, _) = example_master::create_pair(&mut pg, &format!("p{i}"), i, "1.25").unwrap();
+        example_master::set_value(&mut pg, id, i * 2).unwrap();
+    }
+    let total = s.pending();
+    assert_eq!(total, 450);
+
+    let out = s
+        .command(&["relay"], &s.master, Some("relay.after_publish"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "aborted at the crash point: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.pending(), total, "nothing deleted before confirms");
+
+    let relay = s.command(&["relay"], &s.master, None).spawn().unwrap();
+    wait_until("the outbox to drain", 60, || s.pending() == 0);
+    assert!(terminate(relay).success());
+
+    let out = s
+        .command(
+            &["consume", "-w", "2"],
+            &s.replica,
+            Some("consumer.after_commit"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The committed batch was not acked: once the broker notices the dead connection, all is queued again.
+    wait_until("unacked deliveries to return", 15, || {
+        s.broker.count(&s.broker.queue) as usize >= total
+    });
+
+    let consume = s
+        .command(&["consume", "-w", "2"], &s.replica, None)
+        .spawn()
+        .unwrap();
+    wait_until("the replica to converge", 90, || {
+        let (want, got) = tables(&s.master, &s.replica);
+        want == got
+    });
+    let status = terminate(consume);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM finishes the batch in flight and exits 0"
+    );
+    wait_until("the queue to empty", 10, || {
+        s.broker.count(&s.broker.queue) == 0
+    });
+}
