@@ -174,6 +174,10 @@ fn worker(
             total.transient_redos += stats.transient_redos;
             total.splits += stats.splits;
             db = Some(consumer.into_db());
+            if stats.received > 0 {
+                // It worked for a while: the next failure starts from a short pause again.
+                backoff = BACKOFF_START;
+            }
             result
         })();
         match attempt {

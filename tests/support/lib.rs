@@ -595,7 +595,15 @@ pub struct TestBroker {
 impl TestBroker {
     /// Connect (panics, failing the test, if RabbitMQ is not there) with unique names.
     pub fn new() -> TestBroker {
-        let exchange = unique("cqrs_tx");
+        TestBroker::on_exchange(unique("cqrs_tx"))
+    }
+
+    /// Another replica queue on the same exchange as `self`.
+    pub fn another_queue(&self) -> TestBroker {
+        TestBroker::on_exchange(self.exchange.clone())
+    }
+
+    fn on_exchange(exchange: String) -> TestBroker {
         let queue = unique("tq");
         let transport =
             cqrs::transport::amqp::AmqpTransport::connect(cqrs::transport::amqp::AmqpConfig {

@@ -523,7 +523,17 @@ impl Inbox for AmqpInbox {
         }
         let first = match self.rx.recv_timeout(wait) {
             Ok(item) => item,
-            Err(RecvTimeoutError::Timeout) => return Ok(Vec::new()),
+            Err(RecvTimeoutError::Timeout) => {
+                // A connection closed by the broker may leave the stream silent: ask the channel.
+                if !self.consume.status().connected() {
+                    self.closed = true;
+                    return Err(transient(
+                        &format!("consuming {}", self.queue),
+                        "the channel is no longer connected",
+                    ));
+                }
+                return Ok(Vec::new());
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 self.closed = true;
                 return Err(transient(
