@@ -70,6 +70,34 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Publish the outbox to the broker, with confirms
     Relay(RelayArgs),
+    /// Inspect and recover this replica's dead letters: dump, retry, purge
+    DeadLetters(DeadLettersArgs),
+}
+
+/// `cqrs dead-letters`.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// dump: print each letter's body on a line and keep it; retry: re-publish with retries 0 and
+    /// a fresh expiry, then remove; purge: remove
+    #[arg(value_enum)]
+    pub action: LetterAction,
+    /// Only letters of these models (repeatable)
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_ids: Vec<String>,
+    /// At most this many letters
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// What `dead-letters` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LetterAction {
+    /// Print and keep
+    Dump,
+    /// Re-publish to cqrs.<queue>.<cqrs_id>, then remove
+    Retry,
+    /// Remove
+    Purge,
 }
 
 /// `cqrs consume`.

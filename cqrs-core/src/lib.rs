@@ -31,6 +31,7 @@ pub mod db;
 pub mod error;
 pub mod message;
 pub mod model;
+pub mod ops;
 pub mod outbox;
 pub mod relay;
 pub mod rows;

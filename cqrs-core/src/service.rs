@@ -208,3 +208,17 @@ pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     relay.run(shutdown)?;
     Ok(relay.stats())
 }
+
+/// `dead-letters dump|retry|purge` on the settings' queue.
+pub fn dead_letters(
+    settings: &Settings,
+    action: crate::ops::dead_letters::Action,
+    filter: &crate::ops::dead_letters::Filter,
+    out: &mut dyn std::io::Write,
+) -> Result<crate::ops::dead_letters::Report> {
+    let queue = settings.queue.clone().ok_or_else(|| {
+        Error::config("dead-letters needs the replica's queue: pass --queue or set CQRS_QUEUE")
+    })?;
+    let transport = broker(settings, "dead-letters")?;
+    crate::ops::dead_letters::run(&transport, &queue, action, filter, out)
+}

@@ -636,3 +636,152 @@ fn directed_sync_reaches_only_the_named_queue() {
         ["item"]
     );
 }
+
+fn dead_letter_copies(file: &str) -> Vec<Vec<u8>> {
+    capture(file)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("cqrs.dead_letter_"))
+        .map(|(_, b)| b)
+        .collect()
+}
+
+/// django-cqrs's own dead letters (captures 20 and 21) in our dead-letter queue: dump lists and
+/// keeps them, retry re-publishes them as `cqrs_dead_letters retry` does (capture 22) and a fixed
+/// one applies, purge empties.
+#[test]
+fn dead_letters_dump_retry_purge_like_django_cqrs() {
+    use cqrs::ops::dead_letters::{Action, Filter, run};
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let dl_key = format!("cqrs.dead_letter_{}.item", b.queue);
+    let letters: Vec<Vec<u8>> = dead_letter_copies("20_replica_retry_then_dead_letter.json")
+        .into_iter()
+        .chain(dead_letter_copies("21_replica_expired_to_dead_letter.json"))
+        .collect();
+    assert_eq!(letters.len(), 2);
+    for l in &letters {
+        b.publish_raw(&dl_key, l);
+    }
+    let dlq = dead_letter_queue(&b.queue);
+
+    let mut out = Vec::new();
+    let r = run(
+        &b.transport,
+        &b.queue,
+        Action::Dump,
+        &Filter::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!((r.total, r.done), (2, 2));
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let originals: Vec<Value> = letters
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines, originals);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.count(&dlq), 2, "dump keeps every letter");
+
+    let filter = Filter {
+        cqrs_ids: vec!["item".into()],
+        limit: Some(1),
+    };
+    let r = run(
+        &b.transport,
+        &b.queue,
+        Action::Retry,
+        &filter,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!((r.matched, r.done), (1, 1));
+    let r = run(
+        &b.transport,
+        &b.queue,
+        Action::Retry,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(r.done, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        b.count(&dlq),
+        0,
+        "a letter is removed once its copy is confirmed"
+    );
+    let retried = b.drain(&b.queue);
+    let django: Vec<(String, Value)> = capture("22_dead_letters_retry.json")
+        .into_iter()
+        .map(|(k, body)| {
+            (
+                k.replace("bench_replica", &b.queue),
+                serde_json::from_slice(&body).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(retried.len(), django.len());
+    for ((key, _, body), (django_key, django_body)) in retried.iter().zip(&django) {
+        let mut ours: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(key, django_key);
+        assert_eq!(ours["retries"], json!(0));
+        let expires = cqrs::message::parse_datetime(ours["expires"].as_str().unwrap()).unwrap();
+        let in_a_day = chrono::Utc::now() + chrono::Duration::days(1);
+        assert!(
+            (in_a_day - expires).num_seconds().abs() < 60,
+            "expires now + 1 day"
+        );
+        let mut theirs = django_body.clone();
+        ours["expires"] = Value::Null;
+        theirs["expires"] = Value::Null;
+        assert_eq!(
+            ours, theirs,
+            "the rest of the body as django-cqrs re-publishes it"
+        );
+    }
+
+    // The expired letter (21) is otherwise valid: once retried it applies.
+    b.publish_raw(&dl_key, &letters[1]);
+    run(
+        &b.transport,
+        &b.queue,
+        Action::Retry,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let registry = consumer_registry(Kind::Postgres);
+    let settings = b.settings();
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 10, &b.delays).unwrap(),
+    );
+    c.drain(Duration::from_millis(500)).unwrap();
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [990002]);
+    drop(c);
+
+    for l in &letters {
+        b.publish_raw(&dl_key, l);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let r = run(
+        &b.transport,
+        &b.queue,
+        Action::Purge,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(r.done, 2);
+    assert_eq!(b.count(&dlq), 0);
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself and makes one library call.
 
 mod consume;
+mod dead_letters;
 mod migrate;
 mod models;
 mod relay;
@@ -22,6 +23,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Models => models::run(require_models(registry)?),
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
+        Command::DeadLetters(args) => dead_letters::run(&settings, &args),
     }
 }
 

@@ -638,3 +638,150 @@ impl Drop for AmqpInbox {
         });
     }
 }
+
+/// A letter read from a dead-letter queue, not yet removed.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    tag: u64,
+    /// Routing key of the dead-letter copy.
+    pub routing_key: String,
+    /// The body as dead-lettered.
+    pub body: Vec<u8>,
+    /// Its headers (`cqrs-error`, `cqrs-error-kind`, `cqrs-directed`, ...).
+    pub headers: Headers,
+}
+
+/// One pass over `dead_letter_<queue>`: reads the letters present when it starts, without
+/// removing them; a letter is removed only by [`LetterPass::remove`]. Letters not removed return
+/// to the queue when the pass ends (its channel closes), as django-cqrs's `dump` leaves them.
+pub struct LetterPass {
+    transport: Arc<AmqpTransport>,
+    read: Channel,
+    publish: Channel,
+    dlq: String,
+    remaining: u32,
+}
+
+impl AmqpTransport {
+    /// Start a pass over the dead letters of `queue` (the queue must exist).
+    pub fn letters(self: &Arc<Self>, queue: &str) -> Result<LetterPass> {
+        let read = self.channel(false)?;
+        let publish = self.channel(true)?;
+        let dlq = dead_letter_queue(queue);
+        let ch = read.clone();
+        let name = dlq.clone();
+        let remaining = self.runtime.block_on(async move {
+            ch.queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .map_err(|e| {
+                Error::config(format!(
+                    "dead-letter queue {name} does not exist (is --queue right?): {e}"
+                ))
+            })
+        })?;
+        Ok(LetterPass {
+            transport: self.clone(),
+            read,
+            publish,
+            dlq,
+            remaining,
+        })
+    }
+
+    /// Empty `dead_letter_<queue>`; returns how many letters were removed.
+    pub fn purge_letters(&self, queue: &str) -> Result<u32> {
+        let ch = self.channel(false)?;
+        let dlq = dead_letter_queue(queue);
+        self.runtime.block_on(async move {
+            ch.queue_purge(
+                dlq.as_str().into(),
+                lapin::options::QueuePurgeOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {dlq}: {e}")))
+        })
+    }
+}
+
+impl LetterPass {
+    /// Letters in the queue when the pass started.
+    pub fn total(&self) -> u32 {
+        self.remaining
+    }
+
+    /// The next letter, or `None` when every letter present at the start was read.
+    pub fn next_letter(&mut self) -> Result<Option<Letter>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        self.remaining -= 1;
+        let (ch, dlq) = (self.read.clone(), self.dlq.clone());
+        let got = self
+            .transport
+            .runtime
+            .block_on(async move {
+                ch.basic_get(
+                    dlq.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: false },
+                )
+                .await
+            })
+            .map_err(|e| transient("reading a dead letter", e))?;
+        Ok(got.map(|m| {
+            let d = m.delivery;
+            Letter {
+                tag: d.delivery_tag,
+                routing_key: d.routing_key.to_string(),
+                headers: headers_of(&d.properties),
+                body: d.data,
+            }
+        }))
+    }
+
+    /// Publish `body` to the main exchange with `routing_key` and wait for the confirm.
+    pub fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
+        let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
+        match self.transport.runtime.block_on(publish_confirmed(
+            &ch,
+            &exchange,
+            routing_key,
+            body,
+            properties(headers, None),
+        ))? {
+            Confirm::Delivered => Ok(()),
+            Confirm::Unroutable => Err(Error::new(
+                ErrorKind::Transport,
+                format!("no queue is bound for {routing_key:?}"),
+            )),
+            Confirm::Failed(why) => Err(transient(&format!("republishing to {routing_key}"), why)),
+        }
+    }
+
+    /// Remove a letter from the queue.
+    pub fn remove(&mut self, letter: &Letter) -> Result<()> {
+        let (ch, tag) = (self.read.clone(), letter.tag);
+        self.transport
+            .runtime
+            .block_on(async move { ch.basic_ack(tag, BasicAckOptions { multiple: false }).await })
+            .map_err(|e| transient("removing a dead letter", e))
+    }
+}
+
+impl Drop for LetterPass {
+    fn drop(&mut self) {
+        // Closing the reading channel gives back every letter not removed.
+        let (r, p) = (self.read.clone(), self.publish.clone());
+        let _ = self.transport.runtime.block_on(async move {
+            let _ = r.close(200, "OK".into()).await;
+            p.close(200, "OK".into()).await
+        });
+    }
+}

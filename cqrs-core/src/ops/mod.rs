@@ -1,0 +1,3 @@
+//! Operations behind the CLI's data and maintenance commands, as library calls.
+
+pub mod dead_letters;
