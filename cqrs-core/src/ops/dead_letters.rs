@@ -79,7 +79,7 @@ pub fn run(
         let matches = filter.cqrs_ids.is_empty()
             || decoded
                 .as_ref()
-                .is_ok_and(|m| filter.cqrs_ids.iter().any(|id| *id == m.cqrs_id));
+                .is_ok_and(|m| filter.cqrs_ids.contains(&m.cqrs_id));
         if !matches {
             continue;
         }
