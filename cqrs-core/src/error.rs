@@ -154,7 +154,9 @@ fn classify_diesel(err: &diesel::result::Error) -> ErrorKind {
             _ => classify_message(info.message()),
         },
         E::DeserializationError(_) | E::SerializationError(_) => ErrorKind::Apply,
-        E::BrokenTransactionManager | E::AlreadyInTransaction => ErrorKind::Database,
+        // A transaction manager left broken by a lost connection: a new connection heals it.
+        E::BrokenTransactionManager => ErrorKind::Transient,
+        E::AlreadyInTransaction => ErrorKind::Database,
         _ => ErrorKind::Database,
     }
 }
@@ -169,6 +171,8 @@ fn classify_message(message: &str) -> ErrorKind {
         "could not serialize access",
         "connection to server",
         "no connection to the server",
+        "connection has been closed",
+        "not currently accepting connections",
         "database is locked",
         "database table is locked",
         "database is busy",

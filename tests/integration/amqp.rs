@@ -785,3 +785,231 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     assert_eq!(r.done, 2);
     assert_eq!(b.count(&dlq), 0);
 }
+
+fn error_kinds(b: &TestBroker) -> Vec<String> {
+    b.drain(&dead_letter_queue(&b.queue))
+        .iter()
+        .map(|(_, p, _)| {
+            p.headers()
+                .as_ref()
+                .and_then(|h| {
+                    h.inner()
+                        .get("cqrs-error-kind")
+                        .and_then(|v| v.as_long_string())
+                        .map(|s| s.to_string())
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Non-JSON, no cqrs_id, unknown model, expired, oversized: each dead-lettered at once with its
+/// kind; nothing crashes, nothing blocks, the good messages around them apply.
+#[test]
+fn undeliverable_messages_are_dead_lettered_at_once_with_their_kind() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into(), "ghost".into()], &b.delays)
+        .unwrap();
+    b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
+    b.publish_raw("item", b"{not json");
+    b.publish_raw(
+        "item",
+        json!({"signal_type": "SAVE", "instance_data": {}, "instance_pk": 1})
+            .to_string()
+            .as_bytes(),
+    );
+    let mut ghost = ItemState::new(2, 0, at(0)).save();
+    ghost.cqrs_id = "ghost".into();
+    b.publish_raw("ghost", &ghost.encode());
+    let mut expired = ItemState::new(3, 0, at(0)).save();
+    expired.expires = Expires::At(at(0));
+    b.publish_raw("item", &expired.encode());
+    let mut big = ItemState::new(4, 0, at(0));
+    big.name = "x".repeat(4096);
+    b.publish_raw("item", &big.save().encode());
+    b.publish_raw("item", &ItemState::new(5, 0, at(0)).save().encode());
+    let t = TestDb::new(Kind::Postgres);
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let settings = cqrs::Settings {
+        max_body_bytes: 2048,
+        ..b.settings()
+    };
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    c.drain(Duration::from_millis(500)).unwrap();
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1, 5]);
+    assert_eq!(c.stats().retried, 0);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        error_kinds(&b),
+        [
+            "malformed",
+            "malformed",
+            "unknown-model",
+            "expired",
+            "too-large"
+        ]
+    );
+    assert_eq!(b.count(&b.queue), 0);
+}
+
+/// A foreign-key violation that resolves itself (the parent arrives later) applies on a retry.
+#[test]
+fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into(), "pet".into()], &b.delays)
+        .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    t.connect()
+        .batch_execute("CREATE TABLE pets (id BIGINT PRIMARY KEY, owner BIGINT NOT NULL REFERENCES items (id), cqrs_revision INTEGER NOT NULL, cqrs_updated TIMESTAMPTZ NOT NULL)")
+        .unwrap();
+    let pets = cqrs::TableSpec::new("pet", "pets")
+        .key("id", cqrs::value::ColumnType::BigInt)
+        .column(cqrs::ColumnSpec::new(
+            "owner",
+            cqrs::value::ColumnType::BigInt,
+        ))
+        .depends_on("item")
+        .build()
+        .unwrap();
+    let pet = json!({"id": 9, "owner": 1, "cqrs_revision": 0, "cqrs_updated": "2026-11-23 12:00:00+00:00"});
+    let pet = Message::new(
+        cqrs::SignalType::Save,
+        "pet",
+        json!(9),
+        pet.as_object().unwrap().clone(),
+    );
+    b.publish_raw("pet", &pet.encode());
+    let registry = Registry::new()
+        .with_replica(TableReplica::new(item_spec()))
+        .with_replica(TableReplica::new(pets));
+    let settings = b.settings();
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    c.poll(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        c.stats().retried,
+        1,
+        "the FK violation takes the retry path"
+    );
+    b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(c.db(), "SELECT count(*) AS n FROM pets") == 0 {
+        assert!(Instant::now() < deadline, "the pet never applied");
+        c.poll(Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(c.stats().dead_lettered, 0);
+}
+
+/// A directed SYNC that fails once keeps `cqrs-directed` on its retry copy (and so still downgrades).
+#[test]
+fn a_directed_sync_keeps_its_mark_through_a_retry() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    cqrs::Replica::apply(
+        &TableReplica::new(item_spec()),
+        &mut db,
+        &[&cqrs::Change::new(ItemState::new(1, 5, at(50)).save())],
+    )
+    .unwrap();
+    // A Django master's directed SYNC (only the routing key says so) with a value the CHECK refuses.
+    let mut sync = ItemState::new(1, 2, at(20));
+    sync.value = i64::MIN;
+    b.publish_raw(&format!("cqrs.{}.item", b.queue), &sync.sync().encode());
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let settings = cqrs::Settings {
+        max_retries: 1,
+        ..b.settings()
+    };
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    c.poll(Duration::from_secs(2)).unwrap();
+    assert_eq!(c.stats().retried, 1);
+    c.db()
+        .batch_execute("ALTER TABLE items DROP CONSTRAINT items_value_check")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while items(c.db())[&1].rev != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the retried directed SYNC did not downgrade the row"
+        );
+        c.poll(Duration::from_millis(200)).unwrap();
+    }
+    assert_eq!(items(c.db())[&1].value, i64::MIN);
+}
+
+/// While the replica's database refuses connections, messages are neither dead-lettered nor
+/// counted as retries; all apply once it accepts them again.
+#[test]
+fn a_database_that_refuses_connections_spends_no_retries() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let db_name = t.url.rsplit('/').next().unwrap().to_string();
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let mut settings = b.settings();
+    settings.database_url = Some(t.url.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
+    let shutdown = Shutdown::new();
+    let admin = || cqrs::Db::connect(&pg_server_url()).unwrap();
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
+        std::thread::sleep(Duration::from_millis(500));
+        admin()
+            .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"))
+            .unwrap();
+        admin()
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}'"
+            ))
+            .unwrap();
+        for id in 0..50 {
+            b.publish_raw("item", &ItemState::new(id, 0, at(id)).save().encode());
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        admin()
+            .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while items(&mut t.connect()).len() < 50 {
+            if Instant::now() > deadline {
+                shutdown.trigger();
+                panic!(
+                    "only {} rows applied after the database came back",
+                    items(&mut t.connect()).len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        shutdown.trigger();
+        let stats = consumer.join().unwrap().unwrap();
+        assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
+        assert!(stats.transient_redos > 0, "{stats:?}");
+    });
+    assert_eq!(b.count(&dead_letter_queue(&b.queue)), 0);
+}

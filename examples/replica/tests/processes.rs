@@ -20,6 +20,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with("", cqrs::Settings::default().retry_delays)
+    }
+
+    /// `toml` is added to the processes' cqrs.toml; `delays` are the retry levels it configures.
+    fn with(toml: &str, delays: Vec<Duration>) -> Setup {
         let master = TestDb::empty(Kind::Postgres);
         let replica = TestDb::empty(Kind::Postgres);
         for (db, sql) in [
@@ -31,15 +36,12 @@ impl Setup {
             c.batch_execute(sql).unwrap();
         }
         let mut broker = TestBroker::new();
-        broker.delays = cqrs::Settings::default().retry_delays;
+        broker.delays = delays;
         let dir = std::env::temp_dir().join(format!("cqrs-proc-{}", broker.queue));
         std::fs::create_dir_all(&dir).unwrap();
         // A short lease so a killed relay's rows come back within the test.
-        std::fs::write(
-            dir.join("cqrs.toml"),
-            "relay_lease_ms = 500\nbatch_size = 100\n",
-        )
-        .unwrap();
+        let config = format!("relay_lease_ms = 500\nbatch_size = 100\n{toml}");
+        std::fs::write(dir.join("cqrs.toml"), config).unwrap();
         Setup {
             master,
             replica,
@@ -225,4 +227,61 @@ fn crash_points_then_restart_lose_nothing() {
     wait_until("the queue to empty", 10, || {
         s.broker.count(&s.broker.queue) == 0
     });
+}
+
+/// kill -9 of the consumer while a failed message waits in a delay queue: the broker holds it, it
+/// comes back after the restart and applies once its cause is fixed.
+#[test]
+fn kill_9_while_a_retry_waits_in_a_delay_queue_loses_nothing() {
+    let s = Setup::with(
+        "max_retries = 20\nretry_delays_ms = [1500]\n",
+        vec![Duration::from_millis(1500)],
+    );
+    s.broker
+        .transport
+        .declare_replica(
+            &s.broker.queue,
+            &["item".into(), "typed".into()],
+            &s.broker.delays,
+        )
+        .unwrap();
+    s.replica
+        .connect()
+        .batch_execute("ALTER TABLE replica_items ADD CONSTRAINT positive CHECK (value >= 0)")
+        .unwrap();
+    let Db::Pg(mut pg) = s.master.connect() else {
+        unreachable!()
+    };
+    example_master::create_pair(&mut pg, "negative", -1, "2.00").unwrap();
+    let mut relay = cqrs::Relay::new(
+        s.master.connect(),
+        s.broker.transport.publisher().unwrap(),
+        cqrs::Settings::default(),
+    );
+    assert_eq!(relay.run_once().unwrap(), 2);
+
+    let mut consumer = s.command(&["consume"], &s.replica, None).spawn().unwrap();
+    let delay_queue =
+        cqrs::transport::amqp::retry_queue(&s.broker.queue, Duration::from_millis(1500));
+    wait_until("the failed message to wait in its delay queue", 20, || {
+        s.broker.count(&delay_queue) == 1
+    });
+    consumer.kill().unwrap(); // SIGKILL
+    consumer.wait().unwrap();
+
+    s.replica
+        .connect()
+        .batch_execute("ALTER TABLE replica_items DROP CONSTRAINT positive")
+        .unwrap();
+    let consumer = s.command(&["consume"], &s.replica, None).spawn().unwrap();
+    wait_until("the replica to converge", 30, || {
+        let (want, got) = tables(&s.master, &s.replica);
+        want == got
+    });
+    assert_eq!(terminate(consumer).code(), Some(0));
+    assert_eq!(
+        s.broker
+            .count(&cqrs::transport::dead_letter_queue(&s.broker.queue)),
+        0
+    );
 }
