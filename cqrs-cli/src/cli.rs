@@ -72,6 +72,47 @@ pub enum Command {
     Relay(RelayArgs),
     /// Inspect and recover this replica's dead letters: dump, retry, purge
     DeadLetters(DeadLettersArgs),
+    /// Write every row of a master model in django-cqrs's dump format (needs master models)
+    BulkDump(BulkDumpArgs),
+    /// Load a dump into the replica it names (needs replica models)
+    BulkLoad(BulkLoadArgs),
+}
+
+/// `cqrs bulk-dump`.
+#[derive(Debug, Args)]
+pub struct BulkDumpArgs {
+    /// The master model
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_id: String,
+    /// Output file, or - for stdout
+    #[arg(short = 'o', long, default_value = "-")]
+    pub output: PathBuf,
+    /// Rows per query
+    #[arg(short = 'b', long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Report progress on stderr
+    #[arg(long)]
+    pub progress: bool,
+    /// Overwrite the output file if it exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `cqrs bulk-load`.
+#[derive(Debug, Args)]
+pub struct BulkLoadArgs {
+    /// Input file, or - for stdin
+    #[arg(short = 'i', long, default_value = "-")]
+    pub input: PathBuf,
+    /// Delete the model's replica rows (and tombstones) first
+    #[arg(long)]
+    pub clear: bool,
+    /// Rows per transaction
+    #[arg(short = 'b', long, default_value_t = 5_000)]
+    pub batch: usize,
+    /// Report progress on stderr
+    #[arg(long)]
+    pub progress: bool,
 }
 
 /// `cqrs dead-letters`.

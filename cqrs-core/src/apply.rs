@@ -82,6 +82,18 @@ impl Replica for TableReplica {
         Ok(report)
     }
 
+    fn instance_pk(&self, data: &crate::model::InstanceData) -> Option<serde_json::Value> {
+        data.get(&self.spec.key_column().wire).cloned()
+    }
+
+    fn clear(&self, db: &mut Db) -> Result<()> {
+        db.batch_execute(&format!("DELETE FROM {}", quote(self.spec.table())))?;
+        let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE cqrs_id = ");
+        db.backend().placeholder(1, &mut sql);
+        db.execute(&sql, vec![SqlValue::Text(self.spec.cqrs_id().to_string())])?;
+        Ok(())
+    }
+
     fn retry(&self, message: &crate::message::Message, error: &Error) -> Retry {
         self.hooks
             .retry

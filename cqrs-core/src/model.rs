@@ -136,6 +136,20 @@ pub trait Replica: Send + Sync + 'static {
     /// a lost connection): the caller rolls back, and splits the batch or redoes it by the error's kind.
     fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport>;
 
+    /// The `instance_pk` of a row given as `instance_data` (bulk load reads rows, not messages).
+    fn instance_pk(&self, data: &InstanceData) -> Option<serde_json::Value> {
+        data.get("id").cloned()
+    }
+
+    /// Delete every replicated row and tombstone of this model (`bulk-load --clear`).
+    fn clear(&self, db: &mut Db) -> Result<()> {
+        let _ = db;
+        Err(Error::config(format!(
+            "replica {} cannot be cleared",
+            self.cqrs_id()
+        )))
+    }
+
     /// What to do with a message of this model that failed to apply (`message.retries` is the
     /// count so far). The default follows the consumer's settings (delay levels, max retries).
     fn retry(&self, message: &Message, error: &Error) -> Retry {

@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses nothing itself and makes one library call.
 
+mod bulk;
 mod consume;
 mod dead_letters;
 mod migrate;
@@ -24,6 +25,8 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
+        Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
+        Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
     }
 }
 

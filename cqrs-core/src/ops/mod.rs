@@ -1,3 +1,4 @@
 //! Operations behind the CLI's data and maintenance commands, as library calls.
 
+pub mod bulk;
 pub mod dead_letters;

@@ -1,0 +1,121 @@
+//! `cqrs bulk-dump` and `cqrs bulk-load`: data on stdout/stdin or files, summaries on stderr.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use cqrs::{Db, Error, ErrorKind, Registry, Settings};
+
+use crate::cli::{BulkDumpArgs, BulkLoadArgs};
+
+/// Progress on stderr: a line per second at most (a terminal gets it rewritten in place).
+fn progress(enabled: bool, what: &'static str) -> impl FnMut(usize) {
+    let start = Instant::now();
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let tty = std::io::stderr().is_terminal();
+    move |n| {
+        if enabled && last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let rate = n as f64 / start.elapsed().as_secs_f64().max(1e-3);
+            if tty {
+                eprint!("\r{what}: {n} rows, {rate:.0} rows/s   ");
+            } else {
+                eprintln!("{what}: {n} rows, {rate:.0} rows/s");
+            }
+        }
+    }
+}
+
+pub(crate) fn dump(
+    registry: &Registry,
+    settings: &Settings,
+    args: &BulkDumpArgs,
+) -> Result<(), Error> {
+    let spec = registry.master_for(&args.cqrs_id).ok_or_else(|| {
+        let known: Vec<&str> = registry.master_ids().collect();
+        Error::config(format!(
+            "unknown cqrs id {:?} (masters: {})",
+            args.cqrs_id,
+            known.join(", ")
+        ))
+    })?;
+    let to_stdout = args.output.as_os_str() == "-";
+    if !to_stdout && args.output.exists() && !args.force {
+        return Err(Error::config(format!(
+            "{} exists: pass --force to overwrite it",
+            args.output.display()
+        )));
+    }
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let started = Instant::now();
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let f = File::create(&args.output).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create {}: {e}", args.output.display()),
+            )
+        })?;
+        Box::new(BufWriter::new(f))
+    };
+    let report = cqrs::ops::bulk::dump(
+        &mut db,
+        spec,
+        args.batch,
+        &mut out,
+        &mut progress(args.progress, "bulk-dump"),
+    )?;
+    eprintln!(
+        "bulk-dump {}: {} rows in {:.2} s",
+        args.cqrs_id,
+        report.rows,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub(crate) fn load(
+    registry: &Registry,
+    settings: &Settings,
+    args: &BulkLoadArgs,
+) -> Result<(), Error> {
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let started = Instant::now();
+    let from_stdin = args.input.as_os_str() == "-";
+    let mut input: Box<dyn std::io::BufRead> = if from_stdin {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        let f = File::open(&args.input)
+            .map_err(|e| Error::config(format!("cannot open {}: {e}", args.input.display())))?;
+        Box::new(BufReader::new(f))
+    };
+    let report = cqrs::ops::bulk::load(
+        &mut db,
+        registry,
+        &mut input,
+        args.batch,
+        args.clear,
+        &mut progress(args.progress, "bulk-load"),
+    )?;
+    for (line, why) in &report.failed {
+        eprintln!("line {line}: {why}");
+    }
+    eprintln!(
+        "bulk-load {}: {} rows read, {} written, {} unchanged, {} failed in {:.2} s",
+        report.cqrs_id,
+        report.lines,
+        report.applied,
+        report.skipped,
+        report.failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Apply,
+            format!("{} line(s) could not be loaded", report.failed.len()),
+        ))
+    }
+}
