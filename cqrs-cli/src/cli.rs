@@ -76,6 +76,28 @@ pub enum Command {
     BulkDump(BulkDumpArgs),
     /// Load a dump into the replica it names (needs replica models)
     BulkLoad(BulkLoadArgs),
+    /// Send SYNC messages for the master rows matching a filter (to --queue, or broadcast)
+    Sync(SyncArgs),
+}
+
+/// `cqrs sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The master model
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_id: String,
+    /// Django-style lookups as a JSON object, e.g. '{"id__in": [1, 2]}'; '{}' for all rows
+    #[arg(short = 'f', long)]
+    pub filter: String,
+    /// Rows per transaction
+    #[arg(short = 'b', long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Report progress on stderr
+    #[arg(long)]
+    pub progress: bool,
+    /// Leave publishing to the running relay
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `cqrs bulk-dump`.

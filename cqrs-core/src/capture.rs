@@ -60,7 +60,7 @@ struct SyncRequest {
 /// The capture side of one database transaction. See the module docs.
 pub struct Tx<'c, C: SqlConn + ?Sized> {
     conn: &'c mut C,
-    specs: BTreeMap<&'static str, Arc<MasterSpec>>,
+    specs: BTreeMap<String, Arc<MasterSpec>>,
     touched: BTreeMap<(String, String), Touch>,
     order: Vec<(String, String)>,
     syncs: Vec<SyncRequest>,
@@ -127,7 +127,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     fn spec<M: MasterModel>(&mut self) -> Arc<MasterSpec> {
         self.specs
-            .entry(M::CQRS_ID)
+            .entry(M::CQRS_ID.to_string())
             .or_insert_with(|| Arc::new(M::master_spec()))
             .clone()
     }
@@ -392,6 +392,21 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             queue: queue.map(str::to_string),
         });
         Ok(())
+    }
+
+    /// [`Tx::sync`] for rows of a model known only by its spec (the `sync` command), keys already typed.
+    pub fn sync_rows(&mut self, spec: &Arc<MasterSpec>, keys: &[SqlValue], queue: Option<&str>) {
+        let cqrs_id = spec.table().cqrs_id().to_string();
+        self.specs
+            .entry(cqrs_id.clone())
+            .or_insert_with(|| spec.clone());
+        for key in keys {
+            self.syncs.push(SyncRequest {
+                cqrs_id: cqrs_id.clone(),
+                key: key.clone(),
+                queue: queue.map(str::to_string),
+            });
+        }
     }
 
     /// Run `f` in a savepoint: if it fails, its database changes and its touches are undone and

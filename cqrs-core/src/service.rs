@@ -222,3 +222,54 @@ pub fn dead_letters(
     let transport = broker(settings, "dead-letters")?;
     crate::ops::dead_letters::run(&transport, &queue, action, filter, out)
 }
+
+/// `sync`: SYNC the rows of `cqrs_id` matching `filter` (to the settings' queue if set, else
+/// broadcast), then, unless `no_wait`, relay until the outbox is empty (the broker confirmed them).
+pub fn sync(
+    registry: &Registry,
+    settings: &Settings,
+    cqrs_id: &str,
+    filter: &str,
+    no_wait: bool,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize> {
+    let spec = registry.master_for(cqrs_id).ok_or_else(|| {
+        let known: Vec<&str> = registry.master_ids().collect();
+        Error::config(format!(
+            "unknown cqrs id {cqrs_id:?} (masters: {})",
+            known.join(", ")
+        ))
+    })?;
+    // Check the filter before touching anything, so a usage error changes nothing.
+    crate::ops::filter::compile(spec.table(), crate::db::Backend::Postgres, filter, 1)?;
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let transport = if no_wait {
+        None
+    } else {
+        Some(broker(settings, "sync")?)
+    };
+    let n = crate::ops::sync::sync(
+        &mut db,
+        spec,
+        filter,
+        settings.queue.as_deref(),
+        settings.batch_size,
+        progress,
+    )?;
+    if let Some(transport) = transport {
+        transport.declare_exchange()?;
+        let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
+        while relay.run_once()? > 0 {}
+        let mut db = Db::connect(settings.require_database_url()?)?;
+        let left = crate::outbox::pending(&mut db)?;
+        if left > 0 {
+            return Err(Error::new(
+                ErrorKind::Transport,
+                format!(
+                    "{left} outbox row(s) were not confirmed by the broker; a relay will retry them"
+                ),
+            ));
+        }
+    }
+    Ok(n)
+}

@@ -21,6 +21,7 @@ mod capture;
 mod consumer;
 mod derive;
 mod examples;
+mod filters;
 mod property;
 mod protocol;
 mod rules;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cqrs::{Db, Error, ErrorKind, Registry, Settings};
 
-use crate::cli::{BulkDumpArgs, BulkLoadArgs};
+use crate::cli::{BulkDumpArgs, BulkLoadArgs, SyncArgs};
 
 /// Progress on stderr: a line per second at most (a terminal gets it rewritten in place).
 fn progress(enabled: bool, what: &'static str) -> impl FnMut(usize) {
@@ -118,4 +118,31 @@ pub(crate) fn load(
             format!("{} line(s) could not be loaded", report.failed.len()),
         ))
     }
+}
+
+pub(crate) fn sync(registry: &Registry, settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
+    let started = Instant::now();
+    let n = cqrs::service::sync(
+        registry,
+        settings,
+        &args.cqrs_id,
+        &args.filter,
+        args.no_wait,
+        &mut progress(args.progress, "sync"),
+    )?;
+    let to = settings
+        .queue
+        .as_deref()
+        .map_or_else(|| "broadcast".to_string(), |q| format!("to queue {q}"));
+    let how = if args.no_wait {
+        "written to the outbox"
+    } else {
+        "published and confirmed"
+    };
+    eprintln!(
+        "sync {}: {n} rows {to}, {how} in {:.2} s",
+        args.cqrs_id,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

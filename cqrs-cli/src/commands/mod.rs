@@ -16,6 +16,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
     match &cli.command {
         Command::Consume(a) => layer.batch_size = a.batch_size,
         Command::Relay(a) => layer.batch_size = a.batch_size,
+        Command::Sync(a) => layer.batch_size = Some(a.batch),
         _ => {}
     }
     let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
@@ -27,6 +28,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
         Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
         Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
+        Command::Sync(args) => bulk::sync(require_models(registry)?, &settings, &args),
     }
 }
 

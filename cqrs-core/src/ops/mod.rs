@@ -2,3 +2,5 @@
 
 pub mod bulk;
 pub mod dead_letters;
+pub mod filter;
+pub mod sync;

@@ -219,3 +219,88 @@ fn usage_errors_exit_2_with_one_line() {
         "cqrs: line 1: unknown cqrs id \"ghost\" (no replica registered for it)"
     );
 }
+
+/// `sync`: a directed sync reaches only the named queue, a broadcast one every bound queue; bad
+/// filters exit 2 and change nothing.
+#[test]
+fn sync_directed_and_broadcast_through_the_binary() {
+    let (master, _replica) = setup(Kind::Postgres);
+    master.connect().migrate().unwrap();
+    let a = cqrs_tests::TestBroker::new();
+    let b = a.another_queue();
+    for q in [&a, &b] {
+        q.transport
+            .declare_replica(&q.queue, &["item".into()], &q.delays)
+            .unwrap();
+    }
+    let broker = [
+        "--broker-url".to_string(),
+        cqrs_tests::amqp_url(),
+        "--exchange".into(),
+        a.exchange.clone(),
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(broker.iter().cloned())
+            .collect()
+    };
+    let run_s = |v: Vec<String>| {
+        run(
+            &master_bin(),
+            &v.iter().map(String::as_str).collect::<Vec<_>>(),
+            &master,
+            None,
+        )
+    };
+
+    let out = run_s(args(&[
+        "sync",
+        "-c",
+        "item",
+        "--filter",
+        r#"{"id__in": [1, 2, 3]}"#,
+        "--queue",
+        &a.queue,
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("3 rows to queue"), "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = a.drain(&a.queue);
+    assert_eq!(
+        got.iter().map(|m| m.0.clone()).collect::<Vec<_>>(),
+        vec![format!("cqrs.{}.item", a.queue); 3]
+    );
+    assert_eq!(b.count(&b.queue), 0);
+
+    let out = run_s(args(&[
+        "sync",
+        "-c",
+        "item",
+        "--filter",
+        r#"{"id__lte": 2}"#,
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!((a.count(&a.queue), b.count(&b.queue)), (2, 2));
+
+    for (filter, msg) in [
+        (r#"{"nope": 1}"#, "cqrs: unknown column `nope` in filter"),
+        ("[1]", "cqrs: filter must be a JSON object"),
+        ("{", "cqrs: filter is not valid JSON"),
+        (
+            r#"{"name__like": "x"}"#,
+            "cqrs: unknown lookup in `name__like`",
+        ),
+    ] {
+        let out = run_s(args(&["sync", "-c", "item", "--filter", filter]));
+        assert_eq!(out.status.code(), Some(2), "{filter}");
+        assert!(
+            stderr(&out).starts_with(msg) && stderr(&out).lines().count() == 1,
+            "{filter}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(cqrs::outbox::pending(&mut master.connect()).unwrap(), 0);
+}
