@@ -78,6 +78,54 @@ pub enum Command {
     BulkLoad(BulkLoadArgs),
     /// Send SYNC messages for the master rows matching a filter (to --queue, or broadcast)
     Sync(SyncArgs),
+    /// Diff stage 1 (master): `<cqrs_id>,<now>` then [[pk, revision], ...] per batch
+    DiffMaster(DiffMasterArgs),
+    /// Diff stage 2 (replica): the pks whose revision differs or is missing here
+    DiffReplica,
+    /// Diff stage 3 (master): directed SYNCs for the listed pks (broadcast for queue None)
+    DiffSync(DiffSyncArgs),
+    /// Deleted-rows stage 1 (replica): `<cqrs_id>,<now>` then the replica's pks per batch
+    DeletedDiffReplica(DeletedDiffReplicaArgs),
+    /// Deleted-rows stage 2 (master): the pks the master no longer has
+    DeletedDiffMaster,
+    /// Deleted-rows stage 3 (replica): delete the listed rows (leaving tombstones)
+    DeletedSyncReplica,
+}
+
+/// `cqrs diff-master`.
+#[derive(Debug, Args)]
+pub struct DiffMasterArgs {
+    /// The master model
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_id: String,
+    /// Only rows matching these Django-style lookups (JSON object)
+    #[arg(short = 'f', long)]
+    pub filter: Option<String>,
+    /// Rows per line
+    #[arg(short = 'b', long, default_value_t = 10_000)]
+    pub batch: usize,
+}
+
+/// `cqrs diff-sync`.
+#[derive(Debug, Args)]
+pub struct DiffSyncArgs {
+    /// Report progress on stderr
+    #[arg(long)]
+    pub progress: bool,
+    /// Leave publishing to the running relay
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `cqrs deleted-diff-replica`.
+#[derive(Debug, Args)]
+pub struct DeletedDiffReplicaArgs {
+    /// The replica model
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_id: String,
+    /// Rows per line
+    #[arg(short = 'b', long, default_value_t = 10_000)]
+    pub batch: usize,
 }
 
 /// `cqrs sync`.

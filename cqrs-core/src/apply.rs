@@ -82,6 +82,10 @@ impl Replica for TableReplica {
         Ok(report)
     }
 
+    fn table(&self) -> Option<&TableSpec> {
+        Some(&self.spec)
+    }
+
     fn instance_pk(&self, data: &crate::model::InstanceData) -> Option<serde_json::Value> {
         data.get(&self.spec.key_column().wire).cloned()
     }

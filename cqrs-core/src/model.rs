@@ -136,6 +136,11 @@ pub trait Replica: Send + Sync + 'static {
     /// a lost connection): the caller rolls back, and splits the batch or redoes it by the error's kind.
     fn apply(&self, db: &mut Db, changes: &[&Change]) -> Result<BatchReport>;
 
+    /// The table this replica writes, if it is one (the diff and deleted-rows pipelines read it).
+    fn table(&self) -> Option<&TableSpec> {
+        None
+    }
+
     /// The `instance_pk` of a row given as `instance_data` (bulk load reads rows, not messages).
     fn instance_pk(&self, data: &InstanceData) -> Option<serde_json::Value> {
         data.get("id").cloned()

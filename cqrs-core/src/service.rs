@@ -257,19 +257,46 @@ pub fn sync(
         progress,
     )?;
     if let Some(transport) = transport {
-        transport.declare_exchange()?;
-        let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
-        while relay.run_once()? > 0 {}
-        let mut db = Db::connect(settings.require_database_url()?)?;
-        let left = crate::outbox::pending(&mut db)?;
-        if left > 0 {
-            return Err(Error::new(
-                ErrorKind::Transport,
-                format!(
-                    "{left} outbox row(s) were not confirmed by the broker; a relay will retry them"
-                ),
-            ));
-        }
+        publish_outbox(settings, db, &transport)?;
     }
     Ok(n)
+}
+
+/// Relay the outbox until it is empty, failing if the broker did not confirm everything.
+fn publish_outbox(settings: &Settings, db: Db, transport: &Arc<AmqpTransport>) -> Result<()> {
+    transport.declare_exchange()?;
+    let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
+    while relay.run_once()? > 0 {}
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let left = crate::outbox::pending(&mut db)?;
+    if left > 0 {
+        return Err(Error::new(
+            ErrorKind::Transport,
+            format!(
+                "{left} outbox row(s) were not confirmed by the broker; a relay will retry them"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `diff-sync`: directed SYNCs for the pks read from `input` (stage 2's output), then, unless
+/// `no_wait`, relay them with confirms. Returns `(cqrs_id, queue, rows)`.
+pub fn diff_sync(
+    registry: &Registry,
+    settings: &Settings,
+    input: &mut dyn std::io::BufRead,
+    no_wait: bool,
+) -> Result<(String, Option<String>, usize)> {
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let transport = if no_wait {
+        None
+    } else {
+        Some(broker(settings, "diff-sync")?)
+    };
+    let result = crate::ops::diff::diff_sync(&mut db, registry, input)?;
+    if let Some(transport) = transport {
+        publish_outbox(settings, db, &transport)?;
+    }
+    Ok(result)
 }

@@ -3,6 +3,7 @@
 mod bulk;
 mod consume;
 mod dead_letters;
+mod diff;
 mod migrate;
 mod models;
 mod relay;
@@ -29,6 +30,14 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
         Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
         Command::Sync(args) => bulk::sync(require_models(registry)?, &settings, &args),
+        Command::DiffMaster(args) => diff::master(require_models(registry)?, &settings, &args),
+        Command::DiffReplica => diff::replica(require_models(registry)?, &settings),
+        Command::DiffSync(args) => diff::sync(require_models(registry)?, &settings, &args),
+        Command::DeletedDiffReplica(args) => {
+            diff::deleted_replica(require_models(registry)?, &settings, &args)
+        }
+        Command::DeletedDiffMaster => diff::deleted_master(require_models(registry)?, &settings),
+        Command::DeletedSyncReplica => diff::deleted_sync(require_models(registry)?, &settings),
     }
 }
 

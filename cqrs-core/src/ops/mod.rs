@@ -2,5 +2,6 @@
 
 pub mod bulk;
 pub mod dead_letters;
+pub mod diff;
 pub mod filter;
 pub mod sync;

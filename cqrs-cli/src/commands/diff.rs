@@ -1,0 +1,93 @@
+//! The diff and deleted-rows pipeline stages: data through stdin/stdout, counts on stderr.
+
+use std::io::{BufReader, BufWriter};
+
+use cqrs::ops::diff;
+use cqrs::{Db, Error, Registry, Settings};
+
+use crate::cli::{DeletedDiffReplicaArgs, DiffMasterArgs, DiffSyncArgs};
+
+fn db(settings: &Settings) -> Result<Db, Error> {
+    Db::connect(settings.require_database_url()?)
+}
+
+pub(crate) fn master(
+    registry: &Registry,
+    settings: &Settings,
+    args: &DiffMasterArgs,
+) -> Result<(), Error> {
+    let spec = registry.master_for(&args.cqrs_id).ok_or_else(|| {
+        let known: Vec<&str> = registry.master_ids().collect();
+        Error::config(format!(
+            "unknown cqrs id {:?} (masters: {})",
+            args.cqrs_id,
+            known.join(", ")
+        ))
+    })?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let n = diff::diff_master(
+        &mut db(settings)?,
+        spec,
+        args.filter.as_deref(),
+        args.batch,
+        &mut out,
+    )?;
+    eprintln!("diff-master {}: {n} rows", args.cqrs_id);
+    Ok(())
+}
+
+pub(crate) fn replica(registry: &Registry, settings: &Settings) -> Result<(), Error> {
+    let queue = settings.queue.as_deref().ok_or_else(|| {
+        Error::config("diff-replica needs this replica's queue: pass --queue or set CQRS_QUEUE")
+    })?;
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let n = diff::diff_replica(&mut db(settings)?, registry, queue, &mut input, &mut out)?;
+    eprintln!("diff-replica: {n} rows differ");
+    Ok(())
+}
+
+pub(crate) fn sync(
+    registry: &Registry,
+    settings: &Settings,
+    args: &DiffSyncArgs,
+) -> Result<(), Error> {
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let (cqrs_id, queue, n) =
+        cqrs::service::diff_sync(registry, settings, &mut input, args.no_wait)?;
+    let to = queue.map_or_else(|| "broadcast".to_string(), |q| format!("to queue {q}"));
+    eprintln!("diff-sync {cqrs_id}: {n} rows synced {to}");
+    Ok(())
+}
+
+pub(crate) fn deleted_replica(
+    registry: &Registry,
+    settings: &Settings,
+    args: &DeletedDiffReplicaArgs,
+) -> Result<(), Error> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let n = diff::deleted_diff_replica(
+        &mut db(settings)?,
+        registry,
+        &args.cqrs_id,
+        args.batch,
+        &mut out,
+    )?;
+    eprintln!("deleted-diff-replica {}: {n} rows", args.cqrs_id);
+    Ok(())
+}
+
+pub(crate) fn deleted_master(registry: &Registry, settings: &Settings) -> Result<(), Error> {
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let n = diff::deleted_diff_master(&mut db(settings)?, registry, &mut input, &mut out)?;
+    eprintln!("deleted-diff-master: {n} rows no longer on the master");
+    Ok(())
+}
+
+pub(crate) fn deleted_sync(registry: &Registry, settings: &Settings) -> Result<(), Error> {
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let n = diff::deleted_sync_replica(&mut db(settings)?, registry, &mut input)?;
+    eprintln!("deleted-sync-replica: {n} rows deleted");
+    Ok(())
+}

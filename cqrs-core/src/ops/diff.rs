@@ -1,0 +1,413 @@
+//! The revision diff pipeline (`diff-master | diff-replica | diff-sync`) and the deleted-rows
+//! pipeline (`deleted-diff-replica | deleted-diff-master | deleted-sync-replica`) with
+//! django-cqrs's line formats (PROTOCOL.md), so any stage can be swapped with Django's command of
+//! the same role. Every stage pages by primary key and compares a whole batch with one query.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::db::{Db, SqlConn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::format_datetime;
+use crate::model::{MasterSpec, Registry, TableSpec};
+use crate::ops::filter;
+use crate::rows::{self, quote};
+use crate::value::SqlValue;
+
+fn io(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("pipe: {e}"))
+}
+
+/// The header line a pipeline starts with: `<cqrs_id>,<now as Python str()>`.
+pub fn header(cqrs_id: &str) -> String {
+    format!("{cqrs_id},{}", format_datetime(&Utc::now()))
+}
+
+/// Read line 1 of a pipe: `(cqrs_id, last field, the whole line)`.
+pub fn read_header(input: &mut dyn BufRead) -> Result<(String, String, String)> {
+    let mut line = String::new();
+    if input.read_line(&mut line).map_err(io)? == 0 || line.trim().is_empty() {
+        return Err(Error::config(
+            "empty input: line 1 must be `<cqrs_id>,<timestamp>`",
+        ));
+    }
+    let line = line.trim().to_string();
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() < 2 || fields[0].is_empty() {
+        return Err(Error::config(format!(
+            "line 1 {line:?} is not `<cqrs_id>,<timestamp>[,<queue>]`"
+        )));
+    }
+    Ok((
+        fields[0].to_string(),
+        fields[fields.len() - 1].to_string(),
+        line,
+    ))
+}
+
+/// The JSON array lines after the header, each parsed; a bad line is an error naming its number.
+fn for_each_array(
+    input: &mut dyn BufRead,
+    mut f: impl FnMut(Vec<Value>) -> Result<()>,
+) -> Result<()> {
+    let mut line = String::new();
+    let mut n = 1;
+    loop {
+        line.clear();
+        if input.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(());
+        }
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line.trim()) {
+            Ok(Value::Array(items)) => f(items)?,
+            _ => return Err(Error::config(format!("line {n}: expected a JSON array"))),
+        }
+    }
+}
+
+fn key_values(t: &TableSpec, pks: &[Value]) -> Result<Vec<SqlValue>> {
+    pks.iter()
+        .map(|pk| {
+            t.key_column()
+                .ty
+                .from_json(pk)
+                .map_err(|e| Error::config(format!("pk {pk}: {e}")))
+        })
+        .collect()
+}
+
+/// Keyset pages of a table's rows (`cols` rendered as JSON), after an optional filter.
+fn pages(
+    db: &mut Db,
+    t: &TableSpec,
+    cols: &[usize],
+    filter: Option<&filter::Compiled>,
+    batch: usize,
+    mut page: impl FnMut(&mut Db, Vec<Vec<Option<SqlValue>>>) -> Result<()>,
+) -> Result<()> {
+    let backend = db.backend();
+    let key = quote(&t.key_column().name);
+    let mut last: Option<SqlValue> = None;
+    loop {
+        let mut binds = filter.map(|f| f.binds.clone()).unwrap_or_default();
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE ({})",
+            rows::json_expr(backend, t, cols.iter().copied()),
+            quote(t.table()),
+            filter.map_or(
+                if backend == crate::db::Backend::Postgres {
+                    "TRUE"
+                } else {
+                    "1"
+                },
+                |f| f.sql.as_str()
+            )
+        );
+        if let Some(k) = last.take() {
+            binds.push(k);
+            sql.push_str(&format!(" AND {key} > "));
+            backend.placeholder(binds.len(), &mut sql);
+        }
+        sql.push_str(&format!(" ORDER BY {key} LIMIT {}", batch.max(1)));
+        let rows: Vec<Vec<Option<SqlValue>>> = db
+            .load_text(&sql, binds)?
+            .iter()
+            .map(|text| rows::typed_row(t, text))
+            .collect::<Result<_>>()?;
+        let n = rows.len();
+        last = rows.last().and_then(|r| r[t.key_index()].clone());
+        if n > 0 {
+            page(db, rows)?;
+        }
+        if n < batch.max(1) {
+            return Ok(());
+        }
+    }
+}
+
+/// Stage 1 of the diff (master): the header, then `[[pk, revision], ...]` per batch. Rows the
+/// model's `filter` hook (is_sync_instance) rejects are left out, as they are never sent.
+pub fn diff_master(
+    db: &mut Db,
+    spec: &MasterSpec,
+    filter_json: Option<&str>,
+    batch: usize,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let t = spec.table();
+    let compiled = filter_json
+        .map(|f| filter::compile(t, db.backend(), f, 1))
+        .transpose()?;
+    writeln!(out, "{}", header(t.cqrs_id())).map_err(io)?;
+    let cols: Vec<usize> = if spec.hooks_ref().filter.is_some() {
+        rows::all_columns(t).collect()
+    } else {
+        vec![t.key_index(), t.revision_index()]
+    };
+    let mut total = 0;
+    pages(db, t, &cols, compiled.as_ref(), batch, |_, rows| {
+        let mut pairs = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(keep) = spec.hooks_ref().filter {
+                if !keep(&rows::instance_data(t, &row)) {
+                    continue;
+                }
+            }
+            let pk = row[t.key_index()]
+                .as_ref()
+                .map_or(Value::Null, SqlValue::to_json);
+            let rev = row[t.revision_index()]
+                .as_ref()
+                .map_or(Value::Null, SqlValue::to_json);
+            pairs.push(Value::Array(vec![pk, rev]));
+        }
+        total += pairs.len();
+        writeln!(out, "{}", Value::Array(pairs)).map_err(io)
+    })?;
+    out.flush().map_err(io)?;
+    Ok(total)
+}
+
+fn replica_table<'a>(registry: &'a Registry, cqrs_id: &str) -> Result<&'a TableSpec> {
+    registry
+        .replica_for(cqrs_id)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "line 1: unknown cqrs id {cqrs_id:?} (no replica registered for it)"
+            ))
+        })?
+        .table()
+        .ok_or_else(|| {
+            Error::config(format!(
+                "replica {cqrs_id} is not a table: it cannot be diffed"
+            ))
+        })
+}
+
+/// Stored revisions of `keys` in one query: canonical key -> revision.
+fn revisions(db: &mut Db, t: &TableSpec, keys: &[SqlValue]) -> Result<HashMap<String, i32>> {
+    let backend = db.backend();
+    let mut out = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(backend.bind_limit()) {
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {} IN (",
+            rows::json_expr(backend, t, [t.key_index(), t.revision_index()]),
+            quote(t.table()),
+            quote(&t.key_column().name)
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            backend.placeholder(i + 1, &mut sql);
+        }
+        sql.push(')');
+        for text in db.load_text(&sql, chunk.to_vec())? {
+            let row = rows::typed_row(t, &text)?;
+            if let (Some(k), Some(SqlValue::Integer(r))) =
+                (&row[t.key_index()], &row[t.revision_index()])
+            {
+                out.insert(k.canonical_key(), *r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stage 2 of the diff (replica): echo the header with `,<queue>`, then per input batch the pks
+/// whose replica revision differs or is missing (lines only when not empty).
+pub fn diff_replica(
+    db: &mut Db,
+    registry: &Registry,
+    queue: &str,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let (cqrs_id, _, line) = read_header(input)?;
+    let t = replica_table(registry, &cqrs_id)?.clone();
+    writeln!(out, "{line},{queue}").map_err(io)?;
+    let mut total = 0;
+    for_each_array(input, |pairs| {
+        let mut pks = Vec::with_capacity(pairs.len());
+        let mut revs = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            match p {
+                Value::Array(pr) if pr.len() == 2 => {
+                    pks.push(pr[0].clone());
+                    revs.push(pr[1].as_i64());
+                }
+                other => {
+                    return Err(Error::config(format!(
+                        "expected [pk, revision], got {other}"
+                    )));
+                }
+            }
+        }
+        let keys = key_values(&t, &pks)?;
+        let stored = revisions(db, &t, &keys)?;
+        let differ: Vec<Value> = keys
+            .iter()
+            .zip(pks)
+            .zip(revs)
+            .filter(|((k, _), rev)| stored.get(&k.canonical_key()).map(|r| i64::from(*r)) != *rev)
+            .map(|((_, pk), _)| pk)
+            .collect();
+        total += differ.len();
+        if !differ.is_empty() {
+            writeln!(out, "{}", Value::Array(differ)).map_err(io)?;
+        }
+        Ok(())
+    })?;
+    out.flush().map_err(io)?;
+    Ok(total)
+}
+
+/// Stage 3 of the diff (master): directed SYNCs (or broadcast for `None`) for the listed pks,
+/// written to the outbox. Returns `(cqrs_id, queue, rows)`.
+pub fn diff_sync(
+    db: &mut Db,
+    registry: &Registry,
+    input: &mut dyn BufRead,
+) -> Result<(String, Option<String>, usize)> {
+    let (cqrs_id, queue, _) = read_header(input)?;
+    let spec = registry
+        .master_for(&cqrs_id)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "line 1: unknown cqrs id {cqrs_id:?} (no master registered for it)"
+            ))
+        })?
+        .clone();
+    let queue = (queue != "None").then_some(queue);
+    let mut total = 0;
+    for_each_array(input, |pks| {
+        let keys = key_values(spec.table(), &pks)?;
+        crate::capture::atomic(db, |tx| {
+            tx.sync_rows(&spec, &keys, queue.as_deref());
+            Ok(())
+        })?;
+        total += keys.len();
+        Ok(())
+    })?;
+    Ok((cqrs_id, queue, total))
+}
+
+/// Stage 1 of the deleted-rows pipeline (replica): the header, then the replica's pks per batch.
+pub fn deleted_diff_replica(
+    db: &mut Db,
+    registry: &Registry,
+    cqrs_id: &str,
+    batch: usize,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let t = replica_table(registry, cqrs_id)
+        .map_err(|_| {
+            Error::config(format!(
+                "unknown cqrs id {cqrs_id:?} (no replica table registered for it)"
+            ))
+        })?
+        .clone();
+    writeln!(out, "{}", header(cqrs_id)).map_err(io)?;
+    let mut total = 0;
+    pages(db, &t, &[t.key_index()], None, batch, |_, rows| {
+        let pks: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| r[t.key_index()].as_ref().map(SqlValue::to_json))
+            .collect();
+        total += pks.len();
+        writeln!(out, "{}", Value::Array(pks)).map_err(io)
+    })?;
+    out.flush().map_err(io)?;
+    Ok(total)
+}
+
+/// Stage 2 (master): echo the header, then per batch the pks the master no longer has.
+pub fn deleted_diff_master(
+    db: &mut Db,
+    registry: &Registry,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let (cqrs_id, _, line) = read_header(input)?;
+    let spec = registry
+        .master_for(&cqrs_id)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "line 1: unknown cqrs id {cqrs_id:?} (no master registered for it)"
+            ))
+        })?
+        .clone();
+    let t = spec.table();
+    writeln!(out, "{line}").map_err(io)?;
+    let mut total = 0;
+    for_each_array(input, |pks| {
+        let keys = key_values(t, &pks)?;
+        let present = revisions(db, t, &keys)?;
+        let gone: Vec<Value> = keys
+            .iter()
+            .zip(pks)
+            .filter(|(k, _)| !present.contains_key(&k.canonical_key()))
+            .map(|(_, pk)| pk)
+            .collect();
+        total += gone.len();
+        if !gone.is_empty() {
+            writeln!(out, "{}", Value::Array(gone)).map_err(io)?;
+        }
+        Ok(())
+    })?;
+    out.flush().map_err(io)?;
+    Ok(total)
+}
+
+/// Stage 3 (replica): delete the listed rows, leaving tombstones at their revision so a late
+/// older SAVE cannot bring them back.
+pub fn deleted_sync_replica(
+    db: &mut Db,
+    registry: &Registry,
+    input: &mut dyn BufRead,
+) -> Result<usize> {
+    let (cqrs_id, _, _) = read_header(input)?;
+    let replica = registry
+        .replica_for(&cqrs_id)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "line 1: unknown cqrs id {cqrs_id:?} (no replica registered for it)"
+            ))
+        })?
+        .clone();
+    let t = replica_table(registry, &cqrs_id)?.clone();
+    let mut total = 0;
+    for_each_array(input, |pks| {
+        let keys = key_values(&t, &pks)?;
+        let stored = revisions(db, &t, &keys)?;
+        let now = Utc::now();
+        let changes: Vec<crate::model::Change> = keys
+            .iter()
+            .zip(&pks)
+            .filter_map(|(k, pk)| stored.get(&k.canonical_key()).map(|rev| (pk, rev)))
+            .map(|(pk, rev)| {
+                let mut data = serde_json::Map::new();
+                data.insert("id".into(), pk.clone());
+                data.insert("cqrs_revision".into(), Value::from(rev + 1));
+                data.insert("cqrs_updated".into(), Value::String(format_datetime(&now)));
+                crate::model::Change::new(crate::message::Message::new(
+                    crate::SignalType::Delete,
+                    cqrs_id.clone(),
+                    pk.clone(),
+                    data,
+                ))
+            })
+            .collect();
+        let refs: Vec<&crate::model::Change> = changes.iter().collect();
+        let report = db.write_transaction(|db| replica.apply(db, &refs))?;
+        total += report.stats.rows_deleted;
+        Ok(())
+    })?;
+    Ok(total)
+}

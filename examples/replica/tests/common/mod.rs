@@ -1,0 +1,84 @@
+//! Helpers shared by the example binaries' tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use cqrs::db::SqlConn;
+use cqrs_tests::{Kind, TestDb};
+
+pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
+
+pub fn master_bin() -> PathBuf {
+    // Built by cargo before any test runs (example-master has its own integration test).
+    let p = PathBuf::from(REPLICA).with_file_name("example-master");
+    assert!(
+        p.exists(),
+        "{} is not built: run the workspace's tests",
+        p.display()
+    );
+    p
+}
+
+pub fn schemas(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Postgres => (
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, value BIGINT NOT NULL, updated TIMESTAMPTZ NOT NULL,
+               cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TIMESTAMPTZ NOT NULL);
+             INSERT INTO items SELECT i, 'name ' || i || ' ''quoted'' /é', i * 7 - 35000, TIMESTAMPTZ '2026-11-23 12:00:00+00' + i * INTERVAL '1 millisecond',
+               i % 5, TIMESTAMPTZ '2026-11-23 12:00:00.000001+00' + i * INTERVAL '1 second' FROM generate_series(1, 10000) AS i;",
+            "CREATE TABLE replica_items (id BIGINT PRIMARY KEY, title TEXT NOT NULL, value BIGINT NOT NULL, updated TIMESTAMPTZ NOT NULL,
+               cqrs_revision INTEGER NOT NULL, cqrs_updated TIMESTAMPTZ NOT NULL);",
+        ),
+        Kind::Sqlite => (
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, value BIGINT NOT NULL, updated TEXT NOT NULL,
+               cqrs_revision INTEGER NOT NULL DEFAULT 0, cqrs_updated TEXT NOT NULL);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 10000)
+             INSERT INTO items SELECT i, 'name ' || i || ' ''quoted'' /é', i * 7 - 35000,
+               strftime('%Y-%m-%d %H:%M:%f', '2026-11-23 12:00:00', '+' || i || ' seconds') || '+00:00',
+               i % 5, strftime('%Y-%m-%d %H:%M:%f', '2026-11-23 12:00:00', '+' || i || ' seconds') || '+00:00' FROM s;",
+            "CREATE TABLE replica_items (id INTEGER PRIMARY KEY, title TEXT NOT NULL, value BIGINT NOT NULL, updated TEXT NOT NULL,
+               cqrs_revision INTEGER NOT NULL, cqrs_updated TEXT NOT NULL);",
+        ),
+    }
+}
+
+pub fn setup(kind: Kind) -> (TestDb, TestDb) {
+    let (m, r) = schemas(kind);
+    let master = TestDb::empty(kind);
+    let replica = TestDb::empty(kind);
+    master.connect().batch_execute(m).unwrap();
+    let mut rc = replica.connect();
+    rc.migrate().unwrap();
+    rc.batch_execute(r).unwrap();
+    (master, replica)
+}
+
+pub fn rows(db: &TestDb, table: &str, name: &str) -> Vec<String> {
+    let sql = format!(
+        "SELECT CAST(id AS TEXT) || '|' || {name} || '|' || CAST(value AS TEXT) || '|' || CAST(cqrs_revision AS TEXT) AS j FROM {table} ORDER BY id"
+    );
+    db.connect().load_text(&sql, vec![]).unwrap()
+}
+
+pub fn run(bin: &PathBuf, args: &[&str], db: &TestDb, stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .args(["--database-url", &db.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}

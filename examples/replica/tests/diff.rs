@@ -1,0 +1,144 @@
+//! The diff and deleted-rows pipelines through the example binaries, with injected drift.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use cqrs::Consumer;
+use cqrs::db::SqlConn;
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
+
+/// Spawn `bin args --database-url db` reading `stdin`, writing to a pipe.
+fn stage(bin: &PathBuf, args: &[&str], db: &TestDb, stdin: Stdio) -> Child {
+    Command::new(bin)
+        .args(args)
+        .args(["--database-url", &db.url])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child, what: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+    err
+}
+
+#[test]
+fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows() {
+    let (master, replica) = setup(Kind::Postgres);
+    master.connect().migrate().unwrap();
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let replica_bin = PathBuf::from(REPLICA);
+
+    // Start equal, through the dump.
+    let dump = run(&master_bin(), &["bulk-dump", "-c", "item"], &master, None);
+    let out = run(&replica_bin, &["bulk-load"], &replica, Some(&dump.stdout));
+    assert_eq!(out.status.code(), Some(0));
+    // Drift: 100 rows missing, 100 at a lower revision with old values, one newer on the replica,
+    // and 50 rows the master deleted without telling anyone.
+    let mut r = replica.connect();
+    r.batch_execute(
+        "DELETE FROM replica_items WHERE id BETWEEN 1 AND 100;
+         UPDATE replica_items SET cqrs_revision = cqrs_revision - 1, title = 'stale' WHERE id BETWEEN 5001 AND 5100;
+         UPDATE replica_items SET cqrs_revision = cqrs_revision + 5, title = 'ahead' WHERE id = 9000;",
+    )
+    .unwrap();
+    master
+        .connect()
+        .batch_execute("DELETE FROM items WHERE id BETWEEN 9901 AND 9950")
+        .unwrap();
+
+    let broker = ["--broker-url", &amqp_url(), "--exchange", &b.exchange];
+    let mut s1 = stage(
+        &master_bin(),
+        &["diff-master", "-c", "item", "-b", "3000"],
+        &master,
+        Stdio::null(),
+    );
+    let mut s2 = stage(
+        &replica_bin,
+        &["diff-replica", "--queue", &b.queue],
+        &replica,
+        Stdio::from(s1.stdout.take().unwrap()),
+    );
+    let s3 = stage(
+        &master_bin(),
+        &[&["diff-sync"][..], &broker[..]].concat(),
+        &master,
+        Stdio::from(s2.stdout.take().unwrap()),
+    );
+    finish(s1, "diff-master");
+    let err2 = finish(s2, "diff-replica");
+    assert!(err2.contains("201 rows differ"), "{err2}");
+    let err3 = finish(s3, "diff-sync");
+    assert!(
+        err3.contains(&format!("201 rows synced to queue {}", b.queue)),
+        "{err3}"
+    );
+
+    // One consume pass.
+    let registry = example_replica::registry();
+    let settings = b.settings();
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        replica.connect(),
+        b.transport.inbox(&b.queue, 500, &b.delays).unwrap(),
+    );
+    c.drain(Duration::from_millis(500)).unwrap();
+    drop(c);
+    let want = rows(&master, "items", "name");
+    let got: Vec<String> = rows(&replica, "replica_items", "title")
+        .into_iter()
+        .filter(|r| !r.starts_with("99") || want.contains(r))
+        .collect();
+    assert_eq!(got.len(), 10_000 - 50);
+    assert_eq!(
+        got, want,
+        "replica equals master after the pipeline and one consume pass"
+    );
+
+    // The deleted-rows pipeline removes exactly the 50 rows the master no longer has.
+    let mut d1 = stage(
+        &replica_bin,
+        &["deleted-diff-replica", "-c", "item", "-b", "4000"],
+        &replica,
+        Stdio::null(),
+    );
+    let mut d2 = stage(
+        &master_bin(),
+        &["deleted-diff-master"],
+        &master,
+        Stdio::from(d1.stdout.take().unwrap()),
+    );
+    let d3 = stage(
+        &replica_bin,
+        &["deleted-sync-replica"],
+        &replica,
+        Stdio::from(d2.stdout.take().unwrap()),
+    );
+    finish(d1, "deleted-diff-replica");
+    assert!(finish(d2, "deleted-diff-master").contains("50 rows no longer on the master"));
+    assert!(finish(d3, "deleted-sync-replica").contains("50 rows deleted"));
+    assert_eq!(
+        rows(&replica, "replica_items", "title"),
+        rows(&master, "items", "name")
+    );
+    let tombs = r
+        .load_text(
+            "SELECT CAST(count(*) AS TEXT) AS j FROM cqrs_tombstones",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(tombs, ["50"]);
+}
