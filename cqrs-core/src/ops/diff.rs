@@ -154,10 +154,10 @@ pub fn diff_master(
     pages(db, t, &cols, compiled.as_ref(), batch, |_, rows| {
         let mut pairs = Vec::with_capacity(rows.len());
         for row in rows {
-            if let Some(keep) = spec.hooks_ref().filter {
-                if !keep(&rows::instance_data(t, &row)) {
-                    continue;
-                }
+            if let Some(keep) = spec.hooks_ref().filter
+                && !keep(&rows::instance_data(t, &row))
+            {
+                continue;
             }
             let pk = row[t.key_index()]
                 .as_ref()
