@@ -113,12 +113,23 @@ impl Db {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&target)
                     .map_err(|e| Error::from(e).context(format!("database {url}")))?;
-                // busy_timeout first: switching to WAL itself needs the lock.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
-                .map_err(|e| Error::from_diesel(e, "configuring SQLite"))?;
+                // busy_timeout first: switching to WAL itself needs the lock. Two processes opening
+                // a fresh file at once can still see SQLITE_BUSY from the switch (it does not wait
+                // on the busy handler), so retry it briefly.
+                let mut tries = 0;
+                loop {
+                    match conn.batch_execute(
+                        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    ) {
+                        Ok(()) => break,
+                        Err(e) if tries < 50 && e.to_string().contains("locked") => {
+                            tries += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+                        }
+                        Err(e) => return Err(Error::from_diesel(e, "configuring SQLite")),
+                    }
+                }
                 Ok(Db::Sqlite(conn))
             }
         }

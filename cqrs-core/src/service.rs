@@ -16,29 +16,85 @@ use crate::model::Registry;
 use crate::relay::{Relay, RelayStats};
 use crate::shutdown::Shutdown;
 use crate::transport::amqp::{AmqpConfig, AmqpTransport};
+use crate::transport::local::LocalTransport;
+use crate::transport::{Inbox, Publisher};
 
 /// Reconnect backoff: first pause and cap. A broker restart takes ~10-20 s; 10 s keeps the worst
 /// extra wait after it comes back small without hammering it while it starts.
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
-fn broker(settings: &Settings, role: &str) -> Result<Arc<AmqpTransport>> {
-    let url = settings.broker_url.as_deref().ok_or_else(|| {
-        Error::config(format!(
-            "{role} needs a broker: pass --broker-url or set CQRS_BROKER_URL (amqp://guest:guest@127.0.0.1:5672/%2f)"
-        ))
-    })?;
-    if url.starts_with("sqlite:") {
-        return Err(Error::config(
-            "the local sqlite:// transport is not available yet; use an amqp:// broker URL",
-        ));
+/// The broker a broker URL names: RabbitMQ (`amqp://`) or the embedded queue file (`sqlite://`).
+#[derive(Clone)]
+pub enum Broker {
+    /// RabbitMQ.
+    Amqp(Arc<AmqpTransport>),
+    /// A queue in a SQLite file.
+    Local(Arc<LocalTransport>),
+}
+
+impl Broker {
+    /// Connect to the broker of `settings` (`role` names the connection: `<service>-<role>`).
+    pub fn connect(settings: &Settings, role: &str) -> Result<Broker> {
+        let url = settings.broker_url.as_deref().ok_or_else(|| {
+            Error::config(format!(
+                "{role} needs a broker: pass --broker-url or set CQRS_BROKER_URL (amqp://guest:guest@127.0.0.1:5672/%2f or sqlite:///path/queue.db)"
+            ))
+        })?;
+        if url.starts_with("sqlite:") {
+            return Ok(Broker::Local(LocalTransport::open(url)?));
+        }
+        let config = AmqpConfig {
+            url: url.to_string(),
+            connection_name: format!("{}-{role}", settings.service_name),
+            exchange: settings.exchange.clone(),
+        };
+        Ok(Broker::Amqp(connect_with_backoff(
+            config,
+            &Shutdown::new(),
+            1,
+        )?))
     }
-    let config = AmqpConfig {
-        url: url.to_string(),
-        connection_name: format!("{}-{role}", settings.service_name),
-        exchange: settings.exchange.clone(),
-    };
-    connect_with_backoff(config, &Shutdown::new(), 1)
+
+    /// Declare a replica's queues and bindings.
+    pub fn declare_replica(&self, queue: &str, ids: &[String], delays: &[Duration]) -> Result<()> {
+        match self {
+            Broker::Amqp(t) => t.declare_replica(queue, ids, delays),
+            Broker::Local(t) => t.declare_replica(queue, ids),
+        }
+    }
+
+    /// A consumer of `queue`.
+    pub fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>> {
+        Ok(match self {
+            Broker::Amqp(t) => Box::new(t.inbox(queue, prefetch, delays)?),
+            Broker::Local(t) => Box::new(t.inbox(queue)?),
+        })
+    }
+
+    /// A relay publisher.
+    pub fn publisher(&self) -> Result<Box<dyn Publisher>> {
+        Ok(match self {
+            Broker::Amqp(t) => {
+                t.declare_exchange()?;
+                Box::new(t.publisher()?)
+            }
+            Broker::Local(t) => Box::new(t.publisher()?),
+        })
+    }
+
+    fn amqp(&self, what: &str) -> Result<&Arc<AmqpTransport>> {
+        match self {
+            Broker::Amqp(t) => Ok(t),
+            Broker::Local(_) => Err(Error::config(format!(
+                "{what} is not available on the local sqlite:// transport yet"
+            ))),
+        }
+    }
+}
+
+fn broker(settings: &Settings, role: &str) -> Result<Broker> {
+    Broker::connect(settings, role)
 }
 
 fn connect_with_backoff(
@@ -144,7 +200,7 @@ pub fn consume(
 fn worker(
     registry: &Registry,
     settings: &Settings,
-    transport: &Arc<AmqpTransport>,
+    transport: &Broker,
     queue: &str,
     ids: &[String],
     db_url: &str,
@@ -203,7 +259,6 @@ fn worker(
 pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     let db = Db::connect(settings.require_database_url()?)?;
     let transport = broker(settings, "relay")?;
-    transport.declare_exchange()?;
     let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
     relay.run(shutdown)?;
     Ok(relay.stats())
@@ -220,7 +275,7 @@ pub fn dead_letters(
         Error::config("dead-letters needs the replica's queue: pass --queue or set CQRS_QUEUE")
     })?;
     let transport = broker(settings, "dead-letters")?;
-    crate::ops::dead_letters::run(&transport, &queue, action, filter, out)
+    crate::ops::dead_letters::run(transport.amqp("dead-letters")?, &queue, action, filter, out)
 }
 
 /// `sync`: SYNC the rows of `cqrs_id` matching `filter` (to the settings' queue if set, else
@@ -263,8 +318,7 @@ pub fn sync(
 }
 
 /// Relay the outbox until it is empty, failing if the broker did not confirm everything.
-fn publish_outbox(settings: &Settings, db: Db, transport: &Arc<AmqpTransport>) -> Result<()> {
-    transport.declare_exchange()?;
+fn publish_outbox(settings: &Settings, db: Db, transport: &Broker) -> Result<()> {
     let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
     while relay.run_once()? > 0 {}
     let mut db = Db::connect(settings.require_database_url()?)?;

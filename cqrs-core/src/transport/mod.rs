@@ -4,6 +4,7 @@
 //! one queue through [`Inbox`]. Routing keys follow django-cqrs (PROTOCOL.md "Broker topology").
 
 pub mod amqp;
+pub mod local;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -147,4 +148,43 @@ pub trait Publisher: Send {
     /// Publish `messages` in order; one [`Confirm`] per message, in the same order. `Err` means
     /// the whole batch's fate is unknown (e.g. the connection dropped) and all of it is retried.
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>>;
+}
+
+impl<I: Inbox + ?Sized> Inbox for Box<I> {
+    fn queue(&self) -> &str {
+        (**self).queue()
+    }
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        (**self).receive(max, wait)
+    }
+    fn ack_up_to(&mut self, tag: u64) -> Result<()> {
+        (**self).ack_up_to(tag)
+    }
+    fn publish_retry(
+        &mut self,
+        cqrs_id: &str,
+        body: Vec<u8>,
+        headers: Headers,
+        delay: Duration,
+    ) -> Result<()> {
+        (**self).publish_retry(cqrs_id, body, headers, delay)
+    }
+    fn publish_dead_letter(
+        &mut self,
+        original: &Delivery,
+        cqrs_id: Option<&str>,
+        headers: Headers,
+        ttl: Duration,
+    ) -> Result<()> {
+        (**self).publish_dead_letter(original, cqrs_id, headers, ttl)
+    }
+    fn requeue_unacked(&mut self) -> Result<()> {
+        (**self).requeue_unacked()
+    }
+}
+
+impl<P: Publisher + ?Sized> Publisher for Box<P> {
+    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
+        (**self).publish(messages)
+    }
 }

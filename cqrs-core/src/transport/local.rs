@@ -1,0 +1,391 @@
+//! The embedded transport: a durable queue in one SQLite file (`--broker-url sqlite:///path/queue.db`)
+//! with the AMQP transport's semantics — topic routing keys and per-queue bindings (a message
+//! fans out to every bound queue), competing consumers, ack after apply, delayed retries,
+//! dead letters with reason headers — for services that run on one machine without RabbitMQ.
+//!
+//! Durability and concurrency come from SQLite itself (WAL, busy timeout, `BEGIN IMMEDIATE`).
+//! A consumer takes messages by leasing them; a killed consumer's leases run out and its messages
+//! are delivered again (marked redelivered). Retries are rows that become visible after their delay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{
+    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
+    directed_key, topic_matches,
+};
+use crate::db::{Db, SqlConn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::SqlValue;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cqrs_local_bindings (
+    queue TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    PRIMARY KEY (queue, pattern)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cqrs_local_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- delivery order and delivery tag
+    queue TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL,                  -- JSON object of strings
+    message_id TEXT,
+    visible_at INTEGER NOT NULL,            -- unix ms: retries wait until then
+    lease_until INTEGER,                    -- unix ms; NULL = not taken
+    lease_owner TEXT,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER                      -- unix ms (dead letters' TTL)
+);
+CREATE INDEX IF NOT EXISTS cqrs_local_ready ON cqrs_local_messages (queue, visible_at, id);
+";
+
+/// How long a taken message stays invisible to other consumers. A batch that takes longer may be
+/// delivered twice, which revisions make harmless; a killed consumer's messages return after it.
+const LEASE_MS: i64 = 30_000;
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A queue file. Cheap to clone; every inbox and publisher opens its own connection.
+#[derive(Debug, Clone)]
+pub struct LocalTransport {
+    url: String,
+}
+
+impl LocalTransport {
+    /// Open (and create) the queue file of a `sqlite://` broker URL.
+    pub fn open(url: &str) -> Result<Arc<LocalTransport>> {
+        let t = LocalTransport {
+            url: url.to_string(),
+        };
+        t.connect()?
+            .batch_execute(SCHEMA)
+            .map_err(|e| e.context(format!("queue file {url}")))?;
+        Ok(Arc::new(t))
+    }
+
+    fn connect(&self) -> Result<Db> {
+        Db::connect(&self.url)
+    }
+
+    /// Bind a replica queue as django-cqrs's topology does: `<id>` and `cqrs.<queue>.<id>` to the
+    /// queue, `cqrs.dead_letter_<queue>.<id>` to `dead_letter_<queue>`.
+    pub fn declare_replica(&self, queue: &str, cqrs_ids: &[String]) -> Result<()> {
+        let mut db = self.connect()?;
+        db.write_transaction(|db| {
+            for id in cqrs_ids {
+                for (q, pattern) in [
+                    (queue.to_string(), id.clone()),
+                    (queue.to_string(), directed_key(queue, id)),
+                    (dead_letter_queue(queue), dead_letter_key(queue, id)),
+                ] {
+                    db.exec(
+                        "INSERT OR IGNORE INTO cqrs_local_bindings (queue, pattern) VALUES (?, ?)",
+                        vec![SqlValue::Text(q), SqlValue::Text(pattern)],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A publisher on its own connection.
+    pub fn publisher(&self) -> Result<LocalPublisher> {
+        Ok(LocalPublisher {
+            db: self.connect()?,
+        })
+    }
+
+    /// A consumer of `queue` on its own connection.
+    pub fn inbox(&self, queue: &str) -> Result<LocalInbox> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        Ok(LocalInbox {
+            db: self.connect()?,
+            queue: queue.to_string(),
+            owner: format!(
+                "{}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                now_ms()
+            ),
+        })
+    }
+
+    /// Messages in `queue` (taken or not).
+    pub fn count(&self, queue: &str) -> Result<usize> {
+        let rows = self.connect()?.load_text(
+            "SELECT CAST(count(*) AS TEXT) AS j FROM cqrs_local_messages WHERE queue = ?",
+            vec![SqlValue::Text(queue.to_string())],
+        )?;
+        Ok(rows.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+    }
+}
+
+/// Insert a message into every queue bound to its routing key; returns how many queues got it.
+fn route(
+    db: &mut Db,
+    routing_key: &str,
+    body: &[u8],
+    headers: &Headers,
+    message_id: Option<&str>,
+    visible_at: i64,
+    expires_at: Option<i64>,
+) -> Result<usize> {
+    let bindings = db.load_text(
+        "SELECT json_array(queue, pattern) AS j FROM cqrs_local_bindings",
+        vec![],
+    )?;
+    let mut queues: Vec<String> = bindings
+        .iter()
+        .filter_map(|b| serde_json::from_str::<(String, String)>(b).ok())
+        .filter(|(_, pattern)| topic_matches(pattern, routing_key))
+        .map(|(q, _)| q)
+        .collect();
+    queues.sort();
+    queues.dedup();
+    for q in &queues {
+        insert(
+            db,
+            q,
+            routing_key,
+            body,
+            headers,
+            message_id,
+            visible_at,
+            expires_at,
+        )?;
+    }
+    Ok(queues.len())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    db: &mut Db,
+    queue: &str,
+    routing_key: &str,
+    body: &[u8],
+    headers: &Headers,
+    message_id: Option<&str>,
+    visible_at: i64,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    let headers = serde_json::to_string(headers).expect("string map serializes");
+    db.exec(
+        "INSERT INTO cqrs_local_messages (queue, routing_key, body, headers, message_id, visible_at, expires_at) \
+         VALUES (?, ?, CAST(? AS BLOB), ?, ?, ?, ?)",
+        vec![
+            SqlValue::Text(queue.to_string()),
+            SqlValue::Text(routing_key.to_string()),
+            SqlValue::Text(String::from_utf8_lossy(body).into_owned()),
+            SqlValue::Text(headers),
+            message_id.map_or(SqlValue::Null(crate::value::ColumnType::Text), |m| SqlValue::Text(m.to_string())),
+            SqlValue::BigInt(visible_at),
+            expires_at.map_or(SqlValue::Null(crate::value::ColumnType::BigInt), SqlValue::BigInt),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The relay's publisher: a batch is one transaction; committed means confirmed.
+pub struct LocalPublisher {
+    db: Db,
+}
+
+impl Publisher for LocalPublisher {
+    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
+        let now = now_ms();
+        self.db.write_transaction(|db| {
+            messages
+                .iter()
+                .map(|m| {
+                    route(
+                        db,
+                        &m.routing_key,
+                        &m.body,
+                        &m.headers,
+                        Some(&m.message_id),
+                        now,
+                        None,
+                    )
+                    .map(|n| {
+                        if n == 0 {
+                            Confirm::Unroutable
+                        } else {
+                            Confirm::Delivered
+                        }
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: i64,
+    routing_key: String,
+    body: String,
+    headers: String,
+    message_id: Option<String>,
+    deliveries: i64,
+}
+
+/// One consumer of a queue in the file.
+pub struct LocalInbox {
+    db: Db,
+    queue: String,
+    owner: String,
+}
+
+impl LocalInbox {
+    fn take(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let now = now_ms();
+        let (queue, owner) = (self.queue.clone(), self.owner.clone());
+        let rows = self.db.write_transaction(|db| {
+            db.load_text(
+                "UPDATE cqrs_local_messages SET lease_until = ?, lease_owner = ?, deliveries = deliveries + 1 \
+                 WHERE id IN (SELECT id FROM cqrs_local_messages WHERE queue = ? AND visible_at <= ? \
+                 AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
+                 RETURNING json_object('id', id, 'routing_key', routing_key, 'body', CAST(body AS TEXT), \
+                 'headers', headers, 'message_id', message_id, 'deliveries', deliveries) AS j",
+                vec![
+                    SqlValue::BigInt(now + LEASE_MS),
+                    SqlValue::Text(owner),
+                    SqlValue::Text(queue),
+                    SqlValue::BigInt(now),
+                    SqlValue::BigInt(now),
+                    SqlValue::BigInt(max as i64),
+                ],
+            )
+        })?;
+        let mut out: Vec<Delivery> = rows
+            .iter()
+            .map(|j| {
+                let r: Row = serde_json::from_str(j)
+                    .map_err(|e| Error::new(ErrorKind::Transport, format!("queue row: {e}")))?;
+                Ok(Delivery {
+                    tag: r.id as u64,
+                    routing_key: r.routing_key,
+                    body: r.body.into_bytes(),
+                    headers: serde_json::from_str(&r.headers).unwrap_or_default(),
+                    redelivered: r.deliveries > 1,
+                    message_id: r.message_id,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|d| d.tag);
+        Ok(out)
+    }
+}
+
+impl Inbox for LocalInbox {
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        // Poll: fast while messages flow, backing off to 50 ms when the queue is idle.
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let got = self.take(max)?;
+            if !got.is_empty() || Instant::now() >= deadline {
+                return Ok(got);
+            }
+            std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn ack_up_to(&mut self, tag: u64) -> Result<()> {
+        let (queue, owner) = (self.queue.clone(), self.owner.clone());
+        self.db.write_transaction(|db| {
+            db.exec(
+                "DELETE FROM cqrs_local_messages WHERE queue = ? AND lease_owner = ? AND id <= ?",
+                vec![
+                    SqlValue::Text(queue),
+                    SqlValue::Text(owner),
+                    SqlValue::BigInt(tag as i64),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn publish_retry(
+        &mut self,
+        cqrs_id: &str,
+        body: Vec<u8>,
+        headers: Headers,
+        delay: Duration,
+    ) -> Result<()> {
+        let key = directed_key(&self.queue, cqrs_id);
+        let visible = now_ms() + delay.as_millis() as i64;
+        let n = self
+            .db
+            .write_transaction(|db| route(db, &key, &body, &headers, None, visible, None))?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::Transport,
+                format!("no queue is bound for {key:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn publish_dead_letter(
+        &mut self,
+        original: &Delivery,
+        cqrs_id: Option<&str>,
+        headers: Headers,
+        ttl: Duration,
+    ) -> Result<()> {
+        let now = now_ms();
+        let expires = Some(now + ttl.as_millis() as i64);
+        let queue = self.queue.clone();
+        self.db.write_transaction(|db| {
+            let routed = match cqrs_id {
+                Some(id) => route(
+                    db,
+                    &dead_letter_key(&queue, id),
+                    &original.body,
+                    &headers,
+                    original.message_id.as_deref(),
+                    now,
+                    expires,
+                )?,
+                None => 0,
+            };
+            if routed == 0 {
+                insert(
+                    db,
+                    &dead_letter_queue(&queue),
+                    &dead_letter_queue(&queue),
+                    &original.body,
+                    &headers,
+                    original.message_id.as_deref(),
+                    now,
+                    expires,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn requeue_unacked(&mut self) -> Result<()> {
+        let (queue, owner) = (self.queue.clone(), self.owner.clone());
+        self.db.write_transaction(|db| {
+            db.exec(
+                "UPDATE cqrs_local_messages SET lease_until = NULL, lease_owner = NULL WHERE queue = ? AND lease_owner = ?",
+                vec![SqlValue::Text(queue), SqlValue::Text(owner)],
+            )
+        })?;
+        Ok(())
+    }
+}
