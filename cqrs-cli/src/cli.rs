@@ -62,6 +62,8 @@ impl CommonArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline on built-in models: master, relay, queue, consumer, replica, then a diff
+    Demo(DemoArgs),
     /// Create or update the cqrs tables (cqrs_outbox, cqrs_tombstones) in the database
     Migrate,
     /// List the models this binary serves (needs an application binary with models)
@@ -209,6 +211,17 @@ pub enum LetterAction {
     Retry,
     /// Remove
     Purge,
+}
+
+/// `cqrs demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Rows to create (updates, deletes and syncs scale with it)
+    #[arg(long, default_value_t = 2_000)]
+    pub rows: usize,
+    /// Directory for the SQLite files [default: a new temporary directory]
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// `cqrs consume`.

@@ -120,3 +120,59 @@ fn database_url_comes_from_the_environment_and_the_config_file() {
     assert!(stderr(&o).contains("databse_url"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rows of the demo's master and replica tables, read directly (not from the demo's output).
+fn demo_rows(db: &mut cqrs::Db, table: &str) -> Vec<String> {
+    use cqrs::db::SqlConn;
+    db.load_text(
+        &format!("SELECT CAST(id AS TEXT) || '|' || name || '|' || CAST(CAST(price AS NUMERIC) AS TEXT) || '|' || CAST(stock AS TEXT) || '|' || CAST(cqrs_revision AS TEXT) AS j FROM {table} ORDER BY id"),
+        vec![],
+    )
+    .unwrap()
+}
+
+#[test]
+fn demo_on_the_embedded_default_converges_with_zero_drift() {
+    let dir = std::env::temp_dir().join(format!("cqrs-demo-test-{}", std::process::id()));
+    let o = cqrs(&["demo", "--rows", "300", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut master =
+        cqrs::Db::connect(&format!("sqlite://{}", dir.join("master.db").display())).unwrap();
+    let mut replica =
+        cqrs::Db::connect(&format!("sqlite://{}", dir.join("replica.db").display())).unwrap();
+    let (m, r) = (
+        demo_rows(&mut master, "demo_items"),
+        demo_rows(&mut replica, "demo_replica_items"),
+    );
+    assert_eq!(m.len(), 270, "300 created, 30 deleted");
+    assert_eq!(r, m);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_on_postgres_and_rabbitmq_converges_with_zero_drift() {
+    let db = TestDb::empty(Kind::Postgres);
+    let mut b = cqrs_tests::TestBroker::new();
+    b.delays = cqrs::Settings::default().retry_delays;
+    let o = cqrs(&[
+        "demo",
+        "--rows",
+        "300",
+        "--database-url",
+        &db.url,
+        "--broker-url",
+        &cqrs_tests::amqp_url(),
+        "--exchange",
+        &b.exchange,
+        "--queue",
+        &b.queue,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut conn = db.connect();
+    let (m, r) = (
+        demo_rows(&mut conn, "demo_items"),
+        demo_rows(&mut conn, "demo_replica_items"),
+    );
+    assert_eq!(m.len(), 270);
+    assert_eq!(r, m);
+}

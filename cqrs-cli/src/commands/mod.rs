@@ -3,6 +3,7 @@
 mod bulk;
 mod consume;
 mod dead_letters;
+mod demo;
 mod diff;
 mod migrate;
 mod models;
@@ -23,6 +24,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
     let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
     match cli.command {
         Command::Migrate => migrate::run(&settings),
+        Command::Demo(args) => demo::run(&settings, &args),
         Command::Models => models::run(require_models(registry)?),
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
