@@ -19,6 +19,7 @@
 //! | dead-letter TTL (s) | — | — | `dead_letter_ttl_seconds` | 864000 |
 //! | max body (bytes) | — | — | `max_body_bytes` | 1048576 |
 //! | relay lease (ms) | — | — | `relay_lease_ms` | 60000 |
+//! | local consumer lease (ms) | — | — | `local_lease_ms` | 30000 |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub struct Layer {
     pub max_body_bytes: Option<usize>,
     /// How long a relay's claim on outbox rows lasts (a killed relay's rows return after it).
     pub relay_lease_ms: Option<u64>,
+    /// How long a consumer of the local sqlite:// transport holds taken messages.
+    pub local_lease_ms: Option<u64>,
 }
 
 impl Layer {
@@ -87,6 +90,7 @@ impl Layer {
                 .or(lower.dead_letter_ttl_seconds),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             relay_lease_ms: self.relay_lease_ms.or(lower.relay_lease_ms),
+            local_lease_ms: self.local_lease_ms.or(lower.local_lease_ms),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Relay claim lease.
     pub relay_lease: Duration,
+    /// Local transport consumer lease.
+    pub local_lease: Duration,
 }
 
 impl Default for Settings {
@@ -138,6 +144,7 @@ impl Default for Settings {
             dead_letter_ttl: Duration::from_secs(864_000),
             max_body_bytes: 1 << 20,
             relay_lease: Duration::from_secs(60),
+            local_lease: Duration::from_secs(30),
         }
     }
 }
@@ -188,6 +195,10 @@ impl Settings {
                 .relay_lease_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.relay_lease),
+            local_lease: layer
+                .local_lease_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.local_lease),
         };
         if s.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));

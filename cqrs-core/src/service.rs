@@ -42,7 +42,10 @@ impl Broker {
             ))
         })?;
         if url.starts_with("sqlite:") {
-            return Ok(Broker::Local(LocalTransport::open(url)?));
+            return Ok(Broker::Local(LocalTransport::open(
+                url,
+                settings.local_lease,
+            )?));
         }
         let config = AmqpConfig {
             url: url.to_string(),

@@ -27,7 +27,7 @@ fn outgoing(m: &cqrs::Message) -> Outgoing {
 #[test]
 fn messages_fan_out_to_every_bound_queue() {
     let (_dir, url) = queue_file();
-    let t = LocalTransport::open(&url).unwrap();
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
     t.declare_replica("a", &["item".into()]).unwrap();
     t.declare_replica("b", &["item".into()]).unwrap();
     let msgs: Vec<Outgoing> = (0..10)
@@ -75,7 +75,7 @@ impl Replica for &'static Recording {
 #[test]
 fn two_competing_consumers_apply_each_message_exactly_once() {
     let (dir, url) = queue_file();
-    let t = LocalTransport::open(&url).unwrap();
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
     t.declare_replica("q", &["item".into()]).unwrap();
     let msgs: Vec<Outgoing> = (0..500)
         .map(|i| outgoing(&ItemState::new(i % 50, (i / 50) as i32, at(i)).save()))
@@ -118,7 +118,7 @@ fn two_competing_consumers_apply_each_message_exactly_once() {
 fn a_failing_message_is_retried_then_dead_lettered() {
     let (dir, url) = queue_file();
     let replica = TestDb::new(Kind::Sqlite);
-    let t = LocalTransport::open(&url).unwrap();
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
     t.declare_replica("q", &["item".into()]).unwrap();
     let mut bad = ItemState::new(2, 0, at(0)).save();
     bad.instance_data.remove("name");

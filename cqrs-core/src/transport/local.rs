@@ -44,10 +44,6 @@ CREATE TABLE IF NOT EXISTS cqrs_local_messages (
 CREATE INDEX IF NOT EXISTS cqrs_local_ready ON cqrs_local_messages (queue, visible_at, id);
 ";
 
-/// How long a taken message stays invisible to other consumers. A batch that takes longer may be
-/// delivered twice, which revisions make harmless; a killed consumer's messages return after it.
-const LEASE_MS: i64 = 30_000;
-
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -56,13 +52,17 @@ fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
     url: String,
+    /// How long a taken message stays invisible to other consumers. A batch that takes longer may
+    /// be delivered twice, which revisions make harmless; a killed consumer's messages return after it.
+    lease: Duration,
 }
 
 impl LocalTransport {
     /// Open (and create) the queue file of a `sqlite://` broker URL.
-    pub fn open(url: &str) -> Result<Arc<LocalTransport>> {
+    pub fn open(url: &str, lease: Duration) -> Result<Arc<LocalTransport>> {
         let t = LocalTransport {
             url: url.to_string(),
+            lease,
         };
         t.connect()?
             .batch_execute(SCHEMA)
@@ -106,6 +106,7 @@ impl LocalTransport {
     pub fn inbox(&self, queue: &str) -> Result<LocalInbox> {
         static N: AtomicU64 = AtomicU64::new(0);
         Ok(LocalInbox {
+            lease_ms: self.lease.as_millis() as i64,
             db: self.connect()?,
             queue: queue.to_string(),
             owner: format!(
@@ -238,6 +239,7 @@ struct Row {
 
 /// One consumer of a queue in the file.
 pub struct LocalInbox {
+    lease_ms: i64,
     db: Db,
     queue: String,
     owner: String,
@@ -255,7 +257,7 @@ impl LocalInbox {
                  RETURNING json_object('id', id, 'routing_key', routing_key, 'body', CAST(body AS TEXT), \
                  'headers', headers, 'message_id', message_id, 'deliveries', deliveries) AS j",
                 vec![
-                    SqlValue::BigInt(now + LEASE_MS),
+                    SqlValue::BigInt(now + self.lease_ms),
                     SqlValue::Text(owner),
                     SqlValue::Text(queue),
                     SqlValue::BigInt(now),

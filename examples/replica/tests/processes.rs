@@ -285,3 +285,91 @@ fn kill_9_while_a_retry_waits_in_a_delay_queue_loses_nothing() {
         0
     );
 }
+
+/// The embedded transport: a consumer killed after committing a batch (before acking) is
+/// restarted; its leased messages come back and the replica converges.
+#[test]
+fn local_transport_consumer_killed_mid_stream_then_restarted_converges() {
+    use cqrs::transport::local::LocalTransport;
+    use cqrs::transport::{Headers, Outgoing, Publisher};
+    let replica = TestDb::empty(Kind::Sqlite);
+    let mut r = replica.connect();
+    r.migrate().unwrap();
+    r.batch_execute(
+        "CREATE TABLE replica_items (id INTEGER PRIMARY KEY, title TEXT NOT NULL, value BIGINT NOT NULL, updated TEXT NOT NULL,
+           cqrs_revision INTEGER NOT NULL, cqrs_updated TEXT NOT NULL)",
+    )
+    .unwrap();
+    let dir = PathBuf::from(replica.url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::write(
+        dir.join("cqrs.toml"),
+        "local_lease_ms = 500\nbatch_size = 50\n",
+    )
+    .unwrap();
+    let queue_url = format!("sqlite://{}", dir.join("queue.db").display());
+    let t = LocalTransport::open(&queue_url, Duration::from_secs(30)).unwrap();
+    t.declare_replica("local_q", &["item".into(), "typed".into()])
+        .unwrap();
+    let messages: Vec<Outgoing> = (1..=300)
+        .map(|i: i64| {
+            let data = serde_json::json!({"id": i, "name": format!("n{i}"), "value": i, "updated": "2026-11-23 12:00:00+00:00",
+                "cqrs_revision": 0, "cqrs_updated": "2026-11-23 12:00:00.000001+00:00"});
+            let m = cqrs::Message::new(cqrs::SignalType::Save, "item", serde_json::json!(i), data.as_object().unwrap().clone());
+            Outgoing { routing_key: "item".into(), body: m.encode(), headers: Headers::new(), message_id: i.to_string() }
+        })
+        .collect();
+    t.publisher().unwrap().publish(&messages).unwrap();
+
+    let command = |crash: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "consume",
+            "-w",
+            "2",
+            "--queue",
+            "local_q",
+            "--broker-url",
+            &queue_url,
+            "--database-url",
+            &replica.url,
+        ])
+        .current_dir(&dir)
+        .env_remove("CQRS_CRASH_POINT")
+        .env("CQRS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some(p) = crash {
+            cmd.env("CQRS_CRASH_POINT", p);
+        }
+        cmd
+    };
+    let out = command(Some("consumer.after_commit")).output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(t.count("local_q").unwrap(), 300, "nothing was acked");
+
+    let consumer = command(None).spawn().unwrap();
+    let count = || {
+        use cqrs::db::SqlConn;
+        replica
+            .connect()
+            .load_text(
+                "SELECT CAST(count(*) AS TEXT) AS j FROM replica_items",
+                vec![],
+            )
+            .unwrap()[0]
+            .parse::<usize>()
+            .unwrap()
+    };
+    wait_until("the replica to converge", 60, || {
+        count() == 300 && t.count("local_q").unwrap() == 0
+    });
+    assert_eq!(terminate(consumer).code(), Some(0));
+}
