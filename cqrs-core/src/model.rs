@@ -521,6 +521,28 @@ impl Registry {
         self
     }
 
+    /// The master registered for `cqrs_id`, or a usage error naming the ones there are.
+    pub fn master_named(&self, cqrs_id: &str) -> Result<&Arc<MasterSpec>> {
+        self.masters.get(cqrs_id).ok_or_else(|| {
+            let known: Vec<&str> = self.master_ids().collect();
+            Error::config(format!(
+                "unknown cqrs id {cqrs_id:?} (masters: {})",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The replica registered for `cqrs_id`, or a usage error naming the ones there are.
+    pub fn replica_named(&self, cqrs_id: &str) -> Result<&Arc<dyn Replica>> {
+        self.replicas.get(cqrs_id).ok_or_else(|| {
+            let known: Vec<&str> = self.replica_ids().collect();
+            Error::config(format!(
+                "unknown cqrs id {cqrs_id:?} (replicas: {})",
+                known.join(", ")
+            ))
+        })
+    }
+
     /// The master registered for `cqrs_id`.
     pub fn master_for(&self, cqrs_id: &str) -> Option<&Arc<MasterSpec>> {
         self.masters.get(cqrs_id)

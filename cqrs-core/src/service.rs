@@ -132,13 +132,7 @@ pub fn consumed_ids(registry: &Registry, only: &[String]) -> Result<Vec<String>>
         return Ok(registry.replica_ids().map(str::to_string).collect());
     }
     for id in only {
-        if registry.replica_for(id).is_none() {
-            let known: Vec<&str> = registry.replica_ids().collect();
-            return Err(Error::config(format!(
-                "unknown cqrs id {id:?} (replicas: {})",
-                known.join(", ")
-            )));
-        }
+        registry.replica_named(id)?;
     }
     Ok(only.to_vec())
 }
@@ -291,13 +285,7 @@ pub fn sync(
     no_wait: bool,
     progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
-    let spec = registry.master_for(cqrs_id).ok_or_else(|| {
-        let known: Vec<&str> = registry.master_ids().collect();
-        Error::config(format!(
-            "unknown cqrs id {cqrs_id:?} (masters: {})",
-            known.join(", ")
-        ))
-    })?;
+    let spec = registry.master_named(cqrs_id)?;
     // Check the filter before touching anything, so a usage error changes nothing.
     crate::ops::filter::compile(spec.table(), crate::db::Backend::Postgres, filter, 1)?;
     let mut db = Db::connect(settings.require_database_url()?)?;

@@ -31,14 +31,7 @@ pub(crate) fn dump(
     settings: &Settings,
     args: &BulkDumpArgs,
 ) -> Result<(), Error> {
-    let spec = registry.master_for(&args.cqrs_id).ok_or_else(|| {
-        let known: Vec<&str> = registry.master_ids().collect();
-        Error::config(format!(
-            "unknown cqrs id {:?} (masters: {})",
-            args.cqrs_id,
-            known.join(", ")
-        ))
-    })?;
+    let spec = registry.master_named(&args.cqrs_id)?;
     let to_stdout = args.output.as_os_str() == "-";
     if !to_stdout && args.output.exists() && !args.force {
         return Err(Error::config(format!(

@@ -16,14 +16,7 @@ pub(crate) fn master(
     settings: &Settings,
     args: &DiffMasterArgs,
 ) -> Result<(), Error> {
-    let spec = registry.master_for(&args.cqrs_id).ok_or_else(|| {
-        let known: Vec<&str> = registry.master_ids().collect();
-        Error::config(format!(
-            "unknown cqrs id {:?} (masters: {})",
-            args.cqrs_id,
-            known.join(", ")
-        ))
-    })?;
+    let spec = registry.master_named(&args.cqrs_id)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     let n = diff::diff_master(
         &mut db(settings)?,

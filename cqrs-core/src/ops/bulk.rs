@@ -106,12 +106,8 @@ pub fn load(
     }
     let cqrs_id = first.trim().to_string();
     let replica = registry
-        .replica_for(&cqrs_id)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "line 1: unknown cqrs id {cqrs_id:?} (no replica registered for it)"
-            ))
-        })?
+        .replica_named(&cqrs_id)
+        .map_err(|e| e.context("line 1"))?
         .clone();
     if clear {
         db.write_transaction(|db| replica.clear(db))?;

@@ -176,12 +176,8 @@ pub fn diff_master(
 
 fn replica_table<'a>(registry: &'a Registry, cqrs_id: &str) -> Result<&'a TableSpec> {
     registry
-        .replica_for(cqrs_id)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "line 1: unknown cqrs id {cqrs_id:?} (no replica registered for it)"
-            ))
-        })?
+        .replica_named(cqrs_id)
+        .map_err(|e| e.context("line 1"))?
         .table()
         .ok_or_else(|| {
             Error::config(format!(
@@ -277,12 +273,8 @@ pub fn diff_sync(
 ) -> Result<(String, Option<String>, usize)> {
     let (cqrs_id, queue, _) = read_header(input)?;
     let spec = registry
-        .master_for(&cqrs_id)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "line 1: unknown cqrs id {cqrs_id:?} (no master registered for it)"
-            ))
-        })?
+        .master_named(&cqrs_id)
+        .map_err(|e| e.context("line 1"))?
         .clone();
     let queue = (queue != "None").then_some(queue);
     let mut total = 0;
@@ -336,12 +328,8 @@ pub fn deleted_diff_master(
 ) -> Result<usize> {
     let (cqrs_id, _, line) = read_header(input)?;
     let spec = registry
-        .master_for(&cqrs_id)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "line 1: unknown cqrs id {cqrs_id:?} (no master registered for it)"
-            ))
-        })?
+        .master_named(&cqrs_id)
+        .map_err(|e| e.context("line 1"))?
         .clone();
     let t = spec.table();
     writeln!(out, "{line}").map_err(io)?;
@@ -374,12 +362,8 @@ pub fn deleted_sync_replica(
 ) -> Result<usize> {
     let (cqrs_id, _, _) = read_header(input)?;
     let replica = registry
-        .replica_for(&cqrs_id)
-        .ok_or_else(|| {
-            Error::config(format!(
-                "line 1: unknown cqrs id {cqrs_id:?} (no replica registered for it)"
-            ))
-        })?
+        .replica_named(&cqrs_id)
+        .map_err(|e| e.context("line 1"))?
         .clone();
     let t = replica_table(registry, &cqrs_id)?.clone();
     let mut total = 0;

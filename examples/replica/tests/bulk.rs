@@ -141,7 +141,7 @@ fn usage_errors_exit_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "cqrs: line 1: unknown cqrs id \"ghost\" (no replica registered for it)"
+        "cqrs: line 1: unknown cqrs id \"ghost\" (replicas: item, typed)"
     );
 }
 
