@@ -85,15 +85,6 @@ impl Broker {
             Broker::Local(t) => Box::new(t.publisher()?),
         })
     }
-
-    fn amqp(&self, what: &str) -> Result<&Arc<AmqpTransport>> {
-        match self {
-            Broker::Amqp(t) => Ok(t),
-            Broker::Local(_) => Err(Error::config(format!(
-                "{what} is not available on the local sqlite:// transport yet"
-            ))),
-        }
-    }
 }
 
 fn broker(settings: &Settings, role: &str) -> Result<Broker> {
@@ -272,7 +263,11 @@ pub fn dead_letters(
         Error::config("dead-letters needs the replica's queue: pass --queue or set CQRS_QUEUE")
     })?;
     let transport = broker(settings, "dead-letters")?;
-    crate::ops::dead_letters::run(transport.amqp("dead-letters")?, &queue, action, filter, out)
+    let mut pass: Box<dyn crate::transport::Letters> = match &transport {
+        Broker::Amqp(t) => Box::new(t.letters(&queue)?),
+        Broker::Local(t) => Box::new(t.letters(&queue)?),
+    };
+    crate::ops::dead_letters::run(pass.as_mut(), &queue, action, filter, out)
 }
 
 /// `sync`: SYNC the rows of `cqrs_id` matching `filter` (to the settings' queue if set, else

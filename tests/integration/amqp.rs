@@ -668,7 +668,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
 
     let mut out = Vec::new();
     let r = run(
-        &b.transport,
+        &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
         Action::Dump,
         &Filter::default(),
@@ -694,7 +694,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
         limit: Some(1),
     };
     let r = run(
-        &b.transport,
+        &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
         Action::Retry,
         &filter,
@@ -703,7 +703,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     .unwrap();
     assert_eq!((r.matched, r.done), (1, 1));
     let r = run(
-        &b.transport,
+        &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
         Action::Retry,
         &Filter::default(),
@@ -750,7 +750,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     // The expired letter (21) is otherwise valid: once retried it applies.
     b.publish_raw(&dl_key, &letters[1]);
     run(
-        &b.transport,
+        &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
         Action::Retry,
         &Filter::default(),
@@ -775,7 +775,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let r = run(
-        &b.transport,
+        &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
         Action::Purge,
         &Filter::default(),

@@ -166,3 +166,87 @@ impl Kinds for Db {
         self.load_text("SELECT json_extract(headers, '$.\"cqrs-error-kind\"') AS j FROM cqrs_local_messages WHERE queue LIKE 'dead_letter_%'", vec![]).unwrap()
     }
 }
+
+#[test]
+fn dead_letters_dump_retry_purge_on_the_local_transport() {
+    use cqrs::ops::dead_letters::{Action, Filter, run};
+    let (_dir, url) = queue_file();
+    let replica = TestDb::new(Kind::Sqlite);
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
+    t.declare_replica("q", &["item".into()]).unwrap();
+    let mut expired = ItemState::new(7, 0, at(0)).save();
+    expired.expires = cqrs::message::Expires::At(at(0));
+    t.publisher()
+        .unwrap()
+        .publish(&[outgoing(&expired)])
+        .unwrap();
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let settings = Settings::default();
+    let consume = || {
+        let mut c = Consumer::new(
+            &registry,
+            &settings,
+            replica.connect(),
+            t.inbox("q").unwrap(),
+        );
+        c.drain(Duration::from_millis(200)).unwrap();
+        c.stats()
+    };
+    assert_eq!(consume().dead_lettered, 1);
+    let dlq = dead_letter_queue("q");
+
+    let mut out = Vec::new();
+    let r = run(
+        &mut t.letters("q").unwrap(),
+        "q",
+        Action::Dump,
+        &Filter::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!((r.total, r.done), (1, 1));
+    assert_eq!(
+        cqrs::Message::decode(String::from_utf8(out).unwrap().trim().as_bytes())
+            .unwrap()
+            .instance_pk,
+        serde_json::json!(7)
+    );
+    assert_eq!(t.count(&dlq).unwrap(), 1, "dump keeps the letter");
+
+    let r = run(
+        &mut t.letters("q").unwrap(),
+        "q",
+        Action::Retry,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(r.done, 1);
+    assert_eq!(t.count(&dlq).unwrap(), 0);
+    consume();
+    assert_eq!(
+        items(&mut replica.connect())
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [7],
+        "the retried letter applies"
+    );
+
+    t.publisher()
+        .unwrap()
+        .publish(&[outgoing(&expired)])
+        .unwrap();
+    consume();
+    assert_eq!(t.count(&dlq).unwrap(), 1);
+    let r = run(
+        &mut t.letters("q").unwrap(),
+        "q",
+        Action::Purge,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(r.done, 1);
+    assert_eq!(t.count(&dlq).unwrap(), 0);
+}

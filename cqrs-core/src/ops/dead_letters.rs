@@ -4,15 +4,12 @@
 //! Every letter stays in the broker until a person decides: `dump` only reads, `retry` removes a
 //! letter only after its copy was confirmed, `purge` removes.
 
-use std::io::Write;
-use std::sync::Arc;
-
 use chrono::Utc;
+use std::io::Write;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Expires, Message};
-use crate::transport::amqp::{AmqpTransport, Letter};
-use crate::transport::{HEADER_DIRECTED, Headers, directed_key};
+use crate::transport::{HEADER_DIRECTED, Headers, Letter, Letters, directed_key};
 
 /// What to do with the letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,17 +44,17 @@ pub struct Report {
     pub left: usize,
 }
 
-/// Run `action` on the dead letters of `queue`; bodies (dump) and re-published bodies (retry) go
-/// to `out`, one per line.
+/// Run `action` on the dead letters of `queue` read through `pass`; bodies (dump) and
+/// re-published bodies (retry) go to `out`, one per line.
 pub fn run(
-    transport: &Arc<AmqpTransport>,
+    pass: &mut dyn Letters,
     queue: &str,
     action: Action,
     filter: &Filter,
     out: &mut dyn Write,
 ) -> Result<Report> {
     if action == Action::Purge && filter.cqrs_ids.is_empty() && filter.limit.is_none() {
-        let n = transport.purge_letters(queue)? as usize;
+        let n = pass.purge_all()?;
         return Ok(Report {
             total: n,
             matched: n,
@@ -65,9 +62,8 @@ pub fn run(
             left: 0,
         });
     }
-    let mut pass = transport.letters(queue)?;
     let mut report = Report {
-        total: pass.total() as usize,
+        total: pass.total(),
         ..Report::default()
     };
     let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing output: {e}"));

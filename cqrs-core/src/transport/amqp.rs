@@ -21,8 +21,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
 
 use super::{
-    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
-    directed_key,
+    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, dead_letter_key,
+    dead_letter_queue, directed_key,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -639,18 +639,6 @@ impl Drop for AmqpInbox {
     }
 }
 
-/// A letter read from a dead-letter queue, not yet removed.
-#[derive(Debug, Clone)]
-pub struct Letter {
-    tag: u64,
-    /// Routing key of the dead-letter copy.
-    pub routing_key: String,
-    /// The body as dead-lettered.
-    pub body: Vec<u8>,
-    /// Its headers (`cqrs-error`, `cqrs-error-kind`, `cqrs-directed`, ...).
-    pub headers: Headers,
-}
-
 /// One pass over `dead_letter_<queue>`: reads the letters present when it starts, without
 /// removing them; a letter is removed only by [`LetterPass::remove`]. Letters not removed return
 /// to the queue when the pass ends (its channel closes), as django-cqrs's `dump` leaves them.
@@ -660,6 +648,7 @@ pub struct LetterPass {
     publish: Channel,
     dlq: String,
     remaining: u32,
+    total: usize,
 }
 
 impl AmqpTransport {
@@ -693,32 +682,40 @@ impl AmqpTransport {
             publish,
             dlq,
             remaining,
-        })
-    }
-
-    /// Empty `dead_letter_<queue>`; returns how many letters were removed.
-    pub fn purge_letters(&self, queue: &str) -> Result<u32> {
-        let ch = self.channel(false)?;
-        let dlq = dead_letter_queue(queue);
-        self.runtime.block_on(async move {
-            ch.queue_purge(
-                dlq.as_str().into(),
-                lapin::options::QueuePurgeOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {dlq}: {e}")))
+            total: remaining as usize,
         })
     }
 }
 
 impl LetterPass {
-    /// Letters in the queue when the pass started.
-    pub fn total(&self) -> u32 {
-        self.remaining
+    /// Empty the whole dead-letter queue at once (`queue.purge`); returns how many were removed.
+    fn purge_queue(&mut self) -> Result<usize> {
+        let (ch, dlq) = (self.read.clone(), self.dlq.clone());
+        self.transport
+            .runtime
+            .block_on(async move {
+                ch.queue_purge(
+                    dlq.as_str().into(),
+                    lapin::options::QueuePurgeOptions::default(),
+                )
+                .await
+            })
+            .map(|n| n as usize)
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {}: {e}", self.dlq)))
+    }
+}
+
+impl Letters for LetterPass {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn purge_all(&mut self) -> Result<usize> {
+        self.purge_queue()
     }
 
     /// The next letter, or `None` when every letter present at the start was read.
-    pub fn next_letter(&mut self) -> Result<Option<Letter>> {
+    fn next_letter(&mut self) -> Result<Option<Letter>> {
         if self.remaining == 0 {
             return Ok(None);
         }
@@ -747,7 +744,7 @@ impl LetterPass {
     }
 
     /// Publish `body` to the main exchange with `routing_key` and wait for the confirm.
-    pub fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
         let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
         match self.transport.runtime.block_on(publish_confirmed(
             &ch,
@@ -766,7 +763,7 @@ impl LetterPass {
     }
 
     /// Remove a letter from the queue.
-    pub fn remove(&mut self, letter: &Letter) -> Result<()> {
+    fn remove(&mut self, letter: &Letter) -> Result<()> {
         let (ch, tag) = (self.read.clone(), letter.tag);
         self.transport
             .runtime

@@ -15,8 +15,8 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::{
-    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
-    directed_key, topic_matches,
+    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, dead_letter_key,
+    dead_letter_queue, directed_key, topic_matches,
 };
 use crate::db::{Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
@@ -389,5 +389,97 @@ impl Inbox for LocalInbox {
             )
         })?;
         Ok(())
+    }
+}
+
+impl LocalTransport {
+    /// A pass over `dead_letter_<queue>` (see [`Letters`]).
+    pub fn letters(&self, queue: &str) -> Result<LocalLetters> {
+        let mut db = self.connect()?;
+        let dlq = dead_letter_queue(queue);
+        let now = now_ms();
+        // The letters present now (expired ones are gone, as RabbitMQ drops them at their TTL).
+        db.exec(
+            "DELETE FROM cqrs_local_messages WHERE queue = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+            vec![SqlValue::Text(dlq.clone()), SqlValue::BigInt(now)],
+        )?;
+        let ids: Vec<i64> = db
+            .load_text(
+                "SELECT CAST(id AS TEXT) AS j FROM cqrs_local_messages WHERE queue = ? ORDER BY id",
+                vec![SqlValue::Text(dlq.clone())],
+            )?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        Ok(LocalLetters {
+            db,
+            dlq,
+            total: ids.len(),
+            ids: ids.into_iter().rev().collect(),
+        })
+    }
+}
+
+/// A pass over a local dead-letter queue.
+pub struct LocalLetters {
+    db: Db,
+    dlq: String,
+    total: usize,
+    /// Ids still to read, last first.
+    ids: Vec<i64>,
+}
+
+impl Letters for LocalLetters {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn next_letter(&mut self) -> Result<Option<Letter>> {
+        while let Some(id) = self.ids.pop() {
+            let rows = self.db.load_text(
+                "SELECT json_object('id', id, 'routing_key', routing_key, 'body', CAST(body AS TEXT), 'headers', headers, \
+                 'message_id', message_id, 'deliveries', deliveries) AS j FROM cqrs_local_messages WHERE id = ?",
+                vec![SqlValue::BigInt(id)],
+            )?;
+            if let Some(j) = rows.first() {
+                let r: Row = serde_json::from_str(j)
+                    .map_err(|e| Error::new(ErrorKind::Transport, format!("queue row: {e}")))?;
+                return Ok(Some(Letter {
+                    tag: r.id as u64,
+                    routing_key: r.routing_key,
+                    body: r.body.into_bytes(),
+                    headers: serde_json::from_str(&r.headers).unwrap_or_default(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
+        let n = self
+            .db
+            .write_transaction(|db| route(db, routing_key, body, headers, None, now_ms(), None))?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::Transport,
+                format!("no queue is bound for {routing_key:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, letter: &Letter) -> Result<()> {
+        self.db.exec(
+            "DELETE FROM cqrs_local_messages WHERE id = ?",
+            vec![SqlValue::BigInt(letter.tag as i64)],
+        )?;
+        Ok(())
+    }
+
+    fn purge_all(&mut self) -> Result<usize> {
+        self.db.exec(
+            "DELETE FROM cqrs_local_messages WHERE queue = ?",
+            vec![SqlValue::Text(self.dlq.clone())],
+        )
     }
 }

@@ -188,3 +188,31 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
         (**self).publish(messages)
     }
 }
+
+/// A letter read from a dead-letter queue, not yet removed.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    /// Transport handle (delivery tag, row id).
+    pub(crate) tag: u64,
+    /// Routing key of the dead-letter copy.
+    pub routing_key: String,
+    /// The body as dead-lettered.
+    pub body: Vec<u8>,
+    /// Its headers (`cqrs-error`, `cqrs-error-kind`, `cqrs-directed`, ...).
+    pub headers: Headers,
+}
+
+/// One pass over a replica's dead-letter queue (`dead-letters dump|retry|purge`): reads the
+/// letters present when it starts without removing them; only [`Letters::remove`] removes one.
+pub trait Letters {
+    /// Letters in the queue when the pass started.
+    fn total(&self) -> usize;
+    /// The next letter, or `None` when every letter present at the start was read.
+    fn next_letter(&mut self) -> Result<Option<Letter>>;
+    /// Publish `body` through the exchange with `routing_key`; returns once it is confirmed.
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()>;
+    /// Remove a letter.
+    fn remove(&mut self, letter: &Letter) -> Result<()>;
+    /// Remove every letter; returns how many.
+    fn purge_all(&mut self) -> Result<usize>;
+}
