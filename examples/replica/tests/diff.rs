@@ -31,11 +31,30 @@ fn finish(child: Child, what: &str) -> String {
 }
 
 #[test]
-fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows() {
-    let (master, replica) = setup(Kind::Postgres);
+fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows_postgres() {
+    pipelines(Kind::Postgres);
+}
+
+#[test]
+fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows_sqlite() {
+    pipelines(Kind::Sqlite);
+}
+
+/// On PostgreSQL through RabbitMQ, on SQLite through the embedded queue file.
+fn pipelines(kind: Kind) {
+    let (master, replica) = setup(kind);
     master.connect().migrate().unwrap();
     let b = TestBroker::new();
-    b.transport
+    let broker_url = match kind {
+        Kind::Postgres => amqp_url(),
+        Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
+    };
+    let settings = cqrs::Settings {
+        broker_url: Some(broker_url.clone()),
+        ..b.settings()
+    };
+    let broker = cqrs::service::Broker::connect(&settings, "test").unwrap();
+    broker
         .declare_replica(&b.queue, &["item".into()], &b.delays)
         .unwrap();
     let replica_bin = PathBuf::from(REPLICA);
@@ -58,7 +77,7 @@ fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows() {
         .batch_execute("DELETE FROM items WHERE id BETWEEN 9901 AND 9950")
         .unwrap();
 
-    let broker = ["--broker-url", &amqp_url(), "--exchange", &b.exchange];
+    let broker_args = ["--broker-url", &broker_url, "--exchange", &b.exchange];
     let mut s1 = stage(
         &master_bin(),
         &["diff-master", "-c", "item", "-b", "3000"],
@@ -73,7 +92,7 @@ fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows() {
     );
     let s3 = stage(
         &master_bin(),
-        &[&["diff-sync"][..], &broker[..]].concat(),
+        &[&["diff-sync"][..], &broker_args[..]].concat(),
         &master,
         Stdio::from(s2.stdout.take().unwrap()),
     );
@@ -88,12 +107,11 @@ fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows() {
 
     // One consume pass.
     let registry = example_replica::registry();
-    let settings = b.settings();
     let mut c = Consumer::new(
         &registry,
         &settings,
         replica.connect(),
-        b.transport.inbox(&b.queue, 500, &b.delays).unwrap(),
+        broker.inbox(&b.queue, 500, &b.delays).unwrap(),
     );
     c.drain(Duration::from_millis(500)).unwrap();
     drop(c);
