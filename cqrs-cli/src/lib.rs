@@ -12,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -1,30 +1,13 @@
 //! `cqrs bulk-dump` and `cqrs bulk-load`: data on stdout/stdin or files, summaries on stderr.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::{BufReader, BufWriter, Write};
+use std::time::Instant;
 
 use cqrs::{Db, Error, ErrorKind, Registry, Settings};
 
 use crate::cli::{BulkDumpArgs, BulkLoadArgs, SyncArgs};
-
-/// Progress on stderr: a line per second at most (a terminal gets it rewritten in place).
-fn progress(enabled: bool, what: &'static str) -> impl FnMut(usize) {
-    let start = Instant::now();
-    let mut last = Instant::now() - Duration::from_secs(1);
-    let tty = std::io::stderr().is_terminal();
-    move |n| {
-        if enabled && last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            let rate = n as f64 / start.elapsed().as_secs_f64().max(1e-3);
-            if tty {
-                eprint!("\r{what}: {n} rows, {rate:.0} rows/s   ");
-            } else {
-                eprintln!("{what}: {n} rows, {rate:.0} rows/s");
-            }
-        }
-    }
-}
+use crate::progress::progress;
 
 pub(crate) fn dump(
     registry: &Registry,
