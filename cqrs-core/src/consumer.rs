@@ -51,6 +51,18 @@ pub struct ConsumerStats {
     pub splits: usize,
 }
 
+impl std::ops::AddAssign for ConsumerStats {
+    fn add_assign(&mut self, o: Self) {
+        self.received += o.received;
+        self.batches += o.batches;
+        self.apply += o.apply;
+        self.retried += o.retried;
+        self.dead_lettered += o.dead_lettered;
+        self.transient_redos += o.transient_redos;
+        self.splits += o.splits;
+    }
+}
+
 /// What happens to one delivery once the batch is done.
 enum Fate {
     Done,

@@ -172,14 +172,7 @@ pub fn consume(
     });
     let mut total = ConsumerStats::default();
     for r in results {
-        let s = r?;
-        total.received += s.received;
-        total.batches += s.batches;
-        total.apply += s.apply;
-        total.retried += s.retried;
-        total.dead_lettered += s.dead_lettered;
-        total.transient_redos += s.transient_redos;
-        total.splits += s.splits;
+        total += r?;
     }
     Ok(total)
 }
@@ -210,13 +203,7 @@ fn worker(
                 Consumer::new(registry, settings, conn, inbox).reconnect_with(db_url);
             let result = consumer.run(shutdown);
             let stats = consumer.stats();
-            total.received += stats.received;
-            total.batches += stats.batches;
-            total.apply += stats.apply;
-            total.retried += stats.retried;
-            total.dead_lettered += stats.dead_lettered;
-            total.transient_redos += stats.transient_redos;
-            total.splits += stats.splits;
+            total += stats;
             db = Some(consumer.into_db());
             if stats.received > 0 {
                 // It worked for a while: the next failure starts from a short pause again.
