@@ -128,6 +128,18 @@ impl LocalTransport {
     }
 }
 
+/// Every `(queue, pattern)` binding.
+fn bindings(db: &mut Db) -> Result<Vec<(String, String)>> {
+    Ok(db
+        .load_text(
+            "SELECT json_array(queue, pattern) AS j FROM cqrs_local_bindings",
+            vec![],
+        )?
+        .iter()
+        .filter_map(|b| serde_json::from_str::<(String, String)>(b).ok())
+        .collect())
+}
+
 /// Insert a message into every queue bound to its routing key; returns how many queues got it.
 fn route(
     db: &mut Db,
@@ -138,15 +150,35 @@ fn route(
     visible_at: i64,
     expires_at: Option<i64>,
 ) -> Result<usize> {
-    let bindings = db.load_text(
-        "SELECT json_array(queue, pattern) AS j FROM cqrs_local_bindings",
-        vec![],
-    )?;
-    let mut queues: Vec<String> = bindings
+    let bound = bindings(db)?;
+    route_with(
+        db,
+        &bound,
+        routing_key,
+        body,
+        headers,
+        message_id,
+        visible_at,
+        expires_at,
+    )
+}
+
+/// [`route`] with the bindings already read (a publish batch reads them once).
+#[allow(clippy::too_many_arguments)]
+fn route_with(
+    db: &mut Db,
+    bound: &[(String, String)],
+    routing_key: &str,
+    body: &[u8],
+    headers: &Headers,
+    message_id: Option<&str>,
+    visible_at: i64,
+    expires_at: Option<i64>,
+) -> Result<usize> {
+    let mut queues: Vec<String> = bound
         .iter()
-        .filter_map(|b| serde_json::from_str::<(String, String)>(b).ok())
         .filter(|(_, pattern)| topic_matches(pattern, routing_key))
-        .map(|(q, _)| q)
+        .map(|(q, _)| q.clone())
         .collect();
     queues.sort();
     queues.dedup();
@@ -202,11 +234,13 @@ impl Publisher for LocalPublisher {
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
         let now = now_ms();
         self.db.write_transaction(|db| {
+            let bound = bindings(db)?;
             messages
                 .iter()
                 .map(|m| {
-                    route(
+                    route_with(
                         db,
+                        &bound,
                         &m.routing_key,
                         &m.body,
                         &m.headers,
