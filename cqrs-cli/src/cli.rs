@@ -35,6 +35,9 @@ pub struct CommonArgs {
     /// This service's name (connection names, cqrs-producer header) [default: cqrs]
     #[arg(long, global = true, env = "CQRS_SERVICE_NAME", hide_env_values = true)]
     pub service_name: Option<String>,
+    /// CA certificates (PEM) to trust for amqps:// besides the public roots
+    #[arg(long, global = true, env = "CQRS_TLS_CA_FILE", hide_env_values = true)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Configuration file [default: cqrs.toml if present]
     #[arg(long, global = true, env = "CQRS_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
@@ -54,6 +57,7 @@ impl CommonArgs {
             queue: self.queue.clone(),
             exchange: self.exchange.clone(),
             service_name: self.service_name.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
             ..Layer::default()
         }
     }

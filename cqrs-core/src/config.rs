@@ -20,6 +20,7 @@
 //! | max body (bytes) | — | — | `max_body_bytes` | 1048576 |
 //! | relay lease (ms) | — | — | `relay_lease_ms` | 60000 |
 //! | local consumer lease (ms) | — | — | `local_lease_ms` | 30000 |
+//! | TLS CA file (amqps) | `--tls-ca-file` | `CQRS_TLS_CA_FILE` | `tls_ca_file` | public roots only |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct Layer {
     pub relay_lease_ms: Option<u64>,
     /// How long a consumer of the local sqlite:// transport holds taken messages.
     pub local_lease_ms: Option<u64>,
+    /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -91,6 +94,7 @@ impl Layer {
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             relay_lease_ms: self.relay_lease_ms.or(lower.relay_lease_ms),
             local_lease_ms: self.local_lease_ms.or(lower.local_lease_ms),
+            tls_ca_file: self.tls_ca_file.or(lower.tls_ca_file),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct Settings {
     pub relay_lease: Duration,
     /// Local transport consumer lease.
     pub local_lease: Duration,
+    /// CA certificates (PEM file) to trust for `amqps://`.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -145,6 +151,7 @@ impl Default for Settings {
             max_body_bytes: 1 << 20,
             relay_lease: Duration::from_secs(60),
             local_lease: Duration::from_secs(30),
+            tls_ca_file: None,
         }
     }
 }
@@ -199,6 +206,7 @@ impl Settings {
                 .local_lease_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.local_lease),
+            tls_ca_file: layer.tls_ca_file,
         };
         if s.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));

@@ -51,6 +51,12 @@ impl Broker {
             url: url.to_string(),
             connection_name: format!("{}-{role}", settings.service_name),
             exchange: settings.exchange.clone(),
+            tls_ca_pem: match &settings.tls_ca_file {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    Error::config(format!("cannot read --tls-ca-file {}: {e}", path.display()))
+                })?),
+                None => None,
+            },
         };
         Ok(Broker::Amqp(connect_with_backoff(
             config,

@@ -610,6 +610,7 @@ impl TestBroker {
                 url: amqp_url(),
                 connection_name: format!("cqrs-test-{queue}"),
                 exchange: exchange.clone(),
+                tls_ca_pem: None,
             })
             .unwrap_or_else(|e| {
                 panic!(

@@ -42,6 +42,8 @@ pub struct AmqpConfig {
     pub connection_name: String,
     /// The topic exchange (`cqrs`).
     pub exchange: String,
+    /// PEM certificates to trust for `amqps://` besides the public roots (a private CA).
+    pub tls_ca_pem: Option<String>,
 }
 
 fn transient(what: &str, e: impl std::fmt::Display) -> Error {
@@ -70,13 +72,7 @@ impl AmqpTransport {
     /// Connect (fails as [`ErrorKind::Transient`] if the broker is unreachable, as
     /// [`ErrorKind::Config`] for a URL that is not `amqp://` or `amqps://`).
     pub fn connect(config: AmqpConfig) -> Result<Arc<AmqpTransport>> {
-        if config.url.starts_with("amqps://") {
-            // lapin without a TLS feature would silently speak plain TCP to the TLS port.
-            return Err(Error::config(
-                "amqps:// needs a TLS-enabled build of cqrs (not built in yet)",
-            ));
-        }
-        if !config.url.starts_with("amqp://") {
+        if !config.url.starts_with("amqp://") && !config.url.starts_with("amqps://") {
             return Err(Error::config(format!(
                 "broker URL {:?} is not amqp:// (or amqps://)",
                 crate::db::redact(&config.url)
@@ -120,11 +116,18 @@ impl AmqpTransport {
         let props = ConnectionProperties::default()
             .with_connection_name(self.config.connection_name.clone().into());
         let url = self.config.url.clone();
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.config.tls_ca_pem.clone(),
+        };
         let conn = self
             .runtime
             .block_on(async move {
-                tokio::time::timeout(CONNECT_TIMEOUT, lapin::Connection::connect(&url, props)).await
+                let runtime = lapin::runtime::default_runtime()?;
+                let connect = lapin::Connection::connect_with_config(&url, props, tls, runtime);
+                Ok::<_, lapin::Error>(tokio::time::timeout(CONNECT_TIMEOUT, connect).await)
             })
+            .map_err(|e| transient("starting the AMQP runtime", e))?
             .map_err(|_| transient("connecting to RabbitMQ", "timed out"))?
             .map_err(|e| {
                 transient(
