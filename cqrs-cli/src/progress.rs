@@ -9,14 +9,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A callback taking the running row count; does nothing unless `enabled`.
 pub(crate) fn progress(enabled: bool, what: &'static str) -> impl FnMut(usize) {
+    progress_of(enabled, what, None)
+}
+
+/// [`progress`] with a known total: a bar with an ETA on a terminal.
+pub(crate) fn progress_of(
+    enabled: bool,
+    what: &'static str,
+    total: Option<usize>,
+) -> impl FnMut(usize) {
     let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template(
+        let (bar, template) = match total {
+            Some(n) => (
+                ProgressBar::new(n as u64),
+                "{prefix}: [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
                 "{spinner} {prefix}: {human_pos} rows, {per_sec}, {elapsed}",
-            )
-            .expect("a valid template"),
-        );
+            ),
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
         bar.set_prefix(what);
         bar.enable_steady_tick(Duration::from_millis(120));
         bar

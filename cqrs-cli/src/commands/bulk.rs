@@ -7,7 +7,7 @@ use std::time::Instant;
 use cqrs::{Db, Error, ErrorKind, Registry, Settings};
 
 use crate::cli::{BulkDumpArgs, BulkLoadArgs, SyncArgs};
-use crate::progress::progress;
+use crate::progress::{progress, progress_of};
 
 pub(crate) fn dump(
     registry: &Registry,
@@ -23,6 +23,11 @@ pub(crate) fn dump(
         )));
     }
     let mut db = Db::connect(settings.require_database_url()?)?;
+    let total = if args.progress {
+        Some(cqrs::ops::bulk::count(&mut db, spec)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(BufWriter::new(std::io::stdout().lock()))
@@ -40,7 +45,7 @@ pub(crate) fn dump(
         spec,
         args.batch,
         &mut out,
-        &mut progress(args.progress, "bulk-dump"),
+        &mut progress_of(args.progress, "bulk-dump", total),
     )?;
     eprintln!(
         "bulk-dump {}: {} rows in {:.2} s",

@@ -73,6 +73,19 @@ pub fn dump(
     Ok(report)
 }
 
+/// Rows in the master table of `spec` (for a progress bar's total).
+pub fn count(db: &mut Db, spec: &MasterSpec) -> Result<usize> {
+    let sql = format!(
+        "SELECT CAST(count(*) AS TEXT) AS j FROM {}",
+        quote(spec.table().table())
+    );
+    Ok(db
+        .load_text(&sql, vec![])?
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
 /// Counts of a load.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadReport {
