@@ -24,20 +24,27 @@ pub(crate) fn run(settings: &Settings, args: &DemoArgs) -> Result<(), Error> {
             .clone()
             .unwrap_or_else(|| demo::DEFAULT_QUEUE.to_string()),
     };
-    let tty = std::io::stderr().is_terminal();
+    // A spinner with the current step on a terminal; plain lines a few times a second otherwise.
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
     let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
-    let s = demo::run(&opts, &mut |line| {
-        if last.elapsed() >= std::time::Duration::from_millis(250) {
+    let s = demo::run(&opts, &mut |line| match &spinner {
+        Some(bar) => bar.set_message(line.to_string()),
+        None if last.elapsed() >= std::time::Duration::from_millis(250) => {
             last = std::time::Instant::now();
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
+            eprintln!("{line}");
         }
+        None => {}
     })?;
-    if tty {
-        eprintln!();
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
     }
     println!(
         "cqrs demo: master {} -> queue {} -> replica {}",
