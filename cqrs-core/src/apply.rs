@@ -1,4 +1,4 @@
-//! [6] The apply engine: versioned batch upsert, revision-checked delete and tombstones, on
+//! Stage 6: The apply engine: versioned batch upsert, revision-checked delete and tombstones, on
 //! PostgreSQL and SQLite (ARCHITECTURE.md §5).
 //!
 //! A batch is applied in four steps inside the caller's transaction:
@@ -212,7 +212,7 @@ enum State {
     Tomb(i32, DateTime<Utc>),
 }
 
-/// Apply one message to `state` by the rules of ARCHITECTURE.md §5; `None` if it is skipped.
+/// Apply one message to `state` by the rules of ARCHITECTURE.md §5: the next state, or why it is skipped.
 fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str> {
     let next_row = State::Row(p.rev, p.upd);
     match (&p.op, state) {

@@ -1,4 +1,4 @@
-//! [1] Capture: a transaction wrapper that bumps revisions, remembers what was touched and writes
+//! Stage 1: Capture: a transaction wrapper that bumps revisions, remembers what was touched and writes
 //! one outbox row per touched row with its final state, in the same transaction (ARCHITECTURE.md §4).
 //!
 //! The application writes its rows with Diesel (or any SQL) on [`Tx::conn`] and tells capture

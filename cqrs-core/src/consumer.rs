@@ -1,4 +1,4 @@
-//! [5] The consumer engine, transport-agnostic: deliveries -> decode -> batch per model -> apply in
+//! Stage 5: The consumer engine, transport-agnostic: deliveries -> decode -> batch per model -> apply in
 //! one transaction -> retry or dead-letter what failed -> ack.
 //!
 //! Outcome classes (ARCHITECTURE.md §5): malformed, too-large, unknown-model and expired messages

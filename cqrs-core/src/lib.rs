@@ -11,16 +11,19 @@
 //!
 //! - shared: [`error`] (one error type, outcome classes), [`config`] (flags > env > `cqrs.toml` >
 //!   defaults), [`shutdown`], [`message`] (the django-cqrs wire body), [`value`] (column types and
-//!   value forms), [`db`] (connections to PostgreSQL and SQLite, migrations), [`model`] (the
-//!   [`Replica`] trait, [`TableSpec`], [`Registry`]).
-//! - [4] [`transport`]: the [`transport::Inbox`] trait the consumer uses; [`transport::memory`] for tests.
-//! - [5] [`consumer`]: deliveries -> decode -> batch per model -> apply in one transaction -> ack;
+//!   value forms), [`db`] (connections to PostgreSQL and SQLite, migrations, [`db::SqlConn`]),
+//!   [`model`] (the [`Replica`] trait, [`TableSpec`], [`MasterSpec`], [`Registry`]), [`rows`] (rows
+//!   as wire JSON), [`crash`] (test-only crash points).
+//! - 1 · [`capture`]: [`atomic`] and [`Tx`]: revision bump, touched set, outbox rows in the same transaction.
+//! - 2 · [`outbox`]: the only code that writes, claims and deletes `cqrs_outbox` rows.
+//! - 3 · [`relay`]: claim -> publish with confirms -> delete.
+//! - 4 · [`transport`]: the [`transport::Inbox`] and [`transport::Publisher`] traits;
+//!   [`transport::amqp`] (RabbitMQ), [`transport::local`] (a SQLite queue file), [`transport::memory`] (tests).
+//! - 5 · [`consumer`]: deliveries -> decode -> batch per model -> apply in one transaction -> ack;
 //!   retries and dead letters by outcome class.
-//! - [6] [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
-//!
-//! - [1] [`capture`]: [`atomic`] and [`Tx`]: revision bump, touched set, outbox rows in the same transaction.
-//! - [2] [`outbox`]: the only code that writes, claims and deletes `cqrs_outbox` rows.
-//! - [3] [`relay`]: claim -> publish with confirms -> delete.
+//! - 6 · [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
+//! - on top: [`service`] (long-running `consume`/`relay` over a broker URL) and [`ops`] (bulk dump and
+//!   load, filters, sync, the diff pipelines, dead letters, the demo), which the CLI calls.
 
 pub mod apply;
 pub mod capture;

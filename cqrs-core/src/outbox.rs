@@ -1,4 +1,4 @@
-//! [2] The transactional outbox: the only code that writes, claims, releases and deletes
+//! Stage 2: The transactional outbox: the only code that writes, claims, releases and deletes
 //! `cqrs_outbox` rows (ARCHITECTURE.md §7).
 //!
 //! Capture writes rows in the application's transaction; a relay claims a batch by setting a lease

@@ -1,4 +1,4 @@
-//! [3] The relay: claim a batch of outbox rows -> set `expires`/`retries` -> publish with
+//! Stage 3: The relay: claim a batch of outbox rows -> set `expires`/`retries` -> publish with
 //! confirms -> delete what was confirmed, release the rest for a later attempt.
 //!
 //! Transport-agnostic: it publishes through [`Publisher`]. In-process it wakes as soon as a capture

@@ -1,4 +1,4 @@
-//! [4] Transports: what the consumer and the relay need from a broker, whatever the broker is.
+//! Stage 4: Transports: what the consumer and the relay need from a broker, whatever the broker is.
 //!
 //! The consumer engine is synchronous (it runs on a database thread, ARCHITECTURE.md §6) and sees
 //! one queue through [`Inbox`]. Routing keys follow django-cqrs (PROTOCOL.md "Broker topology").
