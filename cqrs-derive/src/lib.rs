@@ -1,8 +1,8 @@
 //! Derive macros for `cqrs`: `#[derive(Master)]` and `#[derive(Replica)]` on Diesel models.
 //!
-//! Laid out like serde_derive: [`attr`] parses `#[cqrs(...)]` and the `#[diesel(...)]` keys we read,
-//! [`ast`] builds a typed model of the struct, [`check`] validates it and [`expand`] writes tokens.
-//! Every mistake is collected in [`ctxt::Ctxt`] so one build reports all of them, each spanned on
+//! Laid out like serde_derive: `attr` parses `#[cqrs(...)]` and the `#[diesel(...)]` keys we read,
+//! `ast` builds a typed model of the struct, `check` validates it and `expand` writes tokens.
+//! Every mistake is collected in `ctxt::Ctxt` so one build reports all of them, each spanned on
 //! the offending field or attribute with a `help:` line.
 
 mod ast;
