@@ -25,6 +25,7 @@ use crate::message::SignalType;
 use crate::model::{
     ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, Retry, TableSpec,
 };
+use crate::rows::quote;
 use crate::value::SqlValue;
 
 /// A table replica: a [`TableSpec`] driven by the apply engine. What `#[derive(Replica)]` produces.
@@ -265,11 +266,6 @@ fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str
     }
 }
 
-fn quote(name: &str) -> String {
-    // Names were checked by TableSpecBuilder::build to be plain identifiers.
-    format!("\"{name}\"")
-}
-
 /// Keys of one model are locked by stripe, not one by one: PostgreSQL's lock table is shared and
 /// small (max_locks_per_transaction x max_connections, 6,400 by default), and a 20,000-row batch
 /// must not exhaust it. 128 stripes keep two workers with different keys mostly apart while one
@@ -294,18 +290,6 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 fn lock_id(cqrs_id: &str, canon: &str) -> i64 {
     let stripe = fnv1a(&[canon.as_bytes()]) % LOCK_STRIPES;
     fnv1a(&[cqrs_id.as_bytes(), &stripe.to_le_bytes()]) as i64
-}
-
-fn placeholders(backend: Backend, sql: &mut String, next: &mut usize, count: usize) {
-    sql.push('(');
-    for i in 0..count {
-        if i > 0 {
-            sql.push(',');
-        }
-        *next += 1;
-        backend.placeholder(*next, sql);
-    }
-    sql.push(')');
 }
 
 /// `SELECT key, revision, updated` for `keys` from the table (`tombstones` false) or from the
@@ -342,7 +326,7 @@ fn read_states(
             ));
             binds.extend(chunk.iter().map(|(k, _)| (*k).clone()));
         }
-        placeholders(backend, &mut sql, &mut n, chunk.len());
+        backend.placeholder_list(&mut sql, &mut n, chunk.len());
         for (text, rev, upd) in db::load_states(db, &sql, binds)? {
             if let Some(canon) = by_text.get(&text) {
                 out.insert((*canon).to_string(), (rev, upd));
@@ -526,7 +510,7 @@ fn write_rows(
             if r > 0 {
                 sql.push(',');
             }
-            placeholders(backend, &mut sql, &mut n, cols.len());
+            backend.placeholder_list(&mut sql, &mut n, cols.len());
             let Op::Save { values, .. } = &prepared[i].op else {
                 unreachable!("upserts come from saves")
             };
@@ -566,7 +550,7 @@ fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usiz
             quote(spec.table()),
             quote(&spec.key_column().name)
         );
-        placeholders(backend, &mut sql, &mut 0, chunk.len());
+        backend.placeholder_list(&mut sql, &mut 0, chunk.len());
         deleted += db.execute(&sql, chunk.iter().map(|k| (*k).clone()).collect())?;
     }
     Ok(deleted)
@@ -590,7 +574,7 @@ fn write_tombstones(
             if r > 0 {
                 sql.push(',');
             }
-            placeholders(backend, &mut sql, &mut n, 5);
+            backend.placeholder_list(&mut sql, &mut n, 5);
             binds.extend([
                 SqlValue::Text(spec.cqrs_id().to_string()),
                 SqlValue::Text((*canon).to_string()),
@@ -615,7 +599,7 @@ fn clear_tombstones(spec: &TableSpec, db: &mut Db, keys: &[&str]) -> Result<()> 
         backend.placeholder(1, &mut sql);
         sql.push_str(" AND pk IN ");
         let mut n = 1;
-        placeholders(backend, &mut sql, &mut n, chunk.len());
+        backend.placeholder_list(&mut sql, &mut n, chunk.len());
         let mut binds = vec![SqlValue::Text(spec.cqrs_id().to_string())];
         binds.extend(chunk.iter().map(|c| SqlValue::Text((*c).to_string())));
         db.execute(&sql, binds)?;

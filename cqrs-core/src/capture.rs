@@ -607,15 +607,8 @@ fn push_list(
     first: usize,
     keys: &[SqlValue],
 ) {
-    sql.push('(');
-    for (i, k) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        backend.placeholder(first + i, sql);
-        binds.push(k.clone());
-    }
-    sql.push(')');
+    backend.placeholder_list(sql, &mut (first - 1), keys.len());
+    binds.extend_from_slice(keys);
 }
 
 fn missing(cqrs_id: &str, what: &str, wanted: usize, found: usize) -> Error {

@@ -44,6 +44,19 @@ impl Backend {
             Backend::Sqlite => out.push('?'),
         }
     }
+
+    /// Append `(p1, p2, ...)`: `count` placeholders numbered on from `*next`, which advances.
+    pub fn placeholder_list(self, out: &mut String, next: &mut usize, count: usize) {
+        out.push('(');
+        for i in 0..count {
+            if i > 0 {
+                out.push(',');
+            }
+            *next += 1;
+            self.placeholder(*next, out);
+        }
+        out.push(')');
+    }
 }
 
 /// Split a database URL into its backend and the string its driver takes.

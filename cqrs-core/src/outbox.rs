@@ -63,15 +63,10 @@ pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<()>
         let mut binds = Vec::with_capacity(chunk.len() * 6);
         let mut n = 0;
         for (i, r) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "(" } else { ",(" });
-            for j in 0..6 {
-                if j > 0 {
-                    sql.push(',');
-                }
-                n += 1;
-                backend.placeholder(n, &mut sql);
+            if i > 0 {
+                sql.push(',');
             }
-            sql.push(')');
+            backend.placeholder_list(&mut sql, &mut n, 6);
             binds.extend([
                 SqlValue::Uuid(r.message_id),
                 SqlValue::Text(r.cqrs_id.clone()),
@@ -146,14 +141,7 @@ pub fn claim<C: SqlConn + ?Sized>(
 }
 
 fn id_list(backend: Backend, ids: &[i64], first: usize, sql: &mut String) -> Vec<SqlValue> {
-    sql.push('(');
-    for (i, _) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        backend.placeholder(first + i, sql);
-    }
-    sql.push(')');
+    backend.placeholder_list(sql, &mut (first - 1), ids.len());
     ids.iter().map(|i| SqlValue::BigInt(*i)).collect()
 }
 

@@ -70,18 +70,11 @@ pub fn typed_row(spec: &TableSpec, text: &str) -> Result<Vec<Option<SqlValue>>> 
         .collect()
 }
 
-/// `instance_data` of a typed row: wire names, wire forms.
+/// `instance_data` of a typed row: wire names, wire forms (columns not read are left out).
 pub fn instance_data(spec: &TableSpec, row: &[Option<SqlValue>]) -> Map<String, Value> {
-    let mut data = Map::new();
-    // django-cqrs puts the revision and the update time first; order carries no meaning.
-    for i in [spec.revision_index(), spec.updated_index()]
-        .into_iter()
-        .chain(0..row.len())
-    {
-        if let Some(v) = &row[i] {
-            data.entry(spec.columns()[i].wire.clone())
-                .or_insert_with(|| v.to_json());
-        }
-    }
-    data
+    spec.columns()
+        .iter()
+        .zip(row)
+        .filter_map(|(c, v)| v.as_ref().map(|v| (c.wire.clone(), v.to_json())))
+        .collect()
 }

@@ -192,18 +192,12 @@ fn revisions(db: &mut Db, t: &TableSpec, keys: &[SqlValue]) -> Result<HashMap<St
     let mut out = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(backend.bind_limit()) {
         let mut sql = format!(
-            "SELECT {} FROM {} WHERE {} IN (",
+            "SELECT {} FROM {} WHERE {} IN ",
             rows::json_expr(backend, t, [t.key_index(), t.revision_index()]),
             quote(t.table()),
             quote(&t.key_column().name)
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            backend.placeholder(i + 1, &mut sql);
-        }
-        sql.push(')');
+        backend.placeholder_list(&mut sql, &mut 0, chunk.len());
         for text in db.load_text(&sql, chunk.to_vec())? {
             let row = rows::typed_row(t, &text)?;
             if let (Some(k), Some(SqlValue::Integer(r))) =

@@ -15,11 +15,12 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::{
-    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, dead_letter_key,
-    dead_letter_queue, directed_key, topic_matches,
+    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, bound_queues,
+    dead_letter_key, dead_letter_queue, directed_key,
 };
-use crate::db::{Db, SqlConn};
+use crate::db::{Backend, Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
+use crate::value::ColumnType;
 use crate::value::SqlValue;
 
 const SCHEMA: &str = "
@@ -140,89 +141,78 @@ fn bindings(db: &mut Db) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// Insert a message into every queue bound to its routing key; returns how many queues got it.
+/// A message to store.
+struct NewMessage<'a> {
+    routing_key: &'a str,
+    body: &'a [u8],
+    headers: &'a Headers,
+    message_id: Option<&'a str>,
+    /// Unix ms: retries wait until then.
+    visible_at: i64,
+    /// Unix ms (dead letters' TTL).
+    expires_at: Option<i64>,
+}
+
+/// Store each message in every queue bound to its routing key (`bound` read once per batch), in
+/// multi-row inserts; returns how many queues got each message.
 fn route(
     db: &mut Db,
-    routing_key: &str,
-    body: &[u8],
-    headers: &Headers,
-    message_id: Option<&str>,
-    visible_at: i64,
-    expires_at: Option<i64>,
-) -> Result<usize> {
-    let bound = bindings(db)?;
-    route_with(
-        db,
-        &bound,
-        routing_key,
-        body,
-        headers,
-        message_id,
-        visible_at,
-        expires_at,
-    )
-}
-
-/// [`route`] with the bindings already read (a publish batch reads them once).
-#[allow(clippy::too_many_arguments)]
-fn route_with(
-    db: &mut Db,
     bound: &[(String, String)],
-    routing_key: &str,
-    body: &[u8],
-    headers: &Headers,
-    message_id: Option<&str>,
-    visible_at: i64,
-    expires_at: Option<i64>,
-) -> Result<usize> {
-    let mut queues: Vec<String> = bound
+    messages: &[NewMessage<'_>],
+) -> Result<Vec<usize>> {
+    let mut rows = Vec::new();
+    let counts = messages
         .iter()
-        .filter(|(_, pattern)| topic_matches(pattern, routing_key))
-        .map(|(q, _)| q.clone())
+        .map(|m| {
+            let queues = bound_queues(
+                bound.iter().map(|(q, p)| (q.as_str(), p.as_str())),
+                m.routing_key,
+            );
+            let n = queues.len();
+            rows.extend(queues.into_iter().map(|q| (q, m)));
+            n
+        })
         .collect();
-    queues.sort();
-    queues.dedup();
-    for q in &queues {
-        insert(
-            db,
-            q,
-            routing_key,
-            body,
-            headers,
-            message_id,
-            visible_at,
-            expires_at,
-        )?;
-    }
-    Ok(queues.len())
+    insert(db, &rows)?;
+    Ok(counts)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn insert(
-    db: &mut Db,
-    queue: &str,
-    routing_key: &str,
-    body: &[u8],
-    headers: &Headers,
-    message_id: Option<&str>,
-    visible_at: i64,
-    expires_at: Option<i64>,
-) -> Result<()> {
-    let headers = serde_json::to_string(headers).expect("string map serializes");
-    db.exec(
-        "INSERT INTO cqrs_local_messages (queue, routing_key, body, headers, message_id, visible_at, expires_at) \
-         VALUES (?, ?, CAST(? AS BLOB), ?, ?, ?, ?)",
-        vec![
-            SqlValue::Text(queue.to_string()),
-            SqlValue::Text(routing_key.to_string()),
-            SqlValue::Text(String::from_utf8_lossy(body).into_owned()),
-            SqlValue::Text(headers),
-            message_id.map_or(SqlValue::Null(crate::value::ColumnType::Text), |m| SqlValue::Text(m.to_string())),
-            SqlValue::BigInt(visible_at),
-            expires_at.map_or(SqlValue::Null(crate::value::ColumnType::BigInt), SqlValue::BigInt),
-        ],
-    )?;
+/// Multi-row insert of `(queue, message)` pairs, chunked under SQLite's bind limit.
+fn insert(db: &mut Db, rows: &[(String, &NewMessage<'_>)]) -> Result<()> {
+    const COLS: usize = 7;
+    for chunk in rows.chunks(Backend::Sqlite.bind_limit() / COLS) {
+        let mut sql = String::from(
+            "INSERT INTO cqrs_local_messages (queue, routing_key, body, headers, message_id, visible_at, expires_at) VALUES ",
+        );
+        let mut binds = Vec::with_capacity(chunk.len() * COLS);
+        for (i, (queue, m)) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 {
+                "(?, ?, CAST(? AS BLOB), ?, ?, ?, ?)"
+            } else {
+                ",(?, ?, CAST(? AS BLOB), ?, ?, ?, ?)"
+            });
+            binds.extend([
+                SqlValue::Text(queue.clone()),
+                SqlValue::Text(m.routing_key.to_string()),
+                SqlValue::Text(String::from_utf8_lossy(m.body).into_owned()),
+                SqlValue::Text(serde_json::to_string(m.headers).expect("string map serializes")),
+                m.message_id.map_or(SqlValue::Null(ColumnType::Text), |id| {
+                    SqlValue::Text(id.to_string())
+                }),
+                SqlValue::BigInt(m.visible_at),
+                m.expires_at
+                    .map_or(SqlValue::Null(ColumnType::BigInt), SqlValue::BigInt),
+            ]);
+        }
+        db.exec(&sql, binds)?;
+    }
     Ok(())
+}
+
+/// Route one message with freshly read bindings; how many queues got it.
+fn route_one(db: &mut Db, message: NewMessage<'_>) -> Result<usize> {
+    let bound = bindings(db)?;
+    Ok(route(db, &bound, &[message])?[0])
 }
 
 /// The relay's publisher: a batch is one transaction; committed means confirmed.
@@ -233,31 +223,31 @@ pub struct LocalPublisher {
 impl Publisher for LocalPublisher {
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
         let now = now_ms();
-        self.db.write_transaction(|db| {
+        let stored: Vec<NewMessage<'_>> = messages
+            .iter()
+            .map(|m| NewMessage {
+                routing_key: &m.routing_key,
+                body: &m.body,
+                headers: &m.headers,
+                message_id: Some(&m.message_id),
+                visible_at: now,
+                expires_at: None,
+            })
+            .collect();
+        let counts = self.db.write_transaction(|db| {
             let bound = bindings(db)?;
-            messages
-                .iter()
-                .map(|m| {
-                    route_with(
-                        db,
-                        &bound,
-                        &m.routing_key,
-                        &m.body,
-                        &m.headers,
-                        Some(&m.message_id),
-                        now,
-                        None,
-                    )
-                    .map(|n| {
-                        if n == 0 {
-                            Confirm::Unroutable
-                        } else {
-                            Confirm::Delivered
-                        }
-                    })
-                })
-                .collect()
-        })
+            route(db, &bound, &stored)
+        })?;
+        Ok(counts
+            .into_iter()
+            .map(|n| {
+                if n == 0 {
+                    Confirm::Unroutable
+                } else {
+                    Confirm::Delivered
+                }
+            })
+            .collect())
     }
 }
 
@@ -363,9 +353,15 @@ impl Inbox for LocalInbox {
     ) -> Result<()> {
         let key = directed_key(&self.queue, cqrs_id);
         let visible = now_ms() + delay.as_millis() as i64;
-        let n = self
-            .db
-            .write_transaction(|db| route(db, &key, &body, &headers, None, visible, None))?;
+        let message = NewMessage {
+            routing_key: &key,
+            body: &body,
+            headers: &headers,
+            message_id: None,
+            visible_at: visible,
+            expires_at: None,
+        };
+        let n = self.db.write_transaction(|db| route_one(db, message))?;
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::Transport,
@@ -385,30 +381,24 @@ impl Inbox for LocalInbox {
         let now = now_ms();
         let expires = Some(now + ttl.as_millis() as i64);
         let queue = self.queue.clone();
+        let dlq = dead_letter_queue(&queue);
+        let key = cqrs_id.map(|id| dead_letter_key(&queue, id));
         self.db.write_transaction(|db| {
-            let routed = match cqrs_id {
-                Some(id) => route(
-                    db,
-                    &dead_letter_key(&queue, id),
-                    &original.body,
-                    &headers,
-                    original.message_id.as_deref(),
-                    now,
-                    expires,
-                )?,
+            let letter = |routing_key| NewMessage {
+                routing_key,
+                body: &original.body,
+                headers: &headers,
+                message_id: original.message_id.as_deref(),
+                visible_at: now,
+                expires_at: expires,
+            };
+            let routed = match &key {
+                Some(key) => route_one(db, letter(key))?,
                 None => 0,
             };
             if routed == 0 {
-                insert(
-                    db,
-                    &dead_letter_queue(&queue),
-                    &dead_letter_queue(&queue),
-                    &original.body,
-                    &headers,
-                    original.message_id.as_deref(),
-                    now,
-                    expires,
-                )?;
+                // Straight to the dead-letter queue, as AMQP's default exchange would.
+                insert(db, &[(dlq.clone(), &letter(&dlq))])?;
             }
             Ok(())
         })
@@ -490,9 +480,15 @@ impl Letters for LocalLetters {
     }
 
     fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
-        let n = self
-            .db
-            .write_transaction(|db| route(db, routing_key, body, headers, None, now_ms(), None))?;
+        let message = NewMessage {
+            routing_key,
+            body,
+            headers,
+            message_id: None,
+            visible_at: now_ms(),
+            expires_at: None,
+        };
+        let n = self.db.write_transaction(|db| route_one(db, message))?;
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::Transport,

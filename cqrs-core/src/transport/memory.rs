@@ -6,8 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, dead_letter_key, dead_letter_queue,
-    directed_key, topic_matches,
+    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, bound_queues, dead_letter_key,
+    dead_letter_queue, directed_key,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -38,14 +38,10 @@ impl State {
     /// Deliver to every queue with a matching binding (a fan-out per queue, once per queue).
     /// Returns how many queues got it.
     fn route(&mut self, msg: StoredMessage) -> usize {
-        let mut targets: Vec<String> = self
-            .bindings
-            .iter()
-            .filter(|(pattern, _)| topic_matches(pattern, &msg.routing_key))
-            .map(|(_, q)| q.clone())
-            .collect();
-        targets.sort();
-        targets.dedup();
+        let targets = bound_queues(
+            self.bindings.iter().map(|(p, q)| (q.as_str(), p.as_str())),
+            &msg.routing_key,
+        );
         for q in &targets {
             if let Some(queue) = self.queues.get_mut(q) {
                 queue.push_back(msg.clone());

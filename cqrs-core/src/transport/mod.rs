@@ -95,6 +95,21 @@ pub trait Inbox: Send {
     fn requeue_unacked(&mut self) -> Result<()>;
 }
 
+/// The queues bound to `routing_key`, each once and sorted; `bindings` are `(queue, pattern)`.
+pub fn bound_queues<'a>(
+    bindings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    routing_key: &str,
+) -> Vec<String> {
+    let mut queues: Vec<String> = bindings
+        .into_iter()
+        .filter(|(_, pattern)| topic_matches(pattern, routing_key))
+        .map(|(q, _)| q.to_string())
+        .collect();
+    queues.sort();
+    queues.dedup();
+    queues
+}
+
 /// Match an AMQP topic pattern (`*` one word, `#` zero or more words) against a routing key.
 ///
 /// ```
