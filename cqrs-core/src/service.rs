@@ -320,6 +320,7 @@ pub fn diff_sync(
     settings: &Settings,
     input: &mut dyn std::io::BufRead,
     no_wait: bool,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<(String, Option<String>, usize)> {
     let mut db = Db::connect(settings.require_database_url()?)?;
     let transport = if no_wait {
@@ -327,7 +328,7 @@ pub fn diff_sync(
     } else {
         Some(broker(settings, "diff-sync")?)
     };
-    let result = crate::ops::diff::diff_sync(&mut db, registry, input)?;
+    let result = crate::ops::diff::diff_sync(&mut db, registry, input, progress)?;
     if let Some(transport) = transport {
         publish_outbox(settings, db, &transport)?;
     }

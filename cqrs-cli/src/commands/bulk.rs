@@ -7,7 +7,7 @@ use std::time::Instant;
 use cqrs::{Db, Error, ErrorKind, Registry, Settings};
 
 use crate::cli::{BulkDumpArgs, BulkLoadArgs, SyncArgs};
-use crate::progress::{progress, progress_of};
+use crate::progress::{Meter, Total, open_input};
 
 pub(crate) fn dump(
     registry: &Registry,
@@ -24,9 +24,9 @@ pub(crate) fn dump(
     }
     let mut db = Db::connect(settings.require_database_url()?)?;
     let total = if args.progress {
-        Some(cqrs::ops::bulk::count(&mut db, spec)?)
+        Total::Rows(cqrs::ops::bulk::count(&mut db, spec, None)?)
     } else {
-        None
+        Total::Unknown
     };
     let started = Instant::now();
     let mut out: Box<dyn Write> = if to_stdout {
@@ -40,13 +40,10 @@ pub(crate) fn dump(
         })?;
         Box::new(BufWriter::new(f))
     };
-    let report = cqrs::ops::bulk::dump(
-        &mut db,
-        spec,
-        args.batch,
-        &mut out,
-        &mut progress_of(args.progress, "bulk-dump", total),
-    )?;
+    let mut meter = Meter::new(args.progress, "bulk-dump", total);
+    let report =
+        cqrs::ops::bulk::dump(&mut db, spec, args.batch, &mut out, &mut |n| meter.tick(n))?;
+    drop(meter);
     eprintln!(
         "bulk-dump {}: {} rows in {:.2} s",
         args.cqrs_id,
@@ -63,22 +60,19 @@ pub(crate) fn load(
 ) -> Result<(), Error> {
     let mut db = Db::connect(settings.require_database_url()?)?;
     let started = Instant::now();
-    let from_stdin = args.input.as_os_str() == "-";
-    let mut input: Box<dyn std::io::BufRead> = if from_stdin {
-        Box::new(BufReader::new(std::io::stdin().lock()))
-    } else {
-        let f = File::open(&args.input)
-            .map_err(|e| Error::config(format!("cannot open {}: {e}", args.input.display())))?;
-        Box::new(BufReader::new(f))
-    };
+    let (input, total) = open_input(&args.input)
+        .map_err(|e| Error::config(format!("cannot open {}: {e}", args.input.display())))?;
+    let mut input = BufReader::new(input);
+    let mut meter = Meter::new(args.progress, "bulk-load", total);
     let report = cqrs::ops::bulk::load(
         &mut db,
         registry,
         &mut input,
         args.batch,
         args.clear,
-        &mut progress(args.progress, "bulk-load"),
+        &mut |n| meter.tick(n),
     )?;
+    drop(meter);
     for (line, why) in &report.failed {
         eprintln!("line {line}: {why}");
     }
@@ -103,14 +97,23 @@ pub(crate) fn load(
 
 pub(crate) fn sync(registry: &Registry, settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
     let started = Instant::now();
+    let total = if args.progress {
+        let spec = registry.master_named(&args.cqrs_id)?;
+        let mut db = Db::connect(settings.require_database_url()?)?;
+        Total::Rows(cqrs::ops::bulk::count(&mut db, spec, Some(&args.filter))?)
+    } else {
+        Total::Unknown
+    };
+    let mut meter = Meter::new(args.progress, "sync", total);
     let n = cqrs::service::sync(
         registry,
         settings,
         &args.cqrs_id,
         &args.filter,
         args.no_wait,
-        &mut progress(args.progress, "sync"),
+        &mut |n| meter.tick(n),
     )?;
+    drop(meter);
     let to = settings
         .queue
         .as_deref()

@@ -1,11 +1,13 @@
 //! The diff and deleted-rows pipeline stages: data through stdin/stdout, counts on stderr.
 
 use std::io::{BufReader, BufWriter};
+use std::path::Path;
 
 use cqrs::ops::diff;
-use cqrs::{Db, Error, Registry, Settings};
+use cqrs::{Db, Error, ErrorKind, Registry, Settings};
 
 use crate::cli::{DeletedDiffReplicaArgs, DiffMasterArgs, DiffSyncArgs};
+use crate::progress::{Meter, open_input};
 
 fn db(settings: &Settings) -> Result<Db, Error> {
     Db::connect(settings.require_database_url()?)
@@ -45,9 +47,15 @@ pub(crate) fn sync(
     settings: &Settings,
     args: &DiffSyncArgs,
 ) -> Result<(), Error> {
-    let mut input = BufReader::new(std::io::stdin().lock());
+    let (input, total) = open_input(Path::new("-"))
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read stdin: {e}")))?;
+    let mut input = BufReader::new(input);
+    let mut meter = Meter::new(args.progress, "diff-sync", total);
     let (cqrs_id, queue, n) =
-        cqrs::service::diff_sync(registry, settings, &mut input, args.no_wait)?;
+        cqrs::service::diff_sync(registry, settings, &mut input, args.no_wait, &mut |n| {
+            meter.tick(n)
+        })?;
+    drop(meter);
     let to = queue.map_or_else(|| "broadcast".to_string(), |q| format!("to queue {q}"));
     eprintln!("diff-sync {cqrs_id}: {n} rows synced {to}");
     Ok(())

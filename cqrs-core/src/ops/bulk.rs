@@ -73,14 +73,22 @@ pub fn dump(
     Ok(report)
 }
 
-/// Rows in the master table of `spec` (for a progress bar's total).
-pub fn count(db: &mut Db, spec: &MasterSpec) -> Result<usize> {
-    let sql = format!(
+/// Rows in the master table of `spec`, or those matching a lookup `filter` (for a progress bar's
+/// total).
+pub fn count(db: &mut Db, spec: &MasterSpec, filter: Option<&str>) -> Result<usize> {
+    let t = spec.table();
+    let mut sql = format!(
         "SELECT CAST(count(*) AS TEXT) AS j FROM {}",
-        quote(spec.table().table())
+        quote(t.table())
     );
+    let mut binds = Vec::new();
+    if let Some(filter) = filter {
+        let compiled = crate::ops::filter::compile(t, db.backend(), filter, 1)?;
+        sql.push_str(&format!(" WHERE {}", compiled.sql));
+        binds = compiled.binds;
+    }
     Ok(db
-        .load_text(&sql, vec![])?
+        .load_text(&sql, binds)?
         .first()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0))

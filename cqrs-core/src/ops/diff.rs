@@ -264,6 +264,7 @@ pub fn diff_sync(
     db: &mut Db,
     registry: &Registry,
     input: &mut dyn BufRead,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<(String, Option<String>, usize)> {
     let (cqrs_id, queue, _) = read_header(input)?;
     let spec = registry
@@ -279,6 +280,7 @@ pub fn diff_sync(
             Ok(())
         })?;
         total += keys.len();
+        progress(total);
         Ok(())
     })?;
     Ok((cqrs_id, queue, total))

@@ -10,15 +10,32 @@ use cqrs_tests::{Kind, TestDb};
 
 pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
 
+/// The example master's binary, built (or brought up to date) once per test process: cargo
+/// builds a package's own binaries for its tests, not another package's.
 pub fn master_bin() -> PathBuf {
-    // Built by cargo before any test runs (example-master has its own integration test).
-    let p = PathBuf::from(REPLICA).with_file_name("example-master");
-    assert!(
-        p.exists(),
-        "{} is not built: run the workspace's tests",
-        p.display()
-    );
-    p
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--locked",
+                    "-p",
+                    "example-master",
+                    "--bin",
+                    "example-master",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building example-master failed");
+            let p = PathBuf::from(REPLICA).with_file_name("example-master");
+            assert!(p.exists(), "{} is not where cargo builds it", p.display());
+            p
+        })
+        .clone()
 }
 
 pub fn schemas(kind: Kind) -> (&'static str, &'static str) {
