@@ -84,6 +84,7 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
 ) -> Result<T> {
+    let _turn = conn.write_turn()?;
     conn.begin()?;
     let result = {
         let mut tx = Tx {

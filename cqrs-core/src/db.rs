@@ -13,6 +13,7 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::turns::Turn;
 use crate::value::{ColumnType, SqlValue};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -209,6 +210,11 @@ pub trait SqlConn {
     fn rollback(&mut self) -> Result<()>;
     /// This connection as a trait object (for hooks).
     fn as_dyn(&mut self) -> &mut dyn SqlConn;
+    /// Wait for this process's turn to write, if this is a SQLite file outside a transaction
+    /// (see [`crate::turns`]); hold the result until the transaction ends.
+    fn write_turn(&mut self) -> Result<Option<Turn>> {
+        Ok(None)
+    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -254,6 +260,26 @@ macro_rules! sql_conn_impl {
             }
             fn as_dyn(&mut self) -> &mut dyn SqlConn {
                 self
+            }
+            fn write_turn(&mut self) -> Result<Option<Turn>> {
+                if $backend != Backend::Sqlite {
+                    return Ok(None);
+                }
+                let depth = AnsiTransactionManager::transaction_manager_status_mut(self)
+                    .transaction_depth()
+                    .map_err(|e| Error::from_diesel(e, "reading the transaction state"))?;
+                if depth.is_some() {
+                    return Ok(None);
+                }
+                let file = self.load_text(
+                    "SELECT file AS j FROM pragma_database_list WHERE name = 'main'",
+                    vec![],
+                )?;
+                // An in-memory database has no file and no other connections.
+                Ok(file
+                    .first()
+                    .filter(|f| !f.is_empty())
+                    .map(|f| crate::turns::take(f)))
             }
         }
     };
@@ -301,6 +327,12 @@ impl SqlConn for Db {
     fn as_dyn(&mut self) -> &mut dyn SqlConn {
         self
     }
+    fn write_turn(&mut self) -> Result<Option<Turn>> {
+        match self {
+            Db::Pg(_) => Ok(None),
+            Db::Sqlite(c) => c.write_turn(),
+        }
+    }
 }
 
 /// Run `f` inside a write transaction (or a savepoint if one is open) on any [`SqlConn`]:
@@ -309,6 +341,7 @@ pub fn in_transaction<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut C) -> Result<T>,
 ) -> Result<T> {
+    let _turn = conn.write_turn()?;
     conn.begin()?;
     match f(conn) {
         Ok(v) => {

@@ -12,6 +12,7 @@
 //! - shared: [`error`] (one error type, outcome classes), [`config`] (flags > env > `cqrs.toml` >
 //!   defaults), [`shutdown`], [`message`] (the django-cqrs wire body), [`value`] (column types and
 //!   value forms), [`db`] (connections to PostgreSQL and SQLite, migrations, [`db::SqlConn`]),
+//!   [`turns`] (fair turns at a SQLite file's write lock within a process),
 //!   [`model`] (the [`Replica`] trait, [`TableSpec`], [`MasterSpec`], [`Registry`]), [`rows`] (rows
 //!   as wire JSON), [`crash`] (test-only crash points).
 //! - 1 · [`capture`]: [`atomic`] and [`Tx`]: revision bump, touched set, outbox rows in the same transaction.
@@ -41,6 +42,7 @@ pub mod rows;
 pub mod service;
 pub mod shutdown;
 pub mod transport;
+pub mod turns;
 pub mod value;
 
 pub use apply::TableReplica;

@@ -124,14 +124,17 @@ impl<P: Publisher> Relay<P> {
                 }
             }
         }
-        outbox::delete(&mut self.db, &done)?;
-        if !failed.is_empty() {
-            outbox::release(
-                &mut self.db,
-                &failed,
-                Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
-            )?;
-        }
+        self.db.write_transaction(|db| {
+            outbox::delete(db, &done)?;
+            if !failed.is_empty() {
+                outbox::release(
+                    db,
+                    &failed,
+                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
+                )?;
+            }
+            Ok(())
+        })?;
         Ok(claimed.len())
     }
 

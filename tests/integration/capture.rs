@@ -639,3 +639,36 @@ both!(
         assert_eq!(msgs[1].meta["name"], json!("h"));
     }
 );
+
+/// SQLite's busy handler is not fair: without turns at the write lock (`cqrs::turns`), an
+/// application committing back to back kept an in-process relay from claiming the outbox until
+/// the burst ended. With them, the relay publishes during the burst.
+#[test]
+fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
+    let t = TestDb::new(Kind::Sqlite);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("q", &["item"]);
+    let shutdown = cqrs::Shutdown::new();
+    let burst = 400;
+    let (during, pending) = std::thread::scope(|s| {
+        let relay = s.spawn(|| {
+            let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
+            relay.run(&shutdown).unwrap();
+        });
+        let mut db = t.connect();
+        // The relay is up and idle before the burst starts.
+        std::thread::sleep(Duration::from_millis(200));
+        for i in 0..burst {
+            atomic(&mut db, |tx| insert(tx, &format!("n{i}"), i, None)).unwrap();
+        }
+        let during = broker.peek("q").len();
+        let pending = cqrs::outbox::pending(&mut db).unwrap();
+        shutdown.trigger();
+        relay.join().unwrap();
+        (during, pending)
+    });
+    assert!(
+        during >= burst as usize / 2,
+        "only {during} of {burst} messages were published while the application committed ({pending} still in the outbox)"
+    );
+}
