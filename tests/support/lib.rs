@@ -12,6 +12,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, TimestamptzSqlite};
 use serde_json::{Map, Value, json};
 
+mod rabbit;
+pub use rabbit::PrivateRabbit;
+
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

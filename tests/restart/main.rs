@@ -1,0 +1,209 @@
+//! Tests that stop and start a RabbitMQ node. They use a private node ([`PrivateRabbit`]), never
+//! the machine's shared broker, and live in their own test binary so they do not run beside the
+//! other tests.
+
+use std::time::{Duration, Instant};
+
+use cqrs::service::Broker;
+use cqrs::{Db, Settings, Shutdown};
+use cqrs_tests::*;
+
+/// Stops the workers even when an assertion fails, or the thread scope would wait forever.
+struct StopOnDrop<'a>(&'a Shutdown);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
+type ItemRow = (
+    i64,
+    String,
+    i64,
+    chrono::DateTime<chrono::Utc>,
+    i32,
+    chrono::DateTime<chrono::Utc>,
+);
+
+fn master_items(db: &TestDb) -> Vec<ItemRow> {
+    let Db::Pg(mut pg) = db.connect() else {
+        unreachable!()
+    };
+    example_master::all_items(&mut pg)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.id,
+                i.name,
+                i.value,
+                i.updated,
+                i.cqrs_revision,
+                i.cqrs_updated,
+            )
+        })
+        .collect()
+}
+
+fn replica_items(db: &TestDb) -> Vec<ItemRow> {
+    let Db::Pg(mut pg) = db.connect() else {
+        unreachable!()
+    };
+    example_replica::all_items(&mut pg)
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            (
+                i.id,
+                i.title,
+                i.value,
+                i.updated,
+                i.cqrs_revision,
+                i.cqrs_updated,
+            )
+        })
+        .collect()
+}
+
+fn typed_revisions(db: &TestDb, table: &str) -> Vec<String> {
+    texts(
+        &mut db.connect(),
+        &format!("SELECT CAST(id AS TEXT) || ':' || CAST(cqrs_revision AS TEXT) AS t FROM {table} ORDER BY id"),
+    )
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// How the broker goes away.
+#[derive(Clone, Copy)]
+enum Outage {
+    /// `rabbitmqctl stop`.
+    Stop,
+    /// SIGKILL to the node.
+    Crash,
+}
+
+/// The broker stops (cleanly) in the middle of a stream of changes and starts again 5 s later:
+/// the application keeps committing (the changes wait in the outbox), the relay and two consumer
+/// workers reconnect on their own, and the replica converges to the master with nothing lost.
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    outage_mid_stream(Outage::Stop);
+}
+
+/// The same with the broker killed by SIGKILL: messages it confirmed were on disk; the ones in
+/// flight were not confirmed, stayed in the outbox and are published again.
+#[test]
+fn a_broker_killed_mid_stream_loses_nothing() {
+    outage_mid_stream(Outage::Crash);
+}
+
+fn outage_mid_stream(outage: Outage) {
+    let mut rabbit = PrivateRabbit::start();
+    let master = TestDb::empty(Kind::Postgres);
+    let replica = TestDb::empty(Kind::Postgres);
+    for (db, schema) in [
+        (&master, example_master::SCHEMA_SQL),
+        (&replica, example_replica::SCHEMA_SQL),
+    ] {
+        let mut c = db.connect();
+        c.migrate().unwrap();
+        c.batch_execute(schema).unwrap();
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
+    let queue = "restart_replica".to_string();
+    let base = Settings {
+        broker_url: Some(rabbit.url()),
+        queue: Some(queue.clone()),
+        service_name: "restart".into(),
+        batch_size: 100,
+        ..Settings::default()
+    };
+    let replica_settings = Settings {
+        database_url: Some(replica.url.clone()),
+        ..base.clone()
+    };
+    let master_settings = Settings {
+        database_url: Some(master.url.clone()),
+        ..base.clone()
+    };
+    // The queue exists before the first publish (a message nobody is bound for is dropped).
+    Broker::connect(&base, "setup")
+        .unwrap()
+        .declare_replica(&queue, &["item".into(), "typed".into()], &base.retry_delays)
+        .unwrap();
+
+    let registry = example_replica::registry();
+    let shutdown = Shutdown::new();
+    let Db::Pg(mut pg) = master.connect() else {
+        unreachable!()
+    };
+    let mut kept_while_down = 0;
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
+        let consumer =
+            s.spawn(|| cqrs::service::consume(&registry, &replica_settings, 2, &[], &shutdown));
+        let relay = s.spawn(|| cqrs::service::relay(&master_settings, &shutdown));
+        let mut ids = Vec::new();
+        for round in 0..30 {
+            for i in 0..20 {
+                let n = round * 20 + i;
+                let (id, _) =
+                    example_master::create_pair(&mut pg, &format!("item {n}"), n, "9.99").unwrap();
+                ids.push(id);
+            }
+            for id in ids.iter().rev().take(10) {
+                example_master::set_value(&mut pg, *id, id * 3).unwrap();
+            }
+            if round == 10 {
+                match outage {
+                    Outage::Stop => rabbit.stop(),
+                    Outage::Crash => rabbit.crash(),
+                }
+            }
+            if round == 15 {
+                kept_while_down = cqrs::outbox::pending(&mut master.connect()).unwrap();
+                rabbit.boot();
+            }
+            std::thread::sleep(Duration::from_millis(if (10..15).contains(&round) {
+                1000
+            } else {
+                100
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let pending = cqrs::outbox::pending(&mut master.connect()).unwrap();
+            if pending == 0 && replica_items(&replica) == master_items(&master) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not converged: {pending} in the outbox, replica has {} of {} items",
+                replica_items(&replica).len(),
+                master_items(&master).len()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // Typed rows arrive in the same stream; let their last batch land too.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while typed_revisions(&replica, "replica_typed") != typed_revisions(&master, "typed") {
+            assert!(Instant::now() < deadline, "typed rows did not converge");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        shutdown.trigger();
+        consumer.join().unwrap().unwrap();
+        relay.join().unwrap().unwrap();
+    });
+    // 5 rounds of 60 changes were committed while the broker was down: they waited in the outbox.
+    assert!(
+        kept_while_down >= 200,
+        "only {kept_while_down} changes waited in the outbox while the broker was down"
+    );
+    assert_eq!(replica_items(&replica).len(), 600);
+}

@@ -1,0 +1,163 @@
+//! A RabbitMQ node of the test's own, for tests that stop and start a broker: the machine's broker
+//! is shared with other programs and must never be restarted. The recipe (DEPENDENCIES.md): a
+//! directory owned by `rabbitmq` (the server drops to that user) with its own `rabbitmq.conf`
+//! listener (the machine's config pins 5672), and every `RABBITMQ_*` path pointed into it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private RabbitMQ node; stopped and removed on drop.
+pub struct PrivateRabbit {
+    /// Erlang node name, `<name>@localhost`.
+    pub node: String,
+    /// AMQP port on 127.0.0.1.
+    pub port: u16,
+    dist_port: u16,
+    dir: PathBuf,
+    server: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+impl PrivateRabbit {
+    /// Start a fresh node and wait until it accepts connections. Panics (the test fails) when
+    /// RabbitMQ is not installed or does not come up within a minute.
+    pub fn start() -> PrivateRabbit {
+        let name = super::unique("cqrs_rabbit");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(&dir)
+            .status()
+            .expect("chown runs");
+        assert!(
+            chown.success(),
+            "chown {} to rabbitmq failed",
+            dir.display()
+        );
+        let mut rabbit = PrivateRabbit {
+            node: format!("{name}@localhost"),
+            port,
+            dist_port: free_port(),
+            dir,
+            server: None,
+        };
+        rabbit.boot();
+        rabbit
+    }
+
+    /// `amqp://` URL of this node.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Start the node (again) on the same data directory and wait until it is up.
+    pub fn boot(&mut self) {
+        assert!(self.server.is_none(), "the node is already running");
+        let d = |f: &str| self.dir.join(f);
+        let log = std::fs::File::create(d("server.log")).unwrap();
+        let server = Command::new("rabbitmq-server")
+            .current_dir(&self.dir)
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("RABBITMQ_PID_FILE", d("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", d("feature_flags"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rabbitmq-server (RabbitMQ) is installed");
+        self.server = Some(server);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // await_startup fails at once until the node has registered with epmd: poll it.
+        loop {
+            let up = self
+                .ctl(&["await_startup", "--timeout", "30"])
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private RabbitMQ node {} did not start; see {}",
+                self.node,
+                d("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Stop the node (durable queues and persistent messages stay on disk).
+    pub fn stop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+        if let Some(mut server) = self.server.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while server.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Kill the node with SIGKILL (no clean shutdown): what a crash or an OOM kill does. RabbitMQ
+    /// confirms a persistent message only once it is on disk, so confirmed messages survive.
+    pub fn crash(&mut self) {
+        let pid =
+            std::fs::read_to_string(self.dir.join("pid")).expect("the node wrote its pid file");
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -9 {} failed", pid.trim());
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        // The node's name stays registered with epmd until the node is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .ctl(&["ping"])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < deadline, "the killed node still answers");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `rabbitmqctl -n <node> args...`.
+    pub fn ctl(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node])
+            .args(args)
+            .output()
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
