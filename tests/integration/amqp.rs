@@ -552,13 +552,6 @@ fn dropped_connections_recover_during_a_5000_change_stream() {
         .with_test_writer()
         .try_init();
     let shutdown = Shutdown::new();
-    // A failed assertion must still stop the workers, or the scope below would wait forever.
-    struct StopOnDrop<'a>(&'a Shutdown);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.trigger();
-        }
-    }
     let mut db = master.connect();
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&shutdown);

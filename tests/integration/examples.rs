@@ -9,13 +9,7 @@ use cqrs_tests::*;
 
 #[test]
 fn example_master_replicates_into_example_replica() {
-    let master = TestDb::empty(Kind::Postgres);
-    let replica = TestDb::empty(Kind::Postgres);
-    let (mut m, mut r) = (master.connect(), replica.connect());
-    m.migrate().unwrap();
-    r.migrate().unwrap();
-    m.batch_execute(example_master::SCHEMA_SQL).unwrap();
-    r.batch_execute(example_replica::SCHEMA_SQL).unwrap();
+    let (master, replica) = example_dbs();
     let Db::Pg(mut pg) = master.connect() else {
         unreachable!()
     };
@@ -48,69 +42,12 @@ fn example_master_replicates_into_example_replica() {
     );
     consumer.drain(Duration::from_millis(50)).unwrap();
 
-    let Db::Pg(mut rpg) = replica.connect() else {
-        unreachable!()
-    };
-    let want: Vec<_> = example_master::all_items(&mut pg)
-        .unwrap()
-        .into_iter()
-        .map(|i| {
-            (
-                i.id,
-                i.name,
-                i.value,
-                i.updated,
-                i.cqrs_revision,
-                i.cqrs_updated,
-            )
-        })
-        .collect();
-    let got: Vec<_> = example_replica::all_items(&mut rpg)
-        .unwrap()
-        .into_iter()
-        .map(|i| {
-            (
-                i.id,
-                i.title,
-                i.value,
-                i.updated,
-                i.cqrs_revision,
-                i.cqrs_updated,
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
-    let want: Vec<_> = example_master::all_typed(&mut pg)
-        .unwrap()
-        .into_iter()
-        .map(|t| {
-            (
-                t.id,
-                t.price,
-                t.day,
-                t.note,
-                t.owner_id,
-                t.cqrs_revision,
-                t.cqrs_updated,
-            )
-        })
-        .collect();
-    let got: Vec<_> = example_replica::all_typed(&mut rpg)
-        .unwrap()
-        .into_iter()
-        .map(|t| {
-            (
-                t.id,
-                t.price,
-                t.day,
-                t.note,
-                t.owner_ref,
-                t.cqrs_revision,
-                t.cqrs_updated,
-            )
-        })
-        .collect();
+    assert_eq!(
+        example_replica_items(&replica),
+        example_master_items(&master)
+    );
+    let got = example_replica_typed(&replica);
+    assert_eq!(got, example_master_typed(&master));
     assert_eq!(got.len(), 15, "five UUID-keyed rows deleted");
-    assert_eq!(got, want);
     assert_eq!(tombstones(&mut replica.connect(), "typed").len(), 5);
 }

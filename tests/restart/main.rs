@@ -8,74 +8,6 @@ use cqrs::service::Broker;
 use cqrs::{Db, Settings, Shutdown};
 use cqrs_tests::*;
 
-/// Stops the workers even when an assertion fails, or the thread scope would wait forever.
-struct StopOnDrop<'a>(&'a Shutdown);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.trigger();
-    }
-}
-
-type ItemRow = (
-    i64,
-    String,
-    i64,
-    chrono::DateTime<chrono::Utc>,
-    i32,
-    chrono::DateTime<chrono::Utc>,
-);
-
-fn master_items(db: &TestDb) -> Vec<ItemRow> {
-    let Db::Pg(mut pg) = db.connect() else {
-        unreachable!()
-    };
-    example_master::all_items(&mut pg)
-        .unwrap()
-        .into_iter()
-        .map(|i| {
-            (
-                i.id,
-                i.name,
-                i.value,
-                i.updated,
-                i.cqrs_revision,
-                i.cqrs_updated,
-            )
-        })
-        .collect()
-}
-
-fn replica_items(db: &TestDb) -> Vec<ItemRow> {
-    let Db::Pg(mut pg) = db.connect() else {
-        unreachable!()
-    };
-    example_replica::all_items(&mut pg)
-        .unwrap()
-        .into_iter()
-        .map(|i| {
-            (
-                i.id,
-                i.title,
-                i.value,
-                i.updated,
-                i.cqrs_revision,
-                i.cqrs_updated,
-            )
-        })
-        .collect()
-}
-
-fn typed_revisions(db: &TestDb, table: &str) -> Vec<String> {
-    texts(
-        &mut db.connect(),
-        &format!("SELECT CAST(id AS TEXT) || ':' || CAST(cqrs_revision AS TEXT) AS t FROM {table} ORDER BY id"),
-    )
-    .into_iter()
-    .flatten()
-    .collect()
-}
-
 /// How the broker goes away.
 #[derive(Clone, Copy)]
 enum Outage {
@@ -102,16 +34,7 @@ fn a_broker_killed_mid_stream_loses_nothing() {
 
 fn outage_mid_stream(outage: Outage) {
     let mut rabbit = PrivateRabbit::start();
-    let master = TestDb::empty(Kind::Postgres);
-    let replica = TestDb::empty(Kind::Postgres);
-    for (db, schema) in [
-        (&master, example_master::SCHEMA_SQL),
-        (&replica, example_replica::SCHEMA_SQL),
-    ] {
-        let mut c = db.connect();
-        c.migrate().unwrap();
-        c.batch_execute(schema).unwrap();
-    }
+    let (master, replica) = example_dbs();
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn")
         .with_test_writer()
@@ -179,20 +102,20 @@ fn outage_mid_stream(outage: Outage) {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let pending = cqrs::outbox::pending(&mut master.connect()).unwrap();
-            if pending == 0 && replica_items(&replica) == master_items(&master) {
+            if pending == 0 && example_replica_items(&replica) == example_master_items(&master) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
                 "not converged: {pending} in the outbox, replica has {} of {} items",
-                replica_items(&replica).len(),
-                master_items(&master).len()
+                example_replica_items(&replica).len(),
+                example_master_items(&master).len()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
         // Typed rows arrive in the same stream; let their last batch land too.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while typed_revisions(&replica, "replica_typed") != typed_revisions(&master, "typed") {
+        while example_replica_typed(&replica) != example_master_typed(&master) {
             assert!(Instant::now() < deadline, "typed rows did not converge");
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -205,5 +128,5 @@ fn outage_mid_stream(outage: Outage) {
         kept_while_down >= 200,
         "only {kept_while_down} changes waited in the outbox while the broker was down"
     );
-    assert_eq!(replica_items(&replica).len(), 600);
+    assert_eq!(example_replica_items(&replica).len(), 600);
 }

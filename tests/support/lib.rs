@@ -12,7 +12,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, TimestamptzSqlite};
 use serde_json::{Map, Value, json};
 
+mod examples;
 mod rabbit;
+pub use examples::*;
 pub use rabbit::PrivateRabbit;
 
 /// Which backend a test runs on.
@@ -756,5 +758,15 @@ impl Drop for TestBroker {
         let _ = std::process::Command::new("rabbitmqctl")
             .args(["clear_policy", &self.queue])
             .output();
+    }
+}
+
+/// Triggers a shutdown when dropped: a failed assertion inside a thread scope must still stop
+/// the workers, or the scope would wait for them forever.
+pub struct StopOnDrop<'a>(pub &'a cqrs::Shutdown);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.trigger();
     }
 }
