@@ -130,12 +130,14 @@ impl Db {
                 // busy_timeout first: switching to WAL itself needs the lock. Two processes opening
                 // a fresh file at once can still see SQLITE_BUSY from the switch (it does not wait
                 // on the busy handler), so retry it briefly.
+                let pragmas = format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    crate::turns::MAX_WAIT.as_millis()
+                );
                 let mut tries = 0;
                 loop {
-                    match conn.batch_execute(
-                        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                    ) {
+                    match conn.batch_execute(&pragmas) {
                         Ok(()) => break,
                         Err(e) if tries < 50 && e.to_string().contains("locked") => {
                             tries += 1;

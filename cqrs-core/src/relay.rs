@@ -96,11 +96,10 @@ impl<P: Publisher> Relay<P> {
             ],
             Err(e) => {
                 self.stats.failed += ids.len();
-                outbox::release(
-                    &mut self.db,
-                    &ids,
-                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
-                )?;
+                let retry_at =
+                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default();
+                self.db
+                    .write_transaction(|db| outbox::release(db, &ids, retry_at))?;
                 return Err(e.context("publishing an outbox batch"));
             }
         };

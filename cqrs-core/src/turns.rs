@@ -7,16 +7,17 @@
 //! ticket here and waits for it, so waiters are served in arrival order. Other processes still
 //! meet at SQLite's lock as before; PostgreSQL needs none of this (row locks).
 //!
-//! A turn is waited for at most [`MAX_WAIT`] (the busy timeout): after that the writer goes on
-//! and meets SQLite's own lock, so a thread that nests a second connection's write inside its
-//! own transaction gets SQLite's busy error, as without turns, instead of hanging.
+//! A turn is waited for at most [`MAX_WAIT`] (also our connections' busy timeout): after that
+//! the writer goes on and meets SQLite's own lock, so a thread that nests a second connection's
+//! write inside its own transaction gets SQLite's busy error (after up to twice the timeout)
+//! instead of hanging.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Longest wait for a turn; SQLite's busy timeout on our connections is the same.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(10);
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
@@ -42,6 +43,14 @@ impl Gate {
 pub struct Turn {
     gate: Arc<Gate>,
     ticket: u64,
+    granted: bool,
+}
+
+impl Turn {
+    /// Whether the turn came (false: the wait ran out and the writer went on without it).
+    pub fn granted(&self) -> bool {
+        self.granted
+    }
 }
 
 impl std::fmt::Debug for Turn {
@@ -74,15 +83,19 @@ pub(crate) fn take(file: &str) -> Turn {
     take_within(file, MAX_WAIT)
 }
 
-fn take_within(file: &str, max_wait: Duration) -> Turn {
+fn gate(file: &str) -> Arc<Gate> {
     static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
-    let gate = GATES
+    GATES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(file.to_string())
         .or_default()
-        .clone();
+        .clone()
+}
+
+fn take_within(file: &str, max_wait: Duration) -> Turn {
+    let gate = gate(file);
     let deadline = Instant::now() + max_wait;
     let mut s = gate.lock();
     let ticket = s.next;
@@ -102,8 +115,13 @@ fn take_within(file: &str, max_wait: Duration) -> Turn {
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
+    let granted = s.serving == ticket;
     drop(s);
-    Turn { gate, ticket }
+    Turn {
+        gate,
+        ticket,
+        granted,
+    }
 }
 
 #[cfg(test)]
@@ -111,49 +129,65 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Wait until `n` tickets have been handed out at `file`.
+    fn until_tickets(file: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate(file).lock().next < n {
+            assert!(Instant::now() < deadline, "tickets never reached {n}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
-    fn waiters_are_served_in_arrival_order() {
+    fn waiters_are_served_in_arrival_order_and_only_after_the_holder() {
         let file = "turns-test-order";
         let first = take(file);
+        assert!(first.granted());
         let (tx, rx) = mpsc::channel();
         let mut handles = Vec::new();
-        for i in 0..4 {
+        for i in 0..4u64 {
             let tx = tx.clone();
             handles.push(std::thread::spawn(move || {
-                let _turn = take(file);
-                tx.send(i).unwrap();
+                let turn = take(file);
+                tx.send((i, turn.granted())).unwrap();
             }));
-            // Each takes its ticket before the next thread starts.
-            std::thread::sleep(Duration::from_millis(30));
+            until_tickets(file, i + 2);
         }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a waiter went ahead while the turn was held"
+        );
         drop(first);
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(rx.iter().take(4).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let order: Vec<(u64, bool)> = rx.iter().take(4).collect();
+        assert_eq!(order, [(0, true), (1, true), (2, true), (3, true)]);
     }
 
     #[test]
-    fn a_waiter_that_gave_up_does_not_block_the_ones_after_it() {
+    fn a_waiter_that_gave_up_and_left_does_not_block_the_ones_after_it() {
         let file = "turns-test-gave-up";
         let first = take(file);
         let impatient = take_within(file, Duration::from_millis(20));
+        assert!(!impatient.granted());
         let (tx, rx) = mpsc::channel();
         let later = std::thread::spawn(move || {
-            let _turn = take(file);
-            tx.send(()).unwrap();
+            let turn = take(file);
+            tx.send(turn.granted()).unwrap();
         });
-        std::thread::sleep(Duration::from_millis(30));
-        drop(first);
-        // `impatient` still holds its (skipped) ticket; the later waiter is served once it leaves.
+        until_tickets(file, 3);
+        // It leaves before its turn came: its ticket is skipped when `first` leaves.
         drop(impatient);
-        rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        drop(first);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
         later.join().unwrap();
     }
 
     #[test]
     fn files_are_independent() {
         let _a = take("turns-test-a");
-        let _b = take("turns-test-b");
+        assert!(take_within("turns-test-b", Duration::from_millis(10)).granted());
     }
 }

@@ -651,6 +651,7 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
     let shutdown = cqrs::Shutdown::new();
     let burst = 400;
     let (during, pending) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
         let relay = s.spawn(|| {
             let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
             relay.run(&shutdown).unwrap();
@@ -667,8 +668,10 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
         relay.join().unwrap();
         (during, pending)
     });
+    // Starved, the relay published nothing (or one lucky batch) before the burst ended; with turns
+    // it claims after nearly every commit. A quarter leaves room for a loaded machine.
     assert!(
-        during >= burst as usize / 2,
+        during >= burst as usize / 4,
         "only {during} of {burst} messages were published while the application committed ({pending} still in the outbox)"
     );
 }

@@ -33,6 +33,9 @@ fn a_broker_killed_mid_stream_loses_nothing() {
 }
 
 fn outage_mid_stream(outage: Outage) {
+    // One node at a time: two Erlang nodes booting beside the workers on 2 cores is slow to no purpose.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rabbit = PrivateRabbit::start();
     let (master, replica) = example_dbs();
     let _ = tracing_subscriber::fmt()

@@ -19,11 +19,18 @@ pub struct PrivateRabbit {
     server: Option<Child>,
 }
 
+/// A free port below Linux's ephemeral range (32768+): while the node is down, a client's
+/// reconnect from an ephemeral port could otherwise take the node's port (a TCP self-connect).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    (0..1000u32)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 12_000) as u16)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free local port in 20000..32000")
 }
 
 impl PrivateRabbit {
@@ -107,7 +114,9 @@ impl PrivateRabbit {
         }
     }
 
-    /// Stop the node (durable queues and persistent messages stay on disk).
+    /// Stop the node (durable queues and persistent messages stay on disk). If it does not stop
+    /// cleanly within 30 s it is killed: the server is a wrapper script (`su` forks), so the node's
+    /// own pid from its pid file is what must go.
     pub fn stop(&mut self) {
         let _ = self.ctl(&["stop"]);
         if let Some(mut server) = self.server.take() {
@@ -115,21 +124,34 @@ impl PrivateRabbit {
             while server.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
+            if server.try_wait().ok().flatten().is_none() {
+                self.kill_node();
+            }
             let _ = server.kill();
             let _ = server.wait();
         }
     }
 
+    /// SIGKILL to the node's pid, if it wrote one; the pid file goes too, so a later call cannot
+    /// hit a reused pid.
+    fn kill_node(&self) -> bool {
+        let file = self.dir.join("pid");
+        let Ok(pid) = std::fs::read_to_string(&file) else {
+            return false;
+        };
+        let _ = std::fs::remove_file(&file);
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// Kill the node with SIGKILL (no clean shutdown): what a crash or an OOM kill does. RabbitMQ
     /// confirms a persistent message only once it is on disk, so confirmed messages survive.
     pub fn crash(&mut self) {
-        let pid =
-            std::fs::read_to_string(self.dir.join("pid")).expect("the node wrote its pid file");
-        let status = Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -9 {} failed", pid.trim());
+        assert!(self.kill_node(), "kill -9 of node {} failed", self.node);
         if let Some(mut server) = self.server.take() {
             let _ = server.kill();
             let _ = server.wait();
@@ -158,6 +180,13 @@ impl PrivateRabbit {
 impl Drop for PrivateRabbit {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!(
+                "private RabbitMQ node's files kept in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

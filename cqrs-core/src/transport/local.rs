@@ -423,10 +423,12 @@ impl LocalTransport {
         let dlq = dead_letter_queue(queue);
         let now = now_ms();
         // The letters present now (expired ones are gone, as RabbitMQ drops them at their TTL).
-        db.exec(
-            "DELETE FROM cqrs_local_messages WHERE queue = ? AND expires_at IS NOT NULL AND expires_at <= ?",
-            vec![SqlValue::Text(dlq.clone()), SqlValue::BigInt(now)],
-        )?;
+        db.write_transaction(|db| {
+            db.exec(
+                "DELETE FROM cqrs_local_messages WHERE queue = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+                vec![SqlValue::Text(dlq.clone()), SqlValue::BigInt(now)],
+            )
+        })?;
         let ids: Vec<i64> = db
             .load_text(
                 "SELECT CAST(id AS TEXT) AS j FROM cqrs_local_messages WHERE queue = ? ORDER BY id",
@@ -499,17 +501,17 @@ impl Letters for LocalLetters {
     }
 
     fn remove(&mut self, letter: &Letter) -> Result<()> {
-        self.db.exec(
-            "DELETE FROM cqrs_local_messages WHERE id = ?",
-            vec![SqlValue::BigInt(letter.tag as i64)],
-        )?;
+        let id = SqlValue::BigInt(letter.tag as i64);
+        self.db.write_transaction(|db| {
+            db.exec("DELETE FROM cqrs_local_messages WHERE id = ?", vec![id])
+        })?;
         Ok(())
     }
 
     fn purge_all(&mut self) -> Result<usize> {
-        self.db.exec(
-            "DELETE FROM cqrs_local_messages WHERE queue = ?",
-            vec![SqlValue::Text(self.dlq.clone())],
-        )
+        let dlq = SqlValue::Text(self.dlq.clone());
+        self.db.write_transaction(|db| {
+            db.exec("DELETE FROM cqrs_local_messages WHERE queue = ?", vec![dlq])
+        })
     }
 }

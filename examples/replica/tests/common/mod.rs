@@ -10,28 +10,31 @@ use cqrs_tests::{Kind, TestDb};
 
 pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
 
-/// The example master's binary, built (or brought up to date) once per test process: cargo
-/// builds a package's own binaries for its tests, not another package's.
+/// The example master's binary, built (or brought up to date) once per test process, in the
+/// target directory and profile this test binary was built in: cargo builds a package's own
+/// binaries for its tests, not another package's.
 pub fn master_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            let out_dir = PathBuf::from(REPLICA).parent().unwrap().to_path_buf();
+            let profile = match out_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => "dev".to_string(),
+                Some(other) => other.to_string(),
+                None => panic!("{REPLICA} is not in a profile directory"),
+            };
+            let target_dir = out_dir.parent().unwrap();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "--locked",
-                    "-p",
-                    "example-master",
-                    "--bin",
-                    "example-master",
-                ])
+                .args(["build", "--quiet", "--locked", "--profile", &profile])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .args(["-p", "example-master", "--bin", "example-master"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building example-master failed");
-            let p = PathBuf::from(REPLICA).with_file_name("example-master");
+            let p = out_dir.join("example-master");
             assert!(p.exists(), "{} is not where cargo builds it", p.display());
             p
         })
