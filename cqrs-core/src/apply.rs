@@ -9,8 +9,9 @@
 //! 3. decide: the stored revisions and tombstones of all keys are read in one query each, and each
 //!    key's messages are replayed in delivery order against them by the rules table, leaving one
 //!    final action per key (this is the deduplication: PostgreSQL rejects an upsert touching a row twice);
-//! 4. write: one multi-row upsert per set of present columns (chunked under the bind limit), one
-//!    delete, one tombstone upsert, one tombstone clear.
+//! 4. write: one multi-row upsert per set of present columns (on PostgreSQL one statement with a
+//!    `type[]` parameter per column, `unnest`ed; on SQLite `VALUES` chunked under the bind limit),
+//!    one delete, one tombstone upsert, one tombstone clear.
 //!
 //! The upsert keeps the revision guard (`WHERE stored.cqrs_revision <= excluded.cqrs_revision`)
 //! even though step 3 decided under lock; only a directed SYNC that downgrades runs without it.
@@ -20,13 +21,13 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use crate::db::{self, Backend, Db};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::SignalType;
 use crate::model::{
     ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, Retry, TableSpec,
 };
 use crate::rows::quote;
-use crate::value::SqlValue;
+use crate::value::{ColumnType, SqlValue};
 
 /// A table replica: a [`TableSpec`] driven by the apply engine. What `#[derive(Replica)]` produces.
 #[derive(Debug, Clone)]
@@ -307,6 +308,38 @@ fn read_states(
     } else {
         keys.iter().map(|(k, c)| (k.key_text(), *c)).collect()
     };
+    if backend == Backend::Postgres {
+        // One array parameter, whatever the batch size: parsing and binding thousands of
+        // placeholders cost more than the query.
+        let (sql, binds) = if tombstones {
+            let pks = keys
+                .iter()
+                .map(|(_, c)| SqlValue::Text((*c).to_string()))
+                .collect();
+            (
+                "SELECT pk AS k, revision AS r, cqrs_updated AS u FROM cqrs_tombstones WHERE cqrs_id = $1 AND pk = ANY($2)".to_string(),
+                vec![SqlValue::Text(spec.cqrs_id().to_string()), array(ColumnType::Text, pks)?],
+            )
+        } else {
+            let key = quote(&spec.key_column().name);
+            (
+                format!(
+                    "SELECT CAST({key} AS TEXT) AS k, cqrs_revision AS r, cqrs_updated AS u FROM {} WHERE {key} = ANY($1)",
+                    quote(spec.table())
+                ),
+                vec![array(
+                    spec.key_column().ty,
+                    keys.iter().map(|(k, _)| (*k).clone()).collect(),
+                )?],
+            )
+        };
+        for (text, rev, upd) in db::load_states(db, &sql, binds)? {
+            if let Some(canon) = by_text.get(&text) {
+                out.insert((*canon).to_string(), (rev, upd));
+            }
+        }
+        return Ok(out);
+    }
     for chunk in keys.chunks(backend.bind_limit() - 1) {
         let mut sql = String::with_capacity(96 + chunk.len() * 6);
         let mut n = 0;
@@ -499,6 +532,47 @@ fn write_rows(
             " WHERE {table}.cqrs_revision <= excluded.cqrs_revision"
         ));
     }
+    let save_values = |i: usize| match &prepared[i].op {
+        Op::Save { values, .. } => values,
+        _ => unreachable!("upserts come from saves"),
+    };
+    if backend == Backend::Postgres {
+        // Each column one array parameter, unnested into rows: one statement and as many
+        // parameters as columns, whatever the batch size.
+        let mut sql = format!(
+            "INSERT INTO {table} ({}) SELECT * FROM unnest(",
+            names.join(",")
+        );
+        let mut n = 0;
+        for k in 0..cols.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            backend.placeholder(n, &mut sql);
+        }
+        sql.push(')');
+        sql.push_str(&tail);
+        let binds = cols
+            .iter()
+            .map(|&c| {
+                let column: Vec<SqlValue> = rows
+                    .iter()
+                    .map(|&i| {
+                        save_values(i)[c]
+                            .clone()
+                            .expect("column in the present mask")
+                    })
+                    .collect();
+                array(spec.columns()[c].ty, column)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let affected = db
+            .execute(&sql, binds)
+            .map_err(|e| e.context(format!("writing {} rows of {}", rows.len(), spec.cqrs_id())))?;
+        warn_if_held_back(spec, rows.len(), affected);
+        return Ok((1, affected));
+    }
     let per_statement = (backend.bind_limit() / cols.len()).max(1);
     let (mut statements, mut written) = (0, 0);
     for chunk in rows.chunks(per_statement) {
@@ -511,9 +585,7 @@ fn write_rows(
                 sql.push(',');
             }
             backend.placeholder_list(&mut sql, &mut n, cols.len());
-            let Op::Save { values, .. } = &prepared[i].op else {
-                unreachable!("upserts come from saves")
-            };
+            let values = save_values(i);
             binds.extend(
                 cols.iter()
                     .map(|&c| values[c].clone().expect("column in the present mask")),
@@ -527,18 +599,29 @@ fn write_rows(
                 spec.cqrs_id()
             ))
         })?;
-        if affected != chunk.len() {
-            tracing::warn!(
-                cqrs_id = spec.cqrs_id(),
-                expected = chunk.len(),
-                affected,
-                "revision guard held back rows decided under lock"
-            );
-        }
+        warn_if_held_back(spec, chunk.len(), affected);
         statements += 1;
         written += affected;
     }
     Ok((statements, written))
+}
+
+/// Rows are decided under the stripe locks, so the guard should never hold one back; if it does,
+/// say so (the message is acked as applied, and a later SYNC repairs the row).
+fn warn_if_held_back(spec: &TableSpec, expected: usize, affected: usize) {
+    if affected != expected {
+        tracing::warn!(
+            cqrs_id = spec.cqrs_id(),
+            expected,
+            affected,
+            "revision guard held back rows decided under lock"
+        );
+    }
+}
+
+/// A column of values as one array parameter; a value of the wrong type is a bug in `prepare`.
+fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue> {
+    SqlValue::array(ty, items).map_err(|e| Error::new(ErrorKind::Apply, e))
 }
 
 fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usize> {

@@ -383,9 +383,47 @@ fn bind_all_pg<'a>(
             SqlValue::Uuid(u) => q.bind::<st::Uuid, _>(u),
             SqlValue::Json(j, ColumnType::Jsonb) => q.bind::<st::Jsonb, _>(j),
             SqlValue::Json(j, _) => q.bind::<st::Json, _>(j),
+            SqlValue::Array(ty, items) => bind_array_pg(q, ty, items),
         };
     }
     q
+}
+
+/// One `type[]` parameter; NULL items stay NULL ([`SqlValue::array`] checked the types).
+fn bind_array_pg(
+    q: BoxedSqlQuery<'_, Pg, SqlQuery>,
+    ty: ColumnType,
+    items: Vec<SqlValue>,
+) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
+    macro_rules! column {
+        ($st:ty, $pat:pat => $out:expr) => {
+            q.bind::<st::Array<Nullable<$st>>, _>(
+                items
+                    .into_iter()
+                    .map(|v| match v {
+                        $pat => Some($out),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+    }
+    match ty {
+        ColumnType::Bool => column!(st::Bool, SqlValue::Bool(b) => b),
+        ColumnType::SmallInt => column!(st::SmallInt, SqlValue::SmallInt(i) => i),
+        ColumnType::Integer => column!(st::Integer, SqlValue::Integer(i) => i),
+        ColumnType::BigInt => column!(st::BigInt, SqlValue::BigInt(i) => i),
+        ColumnType::Float => column!(st::Float, SqlValue::Float(f) => f),
+        ColumnType::Double => column!(st::Double, SqlValue::Double(f) => f),
+        ColumnType::Text => column!(st::Text, SqlValue::Text(t) => t),
+        ColumnType::Numeric => column!(st::Numeric, SqlValue::Numeric(d) => d),
+        ColumnType::Date => column!(st::Date, SqlValue::Date(d) => d),
+        ColumnType::Timestamp => column!(st::Timestamp, SqlValue::Timestamp(t) => t),
+        ColumnType::Timestamptz => column!(st::Timestamptz, SqlValue::Timestamptz(t) => t),
+        ColumnType::Uuid => column!(st::Uuid, SqlValue::Uuid(u) => u),
+        ColumnType::Json => column!(st::Json, SqlValue::Json(j, _) => j),
+        ColumnType::Jsonb => column!(st::Jsonb, SqlValue::Json(j, _) => j),
+    }
 }
 
 fn bind_null_pg(
@@ -436,6 +474,7 @@ fn bind_all_sqlite<'a>(
             SqlValue::Timestamptz(t) => q.bind::<st::TimestamptzSqlite, _>(t),
             SqlValue::Uuid(u) => q.bind::<st::Text, _>(u.hyphenated().to_string()),
             SqlValue::Json(j, _) => q.bind::<st::Text, _>(j.to_string()),
+            array @ SqlValue::Array(..) => q.bind::<st::Text, _>(array.to_json().to_string()),
         };
     }
     q

@@ -78,6 +78,10 @@ pub enum SqlValue {
     Uuid(uuid::Uuid),
     /// A JSON document (for `Json` and `Jsonb` columns).
     Json(Value, ColumnType),
+    /// A whole column of values of one type, bound as one PostgreSQL array (`unnest($1)`,
+    /// `= ANY($1)`): one parameter instead of one per row. SQLite has no arrays: it gets the
+    /// values as a JSON array text. Build it with [`SqlValue::array`].
+    Array(ColumnType, Vec<SqlValue>),
 }
 
 fn describe(v: &Value) -> String {
@@ -256,6 +260,53 @@ impl SqlValue {
             SqlValue::Timestamptz(t) => Value::String(format_datetime(t)),
             SqlValue::Uuid(u) => Value::String(u.hyphenated().to_string()),
             SqlValue::Json(v, _) => v.clone(),
+            SqlValue::Array(_, items) => {
+                Value::Array(items.iter().map(SqlValue::to_json).collect())
+            }
+        }
+    }
+
+    /// The column type of this value.
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            SqlValue::Null(ty) | SqlValue::Json(_, ty) | SqlValue::Array(ty, _) => *ty,
+            SqlValue::Bool(_) => ColumnType::Bool,
+            SqlValue::SmallInt(_) => ColumnType::SmallInt,
+            SqlValue::Integer(_) => ColumnType::Integer,
+            SqlValue::BigInt(_) => ColumnType::BigInt,
+            SqlValue::Float(_) => ColumnType::Float,
+            SqlValue::Double(_) => ColumnType::Double,
+            SqlValue::Text(_) => ColumnType::Text,
+            SqlValue::Numeric(_) => ColumnType::Numeric,
+            SqlValue::Date(_) => ColumnType::Date,
+            SqlValue::Timestamp(_) => ColumnType::Timestamp,
+            SqlValue::Timestamptz(_) => ColumnType::Timestamptz,
+            SqlValue::Uuid(_) => ColumnType::Uuid,
+        }
+    }
+
+    /// An array of `items`, all of type `ty` (or NULL); a value of another type is an error
+    /// naming it, so nothing is bound as the wrong type.
+    ///
+    /// ```
+    /// use cqrs::value::{ColumnType, SqlValue};
+    /// let ids = SqlValue::array(ColumnType::BigInt, vec![SqlValue::BigInt(1), SqlValue::BigInt(2)]);
+    /// assert!(ids.is_ok());
+    /// assert!(SqlValue::array(ColumnType::BigInt, vec![SqlValue::Text("1".into())]).is_err());
+    /// ```
+    pub fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue, String> {
+        let json_kinds = |a: ColumnType| matches!(a, ColumnType::Json | ColumnType::Jsonb);
+        match items.iter().find(|v| {
+            let t = v.column_type();
+            matches!(v, SqlValue::Array(..)) || (t != ty && !(json_kinds(t) && json_kinds(ty)))
+        }) {
+            Some(v) => Err(format!(
+                "a {} value in a {} array: {}",
+                v.column_type().name(),
+                ty.name(),
+                describe(&v.to_json())
+            )),
+            None => Ok(SqlValue::Array(ty, items)),
         }
     }
 
