@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"): make sure PostgreSQL and RabbitMQ are up,
+# The project's test command (the second command at the top of README.md): make sure PostgreSQL and RabbitMQ are up,
 # then run the whole workspace's tests. Tests that restart a service will run after the normal
 # suite, alone, from their own test binary.
 set -euo pipefail

@@ -34,8 +34,21 @@ pub enum Broker {
 }
 
 impl Broker {
-    /// Connect to the broker of `settings` (`role` names the connection: `<service>-<role>`).
+    /// Connect to the broker of `settings` (`role` names the connection: `<service>-<role>`);
+    /// one attempt.
     pub fn connect(settings: &Settings, role: &str) -> Result<Broker> {
+        Broker::connect_until(settings, role, &Shutdown::new(), 1)
+    }
+
+    /// [`Broker::connect`] for a long-running service: a broker that is not up yet (started in
+    /// the wrong order, restarting) is waited for with the reconnect backoff, up to `attempts`
+    /// tries or until `shutdown`.
+    pub fn connect_until(
+        settings: &Settings,
+        role: &str,
+        shutdown: &Shutdown,
+        attempts: u32,
+    ) -> Result<Broker> {
         let url = settings.broker_url.as_deref().ok_or_else(|| {
             Error::config(format!(
                 "{role} needs a broker: pass --broker-url or set CQRS_BROKER_URL (amqp://guest:guest@127.0.0.1:5672/%2f or sqlite:///path/queue.db)"
@@ -59,9 +72,7 @@ impl Broker {
             },
         };
         Ok(Broker::Amqp(connect_with_backoff(
-            config,
-            &Shutdown::new(),
-            1,
+            config, shutdown, attempts,
         )?))
     }
 
@@ -150,7 +161,7 @@ pub fn consume(
     if workers == 0 {
         return Err(Error::config("--workers must be at least 1"));
     }
-    let transport = broker(settings, "consumer")?;
+    let transport = Broker::connect_until(settings, "consumer", shutdown, u32::MAX)?;
     transport.declare_replica(&queue, &ids, &settings.retry_delays)?;
     // Prefetch two batches: one being applied, one arriving.
     let prefetch = (settings.batch_size * 2).min(u16::MAX as usize) as u16;
@@ -239,7 +250,7 @@ fn worker(
 /// Relay the outbox of the settings' database to the broker until `shutdown` fires.
 pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     let db = Db::connect(settings.require_database_url()?)?;
-    let transport = broker(settings, "relay")?;
+    let transport = Broker::connect_until(settings, "relay", shutdown, u32::MAX)?;
     let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
     relay.run(shutdown)?;
     Ok(relay.stats())

@@ -146,6 +146,7 @@ pub fn replica(cx: &Ctxt, m: &Model<'_>) {
         m.attrs.meta.span(),
         m.attrs.correlation_id.span(),
         m.attrs.delete_custom.span(),
+        m.attrs.serializer.span(),
     ]
     .into_iter()
     .flatten()

@@ -406,7 +406,7 @@ both!(
     }
 );
 
-/// Every column type goes through the PostgreSQL array binds (and SQLite's values) with NULLs.
+// Every column type goes through the PostgreSQL array binds (and SQLite's values) with NULLs.
 both!(
     fn every_column_type_round_trips_through_a_batch(kind: Kind) {
         use cqrs::ColumnSpec;

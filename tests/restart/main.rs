@@ -15,6 +15,8 @@ enum Outage {
     Stop,
     /// SIGKILL to the node.
     Crash,
+    /// Down before the relay and the consumer start (its queues were declared earlier).
+    NotYetStarted,
 }
 
 /// The broker stops (cleanly) in the middle of a stream of changes and starts again 5 s later:
@@ -30,6 +32,14 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 #[test]
 fn a_broker_killed_mid_stream_loses_nothing() {
     outage_mid_stream(Outage::Crash);
+}
+
+/// Services started while the broker is not up yet (a deploy that starts them first) wait for it
+/// with the reconnect backoff instead of exiting; once it is up, everything committed meanwhile
+/// arrives.
+#[test]
+fn services_started_before_the_broker_wait_for_it() {
+    outage_mid_stream(Outage::NotYetStarted);
 }
 
 fn outage_mid_stream(outage: Outage) {
@@ -69,6 +79,15 @@ fn outage_mid_stream(outage: Outage) {
     let Db::Pg(mut pg) = master.connect() else {
         unreachable!()
     };
+    // The broker is down from round `down_at` (before the services start for NotYetStarted) to
+    // round `down_at + 5`.
+    let down_at = match outage {
+        Outage::NotYetStarted => {
+            rabbit.stop();
+            0
+        }
+        Outage::Stop | Outage::Crash => 10,
+    };
     let mut kept_while_down = 0;
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&shutdown);
@@ -86,21 +105,24 @@ fn outage_mid_stream(outage: Outage) {
             for id in ids.iter().rev().take(10) {
                 example_master::set_value(&mut pg, *id, id * 3).unwrap();
             }
-            if round == 10 {
+            if round == down_at {
                 match outage {
                     Outage::Stop => rabbit.stop(),
                     Outage::Crash => rabbit.crash(),
+                    Outage::NotYetStarted => {}
                 }
             }
-            if round == 15 {
+            if round == down_at + 5 {
                 kept_while_down = cqrs::outbox::pending(&mut master.connect()).unwrap();
                 rabbit.boot();
             }
-            std::thread::sleep(Duration::from_millis(if (10..15).contains(&round) {
-                1000
-            } else {
-                100
-            }));
+            std::thread::sleep(Duration::from_millis(
+                if (down_at..down_at + 5).contains(&round) {
+                    1000
+                } else {
+                    100
+                },
+            ));
         }
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
