@@ -626,6 +626,18 @@ fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue> {
 
 fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usize> {
     let backend = db.backend();
+    if backend == Backend::Postgres {
+        let sql = format!(
+            "DELETE FROM {} WHERE {} = ANY($1)",
+            quote(spec.table()),
+            quote(&spec.key_column().name)
+        );
+        let keys = array(
+            spec.key_column().ty,
+            keys.iter().map(|k| (*k).clone()).collect(),
+        )?;
+        return db.execute(&sql, vec![keys]);
+    }
     let mut deleted = 0;
     for chunk in keys.chunks(backend.bind_limit()) {
         let mut sql = format!(
@@ -646,6 +658,25 @@ fn write_tombstones(
 ) -> Result<usize> {
     let backend = db.backend();
     let now = Utc::now();
+    const UPSERT: &str = " ON CONFLICT (cqrs_id, pk) DO UPDATE SET revision = excluded.revision, \
+         cqrs_updated = excluded.cqrs_updated, deleted_at = excluded.deleted_at";
+    if backend == Backend::Postgres {
+        let sql = format!(
+            "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) \
+             SELECT $1, pk, revision, updated, $2 FROM unnest($3, $4, $5) AS t (pk, revision, updated){UPSERT}"
+        );
+        let column = |ty, f: &dyn Fn(&(&str, i32, DateTime<Utc>)) -> SqlValue| {
+            array(ty, tombs.iter().map(f).collect())
+        };
+        let binds = vec![
+            SqlValue::Text(spec.cqrs_id().to_string()),
+            SqlValue::Timestamptz(now),
+            column(ColumnType::Text, &|t| SqlValue::Text(t.0.to_string()))?,
+            column(ColumnType::Integer, &|t| SqlValue::Integer(t.1))?,
+            column(ColumnType::Timestamptz, &|t| SqlValue::Timestamptz(t.2))?,
+        ];
+        return db.execute(&sql, binds);
+    }
     let mut written = 0;
     for chunk in tombs.chunks(backend.bind_limit() / 5) {
         let mut sql = String::from(
@@ -666,10 +697,7 @@ fn write_tombstones(
                 SqlValue::Timestamptz(now),
             ]);
         }
-        sql.push_str(
-            " ON CONFLICT (cqrs_id, pk) DO UPDATE SET revision = excluded.revision, \
-             cqrs_updated = excluded.cqrs_updated, deleted_at = excluded.deleted_at",
-        );
+        sql.push_str(UPSERT);
         written += db.execute(&sql, binds)?;
     }
     Ok(written)
@@ -677,6 +705,20 @@ fn write_tombstones(
 
 fn clear_tombstones(spec: &TableSpec, db: &mut Db, keys: &[&str]) -> Result<()> {
     let backend = db.backend();
+    if backend == Backend::Postgres {
+        let pks = keys
+            .iter()
+            .map(|c| SqlValue::Text((*c).to_string()))
+            .collect();
+        db.execute(
+            "DELETE FROM cqrs_tombstones WHERE cqrs_id = $1 AND pk = ANY($2)",
+            vec![
+                SqlValue::Text(spec.cqrs_id().to_string()),
+                array(ColumnType::Text, pks)?,
+            ],
+        )?;
+        return Ok(());
+    }
     for chunk in keys.chunks(backend.bind_limit() - 1) {
         let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE cqrs_id = ");
         backend.placeholder(1, &mut sql);
