@@ -665,15 +665,15 @@ fn write_tombstones(
             "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) \
              SELECT $1, pk, revision, updated, $2 FROM unnest($3, $4, $5) AS t (pk, revision, updated){UPSERT}"
         );
-        let column = |ty, f: &dyn Fn(&(&str, i32, DateTime<Utc>)) -> SqlValue| {
-            array(ty, tombs.iter().map(f).collect())
-        };
+        let pks = tombs.iter().map(|t| SqlValue::Text(t.0.to_string()));
+        let revisions = tombs.iter().map(|t| SqlValue::Integer(t.1));
+        let updated = tombs.iter().map(|t| SqlValue::Timestamptz(t.2));
         let binds = vec![
             SqlValue::Text(spec.cqrs_id().to_string()),
             SqlValue::Timestamptz(now),
-            column(ColumnType::Text, &|t| SqlValue::Text(t.0.to_string()))?,
-            column(ColumnType::Integer, &|t| SqlValue::Integer(t.1))?,
-            column(ColumnType::Timestamptz, &|t| SqlValue::Timestamptz(t.2))?,
+            array(ColumnType::Text, pks.collect())?,
+            array(ColumnType::Integer, revisions.collect())?,
+            array(ColumnType::Timestamptz, updated.collect())?,
         ];
         return db.execute(&sql, binds);
     }
