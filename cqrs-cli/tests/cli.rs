@@ -176,3 +176,30 @@ fn demo_on_postgres_and_rabbitmq_converges_with_zero_drift() {
     assert_eq!(m.len(), 270);
     assert_eq!(r, m);
 }
+
+/// Without `--dir`, the demo's temporary files are removed after a clean run.
+#[test]
+fn demo_removes_the_temporary_directory_it_made() {
+    let child = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .args(["demo", "--rows", "100"])
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_CONFIG")
+        .env_remove("CQRS_BROKER_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("CQRS_QUEUE")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the cqrs binary runs");
+    let dir = std::env::temp_dir().join(format!("cqrs-demo-{}", child.id()));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("sqlite://{}", dir.display())),
+        "{out}"
+    );
+    assert!(out.contains("files:                removed"), "{out}");
+    assert!(!dir.exists(), "{} is still there", dir.display());
+}

@@ -64,6 +64,15 @@ pub(crate) fn run(settings: &Settings, args: &DemoArgs) -> Result<(), Error> {
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3
     );
+    // A directory we made up is ours to remove; one the user named is theirs to keep.
+    if args.dir.is_none() && s.drift == 0 {
+        let removed = std::fs::remove_dir_all(&opts.dir).is_ok();
+        if removed {
+            println!("  files:                removed (pass --dir DIR to keep them)");
+        }
+    } else {
+        println!("  files:                {}", opts.dir.display());
+    }
     if s.drift != 0 {
         return Err(Error::new(
             ErrorKind::Database,
