@@ -308,58 +308,28 @@ fn read_states(
     } else {
         keys.iter().map(|(k, c)| (k.key_text(), *c)).collect()
     };
-    if backend == Backend::Postgres {
-        // One array parameter, whatever the batch size: parsing and binding thousands of
-        // placeholders cost more than the query.
-        let (sql, binds) = if tombstones {
-            let pks = keys
-                .iter()
-                .map(|(_, c)| SqlValue::Text((*c).to_string()))
-                .collect();
-            (
-                "SELECT pk AS k, revision AS r, cqrs_updated AS u FROM cqrs_tombstones WHERE cqrs_id = $1 AND pk = ANY($2)".to_string(),
-                vec![SqlValue::Text(spec.cqrs_id().to_string()), array(ColumnType::Text, pks)?],
-            )
-        } else {
-            let key = quote(&spec.key_column().name);
-            (
-                format!(
-                    "SELECT CAST({key} AS TEXT) AS k, cqrs_revision AS r, cqrs_updated AS u FROM {} WHERE {key} = ANY($1)",
-                    quote(spec.table())
-                ),
-                vec![array(
-                    spec.key_column().ty,
-                    keys.iter().map(|(k, _)| (*k).clone()).collect(),
-                )?],
-            )
-        };
-        for (text, rev, upd) in db::load_states(db, &sql, binds)? {
-            if let Some(canon) = by_text.get(&text) {
-                out.insert((*canon).to_string(), (rev, upd));
-            }
-        }
-        return Ok(out);
-    }
     for chunk in keys.chunks(backend.bind_limit() - 1) {
-        let mut sql = String::with_capacity(96 + chunk.len() * 6);
+        let mut sql = String::with_capacity(160);
         let mut n = 0;
-        let mut binds = Vec::with_capacity(chunk.len() + 1);
-        if tombstones {
+        let mut binds = Vec::with_capacity(2);
+        let (ty, members): (ColumnType, Vec<SqlValue>) = if tombstones {
             sql.push_str("SELECT pk AS k, revision AS r, cqrs_updated AS u FROM cqrs_tombstones WHERE cqrs_id = ");
             n += 1;
             backend.placeholder(n, &mut sql);
             binds.push(SqlValue::Text(spec.cqrs_id().to_string()));
-            sql.push_str(" AND pk IN ");
-            binds.extend(chunk.iter().map(|(_, c)| SqlValue::Text((*c).to_string())));
+            sql.push_str(" AND pk");
+            let pks = chunk.iter().map(|(_, c)| SqlValue::Text((*c).to_string()));
+            (ColumnType::Text, pks.collect())
         } else {
             let key = quote(&spec.key_column().name);
             sql.push_str(&format!(
-                "SELECT CAST({key} AS TEXT) AS k, cqrs_revision AS r, cqrs_updated AS u FROM {} WHERE {key} IN ",
+                "SELECT CAST({key} AS TEXT) AS k, cqrs_revision AS r, cqrs_updated AS u FROM {} WHERE {key}",
                 quote(spec.table())
             ));
-            binds.extend(chunk.iter().map(|(k, _)| (*k).clone()));
-        }
-        backend.placeholder_list(&mut sql, &mut n, chunk.len());
+            let keys = chunk.iter().map(|(k, _)| (*k).clone());
+            (spec.key_column().ty, keys.collect())
+        };
+        binds.extend(backend.member_of(&mut sql, &mut n, ty, &members)?);
         for (text, rev, upd) in db::load_states(db, &sql, binds)? {
             if let Some(canon) = by_text.get(&text) {
                 out.insert((*canon).to_string(), (rev, upd));
@@ -626,27 +596,16 @@ fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue> {
 
 fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usize> {
     let backend = db.backend();
-    if backend == Backend::Postgres {
-        let sql = format!(
-            "DELETE FROM {} WHERE {} = ANY($1)",
-            quote(spec.table()),
-            quote(&spec.key_column().name)
-        );
-        let keys = array(
-            spec.key_column().ty,
-            keys.iter().map(|k| (*k).clone()).collect(),
-        )?;
-        return db.execute(&sql, vec![keys]);
-    }
     let mut deleted = 0;
     for chunk in keys.chunks(backend.bind_limit()) {
         let mut sql = format!(
-            "DELETE FROM {} WHERE {} IN ",
+            "DELETE FROM {} WHERE {}",
             quote(spec.table()),
             quote(&spec.key_column().name)
         );
-        backend.placeholder_list(&mut sql, &mut 0, chunk.len());
-        deleted += db.execute(&sql, chunk.iter().map(|k| (*k).clone()).collect())?;
+        let members: Vec<SqlValue> = chunk.iter().map(|k| (*k).clone()).collect();
+        let binds = backend.member_of(&mut sql, &mut 0, spec.key_column().ty, &members)?;
+        deleted += db.execute(&sql, binds)?;
     }
     Ok(deleted)
 }
@@ -705,28 +664,16 @@ fn write_tombstones(
 
 fn clear_tombstones(spec: &TableSpec, db: &mut Db, keys: &[&str]) -> Result<()> {
     let backend = db.backend();
-    if backend == Backend::Postgres {
-        let pks = keys
-            .iter()
-            .map(|c| SqlValue::Text((*c).to_string()))
-            .collect();
-        db.execute(
-            "DELETE FROM cqrs_tombstones WHERE cqrs_id = $1 AND pk = ANY($2)",
-            vec![
-                SqlValue::Text(spec.cqrs_id().to_string()),
-                array(ColumnType::Text, pks)?,
-            ],
-        )?;
-        return Ok(());
-    }
     for chunk in keys.chunks(backend.bind_limit() - 1) {
         let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE cqrs_id = ");
         backend.placeholder(1, &mut sql);
-        sql.push_str(" AND pk IN ");
-        let mut n = 1;
-        backend.placeholder_list(&mut sql, &mut n, chunk.len());
+        sql.push_str(" AND pk");
+        let pks: Vec<SqlValue> = chunk
+            .iter()
+            .map(|c| SqlValue::Text((*c).to_string()))
+            .collect();
         let mut binds = vec![SqlValue::Text(spec.cqrs_id().to_string())];
-        binds.extend(chunk.iter().map(|c| SqlValue::Text((*c).to_string())));
+        binds.extend(backend.member_of(&mut sql, &mut 1, ColumnType::Text, &pks)?);
         db.execute(&sql, binds)?;
     }
     Ok(())

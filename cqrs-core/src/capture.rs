@@ -197,9 +197,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 quote(t.table())
             );
             backend.placeholder(1, &mut sql);
-            sql.push_str(&format!(" WHERE {} IN ", quote(&t.key_column().name)));
+            sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
             let mut binds = vec![SqlValue::Timestamptz(now())];
-            push_list(backend, &mut sql, &mut binds, 2, chunk);
+            push_list(backend, &mut sql, &mut binds, 2, t, chunk)?;
             let n = self.conn.exec(&sql, binds)?;
             if n != chunk.len() {
                 return Err(missing(M::CQRS_ID, "created", chunk.len(), n));
@@ -270,9 +270,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 quote(t.table())
             );
             backend.placeholder(1, &mut sql);
-            sql.push_str(&format!(" WHERE {} IN ", quote(&t.key_column().name)));
+            sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
             let mut binds = vec![SqlValue::Timestamptz(now())];
-            push_list(backend, &mut sql, &mut binds, 2, chunk);
+            push_list(backend, &mut sql, &mut binds, 2, t, chunk)?;
             // RETURNING sees the tracked columns before the application's own update runs.
             let cols =
                 std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
@@ -322,22 +322,22 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 ""
             };
             let mut sql = format!(
-                "SELECT {} FROM {} WHERE {} IN ",
+                "SELECT {} FROM {} WHERE {}",
                 rows::json_expr(backend, t, rows::all_columns(t)),
                 quote(t.table()),
                 quote(&t.key_column().name)
             );
             let mut binds = Vec::new();
-            push_list(backend, &mut sql, &mut binds, 1, chunk);
+            push_list(backend, &mut sql, &mut binds, 1, t, chunk)?;
             sql.push_str(lock);
             let current = self.conn.load_text(&sql, binds.clone())?;
             let mut sql = format!(
-                "DELETE FROM {} WHERE {} IN ",
+                "DELETE FROM {} WHERE {}",
                 quote(t.table()),
                 quote(&t.key_column().name)
             );
             let mut del_binds = Vec::new();
-            push_list(backend, &mut sql, &mut del_binds, 1, chunk);
+            push_list(backend, &mut sql, &mut del_binds, 1, t, chunk)?;
             deleted += self.conn.exec(&sql, del_binds)?;
             let at = now();
             for text in current {
@@ -452,13 +452,13 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             let t = self.specs[id].table().clone();
             for chunk in keys.chunks(backend.bind_limit()) {
                 let mut sql = format!(
-                    "SELECT {} FROM {} WHERE {} IN ",
+                    "SELECT {} FROM {} WHERE {}",
                     rows::json_expr(backend, &t, rows::all_columns(&t)),
                     quote(t.table()),
                     quote(&t.key_column().name)
                 );
                 let mut binds = Vec::new();
-                push_list(backend, &mut sql, &mut binds, 1, chunk);
+                push_list(backend, &mut sql, &mut binds, 1, &t, chunk)?;
                 for text in self.conn.load_text(&sql, binds)? {
                     let row = rows::typed_row(&t, &text)?;
                     let canon = row[t.key_index()]
@@ -601,15 +601,17 @@ fn previous_data(
     Some(prev)
 }
 
+/// Membership of `keys` in `t`'s key column ([`Backend::member_of`]), placeholders from `first`.
 fn push_list(
     backend: Backend,
     sql: &mut String,
     binds: &mut Vec<SqlValue>,
     first: usize,
+    t: &crate::model::TableSpec,
     keys: &[SqlValue],
-) {
-    backend.placeholder_list(sql, &mut (first - 1), keys.len());
-    binds.extend_from_slice(keys);
+) -> Result<()> {
+    binds.extend(backend.member_of(sql, &mut (first - 1), t.key_column().ty, keys)?);
+    Ok(())
 }
 
 fn missing(cqrs_id: &str, what: &str, wanted: usize, found: usize) -> Error {

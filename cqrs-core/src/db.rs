@@ -46,6 +46,47 @@ impl Backend {
         }
     }
 
+    /// Append a membership test of `values` (all of type `ty`) for the column before it, numbered
+    /// on from `*next`, and return its binds: ` = ANY($n)` with one array parameter on PostgreSQL
+    /// (parsing and binding thousands of placeholders cost more than the query), ` IN (?, ?, ...)`
+    /// on SQLite (chunk `values` under [`Backend::bind_limit`] there).
+    ///
+    /// ```
+    /// use cqrs::db::Backend;
+    /// use cqrs::value::{ColumnType, SqlValue};
+    /// let ids = [SqlValue::BigInt(1), SqlValue::BigInt(2)];
+    /// let mut sql = String::from("DELETE FROM t WHERE id");
+    /// let binds = Backend::Postgres.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
+    /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id = ANY($1)", 1));
+    /// let mut sql = String::from("DELETE FROM t WHERE id");
+    /// let binds = Backend::Sqlite.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
+    /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id IN (?,?)", 2));
+    /// ```
+    pub fn member_of(
+        self,
+        out: &mut String,
+        next: &mut usize,
+        ty: ColumnType,
+        values: &[SqlValue],
+    ) -> Result<Vec<SqlValue>> {
+        match self {
+            Backend::Postgres => {
+                *next += 1;
+                out.push_str(" = ANY(");
+                self.placeholder(*next, out);
+                out.push(')');
+                let array = SqlValue::array(ty, values.to_vec())
+                    .map_err(|e| Error::new(ErrorKind::Apply, e))?;
+                Ok(vec![array])
+            }
+            Backend::Sqlite => {
+                out.push_str(" IN ");
+                self.placeholder_list(out, next, values.len());
+                Ok(values.to_vec())
+            }
+        }
+    }
+
     /// Append `(p1, p2, ...)`: `count` placeholders numbered on from `*next`, which advances.
     pub fn placeholder_list(self, out: &mut String, next: &mut usize, count: usize) {
         out.push('(');

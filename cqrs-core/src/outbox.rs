@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::db::{Backend, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::SignalType;
-use crate::value::SqlValue;
+use crate::value::{ColumnType, SqlValue};
 
 /// A message to write to the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,9 +140,10 @@ pub fn claim<C: SqlConn + ?Sized>(
     Ok(rows)
 }
 
-fn id_list(backend: Backend, ids: &[i64], first: usize, sql: &mut String) -> Vec<SqlValue> {
-    backend.placeholder_list(sql, &mut (first - 1), ids.len());
-    ids.iter().map(|i| SqlValue::BigInt(*i)).collect()
+/// ` = ANY(..)` / ` IN (..)` of outbox ids, placeholders from `first`.
+fn id_list(backend: Backend, ids: &[i64], first: usize, sql: &mut String) -> Result<Vec<SqlValue>> {
+    let ids: Vec<SqlValue> = ids.iter().map(|i| SqlValue::BigInt(*i)).collect();
+    backend.member_of(sql, &mut (first - 1), ColumnType::BigInt, &ids)
 }
 
 /// Delete rows the broker confirmed (or that nobody listens to).
@@ -150,8 +151,8 @@ pub fn delete<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
     let backend = conn.backend();
     let mut deleted = 0;
     for chunk in ids.chunks(backend.bind_limit()) {
-        let mut sql = String::from("DELETE FROM cqrs_outbox WHERE id IN ");
-        let binds = id_list(backend, chunk, 1, &mut sql);
+        let mut sql = String::from("DELETE FROM cqrs_outbox WHERE id");
+        let binds = id_list(backend, chunk, 1, &mut sql)?;
         deleted += conn
             .exec(&sql, binds)
             .map_err(|e| e.context("deleting published outbox rows"))?;
@@ -169,9 +170,9 @@ pub fn release<C: SqlConn + ?Sized>(
     for chunk in ids.chunks(backend.bind_limit() - 1) {
         let mut sql = String::from("UPDATE cqrs_outbox SET leased_until = NULL, available_at = ");
         backend.placeholder(1, &mut sql);
-        sql.push_str(" WHERE id IN ");
+        sql.push_str(" WHERE id");
         let mut binds = vec![SqlValue::Timestamptz(retry_at)];
-        binds.extend(id_list(backend, chunk, 2, &mut sql));
+        binds.extend(id_list(backend, chunk, 2, &mut sql)?);
         conn.exec(&sql, binds)
             .map_err(|e| e.context("releasing outbox rows"))?;
     }

@@ -192,13 +192,13 @@ fn revisions(db: &mut Db, t: &TableSpec, keys: &[SqlValue]) -> Result<HashMap<St
     let mut out = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(backend.bind_limit()) {
         let mut sql = format!(
-            "SELECT {} FROM {} WHERE {} IN ",
+            "SELECT {} FROM {} WHERE {}",
             rows::json_expr(backend, t, [t.key_index(), t.revision_index()]),
             quote(t.table()),
             quote(&t.key_column().name)
         );
-        backend.placeholder_list(&mut sql, &mut 0, chunk.len());
-        for text in db.load_text(&sql, chunk.to_vec())? {
+        let binds = backend.member_of(&mut sql, &mut 0, t.key_column().ty, chunk)?;
+        for text in db.load_text(&sql, binds)? {
             let row = rows::typed_row(t, &text)?;
             if let (Some(k), Some(SqlValue::Integer(r))) =
                 (&row[t.key_index()], &row[t.revision_index()])
