@@ -20,40 +20,36 @@ pub struct Cli {
 /// The common flags (ARCHITECTURE.md §2): flags > environment > `cqrs.toml` > defaults.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// Database URL: postgres://…, sqlite://relative.db or sqlite:///absolute.db
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    /// Database URL: postgres://…, sqlite://relative.db or sqlite:///absolute.db [env: DATABASE_URL]
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// Broker URL: amqp://, amqps:// or a sqlite:// queue file [env: CQRS_BROKER_URL, AMQP_URL]
     #[arg(long, global = true, visible_alias = "amqp-url")]
     pub broker_url: Option<String>,
-    /// This replica's queue
-    #[arg(long, global = true, env = "CQRS_QUEUE", hide_env_values = true)]
+    /// This replica's queue [env: CQRS_QUEUE]
+    #[arg(long, global = true)]
     pub queue: Option<String>,
-    /// The topic exchange [default: cqrs]
-    #[arg(long, global = true, env = "CQRS_EXCHANGE", hide_env_values = true)]
+    /// The topic exchange [env: CQRS_EXCHANGE] [default: cqrs]
+    #[arg(long, global = true)]
     pub exchange: Option<String>,
-    /// This service's name (connection names, cqrs-producer header) [default: cqrs]
-    #[arg(long, global = true, env = "CQRS_SERVICE_NAME", hide_env_values = true)]
+    /// This service's name (connection names, cqrs-producer header) [env: CQRS_SERVICE_NAME] [default: cqrs]
+    #[arg(long, global = true)]
     pub service_name: Option<String>,
-    /// CA certificates (PEM) to trust for amqps:// besides the public roots
-    #[arg(long, global = true, env = "CQRS_TLS_CA_FILE", hide_env_values = true)]
+    /// CA certificates (PEM) to trust for amqps:// besides the public roots [env: CQRS_TLS_CA_FILE]
+    #[arg(long, global = true)]
     pub tls_ca_file: Option<PathBuf>,
-    /// Configuration file [default: cqrs.toml if present]
-    #[arg(long, global = true, env = "CQRS_CONFIG", hide_env_values = true)]
+    /// Configuration file [env: CQRS_CONFIG] [default: cqrs.toml if present]
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
 }
 
 impl CommonArgs {
-    /// The flags-and-environment layer of the settings.
+    /// The flags' layer of the settings (the environment and the file are read by
+    /// [`cqrs::Settings::resolve`]).
     pub fn layer(&self) -> Layer {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Layer {
             database_url: self.database_url.clone(),
-            broker_url: self
-                .broker_url
-                .clone()
-                .or_else(|| env("CQRS_BROKER_URL"))
-                .or_else(|| env("AMQP_URL")),
+            broker_url: self.broker_url.clone(),
             queue: self.queue.clone(),
             exchange: self.exchange.clone(),
             service_name: self.service_name.clone(),
@@ -143,9 +139,9 @@ pub struct SyncArgs {
     /// Django-style lookups as a JSON object, e.g. '{"id__in": [1, 2]}'; '{}' for all rows
     #[arg(short = 'f', long)]
     pub filter: String,
-    /// Rows per transaction
-    #[arg(short = 'b', long, default_value_t = 1_000)]
-    pub batch: usize,
+    /// Rows per transaction [env: CQRS_BATCH_SIZE] [default: batch_size, 500]
+    #[arg(short = 'b', long)]
+    pub batch: Option<usize>,
     /// Report progress on stderr
     #[arg(long)]
     pub progress: bool,
@@ -237,15 +233,15 @@ pub struct ConsumeArgs {
     /// Consume only these models (repeatable); default: every replica model
     #[arg(short = 'c', long = "cqrs-id")]
     pub cqrs_ids: Vec<String>,
-    /// Most messages applied in one transaction [default: 500]
-    #[arg(short = 'b', long, env = "CQRS_BATCH_SIZE", hide_env_values = true)]
+    /// Most messages applied in one transaction [env: CQRS_BATCH_SIZE] [default: 500]
+    #[arg(short = 'b', long)]
     pub batch_size: Option<usize>,
 }
 
 /// `cqrs relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Most outbox rows published per batch (the window of outstanding confirms) [default: 500]
-    #[arg(short = 'b', long, env = "CQRS_BATCH_SIZE", hide_env_values = true)]
+    /// Most outbox rows published per batch (the window of outstanding confirms) [env: CQRS_BATCH_SIZE] [default: 500]
+    #[arg(short = 'b', long)]
     pub batch_size: Option<usize>,
 }

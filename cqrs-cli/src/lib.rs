@@ -12,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod demo;
 mod progress;
 
 use std::ffi::OsString;

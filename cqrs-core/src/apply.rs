@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{self, Backend, Db};
-use crate::error::{Error, ErrorKind, Result};
+use crate::db::{self, Db};
+use crate::error::{Error, Result};
 use crate::message::SignalType;
 use crate::model::{
     ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, Retry, TableSpec,
@@ -376,12 +376,10 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
         return Ok(finish(outcomes, stats));
     }
 
-    if db.backend() == Backend::Postgres {
-        let mut ids: Vec<i64> = keys.iter().map(|(_, c)| lock_id(cqrs_id, c)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        db::advisory_xact_locks(db, &ids)?;
-    }
+    let mut stripes: Vec<i64> = keys.iter().map(|(_, c)| lock_id(cqrs_id, c)).collect();
+    stripes.sort_unstable();
+    stripes.dedup();
+    db.lock_stripes(&stripes)?;
     let rows = read_states(spec, db, &keys, false)?;
     let tombs = read_states(spec, db, &keys, true)?;
 
@@ -479,13 +477,12 @@ fn write_rows(
     cols: &[usize],
     forced: bool,
 ) -> Result<(usize, usize)> {
-    let backend = db.backend();
     let table = quote(spec.table());
     let names: Vec<String> = cols
         .iter()
         .map(|&c| quote(&spec.columns()[c].name))
         .collect();
-    let head = format!("INSERT INTO {table} ({}) VALUES ", names.join(","));
+    let head = format!("INSERT INTO {table} ({})", names.join(","));
     let updates: Vec<String> = cols
         .iter()
         .zip(&names)
@@ -502,74 +499,23 @@ fn write_rows(
             " WHERE {table}.cqrs_revision <= excluded.cqrs_revision"
         ));
     }
-    let save_values = |i: usize| match &prepared[i].op {
-        Op::Save { values, .. } => values,
-        _ => unreachable!("upserts come from saves"),
-    };
-    if backend == Backend::Postgres {
-        // Each column one array parameter, unnested into rows: one statement and as many
-        // parameters as columns, whatever the batch size.
-        let mut sql = format!(
-            "INSERT INTO {table} ({}) SELECT * FROM unnest(",
-            names.join(",")
-        );
-        let mut n = 0;
-        for k in 0..cols.len() {
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            backend.placeholder(n, &mut sql);
-        }
-        sql.push(')');
-        sql.push_str(&tail);
-        let binds = cols
-            .iter()
-            .map(|&c| {
-                let column: Vec<SqlValue> = rows
-                    .iter()
-                    .map(|&i| {
-                        save_values(i)[c]
-                            .clone()
-                            .expect("column in the present mask")
-                    })
-                    .collect();
-                array(spec.columns()[c].ty, column)
-            })
-            .collect::<Result<Vec<_>>>()?;
+    let types: Vec<ColumnType> = cols.iter().map(|&c| spec.columns()[c].ty).collect();
+    let values: Vec<Vec<SqlValue>> = rows
+        .iter()
+        .map(|&i| match &prepared[i].op {
+            Op::Save { values, .. } => cols
+                .iter()
+                .map(|&c| values[c].clone().expect("column in the present mask"))
+                .collect(),
+            _ => unreachable!("upserts come from saves"),
+        })
+        .collect();
+    let (mut statements, mut written) = (0, 0);
+    for (sql, binds, count) in db.backend().insert_rows(&head, &tail, &types, values)? {
         let affected = db
             .execute(&sql, binds)
-            .map_err(|e| e.context(format!("writing {} rows of {}", rows.len(), spec.cqrs_id())))?;
-        warn_if_held_back(spec, rows.len(), affected);
-        return Ok((1, affected));
-    }
-    let per_statement = (backend.bind_limit() / cols.len()).max(1);
-    let (mut statements, mut written) = (0, 0);
-    for chunk in rows.chunks(per_statement) {
-        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * cols.len() * 6);
-        sql.push_str(&head);
-        let mut n = 0;
-        let mut binds = Vec::with_capacity(chunk.len() * cols.len());
-        for (r, &i) in chunk.iter().enumerate() {
-            if r > 0 {
-                sql.push(',');
-            }
-            backend.placeholder_list(&mut sql, &mut n, cols.len());
-            let values = save_values(i);
-            binds.extend(
-                cols.iter()
-                    .map(|&c| values[c].clone().expect("column in the present mask")),
-            );
-        }
-        sql.push_str(&tail);
-        let affected = db.execute(&sql, binds).map_err(|e| {
-            e.context(format!(
-                "writing {} rows of {}",
-                chunk.len(),
-                spec.cqrs_id()
-            ))
-        })?;
-        warn_if_held_back(spec, chunk.len(), affected);
+            .map_err(|e| e.context(format!("writing {count} rows of {}", spec.cqrs_id())))?;
+        warn_if_held_back(spec, count, affected);
         statements += 1;
         written += affected;
     }
@@ -587,11 +533,6 @@ fn warn_if_held_back(spec: &TableSpec, expected: usize, affected: usize) {
             "revision guard held back rows decided under lock"
         );
     }
-}
-
-/// A column of values as one array parameter; a value of the wrong type is a bug in `prepare`.
-fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue> {
-    SqlValue::array(ty, items).map_err(|e| Error::new(ErrorKind::Apply, e))
 }
 
 fn delete_rows(spec: &TableSpec, db: &mut Db, keys: &[&SqlValue]) -> Result<usize> {
@@ -615,48 +556,32 @@ fn write_tombstones(
     db: &mut Db,
     tombs: &[(&str, i32, DateTime<Utc>)],
 ) -> Result<usize> {
-    let backend = db.backend();
     let now = Utc::now();
+    const HEAD: &str =
+        "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at)";
     const UPSERT: &str = " ON CONFLICT (cqrs_id, pk) DO UPDATE SET revision = excluded.revision, \
          cqrs_updated = excluded.cqrs_updated, deleted_at = excluded.deleted_at";
-    if backend == Backend::Postgres {
-        let sql = format!(
-            "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) \
-             SELECT $1, pk, revision, updated, $2 FROM unnest($3, $4, $5) AS t (pk, revision, updated){UPSERT}"
-        );
-        let pks = tombs.iter().map(|t| SqlValue::Text(t.0.to_string()));
-        let revisions = tombs.iter().map(|t| SqlValue::Integer(t.1));
-        let updated = tombs.iter().map(|t| SqlValue::Timestamptz(t.2));
-        let binds = vec![
-            SqlValue::Text(spec.cqrs_id().to_string()),
-            SqlValue::Timestamptz(now),
-            array(ColumnType::Text, pks.collect())?,
-            array(ColumnType::Integer, revisions.collect())?,
-            array(ColumnType::Timestamptz, updated.collect())?,
-        ];
-        return db.execute(&sql, binds);
-    }
-    let mut written = 0;
-    for chunk in tombs.chunks(backend.bind_limit() / 5) {
-        let mut sql = String::from(
-            "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ",
-        );
-        let mut n = 0;
-        let mut binds = Vec::with_capacity(chunk.len() * 5);
-        for (r, (canon, rev, upd)) in chunk.iter().enumerate() {
-            if r > 0 {
-                sql.push(',');
-            }
-            backend.placeholder_list(&mut sql, &mut n, 5);
-            binds.extend([
+    const TYPES: [ColumnType; 5] = [
+        ColumnType::Text,
+        ColumnType::Text,
+        ColumnType::Integer,
+        ColumnType::Timestamptz,
+        ColumnType::Timestamptz,
+    ];
+    let rows = tombs
+        .iter()
+        .map(|(canon, rev, upd)| {
+            vec![
                 SqlValue::Text(spec.cqrs_id().to_string()),
                 SqlValue::Text((*canon).to_string()),
                 SqlValue::Integer(*rev),
                 SqlValue::Timestamptz(*upd),
                 SqlValue::Timestamptz(now),
-            ]);
-        }
-        sql.push_str(UPSERT);
+            ]
+        })
+        .collect();
+    let mut written = 0;
+    for (sql, binds, _) in db.backend().insert_rows(HEAD, UPSERT, &TYPES, rows)? {
         written += db.execute(&sql, binds)?;
     }
     Ok(written)

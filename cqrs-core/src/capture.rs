@@ -27,7 +27,7 @@ use crate::message::{Message, SignalType};
 use crate::model::{MasterModel, MasterSpec};
 use crate::outbox::{self, NewRow};
 use crate::rows::{self, quote};
-use crate::transport::directed_key;
+use crate::transport::routing::directed_key;
 use crate::value::SqlValue;
 
 #[derive(Debug, Clone)]
@@ -316,11 +316,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         keys.dedup();
         let mut deleted = 0;
         for chunk in keys.chunks(backend.bind_limit()) {
-            let lock = if backend == Backend::Postgres {
-                " FOR UPDATE"
-            } else {
-                ""
-            };
             let mut sql = format!(
                 "SELECT {} FROM {} WHERE {}",
                 rows::json_expr(backend, t, rows::all_columns(t)),
@@ -329,7 +324,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             );
             let mut binds = Vec::new();
             push_list(backend, &mut sql, &mut binds, 1, t, chunk)?;
-            sql.push_str(lock);
+            sql.push_str(backend.for_update());
             let current = self.conn.load_text(&sql, binds.clone())?;
             let mut sql = format!(
                 "DELETE FROM {} WHERE {}",

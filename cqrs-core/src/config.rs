@@ -1,8 +1,9 @@
 //! Typed settings, layered once at startup: command-line flags > environment > `cqrs.toml` > defaults.
 //!
-//! The CLI parses flags with their environment fallbacks (clap's `env`), so it hands this module one
-//! [`Layer`] for both; the file is the next layer and [`Settings::default`] the last. Library users
-//! build [`Settings`] directly or through [`Settings::resolve`].
+//! The CLI hands this module the flags it parsed as one [`Layer`]; [`Settings::resolve`] reads
+//! the environment and the file and layers them below, so this is the only place settings are
+//! read. Library users build [`Settings`] directly or through [`Settings::resolve`]. Every
+//! setting is declared once, in the `settings!` table below.
 //!
 //! | setting | flag | environment | `cqrs.toml` key | default |
 //! |---|---|---|---|---|
@@ -32,38 +33,149 @@ use crate::error::{Error, Result};
 /// The default config file, read if present in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "cqrs.toml";
 
-/// One layer of settings; `None` means "not set here, look further down".
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    /// Database URL.
-    pub database_url: Option<String>,
-    /// Broker URL.
-    pub broker_url: Option<String>,
+/// The variable naming the config file (the `--config` flag's fallback).
+pub const CONFIG_ENV: &str = "CQRS_CONFIG";
+
+/// Declares every setting once: its resolved field and type, its default, the `cqrs.toml` key
+/// (also the [`Layer`] field) with the raw type a layer holds, the environment variables that
+/// set it (first set wins) and how a raw value becomes the resolved one. Adding a setting is one
+/// entry here plus its row in the table above.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $default:expr,
+            key $key:ident: $raw:ty $(, env [$($env:literal),+])?
+            => |$v:ident| $conv:expr;
+    )*) => {
+        /// One layer of settings; `None` means "not set here, look further down".
+        #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct Layer {
+            $( $(#[doc = $doc])* pub $key: Option<$raw>, )*
+        }
+
+        impl Layer {
+            /// `self` where set, else `lower`.
+            pub fn over(self, lower: Layer) -> Layer {
+                Layer { $( $key: self.$key.or(lower.$key), )* }
+            }
+
+            /// The environment layer, read through `var` (empty values count as unset).
+            pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Layer> {
+                #[allow(unused_mut)]
+                let mut layer = Layer::default();
+                $( $( layer.$key = first_var(&var, &[$($env),+])?; )? )*
+                Ok(layer)
+            }
+        }
+
+        /// Resolved settings.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Settings {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $( $field: $default, )* }
+            }
+        }
+
+        impl Settings {
+            /// `layer`'s values where set, the defaults elsewhere (not checked).
+            fn fill(layer: Layer) -> Settings {
+                let d = Settings::default();
+                Settings {
+                    $( $field: match layer.$key { Some($v) => $conv, None => d.$field }, )*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Database URL (`postgres://…`, `sqlite://…`).
+    database_url: Option<String> = None,
+        key database_url: String, env ["DATABASE_URL"] => |v| Some(v);
+    /// Broker URL (`amqp://…`, `amqps://…`, a `sqlite://` queue file).
+    broker_url: Option<String> = None,
+        key broker_url: String, env ["CQRS_BROKER_URL", "AMQP_URL"] => |v| Some(v);
     /// This replica's queue.
-    pub queue: Option<String>,
-    /// The topic exchange.
-    pub exchange: Option<String>,
+    queue: Option<String> = None,
+        key queue: String, env ["CQRS_QUEUE"] => |v| Some(v);
+    /// The topic exchange (`cqrs`).
+    exchange: String = "cqrs".into(),
+        key exchange: String, env ["CQRS_EXCHANGE"] => |v| v;
     /// This service's name (connection names, `cqrs-producer` header).
-    pub service_name: Option<String>,
-    /// Most messages applied in one transaction.
-    pub batch_size: Option<usize>,
+    service_name: String = "cqrs".into(),
+        key service_name: String, env ["CQRS_SERVICE_NAME"] => |v| v;
+    /// Most messages applied in one transaction; rows per relay batch and per sync transaction.
+    batch_size: usize = 500,
+        key batch_size: usize, env ["CQRS_BATCH_SIZE"] => |v| v;
     /// Retries before a message that cannot be applied is dead-lettered.
-    pub max_retries: Option<u32>,
-    /// Delay before retry n (the last repeats).
-    pub retry_delays_ms: Option<Vec<u64>>,
+    max_retries: u32 = 30,
+        key max_retries: u32 => |v| v;
+    /// Delay before retry n (index n-1; the last repeats).
+    retry_delays: Vec<Duration> = [2, 4, 8, 16, 32, 60].iter().map(|s| Duration::from_secs(*s)).collect(),
+        key retry_delays_ms: Vec<u64> => |v| v.into_iter().map(Duration::from_millis).collect();
     /// TTL the master gives a message (`expires`) and the replica assumes when `expires` is absent.
-    pub message_ttl_seconds: Option<u64>,
+    message_ttl: Duration = Duration::from_secs(86_400),
+        key message_ttl_seconds: u64 => |v| Duration::from_secs(v);
     /// How long a dead letter stays in the dead-letter queue.
-    pub dead_letter_ttl_seconds: Option<u64>,
+    dead_letter_ttl: Duration = Duration::from_secs(864_000),
+        key dead_letter_ttl_seconds: u64 => |v| Duration::from_secs(v);
     /// Larger bodies are dead-lettered as `too-large`.
-    pub max_body_bytes: Option<usize>,
+    max_body_bytes: usize = 1 << 20,
+        key max_body_bytes: usize => |v| v;
     /// How long a relay's claim on outbox rows lasts (a killed relay's rows return after it).
-    pub relay_lease_ms: Option<u64>,
+    relay_lease: Duration = Duration::from_secs(60),
+        key relay_lease_ms: u64 => |v| Duration::from_millis(v);
     /// How long a consumer of the local sqlite:// transport holds taken messages.
-    pub local_lease_ms: Option<u64>,
+    local_lease: Duration = Duration::from_secs(30),
+        key local_lease_ms: u64 => |v| Duration::from_millis(v);
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
-    pub tls_ca_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf> = None,
+        key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
+}
+
+/// A setting's raw value from the text of an environment variable.
+trait FromVar: Sized {
+    fn from_var(text: &str) -> std::result::Result<Self, String>;
+}
+
+impl FromVar for String {
+    fn from_var(text: &str) -> std::result::Result<Self, String> {
+        Ok(text.to_string())
+    }
+}
+
+impl FromVar for PathBuf {
+    fn from_var(text: &str) -> std::result::Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl FromVar for usize {
+    fn from_var(text: &str) -> std::result::Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|e| format!("expected a whole number: {e}"))
+    }
+}
+
+/// The first of `names` that is set and not empty, parsed.
+fn first_var<T: FromVar>(
+    var: &impl Fn(&str) -> Option<String>,
+    names: &[&str],
+) -> Result<Option<T>> {
+    for name in names {
+        if let Some(text) = var(name).filter(|t| !t.is_empty()) {
+            return T::from_var(&text)
+                .map(Some)
+                .map_err(|e| Error::config(format!("environment variable {name}={text:?}: {e}")));
+        }
+    }
+    Ok(None)
 }
 
 impl Layer {
@@ -76,92 +188,24 @@ impl Layer {
             .map_err(|e| Error::config(format!("config file {}: {}", path.display(), e.message())))
     }
 
-    /// `self` where set, else `lower`.
-    pub fn over(self, lower: Layer) -> Layer {
-        Layer {
-            database_url: self.database_url.or(lower.database_url),
-            broker_url: self.broker_url.or(lower.broker_url),
-            queue: self.queue.or(lower.queue),
-            exchange: self.exchange.or(lower.exchange),
-            service_name: self.service_name.or(lower.service_name),
-            batch_size: self.batch_size.or(lower.batch_size),
-            max_retries: self.max_retries.or(lower.max_retries),
-            retry_delays_ms: self.retry_delays_ms.or(lower.retry_delays_ms),
-            message_ttl_seconds: self.message_ttl_seconds.or(lower.message_ttl_seconds),
-            dead_letter_ttl_seconds: self
-                .dead_letter_ttl_seconds
-                .or(lower.dead_letter_ttl_seconds),
-            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
-            relay_lease_ms: self.relay_lease_ms.or(lower.relay_lease_ms),
-            local_lease_ms: self.local_lease_ms.or(lower.local_lease_ms),
-            tls_ca_file: self.tls_ca_file.or(lower.tls_ca_file),
-        }
-    }
-}
-
-/// Resolved settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Database URL, if any layer gave one.
-    pub database_url: Option<String>,
-    /// Broker URL, if any layer gave one.
-    pub broker_url: Option<String>,
-    /// This replica's queue.
-    pub queue: Option<String>,
-    /// The topic exchange (`cqrs`).
-    pub exchange: String,
-    /// This service's name.
-    pub service_name: String,
-    /// Most messages applied in one transaction.
-    pub batch_size: usize,
-    /// Retries before dead-lettering.
-    pub max_retries: u32,
-    /// Delay before retry n (index n-1; the last repeats).
-    pub retry_delays: Vec<Duration>,
-    /// Message TTL.
-    pub message_ttl: Duration,
-    /// Dead-letter TTL.
-    pub dead_letter_ttl: Duration,
-    /// Body size limit.
-    pub max_body_bytes: usize,
-    /// Relay claim lease.
-    pub relay_lease: Duration,
-    /// Local transport consumer lease.
-    pub local_lease: Duration,
-    /// CA certificates (PEM file) to trust for `amqps://`.
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            database_url: None,
-            broker_url: None,
-            queue: None,
-            exchange: "cqrs".into(),
-            service_name: "cqrs".into(),
-            batch_size: 500,
-            max_retries: 30,
-            retry_delays: [2, 4, 8, 16, 32, 60]
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
-            message_ttl: Duration::from_secs(86_400),
-            dead_letter_ttl: Duration::from_secs(864_000),
-            max_body_bytes: 1 << 20,
-            relay_lease: Duration::from_secs(60),
-            local_lease: Duration::from_secs(30),
-            tls_ca_file: None,
-        }
+    /// The process environment's layer.
+    pub fn from_env() -> Result<Layer> {
+        Layer::from_vars(|k| std::env::var(k).ok())
     }
 }
 
 impl Settings {
-    /// Layer `flags_and_env` over the config file over the defaults. `config` is the file named by
-    /// `--config`/`CQRS_CONFIG` (it must exist); without it `cqrs.toml` is read if present.
-    pub fn resolve(flags_and_env: Layer, config: Option<&Path>) -> Result<Settings> {
-        let file = match config {
-            Some(path) => Layer::from_file(path)?,
+    /// Layer `flags` over the environment over the config file over the defaults: the one place
+    /// settings are read. `config` is the file named by `--config` (else `CQRS_CONFIG`; it must
+    /// exist); without either, `cqrs.toml` is read if present.
+    pub fn resolve(flags: Layer, config: Option<&Path>) -> Result<Settings> {
+        let named = config.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let file = match named {
+            Some(path) => Layer::from_file(&path)?,
             None => {
                 let default = PathBuf::from(DEFAULT_CONFIG_FILE);
                 if default.is_file() {
@@ -171,43 +215,12 @@ impl Settings {
                 }
             }
         };
-        Settings::from_layer(flags_and_env.over(file))
+        Settings::from_layer(flags.over(Layer::from_env()?).over(file))
     }
 
     /// Fill unset values of `layer` with the defaults and check them.
     pub fn from_layer(layer: Layer) -> Result<Settings> {
-        let d = Settings::default();
-        let s = Settings {
-            database_url: layer.database_url,
-            broker_url: layer.broker_url,
-            queue: layer.queue,
-            exchange: layer.exchange.unwrap_or(d.exchange),
-            service_name: layer.service_name.unwrap_or(d.service_name),
-            batch_size: layer.batch_size.unwrap_or(d.batch_size),
-            max_retries: layer.max_retries.unwrap_or(d.max_retries),
-            retry_delays: layer
-                .retry_delays_ms
-                .map(|v| v.into_iter().map(Duration::from_millis).collect())
-                .unwrap_or(d.retry_delays),
-            message_ttl: layer
-                .message_ttl_seconds
-                .map(Duration::from_secs)
-                .unwrap_or(d.message_ttl),
-            dead_letter_ttl: layer
-                .dead_letter_ttl_seconds
-                .map(Duration::from_secs)
-                .unwrap_or(d.dead_letter_ttl),
-            max_body_bytes: layer.max_body_bytes.unwrap_or(d.max_body_bytes),
-            relay_lease: layer
-                .relay_lease_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.relay_lease),
-            local_lease: layer
-                .local_lease_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.local_lease),
-            tls_ca_file: layer.tls_ca_file,
-        };
+        let s = Settings::fill(layer);
         if s.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));
         }
@@ -234,6 +247,15 @@ impl Settings {
             Error::config("no database: pass --database-url or set DATABASE_URL (or database_url in cqrs.toml)")
         })
     }
+
+    /// This replica's queue, or a usage error naming `command` and how to give one.
+    pub fn require_queue(&self, command: &str) -> Result<&str> {
+        self.queue.as_deref().ok_or_else(|| {
+            Error::config(format!(
+                "{command} needs this replica's queue: pass --queue or set CQRS_QUEUE"
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +275,30 @@ mod tests {
         assert_eq!(s.exchange, "from_file");
         assert_eq!(s.batch_size, 7);
         assert_eq!(s.service_name, "cqrs");
+    }
+
+    #[test]
+    fn environment_sits_between_flags_and_file() {
+        let env = Layer::from_vars(|k| match k {
+            "CQRS_QUEUE" => Some("q_env".into()),
+            "CQRS_EXCHANGE" => Some("x_env".into()),
+            "AMQP_URL" => Some("amqp://alias".into()),
+            "CQRS_BATCH_SIZE" => Some("".into()),
+            _ => None,
+        })
+        .unwrap();
+        let file: Layer = toml::from_str("exchange = \"x_file\"\nbatch_size = 7").unwrap();
+        let flags = Layer {
+            queue: Some("q_flag".into()),
+            ..Layer::default()
+        };
+        let s = Settings::from_layer(flags.over(env).over(file)).unwrap();
+        assert_eq!(s.queue.as_deref(), Some("q_flag"));
+        assert_eq!(s.exchange, "x_env");
+        assert_eq!(s.broker_url.as_deref(), Some("amqp://alias"));
+        assert_eq!(s.batch_size, 7, "an empty variable is unset");
+        let err = Layer::from_vars(|k| (k == "CQRS_BATCH_SIZE").then(|| "ten".into())).unwrap_err();
+        assert!(err.to_string().contains("CQRS_BATCH_SIZE"), "{err}");
     }
 
     #[test]

@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Expires, Message, SignalType};
-use crate::model::{ApplyStats, Change, Outcome, Registry, Retry};
+use crate::model::{ApplyStats, Change, Outcome, Retry};
+use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::transport::{
     Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key,
@@ -27,10 +29,6 @@ use crate::transport::{
 
 /// How long `receive` waits for the first delivery of a batch; bounds shutdown latency when idle.
 const RECEIVE_WAIT: Duration = Duration::from_millis(200);
-/// Transient-error backoff: first pause, and cap. A database restart or failover takes seconds;
-/// 5 s keeps the redo close behind recovery without hammering a server that is starting up.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Counters over the life of a [`Consumer`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -145,11 +143,6 @@ impl<'a, I: Inbox> Consumer<'a, I> {
     /// Give the database connection back (to reuse it with a new inbox after a broker failure).
     pub fn into_db(self) -> Db {
         self.db
-    }
-
-    /// The inbox.
-    pub fn inbox(&mut self) -> &mut I {
-        &mut self.inbox
     }
 
     /// Process batches until `shutdown` fires; the batch in flight is finished and acked first.
@@ -280,7 +273,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         valid: &[Valid],
         items: &[usize],
     ) -> Result<Option<Vec<(usize, Outcome)>>> {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::redo();
         loop {
             match self.apply_split(valid, items) {
                 Ok(outcomes) => return Ok(Some(outcomes)),
@@ -288,13 +281,12 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     self.stats.transient_redos += 1;
                     tracing::warn!(
                         queue = self.inbox.queue(),
-                        pause_ms = backoff.as_millis() as u64,
+                        pause_ms = backoff.peek().as_millis() as u64,
                         "transient failure, redoing the batch: {e}"
                     );
-                    if self.shutdown.sleep(backoff) {
+                    if backoff.sleep(&self.shutdown) {
                         return Ok(None);
                     }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
                     // A connection that no longer answers is replaced; a deadlock or serialization
                     // failure leaves it healthy and the redo reuses it.
                     if let Some(url) = &self.reconnect_url

@@ -49,17 +49,6 @@ impl ErrorKind {
             ErrorKind::Io => "io",
         }
     }
-
-    /// True for the kinds that go to the dead-letter queue at once, without retries.
-    pub fn is_dead_letter_at_once(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Malformed
-                | ErrorKind::TooLarge
-                | ErrorKind::UnknownModel
-                | ErrorKind::Expired
-        )
-    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -241,7 +230,5 @@ mod tests {
     fn dead_letter_kinds_render_as_header_values() {
         assert_eq!(ErrorKind::UnknownModel.as_str(), "unknown-model");
         assert_eq!(ErrorKind::TooLarge.as_str(), "too-large");
-        assert!(ErrorKind::Expired.is_dead_letter_at_once());
-        assert!(!ErrorKind::Apply.is_dead_letter_at_once());
     }
 }

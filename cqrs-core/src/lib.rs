@@ -3,40 +3,52 @@
 //!
 //! # Layout
 //!
-//! The pipeline, stage by stage; a stage uses earlier stages and the shared modules, never a later one.
+//! The pipeline, stage by stage, as data flows:
 //!
 //! ```text
 //!  master: [1] capture -> [2] outbox -> [3] relay -> [4] transport -> [5] consumer -> [6] apply :replica
 //! ```
 //!
-//! - shared: [`error`] (one error type, outcome classes), [`config`] (flags > env > `cqrs.toml` >
-//!   defaults), [`shutdown`], [`message`] (the django-cqrs wire body), [`value`] (column types and
-//!   value forms), [`db`] (connections to PostgreSQL and SQLite, migrations, [`db::SqlConn`]),
-//!   [`turns`] (fair turns at a SQLite file's write lock within a process),
-//!   [`model`] (the [`Replica`] trait, [`TableSpec`], [`MasterSpec`], [`Registry`]), [`rows`] (rows
-//!   as wire JSON), [`crash`] (test-only crash points).
+//! - shared: [`error`] (one error type, outcome classes), [`crash`] (test-only crash points),
+//!   [`shutdown`], [`backoff`] (the capped pause of every reconnect and redo loop), [`message`]
+//!   (the django-cqrs wire body), [`value`] (column types and value forms), [`turns`] (fair turns
+//!   at a SQLite file's write lock within a process), [`config`] (flags > env > `cqrs.toml` >
+//!   defaults, every setting declared once), [`db`] (connections, migrations, [`db::SqlConn`]) with
+//!   [`db::dialect`] (every SQL difference between PostgreSQL and SQLite), [`model`] (table specs,
+//!   the replica and master sides of a model), [`rows`] (rows as wire JSON).
 //! - 1 · [`capture`]: [`atomic`] and [`Tx`]: revision bump, touched set, outbox rows in the same transaction.
 //! - 2 · [`outbox`]: the only code that writes, claims and deletes `cqrs_outbox` rows.
 //! - 3 · [`relay`]: claim -> publish with confirms -> delete.
-//! - 4 · [`transport`]: the [`transport::Inbox`] and [`transport::Publisher`] traits;
-//!   [`transport::amqp`] (RabbitMQ), [`transport::local`] (a SQLite queue file), [`transport::memory`] (tests).
+//! - 4 · [`transport`]: everything about brokers: the [`transport::Inbox`], [`transport::Publisher`]
+//!   and [`transport::Letters`] traits, [`transport::Broker`] chosen by URL scheme from one table,
+//!   [`transport::routing`] (queue and routing-key names); [`transport::amqp`] (RabbitMQ),
+//!   [`transport::local`] (a SQLite queue file), [`transport::memory`] (tests).
 //! - 5 · [`consumer`]: deliveries -> decode -> batch per model -> apply in one transaction -> ack;
 //!   retries and dead letters by outcome class.
 //! - 6 · [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
-//! - on top: [`service`] (long-running `consume`/`relay` over a broker URL) and [`ops`] (bulk dump and
-//!   load, filters, sync, the diff pipelines, dead letters, the demo), which the CLI calls.
+//! - on top: [`registry`] (the models a binary serves), [`service`] (the long-running `consume`
+//!   and `relay` loops) and [`ops`] (bulk dump and load, filters, sync, the diff pipelines, dead
+//!   letters), which the CLI calls with a broker it connected.
+//!
+//! Imports follow one order, bottom up: a module uses only the modules before it. The order is
+//! written once, in `src/layers.rs`, whose test reads every `use crate::…` of the crate and fails
+//! on a backward import or a cycle.
 
 pub mod apply;
+pub mod backoff;
 pub mod capture;
 pub mod config;
 pub mod consumer;
 pub mod crash;
 pub mod db;
 pub mod error;
+#[cfg(test)]
+mod layers;
 pub mod message;
 pub mod model;
 pub mod ops;
 pub mod outbox;
+pub mod registry;
 pub mod relay;
 pub mod rows;
 pub mod service;
@@ -54,8 +66,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use message::{Message, SignalType};
 pub use model::{
     ApplyStats, BatchReport, Change, ColumnSpec, InstanceData, MasterHooks, MasterModel,
-    MasterSpec, Outcome, Registry, Replica, ReplicaHooks, ReplicaModel, Retry, TableSpec,
+    MasterSpec, Outcome, Replica, ReplicaHooks, ReplicaModel, Retry, TableSpec,
 };
+pub use registry::Registry;
 
 /// `#[derive(Replica)]` on a Diesel model: implements [`ReplicaModel`] (see the README's attribute table).
 pub use cqrs_derive::Replica;

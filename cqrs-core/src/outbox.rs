@@ -91,42 +91,45 @@ pub fn claim<C: SqlConn + ?Sized>(
 ) -> Result<Vec<Claimed>> {
     let backend = conn.backend();
     let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-    let (p, skip_locked, json) = match backend {
-        Backend::Postgres => (
-            ["$1", "$2", "$3"],
-            " FOR UPDATE SKIP LOCKED",
-            "CAST(json_build_object('id', id, 'message_id', CAST(message_id AS TEXT), 'cqrs_id', cqrs_id, \
-             'signal_type', signal_type, 'routing_key', routing_key, 'body', body, 'attempts', attempts) AS TEXT) AS j",
-        ),
-        Backend::Sqlite => (
-            ["?", "?", "?"],
-            "",
-            "json_object('id', id, 'message_id', message_id, 'cqrs_id', cqrs_id, 'signal_type', signal_type, \
-             'routing_key', routing_key, 'body', body, 'attempts', attempts) AS j",
-        ),
-    };
-    // SQLite binds by position in text order: lease, now, now, limit.
-    let sql = format!(
-        "UPDATE cqrs_outbox SET leased_until = {l}, attempts = attempts + 1 WHERE id IN (\
-         SELECT id FROM cqrs_outbox WHERE available_at <= {n} AND (leased_until IS NULL OR leased_until < {n}) \
-         ORDER BY id LIMIT {lim}{skip_locked}) RETURNING {json}",
-        l = p[0],
-        n = p[1],
-        lim = p[2],
+    let fields = [
+        "id",
+        "message_id",
+        "cqrs_id",
+        "signal_type",
+        "routing_key",
+        "body",
+        "attempts",
+    ];
+    let json = backend.json_object(
+        &fields
+            .iter()
+            .map(|f| format!("'{f}', {f}"))
+            .collect::<Vec<_>>(),
     );
-    let binds = match backend {
-        Backend::Postgres => vec![
-            SqlValue::Timestamptz(until),
-            SqlValue::Timestamptz(now),
-            SqlValue::BigInt(limit as i64),
-        ],
-        Backend::Sqlite => vec![
-            SqlValue::Timestamptz(until),
-            SqlValue::Timestamptz(now),
-            SqlValue::Timestamptz(now),
-            SqlValue::BigInt(limit as i64),
-        ],
-    };
+    // Placeholders in text order (SQLite binds by position): lease, now, now, limit.
+    let p: Vec<String> = (1..=4)
+        .map(|n| {
+            let mut s = String::new();
+            backend.placeholder(n, &mut s);
+            s
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE cqrs_outbox SET leased_until = {}, attempts = attempts + 1 WHERE id IN (\
+         SELECT id FROM cqrs_outbox WHERE available_at <= {} AND (leased_until IS NULL OR leased_until < {}) \
+         ORDER BY id LIMIT {}{}) RETURNING {json}",
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        backend.skip_locked(),
+    );
+    let binds = vec![
+        SqlValue::Timestamptz(until),
+        SqlValue::Timestamptz(now),
+        SqlValue::Timestamptz(now),
+        SqlValue::BigInt(limit as i64),
+    ];
     let mut rows: Vec<Claimed> = conn
         .load_text(&sql, binds)
         .map_err(|e| e.context("claiming outbox rows"))?

@@ -159,6 +159,22 @@ impl<P: Publisher> Relay<P> {
         })
     }
 
+    /// Relay until the outbox is empty, failing if the broker did not confirm every row (one-shot
+    /// commands that publish what they wrote: `sync`, `diff-sync`).
+    pub fn drain(&mut self) -> Result<()> {
+        while self.run_once()? > 0 {}
+        let left = outbox::pending(&mut self.db)?;
+        if left > 0 {
+            return Err(Error::new(
+                crate::error::ErrorKind::Transport,
+                format!(
+                    "{left} outbox row(s) were not confirmed by the broker; a relay will retry them"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Relay until `shutdown` fires: drain while there is a backlog, then sleep until woken by a
     /// capture in this process or until the poll interval passes (doubling from 10 ms to
     /// [`IDLE_POLL`] while idle). Errors are logged and retried after a pause.

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::db::Backend;
 use crate::error::{Error, Result};
 use crate::model::TableSpec;
-use crate::value::{ColumnType, SqlValue};
+use crate::value::SqlValue;
 
 /// Quote a checked identifier.
 pub(crate) fn quote(name: &str) -> String {
@@ -24,22 +24,18 @@ pub fn json_expr(
     spec: &TableSpec,
     cols: impl IntoIterator<Item = usize>,
 ) -> String {
-    let mut parts = Vec::new();
-    for i in cols {
-        let c = &spec.columns()[i];
-        let col = quote(&c.name);
-        let value = match (backend, c.ty) {
-            (Backend::Postgres, ColumnType::Numeric) => format!("CAST({col} AS TEXT)"),
-            (Backend::Sqlite, ColumnType::Json | ColumnType::Jsonb) => format!("json({col})"),
-            (Backend::Sqlite, ColumnType::Numeric) => format!("CAST({col} AS TEXT)"),
-            _ => col,
-        };
-        parts.push(format!("'{}', {value}", c.name));
-    }
-    match backend {
-        Backend::Postgres => format!("CAST(json_build_object({}) AS TEXT) AS j", parts.join(", ")),
-        Backend::Sqlite => format!("json_object({}) AS j", parts.join(", ")),
-    }
+    let parts: Vec<String> = cols
+        .into_iter()
+        .map(|i| {
+            let c = &spec.columns()[i];
+            format!(
+                "'{}', {}",
+                c.name,
+                backend.json_value(&quote(&c.name), c.ty)
+            )
+        })
+        .collect();
+    backend.json_object(&parts)
 }
 
 /// All columns of `spec`.
@@ -52,7 +48,7 @@ pub fn all_columns(spec: &TableSpec) -> std::ops::Range<usize> {
 pub fn typed_row(spec: &TableSpec, text: &str) -> Result<Vec<Option<SqlValue>>> {
     let doc: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         Error::new(
-            crate::ErrorKind::Database,
+            crate::error::ErrorKind::Database,
             format!("row of {} is not JSON: {e}", spec.table()),
         )
     })?;
@@ -62,7 +58,7 @@ pub fn typed_row(spec: &TableSpec, text: &str) -> Result<Vec<Option<SqlValue>>> 
             None => Ok(None),
             Some(v) => c.ty.from_json(v).map(Some).map_err(|e| {
                 Error::new(
-                    crate::ErrorKind::Database,
+                    crate::error::ErrorKind::Database,
                     format!("{}.{}: {e}", spec.table(), c.name),
                 )
             }),

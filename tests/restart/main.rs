@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs::service::Broker;
 use cqrs::{Db, Settings, Shutdown};
 use cqrs_tests::*;
 
@@ -69,7 +68,7 @@ fn outage_mid_stream(outage: Outage) {
         ..base.clone()
     };
     // The queue exists before the first publish (a message nobody is bound for is dropped).
-    Broker::connect(&base, "setup")
+    cqrs::transport::connect(&base, "setup")
         .unwrap()
         .declare_replica(&queue, &["item".into(), "typed".into()], &base.retry_delays)
         .unwrap();

@@ -97,22 +97,18 @@ pub(crate) fn load(
 
 pub(crate) fn sync(registry: &Registry, settings: &Settings, args: &SyncArgs) -> Result<(), Error> {
     let started = Instant::now();
+    let spec = cqrs::ops::sync::check(registry, settings, &args.cqrs_id, &args.filter)?;
+    let broker = super::broker_unless(args.no_wait, settings, "sync")?;
     let total = if args.progress {
-        let spec = registry.master_named(&args.cqrs_id)?;
         let mut db = Db::connect(settings.require_database_url()?)?;
         Total::Rows(cqrs::ops::bulk::count(&mut db, spec, Some(&args.filter))?)
     } else {
         Total::Unknown
     };
     let mut meter = Meter::new(args.progress, "sync", total);
-    let n = cqrs::service::sync(
-        registry,
-        settings,
-        &args.cqrs_id,
-        &args.filter,
-        args.no_wait,
-        &mut |n| meter.tick(n),
-    )?;
+    let n = cqrs::ops::sync::run(settings, broker.as_deref(), spec, &args.filter, &mut |n| {
+        meter.tick(n)
+    })?;
     drop(meter);
     let to = settings
         .queue

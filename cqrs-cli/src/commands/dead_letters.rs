@@ -15,8 +15,16 @@ pub(crate) fn run(settings: &Settings, args: &DeadLettersArgs) -> Result<(), Err
         cqrs_ids: args.cqrs_ids.clone(),
         limit: args.limit,
     };
+    let queue = settings.require_queue("dead-letters")?;
+    let broker = cqrs::transport::connect(settings, "dead-letters")?;
     let mut stdout = std::io::stdout().lock();
-    let r = cqrs::service::dead_letters(settings, action, &filter, &mut stdout)?;
+    let r = cqrs::ops::dead_letters::run(
+        broker.letters(queue)?.as_mut(),
+        queue,
+        action,
+        &filter,
+        &mut stdout,
+    )?;
     let verb = match action {
         Action::Dump => "dumped",
         Action::Retry => "retried",

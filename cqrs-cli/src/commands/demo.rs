@@ -3,10 +3,10 @@
 
 use std::io::IsTerminal;
 
-use cqrs::ops::demo::{self, Options};
 use cqrs::{Error, ErrorKind, Settings};
 
 use crate::cli::DemoArgs;
+use crate::demo::{self, Options};
 
 pub(crate) fn run(settings: &Settings, args: &DemoArgs) -> Result<(), Error> {
     let dir = args

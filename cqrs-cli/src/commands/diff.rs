@@ -32,9 +32,7 @@ pub(crate) fn master(
 }
 
 pub(crate) fn replica(registry: &Registry, settings: &Settings) -> Result<(), Error> {
-    let queue = settings.queue.as_deref().ok_or_else(|| {
-        Error::config("diff-replica needs this replica's queue: pass --queue or set CQRS_QUEUE")
-    })?;
+    let queue = settings.require_queue("diff-replica")?;
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut out = BufWriter::new(std::io::stdout().lock());
     let n = diff::diff_replica(&mut db(settings)?, registry, queue, &mut input, &mut out)?;
@@ -50,11 +48,15 @@ pub(crate) fn sync(
     let (input, total) = open_input(Path::new("-"))
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read stdin: {e}")))?;
     let mut input = BufReader::new(input);
+    let broker = super::broker_unless(args.no_wait, settings, "diff-sync")?;
     let mut meter = Meter::new(args.progress, "diff-sync", total);
-    let (cqrs_id, queue, n) =
-        cqrs::service::diff_sync(registry, settings, &mut input, args.no_wait, &mut |n| {
-            meter.tick(n)
-        })?;
+    let (cqrs_id, queue, n) = diff::diff_sync_and_publish(
+        registry,
+        settings,
+        broker.as_deref(),
+        &mut input,
+        &mut |n| meter.tick(n),
+    )?;
     drop(meter);
     let to = queue.map_or_else(|| "broadcast".to_string(), |q| format!("to queue {q}"));
     eprintln!("diff-sync {cqrs_id}: {n} rows synced {to}");

@@ -18,7 +18,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
     match &cli.command {
         Command::Consume(a) => layer.batch_size = a.batch_size,
         Command::Relay(a) => layer.batch_size = a.batch_size,
-        Command::Sync(a) => layer.batch_size = Some(a.batch),
+        Command::Sync(a) => layer.batch_size = a.batch,
         _ => {}
     }
     let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
@@ -40,6 +40,20 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         }
         Command::DeletedDiffMaster => diff::deleted_master(require_models(registry)?, &settings),
         Command::DeletedSyncReplica => diff::deleted_sync(require_models(registry)?, &settings),
+    }
+}
+
+/// The broker a command publishes through, unless `--no-wait` leaves its messages in the outbox
+/// for a relay.
+fn broker_unless(
+    no_wait: bool,
+    settings: &Settings,
+    role: &str,
+) -> Result<Option<Box<dyn cqrs::transport::Broker>>, Error> {
+    if no_wait {
+        Ok(None)
+    } else {
+        cqrs::transport::connect(settings, role).map(Some)
     }
 }
 

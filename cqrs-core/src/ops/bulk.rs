@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::db::{Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, SignalType};
-use crate::model::{Change, MasterSpec, Outcome, Registry};
+use crate::model::{Change, MasterSpec, Outcome};
+use crate::registry::Registry;
 use crate::rows::{self, quote};
 use crate::value::SqlValue;
 

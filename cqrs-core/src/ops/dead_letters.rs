@@ -9,7 +9,8 @@ use std::io::Write;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Expires, Message};
-use crate::transport::{HEADER_DIRECTED, Headers, Letter, Letters, directed_key};
+use crate::transport::routing::directed_key;
+use crate::transport::{HEADER_DIRECTED, Headers, Letter, Letters};
 
 /// What to do with the letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

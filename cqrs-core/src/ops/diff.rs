@@ -9,12 +9,16 @@ use std::io::{BufRead, Write};
 use chrono::Utc;
 use serde_json::Value;
 
+use crate::config::Settings;
 use crate::db::{Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::format_datetime;
-use crate::model::{MasterSpec, Registry, TableSpec};
+use crate::model::{MasterSpec, TableSpec};
 use crate::ops::filter;
+use crate::registry::Registry;
+use crate::relay::Relay;
 use crate::rows::{self, quote};
+use crate::transport::Broker;
 use crate::value::SqlValue;
 
 fn io(e: std::io::Error) -> Error {
@@ -100,14 +104,7 @@ fn pages(
             "SELECT {} FROM {} WHERE ({})",
             rows::json_expr(backend, t, cols.iter().copied()),
             quote(t.table()),
-            filter.map_or(
-                if backend == crate::db::Backend::Postgres {
-                    "TRUE"
-                } else {
-                    "1"
-                },
-                |f| f.sql.as_str()
-            )
+            filter.map_or(backend.boolean(true), |f| f.sql.as_str())
         );
         if let Some(k) = last.take() {
             binds.push(k);
@@ -258,6 +255,23 @@ pub fn diff_replica(
     Ok(total)
 }
 
+/// `cqrs diff-sync`: [`diff_sync`] on the settings' database, then, given a `broker`, relay the
+/// SYNCs with confirms. Returns `(cqrs_id, queue, rows)`.
+pub fn diff_sync_and_publish(
+    registry: &Registry,
+    settings: &Settings,
+    broker: Option<&dyn Broker>,
+    input: &mut dyn BufRead,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(String, Option<String>, usize)> {
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let result = diff_sync(&mut db, registry, input, progress)?;
+    if let Some(broker) = broker {
+        Relay::new(db, broker.publisher()?, settings.clone()).drain()?;
+    }
+    Ok(result)
+}
+
 /// Stage 3 of the diff (master): directed SYNCs (or broadcast for `None`) for the listed pks,
 /// written to the outbox. Returns `(cqrs_id, queue, rows)`.
 pub fn diff_sync(
@@ -377,7 +391,7 @@ pub fn deleted_sync_replica(
                 data.insert("cqrs_revision".into(), Value::from(rev + 1));
                 data.insert("cqrs_updated".into(), Value::String(format_datetime(&now)));
                 crate::model::Change::new(crate::message::Message::new(
-                    crate::SignalType::Delete,
+                    crate::message::SignalType::Delete,
                     cqrs_id.clone(),
                     pk.clone(),
                     data,

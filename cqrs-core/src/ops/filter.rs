@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::db::Backend;
+use crate::db::dialect::TextMatch;
 use crate::error::{Error, Result};
 use crate::model::{ColumnSpec, TableSpec};
 use crate::rows::quote;
@@ -43,12 +44,13 @@ pub struct Compiled {
 /// Errors are [`crate::ErrorKind::Config`] with a one-line reason.
 ///
 /// ```
-/// use cqrs::{db::Backend, ops::filter::compile, TableSpec, ColumnSpec, value::ColumnType};
+/// use cqrs::{db::parse_database_url, ops::filter::compile, TableSpec, ColumnSpec, value::ColumnType};
 /// let spec = TableSpec::new("item", "items").key("id", ColumnType::BigInt)
 ///     .column(ColumnSpec::new("name", ColumnType::Text)).build().unwrap();
-/// let c = compile(&spec, Backend::Postgres, r#"{"name__startswith": "a_"}"#, 1).unwrap();
+/// let (pg, _) = parse_database_url("postgres://localhost/shop").unwrap();
+/// let c = compile(&spec, pg, r#"{"name__startswith": "a_"}"#, 1).unwrap();
 /// assert_eq!(c.sql, r#""name" LIKE $1 ESCAPE '\'"#);
-/// assert!(compile(&spec, Backend::Postgres, r#"{"nope": 1}"#, 1).is_err());
+/// assert!(compile(&spec, pg, r#"{"nope": 1}"#, 1).is_err());
 /// ```
 pub fn compile(spec: &TableSpec, backend: Backend, filter: &str, first: usize) -> Result<Compiled> {
     let value: Value = serde_json::from_str(filter)
@@ -85,11 +87,7 @@ pub fn compile(spec: &TableSpec, backend: Backend, filter: &str, first: usize) -
         parts.push(condition(backend, col, lookup, key, v, first, &mut binds)?);
     }
     let sql = if parts.is_empty() {
-        if backend == Backend::Postgres {
-            "TRUE".into()
-        } else {
-            "1".into()
-        }
+        backend.boolean(true).to_string()
     } else {
         parts.join(" AND ")
     };
@@ -122,18 +120,6 @@ fn text(col: &ColumnSpec, key: &str, v: &Value) -> Result<String> {
         .ok_or_else(|| Error::config(format!("filter `{key}`: expected a string")))
 }
 
-/// `\`, `%` and `_` escaped for `LIKE .. ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn condition(
     backend: Backend,
     col: &ColumnSpec,
@@ -154,7 +140,6 @@ fn condition(
                binds: &mut Vec<SqlValue>,
                ph: &mut dyn FnMut(SqlValue, &mut Vec<SqlValue>) -> String|
      -> Result<String> { Ok(format!("{c} {op} {}", ph(typed(col, key, v)?, binds))) };
-    let pg = backend == Backend::Postgres;
     Ok(match lookup {
         "exact" if v.is_null() => format!("{c} IS NULL"),
         "exact" => cmp("=", binds, &mut ph)?,
@@ -180,7 +165,7 @@ fn condition(
                 return Err(Error::config(format!("filter `{key}`: `in` takes a list")));
             };
             if items.is_empty() {
-                return Ok(if pg { "FALSE".into() } else { "0".into() });
+                return Ok(backend.boolean(false).to_string());
             }
             let mut list = Vec::with_capacity(items.len());
             for item in items {
@@ -201,51 +186,14 @@ fn condition(
         },
         "contains" | "icontains" | "startswith" | "istartswith" | "endswith" | "iendswith" => {
             let s = text(col, key, v)?;
-            let insensitive = lookup.starts_with('i');
-            let kind = lookup.trim_start_matches('i');
-            if pg {
-                let pattern = match kind {
-                    "contains" => format!("%{}%", like_escape(&s)),
-                    "startswith" => format!("{}%", like_escape(&s)),
-                    _ => format!("%{}", like_escape(&s)),
-                };
-                let op = if insensitive { "ILIKE" } else { "LIKE" };
-                format!(
-                    "{c} {op} {} ESCAPE '\\'",
-                    ph(SqlValue::Text(pattern), binds)
-                )
-            } else {
-                // SQLite's LIKE ignores ASCII case: compare substrings instead.
-                let (col_expr, val) = if insensitive {
-                    (format!("LOWER({c})"), s.to_lowercase())
-                } else {
-                    (c.clone(), s)
-                };
-                if val.is_empty() {
-                    return Ok("1".into());
-                }
-                match kind {
-                    "contains" => {
-                        format!("instr({col_expr}, {}) > 0", ph(SqlValue::Text(val), binds))
-                    }
-                    "startswith" => {
-                        let n = val.chars().count() as i64;
-                        format!(
-                            "substr({col_expr}, 1, {}) = {}",
-                            ph(SqlValue::BigInt(n), binds),
-                            ph(SqlValue::Text(val), binds)
-                        )
-                    }
-                    _ => {
-                        let n = val.chars().count() as i64;
-                        format!(
-                            "substr({col_expr}, -{}) = {}",
-                            ph(SqlValue::BigInt(n), binds),
-                            ph(SqlValue::Text(val), binds)
-                        )
-                    }
-                }
-            }
+            let how = match lookup.trim_start_matches('i') {
+                "contains" => TextMatch::Contains,
+                "startswith" => TextMatch::StartsWith,
+                _ => TextMatch::EndsWith,
+            };
+            backend.text_match(&c, how, lookup.starts_with('i'), &s, &mut |value| {
+                ph(value, binds)
+            })
         }
         other => {
             return Err(Error::config(format!(

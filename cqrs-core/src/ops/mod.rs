@@ -2,7 +2,6 @@
 
 pub mod bulk;
 pub mod dead_letters;
-pub mod demo;
 pub mod diff;
 pub mod filter;
 pub mod sync;

@@ -4,12 +4,55 @@
 use std::sync::Arc;
 
 use crate::capture::atomic;
-use crate::db::{Db, SqlConn};
+use crate::config::Settings;
+use crate::db::{self, Db, SqlConn};
 use crate::error::Result;
 use crate::model::MasterSpec;
 use crate::ops::filter;
+use crate::registry::Registry;
+use crate::relay::Relay;
 use crate::rows::{self, quote};
+use crate::transport::Broker;
 use crate::value::SqlValue;
+
+/// The model `cqrs_id` names, once `filter` is known to compile against its columns for the
+/// settings' database: every usage error, before anything is connected or written.
+pub fn check<'r>(
+    registry: &'r Registry,
+    settings: &Settings,
+    cqrs_id: &str,
+    filter: &str,
+) -> Result<&'r Arc<MasterSpec>> {
+    let spec = registry.master_named(cqrs_id)?;
+    let (backend, _) = db::parse_database_url(settings.require_database_url()?)?;
+    filter::compile(spec.table(), backend, filter, 1)?;
+    Ok(spec)
+}
+
+/// `cqrs sync`: SYNC the rows of `spec` matching `filter` (to the settings' queue if set, else
+/// broadcast), then, given a `broker`, relay until the outbox is empty (the broker confirmed
+/// them); without one they wait in the outbox for a relay. Returns how many rows were synced.
+pub fn run(
+    settings: &Settings,
+    broker: Option<&dyn Broker>,
+    spec: &Arc<MasterSpec>,
+    filter: &str,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize> {
+    let mut db = Db::connect(settings.require_database_url()?)?;
+    let n = sync(
+        &mut db,
+        spec,
+        filter,
+        settings.queue.as_deref(),
+        settings.batch_size,
+        progress,
+    )?;
+    if let Some(broker) = broker {
+        Relay::new(db, broker.publisher()?, settings.clone()).drain()?;
+    }
+    Ok(n)
+}
 
 /// Write a SYNC (directed to `queue`, or broadcast) for every row matching `filter`; returns how many.
 pub fn sync(

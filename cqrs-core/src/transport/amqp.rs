@@ -20,10 +20,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
 
-use super::{
-    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, dead_letter_key,
-    dead_letter_queue, directed_key,
-};
+use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
+use super::{Broker, Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher};
+use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Header carrying a retry copy's delay level (ms) to the headers exchange.
@@ -93,11 +92,6 @@ impl AmqpTransport {
         });
         t.connection()?;
         Ok(t)
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &AmqpConfig {
-        &self.config
     }
 
     /// Run a future on the transport's runtime (for callers on plain threads).
@@ -655,6 +649,25 @@ pub struct LetterPass {
 }
 
 impl AmqpTransport {
+    /// Empty `queue` at once (`queue.purge`); returns how many messages were removed.
+    pub fn purge(&self, queue: &str) -> Result<usize> {
+        let ch = self.channel(false)?;
+        let name = queue.to_string();
+        self.runtime
+            .block_on(async move {
+                let n = ch
+                    .queue_purge(
+                        name.as_str().into(),
+                        lapin::options::QueuePurgeOptions::default(),
+                    )
+                    .await;
+                let _ = ch.close(200, "OK".into()).await;
+                n
+            })
+            .map(|n| n as usize)
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {queue}: {e}")))
+    }
+
     /// Start a pass over the dead letters of `queue` (the queue must exist).
     pub fn letters(self: &Arc<Self>, queue: &str) -> Result<LetterPass> {
         let read = self.channel(false)?;
@@ -690,31 +703,13 @@ impl AmqpTransport {
     }
 }
 
-impl LetterPass {
-    /// Empty the whole dead-letter queue at once (`queue.purge`); returns how many were removed.
-    fn purge_queue(&mut self) -> Result<usize> {
-        let (ch, dlq) = (self.read.clone(), self.dlq.clone());
-        self.transport
-            .runtime
-            .block_on(async move {
-                ch.queue_purge(
-                    dlq.as_str().into(),
-                    lapin::options::QueuePurgeOptions::default(),
-                )
-                .await
-            })
-            .map(|n| n as usize)
-            .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {}: {e}", self.dlq)))
-    }
-}
-
 impl Letters for LetterPass {
     fn total(&self) -> usize {
         self.total
     }
 
     fn purge_all(&mut self) -> Result<usize> {
-        self.purge_queue()
+        self.transport.purge(&self.dlq)
     }
 
     /// The next letter, or `None` when every letter present at the start was read.
@@ -783,5 +778,51 @@ impl Drop for LetterPass {
             let _ = r.close(200, "OK".into()).await;
             p.close(200, "OK".into()).await
         });
+    }
+}
+
+/// [`Broker`] over a shared [`AmqpTransport`].
+struct AmqpBroker(Arc<AmqpTransport>);
+
+/// The `amqp://` / `amqps://` row of the scheme table.
+pub(crate) fn connect_broker(
+    settings: &Settings,
+    url: &str,
+    name: &str,
+) -> Result<Box<dyn Broker>> {
+    let config = AmqpConfig {
+        url: url.to_string(),
+        connection_name: name.to_string(),
+        exchange: settings.exchange.clone(),
+        tls_ca_pem: match &settings.tls_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                Error::config(format!("cannot read --tls-ca-file {}: {e}", path.display()))
+            })?),
+            None => None,
+        },
+    };
+    Ok(Box::new(AmqpBroker(AmqpTransport::connect(config)?)))
+}
+
+impl Broker for AmqpBroker {
+    fn declare_replica(&self, queue: &str, cqrs_ids: &[String], delays: &[Duration]) -> Result<()> {
+        self.0.declare_replica(queue, cqrs_ids, delays)
+    }
+
+    fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>> {
+        Ok(Box::new(self.0.inbox(queue, prefetch, delays)?))
+    }
+
+    fn publisher(&self) -> Result<Box<dyn Publisher>> {
+        self.0.declare_exchange()?;
+        Ok(Box::new(self.0.publisher()?))
+    }
+
+    fn letters(&self, queue: &str) -> Result<Box<dyn Letters>> {
+        Ok(Box::new(self.0.letters(queue)?))
+    }
+
+    fn purge(&self, queue: &str) -> Result<usize> {
+        self.0.purge(queue)
     }
 }

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{
-    Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher, bound_queues,
-    dead_letter_key, dead_letter_queue, directed_key,
-};
+use super::routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key};
+use super::{Broker, Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher};
+use crate::config::Settings;
 use crate::db::{Backend, Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::ColumnType;
@@ -116,6 +115,17 @@ impl LocalTransport {
                 N.fetch_add(1, Ordering::Relaxed),
                 now_ms()
             ),
+        })
+    }
+
+    /// Drop every message of `queue` (taken or not); returns how many.
+    pub fn purge(&self, queue: &str) -> Result<usize> {
+        let queue = SqlValue::Text(queue.to_string());
+        self.connect()?.write_transaction(|db| {
+            db.exec(
+                "DELETE FROM cqrs_local_messages WHERE queue = ?",
+                vec![queue],
+            )
         })
     }
 
@@ -513,5 +523,49 @@ impl Letters for LocalLetters {
         self.db.write_transaction(|db| {
             db.exec("DELETE FROM cqrs_local_messages WHERE queue = ?", vec![dlq])
         })
+    }
+}
+
+/// [`Broker`] over a [`LocalTransport`].
+struct LocalBroker(Arc<LocalTransport>);
+
+/// The `sqlite:` row of the scheme table.
+pub(crate) fn connect_broker(
+    settings: &Settings,
+    url: &str,
+    _name: &str,
+) -> Result<Box<dyn Broker>> {
+    Ok(Box::new(LocalBroker(LocalTransport::open(
+        url,
+        settings.local_lease,
+    )?)))
+}
+
+impl Broker for LocalBroker {
+    /// Delays are not declared: a retry is stored with its visible-after time.
+    fn declare_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        _delays: &[Duration],
+    ) -> Result<()> {
+        self.0.declare_replica(queue, cqrs_ids)
+    }
+
+    /// Every message of the queue is visible; `prefetch` is the consumer's batch size there.
+    fn inbox(&self, queue: &str, _prefetch: u16, _delays: &[Duration]) -> Result<Box<dyn Inbox>> {
+        Ok(Box::new(self.0.inbox(queue)?))
+    }
+
+    fn publisher(&self) -> Result<Box<dyn Publisher>> {
+        Ok(Box::new(self.0.publisher()?))
+    }
+
+    fn letters(&self, queue: &str) -> Result<Box<dyn Letters>> {
+        Ok(Box::new(self.0.letters(queue)?))
+    }
+
+    fn purge(&self, queue: &str) -> Result<usize> {
+        self.0.purge(queue)
     }
 }

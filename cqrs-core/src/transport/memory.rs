@@ -5,10 +5,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{
-    Confirm, Delivery, Headers, Inbox, Outgoing, Publisher, bound_queues, dead_letter_key,
-    dead_letter_queue, directed_key,
-};
+use super::routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key};
+use super::{Confirm, Delivery, Headers, Inbox, Outgoing, Publisher};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A message stored in a memory queue.

@@ -1,11 +1,22 @@
 //! Stage 4: Transports: what the consumer and the relay need from a broker, whatever the broker is.
 //!
 //! The consumer engine is synchronous (it runs on a database thread, ARCHITECTURE.md §6) and sees
-//! one queue through [`Inbox`]. Routing keys follow django-cqrs (PROTOCOL.md "Broker topology").
+//! one queue through [`Inbox`]; the relay publishes through [`Publisher`]; `dead-letters` reads
+//! through [`Letters`]. [`Broker`] hands them out for a broker URL, chosen by its scheme from one
+//! table ([`SCHEMES`]); [`routing`] names queues and routing keys as django-cqrs does (PROTOCOL.md
+//! "Broker topology").
+//!
+//! A new transport: one module here implementing [`Broker`], [`Inbox`], [`Publisher`] and
+//! [`Letters`], plus its row in [`SCHEMES`].
 
 pub mod amqp;
+pub mod broker;
 pub mod local;
 pub mod memory;
+pub mod routing;
+
+pub use broker::{Broker, SCHEMES, Scheme, connect, connect_until};
+pub use routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key, topic_matches};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,21 +34,6 @@ pub const HEADER_ERROR: &str = "cqrs-error";
 pub const HEADER_ERROR_KIND: &str = "cqrs-error-kind";
 /// Header: the service that published the message.
 pub const HEADER_PRODUCER: &str = "cqrs-producer";
-
-/// Routing key of a SYNC directed to `queue`, and of that queue's retries: `cqrs.<queue>.<cqrs_id>`.
-pub fn directed_key(queue: &str, cqrs_id: &str) -> String {
-    format!("cqrs.{queue}.{cqrs_id}")
-}
-
-/// Routing key of `queue`'s dead letters for a model: `cqrs.dead_letter_<queue>.<cqrs_id>`.
-pub fn dead_letter_key(queue: &str, cqrs_id: &str) -> String {
-    format!("cqrs.dead_letter_{queue}.{cqrs_id}")
-}
-
-/// The dead-letter queue of a replica queue: `dead_letter_<queue>`.
-pub fn dead_letter_queue(queue: &str) -> String {
-    format!("dead_letter_{queue}")
-}
 
 /// A message received from a queue, not yet acknowledged.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,45 +89,6 @@ pub trait Inbox: Send {
 
     /// Give every unacknowledged delivery back to the queue for redelivery.
     fn requeue_unacked(&mut self) -> Result<()>;
-}
-
-/// The queues bound to `routing_key`, each once and sorted; `bindings` are `(queue, pattern)`.
-pub fn bound_queues<'a>(
-    bindings: impl IntoIterator<Item = (&'a str, &'a str)>,
-    routing_key: &str,
-) -> Vec<String> {
-    let mut queues: Vec<String> = bindings
-        .into_iter()
-        .filter(|(_, pattern)| topic_matches(pattern, routing_key))
-        .map(|(q, _)| q.to_string())
-        .collect();
-    queues.sort();
-    queues.dedup();
-    queues
-}
-
-/// Match an AMQP topic pattern (`*` one word, `#` zero or more words) against a routing key.
-///
-/// ```
-/// use cqrs::transport::topic_matches;
-/// assert!(topic_matches("item", "item"));
-/// assert!(topic_matches("cqrs.*.item", "cqrs.q1.item"));
-/// assert!(topic_matches("#", "a.b.c"));
-/// assert!(!topic_matches("item", "cqrs.q1.item"));
-/// ```
-pub fn topic_matches(pattern: &str, key: &str) -> bool {
-    fn go(p: &[&str], k: &[&str]) -> bool {
-        match (p.first(), k.first()) {
-            (None, None) => true,
-            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
-            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
-            _ => false,
-        }
-    }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let k: Vec<&str> = key.split('.').collect();
-    go(&p, &k)
 }
 
 /// A message the relay publishes to the exchange.

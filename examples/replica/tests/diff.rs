@@ -53,7 +53,7 @@ fn pipelines(kind: Kind) {
         broker_url: Some(broker_url.clone()),
         ..b.settings()
     };
-    let broker = cqrs::service::Broker::connect(&settings, "test").unwrap();
+    let broker = cqrs::transport::connect(&settings, "test").unwrap();
     broker
         .declare_replica(&b.queue, &["item".into()], &b.delays)
         .unwrap();

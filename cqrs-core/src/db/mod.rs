@@ -12,94 +12,16 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub mod dialect;
+
+pub use dialect::Backend;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::turns::Turn;
 use crate::value::{ColumnType, SqlValue};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
-
-/// Which database a URL or connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// PostgreSQL (`postgres://`, `postgresql://`).
-    Postgres,
-    /// SQLite (`sqlite://relative.db`, `sqlite:///abs.db`, `sqlite://:memory:`).
-    Sqlite,
-}
-
-impl Backend {
-    /// Most bind parameters one statement may carry (PostgreSQL 65,535; SQLite 32,766).
-    pub fn bind_limit(self) -> usize {
-        match self {
-            Backend::Postgres => 65_535,
-            Backend::Sqlite => 32_766,
-        }
-    }
-
-    /// The placeholder for the `n`th bind (1-based).
-    pub fn placeholder(self, n: usize, out: &mut String) {
-        use std::fmt::Write;
-        match self {
-            Backend::Postgres => write!(out, "${n}").expect("writing to a String"),
-            Backend::Sqlite => out.push('?'),
-        }
-    }
-
-    /// Append a membership test of `values` (all of type `ty`) for the column before it, numbered
-    /// on from `*next`, and return its binds: ` = ANY($n)` with one array parameter on PostgreSQL
-    /// (parsing and binding thousands of placeholders cost more than the query), ` IN (?, ?, ...)`
-    /// on SQLite (chunk `values` under [`Backend::bind_limit`] there).
-    ///
-    /// ```
-    /// use cqrs::db::Backend;
-    /// use cqrs::value::{ColumnType, SqlValue};
-    /// let ids = [SqlValue::BigInt(1), SqlValue::BigInt(2)];
-    /// let mut sql = String::from("DELETE FROM t WHERE id");
-    /// let binds = Backend::Postgres.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
-    /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id = ANY($1)", 1));
-    /// let mut sql = String::from("DELETE FROM t WHERE id");
-    /// let binds = Backend::Sqlite.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
-    /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id IN (?,?)", 2));
-    /// ```
-    pub fn member_of(
-        self,
-        out: &mut String,
-        next: &mut usize,
-        ty: ColumnType,
-        values: &[SqlValue],
-    ) -> Result<Vec<SqlValue>> {
-        match self {
-            Backend::Postgres => {
-                *next += 1;
-                out.push_str(" = ANY(");
-                self.placeholder(*next, out);
-                out.push(')');
-                let array = SqlValue::array(ty, values.to_vec())
-                    .map_err(|e| Error::new(ErrorKind::Apply, e))?;
-                Ok(vec![array])
-            }
-            Backend::Sqlite => {
-                out.push_str(" IN ");
-                self.placeholder_list(out, next, values.len());
-                Ok(values.to_vec())
-            }
-        }
-    }
-
-    /// Append `(p1, p2, ...)`: `count` placeholders numbered on from `*next`, which advances.
-    pub fn placeholder_list(self, out: &mut String, next: &mut usize, count: usize) {
-        out.push('(');
-        for i in 0..count {
-            if i > 0 {
-                out.push(',');
-            }
-            *next += 1;
-            self.placeholder(*next, out);
-        }
-        out.push(')');
-    }
-}
 
 /// Split a database URL into its backend and the string its driver takes.
 ///
@@ -225,6 +147,22 @@ impl Db {
             Db::Sqlite(c) => bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds).execute(c),
         }
         .map_err(Error::from)
+    }
+
+    /// Lock `stripes` (sorted, so two writers take them in the same order) until the transaction
+    /// ends: PostgreSQL transaction-scoped advisory locks, so two workers cannot interleave a
+    /// delete and a save of the same row. SQLite needs none: its one writer holds the database.
+    pub fn lock_stripes(&mut self, stripes: &[i64]) -> Result<()> {
+        match self {
+            Db::Pg(c) => {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+                    .bind::<st::Array<st::BigInt>, _>(stripes)
+                    .execute(c)
+                    .map_err(|e| Error::from_diesel(e, "locking rows"))?;
+                Ok(())
+            }
+            Db::Sqlite(_) => Ok(()),
+        }
     }
 
     /// Run `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite so the write lock is taken up
@@ -554,15 +492,4 @@ pub(crate) fn load_states(
             .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect()),
     }
     .map_err(|e| Error::from_diesel(e, "reading current revisions"))
-}
-
-/// Take PostgreSQL transaction-scoped advisory locks on `keys`, in the order given.
-pub(crate) fn advisory_xact_locks(db: &mut Db, keys: &[i64]) -> Result<()> {
-    if let Db::Pg(c) = db {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-            .bind::<st::Array<st::BigInt>, _>(keys)
-            .execute(c)
-            .map_err(|e| Error::from_diesel(e, "locking rows"))?;
-    }
-    Ok(())
 }

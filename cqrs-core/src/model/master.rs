@@ -1,0 +1,147 @@
+//! The master side of a model: its [`MasterSpec`] (table plus django-cqrs's master options), the
+//! hooks, and the trait `#[derive(Master)]` implements.
+
+use crate::db::SqlConn;
+use crate::error::{Error, Result};
+
+use super::{InstanceData, TableSpec};
+
+/// A custom serializer: the connection (inside the capture transaction) and the `instance_data`
+/// to rewrite.
+pub type Serializer = fn(&mut dyn SqlConn, &mut InstanceData) -> Result<()>;
+
+/// Hooks of a master model (django-cqrs's master options), plain functions so the derive can name them.
+#[derive(Clone, Copy, Default)]
+pub struct MasterHooks {
+    /// `is_sync_instance`: given the row's `instance_data`, should a SAVE be sent? The revision
+    /// counts either way. Also honoured by `diff-master`.
+    pub filter: Option<fn(&InstanceData) -> bool>,
+    /// `meta` for a message, given the row's `instance_data` (or, for DELETE, the last state).
+    pub meta: Option<fn(&InstanceData) -> serde_json::Value>,
+    /// `correlation_id` for the messages of a transaction.
+    pub correlation_id: Option<fn() -> Option<String>>,
+    /// A custom serializer: rewrites the `instance_data` of a SAVE or SYNC before it is sent
+    /// (e.g. nested related rows read with the connection, inside the capture transaction).
+    pub serializer: Option<Serializer>,
+    /// Extra `custom` data on DELETE, given the deleted row's last `instance_data`.
+    pub delete_custom: Option<fn(&InstanceData) -> Option<serde_json::Value>>,
+}
+
+impl std::fmt::Debug for MasterHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterHooks")
+            .field("filter", &self.filter.is_some())
+            .field("meta", &self.meta.is_some())
+            .field("correlation_id", &self.correlation_id.is_some())
+            .field("delete_custom", &self.delete_custom.is_some())
+            .field("serializer", &self.serializer.is_some())
+            .finish()
+    }
+}
+
+/// A master table: the columns that go on the wire, which are tracked, and the master options.
+///
+/// ```
+/// use cqrs::{ColumnSpec, MasterSpec, TableSpec, value::ColumnType};
+/// let spec = MasterSpec::new(
+///     TableSpec::new("item", "items")
+///         .key("id", ColumnType::BigInt)
+///         .column(ColumnSpec::new("price", ColumnType::BigInt))
+///         .build()
+///         .unwrap(),
+/// )
+/// .track("price")
+/// .unwrap();
+/// assert!(spec.is_tracked("price"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MasterSpec {
+    table: TableSpec,
+    tracked: Vec<bool>,
+    produce: bool,
+    hooks: MasterHooks,
+}
+
+impl MasterSpec {
+    /// A master over `table` (columns by wire name), producing, tracking nothing.
+    pub fn new(table: TableSpec) -> Self {
+        let tracked = vec![false; table.columns().len()];
+        MasterSpec {
+            table,
+            tracked,
+            produce: true,
+            hooks: MasterHooks::default(),
+        }
+    }
+
+    /// Track a column (by column name): its old value goes in `previous_data`.
+    pub fn track(mut self, column: &str) -> Result<Self> {
+        let i = self
+            .table
+            .columns()
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "master `{}`: cannot track unknown column `{column}`",
+                    self.table.cqrs_id()
+                ))
+            })?;
+        self.tracked[i] = true;
+        Ok(self)
+    }
+
+    /// Turn message production off (changes still bump revisions).
+    pub fn produce(mut self, on: bool) -> Self {
+        self.produce = on;
+        self
+    }
+
+    /// Set the hooks.
+    pub fn hooks(mut self, hooks: MasterHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The table description.
+    pub fn table(&self) -> &TableSpec {
+        &self.table
+    }
+
+    /// True if the column is tracked.
+    pub fn is_tracked(&self, column: &str) -> bool {
+        self.table
+            .columns()
+            .iter()
+            .zip(&self.tracked)
+            .any(|(c, t)| *t && c.name == column)
+    }
+
+    /// Indexes of tracked columns.
+    pub fn tracked_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tracked
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t)
+            .map(|(i, _)| i)
+    }
+
+    /// Whether messages are produced.
+    pub fn produces(&self) -> bool {
+        self.produce
+    }
+
+    /// The hooks.
+    pub fn hooks_ref(&self) -> &MasterHooks {
+        &self.hooks
+    }
+}
+
+/// A Diesel model whose changes are captured and published: what `#[derive(Master)]` implements.
+pub trait MasterModel: 'static {
+    /// The `cqrs_id` shared with the replicas.
+    const CQRS_ID: &'static str;
+
+    /// The master table description.
+    fn master_spec() -> MasterSpec;
+}
