@@ -4,15 +4,20 @@ use proc_macro2::Span;
 use syn::{Attribute, Ident, LitStr, Path, Token, meta::ParseNestedMeta};
 
 use crate::ctxt::Ctxt;
+use crate::symbol::{
+    AFTER_APPLY, COLUMN_NAME, CORRELATION_ID, CQRS, CRATE, DELETE_CUSTOM, DIESEL, FILTER, ID,
+    IS_SYNC_INSTANCE, JSON, MAPPING, META, OPTIONAL, PRIMARY_KEY, PRODUCE, RENAME, RETRY,
+    SERIALIZER, SKIP, Symbol, TABLE_NAME, TRACK, TRACKED, TRACKED_FIELDS,
+};
 
 /// A parsed attribute value that remembers where it was written.
 pub struct Attr<T> {
-    name: &'static str,
+    name: Symbol,
     value: Option<(Span, T)>,
 }
 
 impl<T> Attr<T> {
-    pub fn none(name: &'static str) -> Self {
+    pub fn none(name: Symbol) -> Self {
         Attr { name, value: None }
     }
 
@@ -64,23 +69,23 @@ const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `track`, `optional`,
 impl Container {
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut c = Container {
-            cqrs_id: Attr::none("id"),
-            krate: Attr::none("crate"),
-            produce: Attr::none("produce"),
-            filter: Attr::none("filter"),
-            meta: Attr::none("meta"),
-            correlation_id: Attr::none("correlation_id"),
-            delete_custom: Attr::none("delete_custom"),
-            serializer: Attr::none("serializer"),
-            after_apply: Attr::none("after_apply"),
-            retry: Attr::none("retry"),
-            table_name: Attr::none("table_name"),
-            primary_key: Attr::none("primary_key"),
+            cqrs_id: Attr::none(ID),
+            krate: Attr::none(CRATE),
+            produce: Attr::none(PRODUCE),
+            filter: Attr::none(FILTER),
+            meta: Attr::none(META),
+            correlation_id: Attr::none(CORRELATION_ID),
+            delete_custom: Attr::none(DELETE_CUSTOM),
+            serializer: Attr::none(SERIALIZER),
+            after_apply: Attr::none(AFTER_APPLY),
+            retry: Attr::none(RETRY),
+            table_name: Attr::none(TABLE_NAME),
+            primary_key: Attr::none(PRIMARY_KEY),
         };
         for attr in attrs {
-            if attr.path().is_ident("cqrs") {
+            if attr.path() == CQRS {
                 let r = attr.parse_nested_meta(|meta| {
-                    if meta.path.is_ident("id") {
+                    if meta.path == ID {
                         let s: LitStr = meta.value()?.parse()?;
                         if s.value().is_empty() || s.value().contains(['.', '*', '#']) {
                             cx.error(
@@ -90,23 +95,23 @@ impl Container {
                             );
                         }
                         c.cqrs_id.set(cx, meta.path.get_ident().unwrap().span(), s);
-                    } else if meta.path.is_ident("crate") {
+                    } else if meta.path == CRATE {
                         let s: LitStr = meta.value()?.parse()?;
                         c.krate.set(cx, s.span(), s.parse()?);
-                    } else if meta.path.is_ident("produce") {
+                    } else if meta.path == PRODUCE {
                         let b: syn::LitBool = meta.value()?.parse()?;
                         c.produce.set(cx, b.span(), b.value);
                     } else if let Some(slot) = [
-                        ("filter", &mut c.filter),
-                        ("meta", &mut c.meta),
-                        ("correlation_id", &mut c.correlation_id),
-                        ("delete_custom", &mut c.delete_custom),
-                        ("serializer", &mut c.serializer),
-                        ("after_apply", &mut c.after_apply),
-                        ("retry", &mut c.retry),
+                        (FILTER, &mut c.filter),
+                        (META, &mut c.meta),
+                        (CORRELATION_ID, &mut c.correlation_id),
+                        (DELETE_CUSTOM, &mut c.delete_custom),
+                        (SERIALIZER, &mut c.serializer),
+                        (AFTER_APPLY, &mut c.after_apply),
+                        (RETRY, &mut c.retry),
                     ]
                     .into_iter()
-                    .find_map(|(name, slot)| meta.path.is_ident(name).then_some(slot))
+                    .find_map(|(name, slot)| (meta.path == name).then_some(slot))
                     {
                         let s: LitStr = meta.value()?.parse()?;
                         slot.set(cx, s.span(), s.parse()?);
@@ -118,13 +123,13 @@ impl Container {
                 if let Err(e) = r {
                     cx.push(e);
                 }
-            } else if attr.path().is_ident("diesel") {
+            } else if attr.path() == DIESEL {
                 let r = attr.parse_nested_meta(|meta| {
-                    if meta.path.is_ident("table_name") {
+                    if meta.path == TABLE_NAME {
                         let path: Path = meta.value()?.parse()?;
                         c.table_name
                             .set(cx, meta.path.get_ident().unwrap().span(), path);
-                    } else if meta.path.is_ident("primary_key") {
+                    } else if meta.path == PRIMARY_KEY {
                         let content;
                         syn::parenthesized!(content in meta.input);
                         let keys = content.parse_terminated(Ident::parse_any, Token![,])?;
@@ -160,30 +165,30 @@ pub struct Field {
 impl Field {
     pub fn from_ast(cx: &Ctxt, attrs: &[Attribute]) -> Self {
         let mut f = Field {
-            rename: Attr::none("rename"),
-            skip: Attr::none("skip"),
-            track: Attr::none("track"),
-            optional: Attr::none("optional"),
-            json: Attr::none("json"),
-            column_name: Attr::none("column_name"),
+            rename: Attr::none(RENAME),
+            skip: Attr::none(SKIP),
+            track: Attr::none(TRACK),
+            optional: Attr::none(OPTIONAL),
+            json: Attr::none(JSON),
+            column_name: Attr::none(COLUMN_NAME),
         };
         for attr in attrs {
-            if attr.path().is_ident("cqrs") {
+            if attr.path() == CQRS {
                 let r = attr.parse_nested_meta(|meta| {
                     let span = meta
                         .path
                         .get_ident()
                         .map_or_else(Span::call_site, Ident::span);
-                    if meta.path.is_ident("rename") {
+                    if meta.path == RENAME {
                         let s: LitStr = meta.value()?.parse()?;
                         f.rename.set(cx, span, s);
-                    } else if meta.path.is_ident("skip") {
+                    } else if meta.path == SKIP {
                         f.skip.set(cx, span, ());
-                    } else if meta.path.is_ident("track") {
+                    } else if meta.path == TRACK {
                         f.track.set(cx, span, ());
-                    } else if meta.path.is_ident("optional") {
+                    } else if meta.path == OPTIONAL {
                         f.optional.set(cx, span, ());
-                    } else if meta.path.is_ident("json") {
+                    } else if meta.path == JSON {
                         f.json.set(cx, span, ());
                     } else {
                         unknown(cx, &meta, "field", FIELD_KEYS)?;
@@ -193,9 +198,9 @@ impl Field {
                 if let Err(e) = r {
                     cx.push(e);
                 }
-            } else if attr.path().is_ident("diesel") {
+            } else if attr.path() == DIESEL {
                 let r = attr.parse_nested_meta(|meta| {
-                    if meta.path.is_ident("column_name") {
+                    if meta.path == COLUMN_NAME {
                         let id: Ident = meta.value()?.call(Ident::parse_any)?;
                         f.column_name.set(cx, id.span(), id);
                     } else {
@@ -219,13 +224,14 @@ fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, on: &str, valid: &str) -> syn:
         .path
         .get_ident()
         .map_or_else(|| "?".to_string(), ToString::to_string);
-    let help = match name.as_str() {
-        "is_sync_instance" => {
-            "django-cqrs's is_sync_instance is `filter = \"path::to::fn\"` here".to_string()
-        }
-        "tracked_fields" | "tracked" => "mark each tracked field with `#[cqrs(track)]`".to_string(),
-        "mapping" => "rename each field with `#[cqrs(rename = \"wire_name\")]`".to_string(),
-        _ => format!("valid here: {valid}"),
+    let help = if meta.path == IS_SYNC_INSTANCE {
+        "django-cqrs's is_sync_instance is `filter = \"path::to::fn\"` here".to_string()
+    } else if meta.path == TRACKED_FIELDS || meta.path == TRACKED {
+        "mark each tracked field with `#[cqrs(track)]`".to_string()
+    } else if meta.path == MAPPING {
+        "rename each field with `#[cqrs(rename = \"wire_name\")]`".to_string()
+    } else {
+        format!("valid here: {valid}")
     };
     cx.error(
         &meta.path,

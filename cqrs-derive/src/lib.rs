@@ -2,6 +2,9 @@
 //!
 //! Laid out like serde_derive: `attr` parses `#[cqrs(...)]` and the `#[diesel(...)]` keys we read,
 //! `ast` builds a typed model of the struct, `check` validates it and `expand` writes tokens.
+//! Attribute names are compared only against the constants of `symbol`, so a misspelt key is a
+//! compile error rather than an attribute that silently never matches. `check` has one function
+//! per rule, each documenting why that misuse is refused.
 //! Every mistake is collected in `ctxt::Ctxt` so one build reports all of them, each spanned on
 //! the offending field or attribute with a `help:` line.
 
@@ -10,6 +13,7 @@ mod attr;
 mod check;
 mod ctxt;
 mod expand;
+mod symbol;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
