@@ -8,6 +8,11 @@ use crate::attr;
 use crate::ctxt::Ctxt;
 
 /// The column types a field's Rust type maps to (cqrs::value::ColumnType).
+///
+/// A copy, because cqrs-core depends on this crate and not the other way round. Generated code
+/// names the `ColumnType` variant spelt like the `ColumnKind` (`variant`), so the two must list
+/// the same names: `tests::column_kind_and_column_type_have_the_same_variants` reads both from
+/// source and fails when they drift.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ColumnKind {
     Bool,
@@ -224,4 +229,45 @@ pub fn classify(ty: &Type) -> Option<ColumnKind> {
         "Value" => ColumnKind::Jsonb,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Top-level items only: both enums are declared at the top level of their files, and a
+    /// missing enum is an error rather than an empty list that would compare equal to nothing.
+    fn enum_variants(file: &Path, name: &str) -> BTreeSet<String> {
+        let src = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let parsed = syn::parse_file(&src)
+            .unwrap_or_else(|e| panic!("cannot parse {}: {e}", file.display()));
+        parsed
+            .items
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Enum(e) if e.ident == name => {
+                    Some(e.variants.iter().map(|v| v.ident.to_string()).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no `enum {name}` in {}", file.display()))
+    }
+
+    /// Read from source on both sides (not `ColumnKind` as compiled): cqrs-core cannot be a
+    /// dependency here, and a list kept beside `ColumnKind` could itself drift from the enum.
+    #[test]
+    fn column_kind_and_column_type_have_the_same_variants() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let kinds = enum_variants(&root.join("src/ast.rs"), "ColumnKind");
+        let types = enum_variants(&root.join("../cqrs-core/src/value.rs"), "ColumnType");
+        let only_kind: Vec<_> = kinds.difference(&types).collect();
+        let only_type: Vec<_> = types.difference(&kinds).collect();
+        assert!(
+            only_kind.is_empty() && only_type.is_empty(),
+            "ColumnKind (cqrs-derive/src/ast.rs) must mirror ColumnType (cqrs-core/src/value.rs) \
+             variant for variant\n  only in ColumnKind: {only_kind:?}\n  only in ColumnType: {only_type:?}"
+        );
+    }
 }
