@@ -180,6 +180,11 @@ fn classify_message(message: &str) -> ErrorKind {
         "datatype mismatch",
         "numeric field overflow",
         "invalid input value",
+        // Text or JSON the server's encoding cannot hold: a NUL byte, `\u0000` in jsonb, a
+        // character with no equivalent in a non-UTF-8 database.
+        "invalid byte sequence",
+        "unsupported unicode escape sequence",
+        "has no equivalent in encoding",
     ];
     let lower = message.to_ascii_lowercase();
     if TRANSIENT.iter().any(|t| lower.contains(t)) {

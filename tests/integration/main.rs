@@ -22,6 +22,7 @@ mod consumer;
 mod derive;
 mod examples;
 mod filters;
+mod hostile;
 mod local;
 mod property;
 mod protocol;

@@ -375,6 +375,9 @@ fn headers_of(p: &BasicProperties) -> Headers {
     out
 }
 
+/// The longest routing key AMQP carries (a short string).
+const MAX_ROUTING_KEY: usize = 255;
+
 /// Publish one message and wait for its confirm.
 async fn publish_confirmed(
     ch: &Channel,
@@ -383,6 +386,11 @@ async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<Confirm> {
+    if key.len() > MAX_ROUTING_KEY {
+        // No binding can match it (AMQP short strings end at 255 bytes), and lapin would panic
+        // converting it: the message is unroutable, like one nobody is bound for.
+        return Ok(Confirm::Unroutable);
+    }
     let confirm = ch
         .basic_publish(
             exchange.into(),
@@ -426,6 +434,10 @@ impl Publisher for AmqpPublisher {
         self.transport.runtime.block_on(async move {
             let mut pending = Vec::with_capacity(messages.len());
             for m in messages {
+                if m.routing_key.len() > MAX_ROUTING_KEY {
+                    pending.push(None); // as in publish_confirmed: nothing can be bound for it
+                    continue;
+                }
                 let props = properties(&m.headers, Some(&m.message_id));
                 let opts = BasicPublishOptions {
                     mandatory: true,
@@ -441,12 +453,15 @@ impl Publisher for AmqpPublisher {
                     )
                     .await
                     .map_err(|e| transient("publishing", e))?;
-                pending.push(confirm);
+                pending.push(Some(confirm));
             }
             crate::crash::point("relay.after_publish");
             let mut out = Vec::with_capacity(pending.len());
             for confirm in pending {
-                out.push(to_confirm(confirm.await));
+                out.push(match confirm {
+                    Some(c) => to_confirm(c.await),
+                    None => Confirm::Unroutable,
+                });
             }
             Ok(out)
         })
@@ -590,21 +605,29 @@ impl Inbox for AmqpInbox {
     ) -> Result<()> {
         let props = properties(&headers, original.message_id.as_deref())
             .with_expiration(ttl.as_millis().to_string().into());
-        match cqrs_id {
-            Some(id) => {
-                let exchange = self.transport.config.exchange.clone();
-                self.publish_confirmed(
-                    &exchange,
-                    &dead_letter_key(&self.queue, id),
-                    &original.body,
-                    props,
-                )
-            }
-            // Straight to the dead-letter queue through the default exchange.
-            None => {
-                self.publish_confirmed("", &dead_letter_queue(&self.queue), &original.body, props)
+        if let Some(id) = cqrs_id {
+            // Routed by model as django-cqrs does, when the dead-letter queue is bound for it.
+            let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
+            let key = dead_letter_key(&self.queue, id);
+            let confirm = self.transport.runtime.block_on(publish_confirmed(
+                &ch,
+                &exchange,
+                &key,
+                &original.body,
+                props.clone(),
+            ))?;
+            match confirm {
+                Confirm::Delivered => return Ok(()),
+                // A model the queue is not bound for (unknown, or a key too long to bind): the
+                // letter must not come back and stop the consumer, so it goes straight in.
+                Confirm::Unroutable => {}
+                Confirm::Failed(why) => {
+                    return Err(transient(&format!("publishing to {exchange}/{key}"), why));
+                }
             }
         }
+        // Straight to the dead-letter queue through the default exchange.
+        self.publish_confirmed("", &dead_letter_queue(&self.queue), &original.body, props)
     }
 
     fn requeue_unacked(&mut self) -> Result<()> {

@@ -1,0 +1,172 @@
+//! Messages that must not stop a replica: whatever is wrong with one message (its routing, its
+//! bytes, its values) dead-letters that message with its kind and reason, and the consumer goes
+//! on with the next one (issue 13's rule).
+
+use std::time::{Duration, Instant};
+
+use cqrs::transport::memory::MemoryBroker;
+use cqrs::transport::{HEADER_ERROR_KIND, Headers, dead_letter_queue};
+use cqrs::{Consumer, Message, Registry, Settings, TableReplica};
+use cqrs_tests::*;
+
+fn registry() -> Registry {
+    Registry::new()
+        .with_replica(TableReplica::new(item_spec()))
+        .with_replica(TableReplica::new(typed_spec(Kind::Postgres)))
+}
+
+fn header(props: &lapin::BasicProperties, k: &str) -> Option<String> {
+    props
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(k)
+        .and_then(|v| v.as_long_string())
+        .map(|s| s.to_string())
+}
+
+/// A SAVE for a model the replica does not know, published with a key the queue is bound to
+/// (`item`), and one whose cqrs_id would make a routing key over 255 bytes: each lands in the
+/// dead-letter queue as `unknown-model` (by the default exchange: nothing is bound for its key),
+/// and the good message behind them applies.
+#[test]
+fn unknown_models_on_a_bound_key_are_dead_lettered_and_the_consumer_goes_on() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let mut ghost = ItemState::new(1, 0, at(0)).save();
+    ghost.cqrs_id = "ghost".into();
+    let mut long = ItemState::new(2, 0, at(0)).save();
+    long.cqrs_id = "x".repeat(300);
+    b.publish_raw("item", &ghost.encode());
+    b.publish_raw("item", &long.encode());
+    b.publish_raw("item", &ItemState::new(3, 0, at(0)).save().encode());
+
+    let t = TestDb::new(Kind::Postgres);
+    let registry = registry();
+    let settings = b.settings();
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (c.stats().dead_lettered < 2 || items(c.db()).is_empty()) && Instant::now() < deadline {
+        c.poll(Duration::from_millis(200))
+            .expect("a message for an unknown model must not stop the consumer");
+    }
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [3]);
+    drop(c);
+    let dead = b.drain(&dead_letter_queue(&b.queue));
+    let mut got: Vec<(String, Option<String>)> = dead
+        .iter()
+        .map(|(_, props, body)| {
+            let m = Message::decode(body).unwrap();
+            (m.cqrs_id, header(props, HEADER_ERROR_KIND))
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ghost".to_string(), Some("unknown-model".to_string())),
+            ("x".repeat(300), Some("unknown-model".to_string())),
+        ]
+    );
+    assert_eq!(b.count(&b.queue), 0, "nothing left in the replica queue");
+}
+
+fn memory_settings() -> Settings {
+    Settings {
+        max_retries: 1,
+        retry_delays: vec![Duration::from_millis(20)],
+        ..Settings::default()
+    }
+}
+
+/// Values PostgreSQL refuses whatever the column allows (a NUL byte in text, `\u0000` in
+/// jsonb) are that message's fault: it is retried, then dead-lettered as `apply`, and the rest of
+/// its batch applies; the consumer never exits on them.
+#[test]
+fn values_postgres_refuses_are_dead_lettered_and_the_rest_applies() {
+    let t = TestDb::new(Kind::Postgres);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("rq", &["item", "typed"]);
+    let mut nul = ItemState::new(1, 0, at(0));
+    nul.name = "a\u{0}b".into();
+    broker.publish("item", nul.save().encode(), Headers::new());
+    broker.publish(
+        "item",
+        ItemState::new(2, 0, at(0)).save().encode(),
+        Headers::new(),
+    );
+    let (_, body) = capture("30_typed_create.json").remove(0);
+    let mut bad_json = Message::decode(&body).unwrap();
+    bad_json.expires = cqrs::message::Expires::Never; // captured long ago
+    bad_json
+        .instance_data
+        .insert("tags".into(), serde_json::json!({"k": "a\u{0}b"}));
+    broker.publish("typed", bad_json.encode(), Headers::new());
+
+    let registry = registry();
+    let settings = memory_settings();
+    let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.stats().dead_lettered < 2 && Instant::now() < deadline {
+        c.poll(Duration::from_millis(50))
+            .expect("a value the database refuses must not stop the consumer");
+    }
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [2]);
+    let kinds: Vec<(String, String)> = broker
+        .peek(&dead_letter_queue("rq"))
+        .into_iter()
+        .map(|m| {
+            let id = Message::decode(&m.body).unwrap().cqrs_id;
+            (id, m.headers[HEADER_ERROR_KIND].clone())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("item".to_string(), "apply".to_string()),
+            ("typed".to_string(), "apply".to_string())
+        ]
+    );
+}
+
+/// A directed SYNC to a queue name so long its routing key cannot exist (over 255 bytes) is
+/// unroutable, like one to a queue nobody declared: the relay counts it and goes on with the
+/// rest of its batch instead of panicking in the AMQP client.
+#[test]
+fn a_routing_key_over_255_bytes_is_unroutable_not_a_crash() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    let row = |routing_key: String, id: i64| cqrs::outbox::NewRow {
+        message_id: uuid::Uuid::new_v4(),
+        cqrs_id: "item".into(),
+        signal_type: cqrs::SignalType::Sync,
+        pk: id.to_string(),
+        routing_key,
+        body: String::from_utf8(ItemState::new(id, 0, at(0)).sync().encode()).unwrap(),
+    };
+    let long = cqrs::transport::directed_key(&"q".repeat(300), "item");
+    cqrs::outbox::enqueue(&mut db, &[row(long, 1), row("item".into(), 2)]).unwrap();
+    let settings = b.settings();
+    let mut relay = cqrs::Relay::new(db, b.transport.publisher().unwrap(), settings);
+    assert_eq!(relay.run_once().unwrap(), 2);
+    let stats = relay.stats();
+    assert_eq!((stats.published, stats.unroutable, stats.failed), (1, 1, 0));
+    assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 0);
+    let got: Vec<i64> = b
+        .drain(&b.queue)
+        .iter()
+        .map(|(_, _, body)| Message::decode(body).unwrap().instance_pk.as_i64().unwrap())
+        .collect();
+    assert_eq!(got, [2]);
+}
