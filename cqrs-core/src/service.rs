@@ -32,6 +32,11 @@ pub fn consumed_ids(registry: &Registry, only: &[String]) -> Result<Vec<String>>
 }
 
 /// Run `workers` consumers of the settings' queue until `shutdown` fires; returns their summed counters.
+///
+/// Workers run together or not at all: a worker that stops on a fatal error (or panics) is
+/// logged and stops the others, and this returns its error, so `cqrs consume` exits 1 and its
+/// supervisor restarts it rather than running on with fewer workers. Nothing is lost: what the
+/// workers had not acked goes back to the queue.
 pub fn consume(
     registry: &Registry,
     settings: &Settings,
@@ -49,16 +54,28 @@ pub fn consume(
     transport.declare_replica(&queue, &ids, &settings.retry_delays)?;
     // Prefetch two batches: one being applied, one arriving.
     let prefetch = (settings.batch_size * 2).min(u16::MAX as usize) as u16;
+    let together = shutdown.child();
     let results: Vec<Result<ConsumerStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (transport, ids, queue, db_url) = (transport.as_ref(), &ids, &queue, &db_url);
+                let (transport, ids, queue, db_url, together) =
+                    (transport.as_ref(), &ids, &queue, &db_url, &together);
                 std::thread::Builder::new()
                     .name(format!("cqrs-worker-{w}"))
                     .spawn_scoped(s, move || {
-                        worker(
-                            registry, settings, transport, queue, ids, db_url, prefetch, shutdown,
-                        )
+                        // However this worker ends (shutdown, error, panic), the others stop.
+                        let _stop_all = StopOnExit(together);
+                        let r = worker(
+                            registry, settings, transport, queue, ids, db_url, prefetch, together,
+                        );
+                        if let Err(e) = &r {
+                            tracing::error!(
+                                worker = w,
+                                queue,
+                                "worker stopped: {e}; stopping the others"
+                            );
+                        }
+                        r
                     })
                     .expect("spawning a worker thread")
             })
@@ -72,10 +89,28 @@ pub fn consume(
             .collect()
     });
     let mut total = ConsumerStats::default();
+    let mut first_error = None;
     for r in results {
-        total += r?;
+        match r {
+            Ok(stats) => total += stats,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(total)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// Triggers its signal when dropped, including while a panic unwinds.
+struct StopOnExit<'a>(&'a Shutdown);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

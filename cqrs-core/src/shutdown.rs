@@ -1,6 +1,6 @@
 //! The shutdown signal shared by long-running loops: they finish the work in flight, then stop.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// A cloneable flag plus a wake-up for sleepers: [`Shutdown::sleep`] returns early when triggered,
@@ -13,7 +13,14 @@ use std::time::Duration;
 /// assert!(shutdown.sleep(std::time::Duration::from_secs(60))); // returns at once
 /// ```
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown(Arc<(Mutex<bool>, Condvar)>);
+pub struct Shutdown(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Fired, and the children to fire with it.
+    state: Mutex<(bool, Vec<Weak<Inner>>)>,
+    wake: Condvar,
+}
 
 impl Shutdown {
     /// A signal that has not fired.
@@ -21,26 +28,58 @@ impl Shutdown {
         Shutdown::default()
     }
 
-    /// Fire the signal and wake every sleeper.
+    /// A signal that fires with this one, and can also fire alone (e.g. the workers of one
+    /// `consume`, stopped together when one of them fails, without stopping the caller's others).
+    ///
+    /// ```
+    /// let parent = cqrs::Shutdown::new();
+    /// let child = parent.child();
+    /// child.trigger();
+    /// assert!(!parent.is_triggered());
+    /// let other = parent.child();
+    /// parent.trigger();
+    /// assert!(other.is_triggered());
+    /// ```
+    pub fn child(&self) -> Shutdown {
+        let child = Shutdown::new();
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 {
+            drop(state);
+            child.trigger();
+        } else {
+            state.1.retain(|w| w.strong_count() > 0);
+            state.1.push(Arc::downgrade(&child.0));
+        }
+        child
+    }
+
+    /// Fire the signal (and its children's) and wake every sleeper.
     pub fn trigger(&self) {
-        let (flag, cv) = &*self.0;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
+        let children = {
+            let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.0 = true;
+            self.0.wake.notify_all();
+            std::mem::take(&mut state.1)
+        };
+        for child in children.iter().filter_map(Weak::upgrade) {
+            Shutdown(child).trigger();
+        }
     }
 
     /// True once [`Shutdown::trigger`] was called.
     pub fn is_triggered(&self) -> bool {
-        *self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Sleep up to `d`; returns true if the signal fired (before or during the sleep).
     pub fn sleep(&self, d: Duration) -> bool {
-        let (flag, cv) = &*self.0;
-        let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = cv
-            .wait_timeout_while(guard, d, |fired| !*fired)
+        let guard = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .0
+            .wake
+            .wait_timeout_while(guard, d, |state| !state.0)
             .unwrap_or_else(|p| p.into_inner());
-        *guard
+        guard.0
     }
 }
 

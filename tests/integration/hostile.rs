@@ -170,3 +170,87 @@ fn a_routing_key_over_255_bytes_is_unroutable_not_a_crash() {
         .collect();
     assert_eq!(got, [2]);
 }
+
+/// Fails its first batch with a fatal error (neither the data's fault nor a lost connection:
+/// what a bug or a broken deploy gives), then applies normally: the worker that met the error
+/// stops, another worker would carry on alone.
+struct FailsOnce {
+    inner: TableReplica,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl cqrs::Replica for FailsOnce {
+    fn cqrs_id(&self) -> &str {
+        self.inner.cqrs_id()
+    }
+    fn apply(
+        &self,
+        db: &mut cqrs::Db,
+        changes: &[&cqrs::Change],
+    ) -> cqrs::Result<cqrs::BatchReport> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(cqrs::Error::new(cqrs::ErrorKind::Database, "a fatal fault"));
+        }
+        self.inner.apply(db, changes)
+    }
+}
+
+/// `consume -w 2` where one worker stops on a fatal error: the process does not run on degraded
+/// with one worker — every worker stops and `consume` returns the error (the CLI exits 1 for a
+/// supervisor to restart it).
+#[test]
+fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
+    let b = TestBroker::new();
+    let t = TestDb::new(Kind::Postgres);
+    let registry = Registry::new().with_replica(FailsOnce {
+        inner: TableReplica::new(item_spec()),
+        failed: Default::default(),
+    });
+    let settings = Settings {
+        database_url: Some(t.url.clone()),
+        ..b.settings()
+    };
+    let shutdown = cqrs::Shutdown::new();
+    let _stop = StopOnDrop(&shutdown);
+    std::thread::scope(|s| {
+        let consume = s.spawn(|| cqrs::service::consume(&registry, &settings, 2, &[], &shutdown));
+        // The queue exists once consume declared it; publish after that.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !queue_exists(&b) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !consume.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !consume.is_finished() {
+            shutdown.trigger(); // let the scope end, then fail
+            let _ = consume.join();
+            panic!("consume ran on with a failed worker (30 s after the failure)");
+        }
+        let err = consume
+            .join()
+            .unwrap()
+            .expect_err("consume reports the failure");
+        assert!(err.to_string().contains("a fatal fault"), "{err}");
+    });
+}
+
+fn queue_exists(b: &TestBroker) -> bool {
+    use lapin::options::QueueDeclareOptions;
+    let ch = b.transport.channel(false).unwrap();
+    let queue = b.queue.clone();
+    b.transport.block_on(async move {
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .is_ok()
+    })
+}
