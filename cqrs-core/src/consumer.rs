@@ -74,8 +74,24 @@ enum Fate {
         cqrs_id: Option<String>,
         kind: ErrorKind,
         reason: String,
-        directed: bool,
+        /// How a SYNC was judged on receipt (`None`: not a SYNC, or not decoded).
+        directed: Option<bool>,
     },
+}
+
+/// A delivery refused by the envelope checks, with what is known of it.
+struct Rejected {
+    cqrs_id: Option<String>,
+    directed: Option<bool>,
+    error: Error,
+}
+
+/// The `cqrs-directed` header of a copy (retry, dead letter): the judgement travels either way,
+/// so a broadcast SYNC brought back with `retries` 0 on `cqrs.<queue>.<id>` stays broadcast.
+fn directed_header(headers: &mut Headers, directed: Option<bool>) {
+    if let Some(directed) = directed {
+        headers.insert(HEADER_DIRECTED.into(), directed.to_string());
+    }
 }
 
 /// A delivery that passed the envelope checks.
@@ -179,13 +195,17 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         for (at, d) in deliveries.iter().enumerate() {
             match self.check(d) {
                 Ok(change) => valid.push(Valid { at, change }),
-                Err((cqrs_id, err)) => {
-                    tracing::warn!(queue = self.inbox.queue(), routing_key = %d.routing_key, kind = %err.kind(), "dead-lettering at once: {err}");
+                Err(Rejected {
+                    cqrs_id,
+                    directed,
+                    error,
+                }) => {
+                    tracing::warn!(queue = self.inbox.queue(), routing_key = %d.routing_key, kind = %error.kind(), "dead-lettering at once: {error}");
                     fates[at] = Some(Fate::DeadLetter {
                         cqrs_id,
-                        kind: err.kind(),
-                        reason: err.message().to_string(),
-                        directed: d.headers.get(HEADER_DIRECTED).is_some_and(|v| v == "true"),
+                        kind: error.kind(),
+                        reason: error.message().to_string(),
+                        directed,
                     });
                 }
             }
@@ -206,12 +226,18 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         self.settle(deliveries, fates)
     }
 
-    /// Envelope checks, in the order django-cqrs would fail them. `Err` carries the cqrs_id if known.
-    fn check(&self, d: &Delivery) -> std::result::Result<Change, (Option<String>, Error)> {
+    /// Envelope checks, in the order django-cqrs would fail them.
+    fn check(&self, d: &Delivery) -> std::result::Result<Change, Rejected> {
+        let reject = |cqrs_id, directed, error| Rejected {
+            cqrs_id,
+            directed,
+            error,
+        };
         if d.body.len() > self.settings.max_body_bytes {
             let id = sniff_cqrs_id(&d.body);
-            return Err((
+            return Err(reject(
                 id,
+                None,
                 Error::new(
                     ErrorKind::TooLarge,
                     format!(
@@ -222,11 +248,15 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 ),
             ));
         }
-        let mut message = Message::decode(&d.body).map_err(|e| (sniff_cqrs_id(&d.body), e))?;
+        let mut message =
+            Message::decode(&d.body).map_err(|e| reject(sniff_cqrs_id(&d.body), None, e))?;
         let id = Some(message.cqrs_id.clone());
+        let directed = self.judge_directed(d, &message);
+        let sync = (message.signal_type == SignalType::Sync).then_some(directed);
         if self.registry.replica_for(&message.cqrs_id).is_none() {
-            return Err((
+            return Err(reject(
                 id,
+                sync,
                 Error::new(
                     ErrorKind::UnknownModel,
                     format!("no replica registered for cqrs_id {:?}", message.cqrs_id),
@@ -235,8 +265,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         let now = Utc::now();
         if message.is_expired(now) {
-            return Err((
+            return Err(reject(
                 id,
+                sync,
                 Error::new(
                     ErrorKind::Expired,
                     format!(
@@ -255,15 +286,20 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 .unwrap_or(chrono::Duration::days(1));
             message.expires = Expires::At(now + ttl);
         }
-        let directed = match d.headers.get(HEADER_DIRECTED) {
+        Ok(Change { message, directed })
+    }
+
+    /// A SYNC is directed if our header says so, or, without it (a Django master), if it came on
+    /// `cqrs.<queue>.<id>` with `retries` 0 (ARCHITECTURE.md §5).
+    fn judge_directed(&self, d: &Delivery, message: &Message) -> bool {
+        match d.headers.get(HEADER_DIRECTED) {
             Some(v) => v == "true",
             None => {
                 message.signal_type == SignalType::Sync
                     && message.retries == 0
                     && d.routing_key == directed_key(self.inbox.queue(), &message.cqrs_id)
             }
-        };
-        Ok(Change { message, directed })
+        }
     }
 
     /// Apply `items` (indexes into `valid`), redoing transient failures with backoff. `None` if
@@ -367,6 +403,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
 
     fn retry_or_dead_letter(&self, change: &Change, err: Error) -> Fate {
         let msg = &change.message;
+        let sync = msg.signal_type == SignalType::Sync;
         let decision = self
             .registry
             .replica_for(&msg.cqrs_id)
@@ -382,9 +419,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             let mut copy = msg.clone();
             copy.retries += 1;
             let mut headers = Headers::new();
-            if change.directed {
-                headers.insert(HEADER_DIRECTED.into(), "true".into());
-            }
+            directed_header(&mut headers, sync.then_some(change.directed));
             tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = copy.retries, "apply failed, retrying: {err}");
             Fate::Retry {
                 cqrs_id: msg.cqrs_id.clone(),
@@ -398,7 +433,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 cqrs_id: Some(msg.cqrs_id.clone()),
                 kind: ErrorKind::Apply,
                 reason: err.message().to_string(),
-                directed: change.directed,
+                directed: sync.then_some(change.directed),
             }
         }
     }
@@ -427,9 +462,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     let mut headers = Headers::new();
                     headers.insert(HEADER_ERROR.into(), reason);
                     headers.insert(HEADER_ERROR_KIND.into(), kind.as_str().into());
-                    if directed {
-                        headers.insert(HEADER_DIRECTED.into(), "true".into());
-                    }
+                    directed_header(&mut headers, directed);
                     self.inbox.publish_dead_letter(
                         d,
                         cqrs_id.as_deref(),

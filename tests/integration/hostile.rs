@@ -210,15 +210,14 @@ fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
         database_url: Some(t.url.clone()),
         ..b.settings()
     };
+    // Bound before anything is published (consume declares the same again).
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
     let shutdown = cqrs::Shutdown::new();
     let _stop = StopOnDrop(&shutdown);
     std::thread::scope(|s| {
         let consume = s.spawn(|| cqrs::service::consume(&registry, &settings, 2, &[], &shutdown));
-        // The queue exists once consume declared it; publish after that.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && !queue_exists(&b) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
         let deadline = Instant::now() + Duration::from_secs(30);
         while !consume.is_finished() && Instant::now() < deadline {
@@ -237,20 +236,72 @@ fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
     });
 }
 
-fn queue_exists(b: &TestBroker) -> bool {
-    use lapin::options::QueueDeclareOptions;
-    let ch = b.transport.channel(false).unwrap();
-    let queue = b.queue.clone();
-    b.transport.block_on(async move {
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .is_ok()
-    })
+/// A broadcast SYNC that was dead-lettered (here: expired) and brought back by `dead-letters
+/// retry` arrives on `cqrs.<queue>.<id>` with `retries` 0, which is what a directed SYNC looks
+/// like; the judgement made on first receipt travels with the letter, so it is still applied as a
+/// broadcast SYNC and cannot overwrite the replica's newer row with an older state.
+#[test]
+fn a_retried_broadcast_sync_stays_broadcast() {
+    use cqrs::ops::dead_letters::{Action, Filter, run};
+    use cqrs::transport::local::LocalTransport;
+    use cqrs::transport::{HEADER_DIRECTED, Outgoing, Publisher};
+    let queue_dir = TestDb::empty(Kind::Sqlite);
+    let url = queue_dir.url.replace("replica.db", "queue.db");
+    let replica = TestDb::new(Kind::Sqlite);
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
+    t.declare_replica("q", &["item".into()]).unwrap();
+    let send = |m: &Message| {
+        let out = Outgoing {
+            routing_key: m.cqrs_id.clone(),
+            body: m.encode(),
+            headers: Headers::new(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+        };
+        t.publisher().unwrap().publish(&[out]).unwrap();
+    };
+    let mut newer = ItemState::new(7, 5, at(5_000));
+    newer.name = "newer".into();
+    send(&newer.save());
+    let mut old_sync = ItemState::new(7, 3, at(3_000));
+    old_sync.name = "older".into();
+    let mut old_sync = old_sync.sync();
+    old_sync.expires = cqrs::message::Expires::At(at(0));
+    send(&old_sync);
+
+    let registry = registry();
+    let settings = Settings::default();
+    let consume = || {
+        let mut c = Consumer::new(
+            &registry,
+            &settings,
+            replica.connect(),
+            t.inbox("q").unwrap(),
+        );
+        c.drain(Duration::from_millis(200)).unwrap();
+        c.stats()
+    };
+    assert_eq!(consume().dead_lettered, 1);
+    let mut letters = t.letters("q").unwrap();
+    let letter = cqrs::transport::Letters::next_letter(&mut letters)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        letter.headers.get(HEADER_DIRECTED).map(String::as_str),
+        Some("false"),
+        "the dead letter says how the SYNC was judged"
+    );
+    drop(letters);
+
+    let r = run(
+        &mut t.letters("q").unwrap(),
+        "q",
+        Action::Retry,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(r.done, 1);
+    consume();
+    let row = &items(&mut replica.connect())[&7];
+    assert_eq!((row.rev, row.name.as_str()), (5, "newer"));
 }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use std::io::Write;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{Expires, Message};
+use crate::message::{Expires, Message, SignalType};
 use crate::transport::routing::directed_key;
 use crate::transport::{HEADER_DIRECTED, Headers, Letter, Letters};
 
@@ -105,7 +105,7 @@ pub fn run(
                     pass.republish(
                         &directed_key(queue, &m.cqrs_id),
                         &body,
-                        &retry_headers(&letter),
+                        &retry_headers(&letter, &m),
                     )?;
                     pass.remove(&letter)?;
                     out.write_all(&body)
@@ -130,12 +130,21 @@ fn retried_body(m: &mut Message) -> Vec<u8> {
     m.encode()
 }
 
-/// A SYNC judged directed keeps its header through the retry; the error headers stay behind.
-fn retry_headers(letter: &Letter) -> Headers {
-    letter
+/// A SYNC keeps its judgement (directed or broadcast) through the retry; the error headers stay
+/// behind. A SYNC letter without one (dead-lettered by a Django replica) is sent as broadcast:
+/// it arrives with `retries` 0 on `cqrs.<queue>.<id>`, which would otherwise make it directed,
+/// and a directed SYNC may overwrite a newer row with its older state.
+fn retry_headers(letter: &Letter, m: &Message) -> Headers {
+    let mut headers: Headers = letter
         .headers
         .iter()
         .filter(|(k, _)| k.as_str() == HEADER_DIRECTED)
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .collect();
+    if m.signal_type == SignalType::Sync {
+        headers
+            .entry(HEADER_DIRECTED.into())
+            .or_insert_with(|| "false".into());
+    }
+    headers
 }
