@@ -10,11 +10,14 @@
 //! Rules kept here: the first touch of an existing row runs `UPDATE .. SET cqrs_revision =
 //! cqrs_revision + 1, cqrs_updated = <wall clock>` (the database increments, the row is locked);
 //! later touches in the transaction do nothing more; a row created in the transaction stays at
-//! revision 0; the touched set is snapshotted at each savepoint and restored if it rolls back;
+//! revision 0; the touched set is snapshotted at each savepoint and restored if it rolls back; an
+//! [`atomic`] nested on the same connection is a savepoint that shares the outer capture;
 //! before commit the final states are read in one query per model; create-then-delete sends
 //! nothing; update-then-delete sends one DELETE with the last published revision + 1.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -57,13 +60,59 @@ struct SyncRequest {
     queue: Option<String>,
 }
 
-/// The capture side of one database transaction. See the module docs.
-pub struct Tx<'c, C: SqlConn + ?Sized> {
-    conn: &'c mut C,
+/// What one capture remembers until commit: shared by the [`Tx`]s of nested [`atomic`] calls on
+/// the same connection, snapshotted at each savepoint.
+#[derive(Debug, Clone, Default)]
+struct Capture {
     specs: BTreeMap<String, Arc<MasterSpec>>,
     touched: BTreeMap<(String, String), Touch>,
     order: Vec<(String, String)>,
     syncs: Vec<SyncRequest>,
+}
+
+/// The capture side of one database transaction. See the module docs.
+pub struct Tx<'c, C: SqlConn + ?Sized> {
+    conn: &'c mut C,
+    cap: Rc<RefCell<Capture>>,
+}
+
+thread_local! {
+    /// The captures open on this thread, by connection address: an [`atomic`] on a connection
+    /// that already has one joins it instead of starting an empty touched set (which would bump a
+    /// row twice and queue two states at one revision).
+    static OPEN: RefCell<Vec<(usize, Weak<RefCell<Capture>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The capture open on the connection at `addr`, if any.
+fn open_capture(addr: usize) -> Option<Rc<RefCell<Capture>>> {
+    OPEN.with(|open| {
+        open.borrow()
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == addr)
+            .and_then(|(_, w)| w.upgrade())
+    })
+}
+
+/// Registers a capture as open for its life (also when the closure panics).
+struct Opened(usize);
+
+impl Opened {
+    fn new(addr: usize, cap: &Rc<RefCell<Capture>>) -> Opened {
+        OPEN.with(|open| open.borrow_mut().push((addr, Rc::downgrade(cap))));
+        Opened(addr)
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        OPEN.with(|open| {
+            let mut open = open.borrow_mut();
+            if let Some(i) = open.iter().rposition(|(a, _)| *a == self.0) {
+                open.remove(i);
+            }
+        });
+    }
 }
 
 /// Run `f` in a transaction with capture; commit it with its outbox rows if `f` returns `Ok`,
@@ -84,15 +133,19 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
 ) -> Result<T> {
+    let addr = conn as *const C as *const () as usize;
+    if let Some(cap) = open_capture(addr) {
+        // Nested: a savepoint of the outer transaction, sharing its capture.
+        return Tx { conn, cap }.savepoint(f);
+    }
     let _turn = conn.write_turn()?;
     conn.begin()?;
+    let cap = Rc::new(RefCell::new(Capture::default()));
+    let _opened = Opened::new(addr, &cap);
     let result = {
         let mut tx = Tx {
             conn: &mut *conn,
-            specs: BTreeMap::new(),
-            touched: BTreeMap::new(),
-            order: Vec::new(),
-            syncs: Vec::new(),
+            cap,
         };
         f(&mut tx).and_then(|v| {
             let rows = tx.final_rows()?;
@@ -127,7 +180,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     fn spec<M: MasterModel>(&mut self) -> Arc<MasterSpec> {
-        self.specs
+        self.cap
+            .borrow_mut()
+            .specs
             .entry(M::CQRS_ID.to_string())
             .or_insert_with(|| Arc::new(M::master_spec()))
             .clone()
@@ -152,15 +207,19 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     fn remember(&mut self, cqrs_id: &str, touch: Touch) {
         let k = (cqrs_id.to_string(), touch.key.canonical_key());
-        if self.touched.insert(k.clone(), touch).is_none() {
-            self.order.push(k);
+        let mut cap = self.cap.borrow_mut();
+        if cap.touched.insert(k.clone(), touch).is_none() {
+            cap.order.push(k);
         }
     }
 
-    fn state(&self, cqrs_id: &str, key: &SqlValue) -> Option<&State> {
-        self.touched
+    /// How the row was touched so far: created, updated or deleted (`None`: not yet).
+    fn state(&self, cqrs_id: &str, key: &SqlValue) -> Option<State> {
+        self.cap
+            .borrow()
+            .touched
             .get(&(cqrs_id.to_string(), key.canonical_key()))
-            .map(|t| &t.state)
+            .map(|t| t.state.clone())
     }
 
     /// Insert a row with `insert` (which returns its primary key) and capture it as created.
@@ -343,18 +402,21 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     _ => 0,
                 };
                 let id = (M::CQRS_ID.to_string(), key.canonical_key());
-                // A sync asked for earlier in the transaction has nothing left to send.
-                self.syncs.retain(|s| !(s.cqrs_id == id.0 && s.key == key));
-                let revision = match self.touched.get(&id).map(|t| &t.state) {
-                    Some(State::Created) => {
-                        // Created here: the replicas never heard of it, so nothing is sent.
-                        self.touched.remove(&id);
-                        self.order.retain(|o| *o != id);
-                        continue;
+                let revision = {
+                    let mut cap = self.cap.borrow_mut();
+                    // A sync asked for earlier in the transaction has nothing left to send.
+                    cap.syncs.retain(|s| !(s.cqrs_id == id.0 && s.key == key));
+                    match cap.touched.get(&id).map(|t| &t.state) {
+                        Some(State::Created) => {
+                            // Created here: the replicas never heard of it, so nothing is sent.
+                            cap.touched.remove(&id);
+                            cap.order.retain(|o| *o != id);
+                            continue;
+                        }
+                        // Bumped here but never published: the DELETE takes the bumped number.
+                        Some(State::Updated { .. }) => stored_rev,
+                        _ => stored_rev + 1,
                     }
-                    // Bumped here but never published: the DELETE takes the bumped number.
-                    Some(State::Updated { .. }) => stored_rev,
-                    _ => stored_rev + 1,
                 };
                 let last = rows::instance_data(t, &row);
                 self.remember(
@@ -382,7 +444,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     ) -> Result<()> {
         let spec = self.spec::<M>();
         let key = Self::key(&spec, key)?;
-        self.syncs.push(SyncRequest {
+        self.cap.borrow_mut().syncs.push(SyncRequest {
             cqrs_id: M::CQRS_ID.to_string(),
             key,
             queue: queue.map(str::to_string),
@@ -393,11 +455,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// [`Tx::sync`] for rows of a model known only by its spec (the `sync` command), keys already typed.
     pub fn sync_rows(&mut self, spec: &Arc<MasterSpec>, keys: &[SqlValue], queue: Option<&str>) {
         let cqrs_id = spec.table().cqrs_id().to_string();
-        self.specs
+        let mut cap = self.cap.borrow_mut();
+        cap.specs
             .entry(cqrs_id.clone())
             .or_insert_with(|| spec.clone());
         for key in keys {
-            self.syncs.push(SyncRequest {
+            cap.syncs.push(SyncRequest {
                 cqrs_id: cqrs_id.clone(),
                 key: key.clone(),
                 queue: queue.map(str::to_string),
@@ -408,7 +471,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// Run `f` in a savepoint: if it fails, its database changes and its touches are undone and
     /// the error is returned; the outer transaction goes on.
     pub fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let snapshot = (self.touched.clone(), self.order.clone(), self.syncs.clone());
+        let snapshot = self.cap.borrow().clone();
         self.conn.begin()?;
         match f(self) {
             Ok(v) => {
@@ -417,8 +480,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             }
             Err(e) => {
                 self.conn.rollback()?;
-                (self.touched, self.order) = (snapshot.0, snapshot.1);
-                self.syncs = snapshot.2;
+                *self.cap.borrow_mut() = snapshot;
                 Err(e)
             }
         }
@@ -426,14 +488,16 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     /// Read the final states of every touched row (one query per model) and build the messages.
     fn final_rows(&mut self) -> Result<Vec<NewRow>> {
+        let cap = self.cap.clone();
+        let cap = cap.borrow();
         let mut wanted: BTreeMap<&str, Vec<SqlValue>> = BTreeMap::new();
-        for (id, canon) in &self.order {
-            let t = &self.touched[&(id.clone(), canon.clone())];
+        for (id, canon) in &cap.order {
+            let t = &cap.touched[&(id.clone(), canon.clone())];
             if !matches!(t.state, State::Deleted { .. }) {
                 wanted.entry(id.as_str()).or_default().push(t.key.clone());
             }
         }
-        for s in &self.syncs {
+        for s in &cap.syncs {
             wanted
                 .entry(s.cqrs_id.as_str())
                 .or_default()
@@ -444,7 +508,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         for (id, mut keys) in wanted {
             keys.sort_by_key(SqlValue::canonical_key);
             keys.dedup();
-            let t = self.specs[id].table().clone();
+            let t = cap.specs[id].table().clone();
             for chunk in keys.chunks(backend.bind_limit()) {
                 let mut sql = format!(
                     "SELECT {} FROM {} WHERE {}",
@@ -466,9 +530,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         }
 
         let mut out = Vec::new();
-        for k in &self.order {
-            let touch = &self.touched[k];
-            let spec = &self.specs[k.0.as_str()];
+        for k in &cap.order {
+            let touch = &cap.touched[k];
+            let spec = &cap.specs[k.0.as_str()];
             if !spec.produces() {
                 continue;
             }
@@ -522,8 +586,8 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             };
             out.push(self.row(spec, message, touch.key.canonical_key(), None));
         }
-        for s in &self.syncs {
-            let spec = &self.specs[s.cqrs_id.as_str()];
+        for s in &cap.syncs {
+            let spec = &cap.specs[s.cqrs_id.as_str()];
             let canon = s.key.canonical_key();
             let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
                 return Err(Error::new(

@@ -675,3 +675,38 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
         "only {during} of {burst} messages were published while the application committed ({pending} still in the outbox)"
     );
 }
+
+both!(
+    /// An `atomic` nested on the transaction's connection (application code that opens its own
+    /// capture, called inside another) joins the outer capture: a row touched in both is bumped
+    /// once and sent once with its final state; if the inner one fails, only its work is undone.
+    fn nested_atomic_joins_the_outer_capture(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "widget", 1, None)).unwrap();
+        outbox_messages(&mut db);
+        db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
+        atomic(&mut db, |tx| {
+            set_value(tx, id, 2)?;
+            atomic(tx.conn(), |inner| set_value(inner, id, 3))?;
+            let failed: cqrs::Result<()> = atomic(tx.conn(), |inner| {
+                set_value(inner, id, 99)?;
+                insert(inner, "rolled back", 5, None)?;
+                Err(Error::config("the inner work fails"))
+            });
+            assert!(failed.is_err());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(revision(&mut db, id), 1, "bumped once");
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 1, "one message for the row: {msgs:?}");
+        assert_eq!(msgs[0].revision().unwrap(), 1);
+        assert_eq!(msgs[0].instance_data["value"], json!(3));
+        assert_eq!(
+            master_items(&mut db).len(),
+            1,
+            "the failed inner insert is undone"
+        );
+    }
+);
