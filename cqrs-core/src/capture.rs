@@ -543,6 +543,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     updated,
                     last,
                 } => {
+                    // As django-cqrs's post_delete: a row the filter hides is not announced gone.
+                    if let Some(filter) = spec.hooks_ref().filter
+                        && !filter(last)
+                    {
+                        continue;
+                    }
                     let mut data = Map::new();
                     data.insert("id".into(), touch.key.to_json());
                     data.insert("cqrs_revision".into(), (*revision).into());
@@ -588,6 +594,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         }
         for s in &cap.syncs {
             let spec = &cap.specs[s.cqrs_id.as_str()];
+            if !spec.produces() {
+                continue;
+            }
             let canon = s.key.canonical_key();
             let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
                 return Err(Error::new(
@@ -598,6 +607,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             let mut data = rows::instance_data(spec.table(), row);
             if let Some(serialize) = spec.hooks_ref().serializer {
                 serialize(self.conn.as_dyn(), &mut data)?;
+            }
+            if let Some(filter) = spec.hooks_ref().filter
+                && !filter(&data)
+            {
+                continue;
             }
             let mut m = Message::new(SignalType::Sync, &s.cqrs_id, s.key.to_json(), data);
             if let Some(meta) = spec.hooks_ref().meta {

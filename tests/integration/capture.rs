@@ -304,6 +304,49 @@ both!(
         atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap();
         assert!(outbox_messages(&mut db).is_empty());
         assert_eq!(revision(&mut db, id), 1);
+        // As django-cqrs: neither a SYNC nor the DELETE of a row the filter hides is sent.
+        atomic(&mut db, |tx| {
+            tx.sync::<MItem>(&id, None)?;
+            tx.sync::<MItem>(&id, Some("replica_a"))
+        })
+        .unwrap();
+        assert!(outbox_messages(&mut db).is_empty(), "no SYNC");
+        atomic(&mut db, |tx| tx.delete::<MItem>(&id)).unwrap();
+        assert!(outbox_messages(&mut db).is_empty(), "no DELETE");
+    }
+);
+
+/// The same table as a master that does not produce (`produce = false`, django-cqrs's
+/// `CQRS_PRODUCE = False`).
+#[allow(dead_code)]
+#[derive(cqrs::Master)]
+#[diesel(table_name = m_items)]
+#[cqrs(id = "item", produce = false)]
+struct MQuiet {
+    id: i64,
+    name: String,
+    value: i64,
+    updated: DateTime<Utc>,
+    #[cqrs(skip)]
+    secret: String,
+    #[cqrs(rename = "owner")]
+    owner_id: Option<i64>,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+both!(
+    fn a_master_that_does_not_produce_sends_no_sync(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
+        atomic(&mut db, |tx| {
+            tx.sync::<MQuiet>(&id, None)?;
+            tx.sync::<MQuiet>(&id, Some("replica_a"))
+        })
+        .unwrap();
+        assert!(outbox_messages(&mut db).is_empty());
     }
 );
 
