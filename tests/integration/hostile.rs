@@ -305,3 +305,36 @@ fn a_retried_broadcast_sync_stays_broadcast() {
     let row = &items(&mut replica.connect())[&7];
     assert_eq!((row.rev, row.name.as_str()), (5, "newer"));
 }
+
+both!(
+    /// The deleted-rows pipeline's tombstone carries the row's own `cqrs_updated` (the master's
+    /// clock), not the replica's: when the master re-creates the pk, its SAVE (revision 0, later
+    /// by the master's clock) applies even though the replica's clock is far ahead of it.
+    fn a_pk_recreated_after_the_deleted_pipeline_applies(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+        let replica = registry.replica_for("item").unwrap().clone();
+        let apply = |db: &mut cqrs::Db, m: Message| {
+            let change = cqrs::Change::new(m);
+            db.write_transaction(|db| replica.apply(db, &[&change]))
+                .unwrap()
+        };
+        apply(&mut db, ItemState::new(5, 2, at(1_000)).save());
+        let input = format!(
+            "item,{}\n[5]\n",
+            cqrs::message::format_datetime(&chrono::Utc::now())
+        );
+        let n = cqrs::ops::diff::deleted_sync_replica(&mut db, &registry, &mut input.as_bytes())
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(items(&mut db).is_empty());
+        assert_eq!(tombstones(&mut db, "item")["5"], (3, at(1_000)));
+        // Re-created on the master a second later by its clock (the replica's is years ahead).
+        let mut again = ItemState::new(5, 0, at(2_000));
+        again.name = "again".into();
+        apply(&mut db, again.save());
+        let rows = items(&mut db);
+        assert_eq!((rows[&5].rev, rows[&5].name.as_str()), (0, "again"));
+    }
+);

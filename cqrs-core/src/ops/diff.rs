@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Settings;
@@ -185,26 +185,67 @@ fn replica_table<'a>(registry: &'a Registry, cqrs_id: &str) -> Result<&'a TableS
 
 /// Stored revisions of `keys` in one query: canonical key -> revision.
 fn revisions(db: &mut Db, t: &TableSpec, keys: &[SqlValue]) -> Result<HashMap<String, i32>> {
-    let backend = db.backend();
     let mut out = HashMap::with_capacity(keys.len());
+    read_rows(db, t, keys, &[t.revision_index()], |k, row| {
+        if let Some(SqlValue::Integer(r)) = &row[t.revision_index()] {
+            out.insert(k, *r);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Revision and `cqrs_updated` of each of `keys` present in `t`.
+fn last_states(
+    db: &mut Db,
+    t: &TableSpec,
+    keys: &[SqlValue],
+) -> Result<HashMap<String, (i32, DateTime<Utc>)>> {
+    let mut out = HashMap::with_capacity(keys.len());
+    read_rows(
+        db,
+        t,
+        keys,
+        &[t.revision_index(), t.updated_index()],
+        |k, row| {
+            if let (Some(SqlValue::Integer(r)), Some(SqlValue::Timestamptz(u))) =
+                (&row[t.revision_index()], &row[t.updated_index()])
+            {
+                out.insert(k, (*r, *u));
+            }
+        },
+    )?;
+    Ok(out)
+}
+
+/// The key and `cols` of each of `keys` present in `t`, as typed rows with their canonical key.
+fn read_rows(
+    db: &mut Db,
+    t: &TableSpec,
+    keys: &[SqlValue],
+    cols: &[usize],
+    mut each: impl FnMut(String, &[Option<SqlValue>]),
+) -> Result<()> {
+    let backend = db.backend();
     for chunk in keys.chunks(backend.bind_limit()) {
         let mut sql = format!(
             "SELECT {} FROM {} WHERE {}",
-            rows::json_expr(backend, t, [t.key_index(), t.revision_index()]),
+            rows::json_expr(
+                backend,
+                t,
+                std::iter::once(t.key_index()).chain(cols.iter().copied())
+            ),
             quote(t.table()),
             quote(&t.key_column().name)
         );
         let binds = backend.member_of(&mut sql, &mut 0, t.key_column().ty, chunk)?;
         for text in db.load_text(&sql, binds)? {
             let row = rows::typed_row(t, &text)?;
-            if let (Some(k), Some(SqlValue::Integer(r))) =
-                (&row[t.key_index()], &row[t.revision_index()])
-            {
-                out.insert(k.canonical_key(), *r);
+            if let Some(k) = &row[t.key_index()] {
+                each(k.canonical_key(), &row);
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Stage 2 of the diff (replica): echo the header with `,<queue>`, then per input batch the pks
@@ -363,8 +404,12 @@ pub fn deleted_diff_master(
     Ok(total)
 }
 
-/// Stage 3 (replica): delete the listed rows, leaving tombstones at their revision so a late
-/// older SAVE cannot bring them back.
+/// Stage 3 (replica): delete the listed rows, leaving tombstones at their revision + 1 so a late
+/// older SAVE cannot bring them back. The tombstone's `cqrs_updated` is the row's own (the
+/// master's clock at its last change), not the replica's clock: a SAVE of the pk re-created on
+/// the master is later than it by the master's clock and applies, whatever the replica's clock
+/// says. (A SAVE of the deleted row's one next revision still in flight would apply too, and be
+/// removed by the next run of the pipeline.)
 pub fn deleted_sync_replica(
     db: &mut Db,
     registry: &Registry,
@@ -379,17 +424,19 @@ pub fn deleted_sync_replica(
     let mut total = 0;
     for_each_array(input, |pks| {
         let keys = key_values(&t, &pks)?;
-        let stored = revisions(db, &t, &keys)?;
-        let now = Utc::now();
+        let stored = last_states(db, &t, &keys)?;
         let changes: Vec<crate::model::Change> = keys
             .iter()
             .zip(&pks)
-            .filter_map(|(k, pk)| stored.get(&k.canonical_key()).map(|rev| (pk, rev)))
-            .map(|(pk, rev)| {
+            .filter_map(|(k, pk)| stored.get(&k.canonical_key()).map(|state| (pk, state)))
+            .map(|(pk, (rev, updated))| {
                 let mut data = serde_json::Map::new();
                 data.insert("id".into(), pk.clone());
-                data.insert("cqrs_revision".into(), Value::from(rev + 1));
-                data.insert("cqrs_updated".into(), Value::String(format_datetime(&now)));
+                data.insert("cqrs_revision".into(), Value::from(rev.saturating_add(1)));
+                data.insert(
+                    "cqrs_updated".into(),
+                    Value::String(format_datetime(updated)),
+                );
                 crate::model::Change::new(crate::message::Message::new(
                     crate::message::SignalType::Delete,
                     cqrs_id.clone(),
