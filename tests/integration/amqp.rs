@@ -360,10 +360,14 @@ fn apply_errors_retry_through_delay_queues_then_dead_letter() {
         t.connect(),
         b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.stats().dead_lettered == 0 && Instant::now() < deadline {
-        c.poll(Duration::from_millis(200)).unwrap();
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "the failing message to be dead-lettered",
+        || {
+            c.poll(Duration::from_millis(200)).unwrap();
+            c.stats().dead_lettered > 0
+        },
+    );
     assert_eq!(c.stats().retried, 2);
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
     drop(c);
@@ -453,25 +457,18 @@ fn ten_thousand_changes_converge_with_two_workers() {
         );
         while relay.run_once().unwrap() > 0 {}
         let mut r = replica.connect();
-        let deadline = Instant::now() + Duration::from_secs(120);
         let want = master_items(&mut db);
-        loop {
-            let got = items(&mut r);
-            if got.len() == want.len()
-                && got
-                    .iter()
-                    .all(|(k, v)| want.get(k).is_some_and(|w| w.3 == v.rev))
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica did not converge: {} of {} rows",
-                got.len(),
-                want.len()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_until(
+            Duration::from_secs(120),
+            "the replica to converge to the master's rows and revisions",
+            || {
+                let got = items(&mut r);
+                got.len() == want.len()
+                    && got
+                        .iter()
+                        .all(|(k, v)| want.get(k).is_some_and(|w| w.3 == v.rev))
+            },
+        );
         let elapsed = started.elapsed();
         shutdown.trigger();
         let stats = consumer.join().unwrap().unwrap();
@@ -570,15 +567,11 @@ fn dropped_connections_recover_during_a_5000_change_stream() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while items(&mut replica.connect()).len() < 5000 {
-            assert!(
-                Instant::now() < deadline,
-                "replica stuck at {} rows",
-                items(&mut replica.connect()).len()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_until(
+            Duration::from_secs(120),
+            "the replica to have all 5000 rows",
+            || items(&mut replica.connect()).len() >= 5000,
+        );
         shutdown.trigger();
         consumer.join().unwrap().unwrap();
         relay.join().unwrap().unwrap();
@@ -897,11 +890,14 @@ fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
         "the FK violation takes the retry path"
     );
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while count(c.db(), "SELECT count(*) AS n FROM pets") == 0 {
-        assert!(Instant::now() < deadline, "the pet never applied");
-        c.poll(Duration::from_millis(200)).unwrap();
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the pet to apply once its owner arrived",
+        || {
+            c.poll(Duration::from_millis(200)).unwrap();
+            count(c.db(), "SELECT count(*) AS n FROM pets") > 0
+        },
+    );
     assert_eq!(c.stats().dead_lettered, 0);
 }
 
@@ -940,14 +936,14 @@ fn a_directed_sync_keeps_its_mark_through_a_retry() {
     c.db()
         .batch_execute("ALTER TABLE items DROP CONSTRAINT items_value_check")
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while items(c.db())[&1].rev != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the retried directed SYNC did not downgrade the row"
-        );
-        c.poll(Duration::from_millis(200)).unwrap();
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the retried directed SYNC to downgrade the row",
+        || {
+            c.poll(Duration::from_millis(200)).unwrap();
+            items(c.db())[&1].rev == 2
+        },
+    );
     assert_eq!(items(c.db())[&1].value, i64::MIN);
 }
 
@@ -971,6 +967,7 @@ fn a_database_that_refuses_connections_spends_no_retries() {
     let shutdown = Shutdown::new();
     let admin = || cqrs::Db::connect(&pg_server_url()).unwrap();
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
         let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
         std::thread::sleep(Duration::from_millis(500));
         admin()
@@ -988,17 +985,11 @@ fn a_database_that_refuses_connections_spends_no_retries() {
         admin()
             .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while items(&mut t.connect()).len() < 50 {
-            if Instant::now() > deadline {
-                shutdown.trigger();
-                panic!(
-                    "only {} rows applied after the database came back",
-                    items(&mut t.connect()).len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_until(
+            Duration::from_secs(30),
+            "all 50 rows to apply after the database came back",
+            || items(&mut t.connect()).len() >= 50,
+        );
         shutdown.trigger();
         let stats = consumer.join().unwrap().unwrap();
         assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
