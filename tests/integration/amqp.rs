@@ -30,6 +30,19 @@ fn rabbitmqctl(args: &[&str]) -> Value {
     })
 }
 
+/// The name of the policy `queue` applies ("" for none). The queue process itself answers, and it
+/// applies a policy's arguments (max-length, overflow) in the same step that records its name.
+fn queue_policy(queue: &str) -> String {
+    rabbitmqctl(&["list_queues", "name", "policy"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| q["policy"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn topology_after_startup_is_django_cqrs_plus_our_extensions() {
     let b = TestBroker::new();
@@ -294,7 +307,12 @@ fn nacked_messages_stay_in_the_outbox() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(500)); // policies apply asynchronously
+    // Policies apply asynchronously: wait until the queue runs with this one.
+    wait_until(
+        Duration::from_secs(10),
+        "the queue to apply the policy",
+        || queue_policy(&b.queue) == b.queue,
+    );
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
@@ -314,7 +332,11 @@ fn nacked_messages_stay_in_the_outbox() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(10),
+        "the queue to drop the policy",
+        || queue_policy(&b.queue).is_empty(),
+    );
     db.execute(
         "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
         vec![],
@@ -565,6 +587,7 @@ fn dropped_connections_recover_during_a_5000_change_stream() {
                     + close_connections_named(&format!("{}-consumer", b.queue));
                 assert!(closed >= 2, "closed {closed} connections");
             }
+            // Pacing the producer: the stream must still be flowing when the links drop.
             std::thread::sleep(Duration::from_millis(100));
         }
         wait_until(
@@ -672,7 +695,12 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     assert_eq!(lines, originals);
-    std::thread::sleep(Duration::from_millis(300));
+    // The letters the dump read come back to the queue once its channel is closed.
+    wait_until(
+        Duration::from_secs(10),
+        "the dumped letters to be back in the dead-letter queue",
+        || b.count(&dlq) >= 2,
+    );
     assert_eq!(b.count(&dlq), 2, "dump keeps every letter");
 
     let filter = Filter {
@@ -697,7 +725,11 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     )
     .unwrap();
     assert_eq!(r.done, 1);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the retried letters to leave the dead-letter queue",
+        || b.count(&dlq) == 0,
+    );
     assert_eq!(
         b.count(&dlq),
         0,
@@ -759,7 +791,11 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     for l in &letters {
         b.publish_raw(&dl_key, l);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "both letters to be in the dead-letter queue",
+        || b.count(&dlq) >= 2,
+    );
     let r = run(
         &mut b.transport.letters(&b.queue).unwrap(),
         &b.queue,
@@ -831,7 +867,11 @@ fn undeliverable_messages_are_dead_lettered_at_once_with_their_kind() {
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1, 5]);
     assert_eq!(c.stats().retried, 0);
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        Duration::from_secs(10),
+        "the five dead letters to be in the dead-letter queue",
+        || b.count(&dead_letter_queue(&b.queue)) >= 5,
+    );
     assert_eq!(
         error_kinds(&b),
         [
@@ -969,7 +1009,12 @@ fn a_database_that_refuses_connections_spends_no_retries() {
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&shutdown);
         let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
-        std::thread::sleep(Duration::from_millis(500));
+        // Its worker connects to the database before it subscribes to the queue.
+        wait_until(
+            Duration::from_secs(10),
+            "the consumer to subscribe to its queue",
+            || b.consumers(&b.queue) >= 1,
+        );
         admin()
             .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"))
             .unwrap();
@@ -981,6 +1026,8 @@ fn a_database_that_refuses_connections_spends_no_retries() {
         for id in 0..50 {
             b.publish_raw("item", &ItemState::new(id, 0, at(id)).save().encode());
         }
+        // The outage itself: the database keeps refusing for a while, so the consumer redoes the
+        // batch and fails to reconnect several times (redo pauses 0.1, 0.2, 0.4 ... s).
         std::thread::sleep(Duration::from_secs(3));
         admin()
             .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))

@@ -115,6 +115,8 @@ fn outage_mid_stream(outage: Outage) {
                 kept_while_down = cqrs::outbox::pending(&mut master.connect()).unwrap();
                 rabbit.boot();
             }
+            // Pacing the producer: a round every 100 ms, a second per round while the broker is
+            // down, so changes keep arriving before, during and after the outage.
             std::thread::sleep(Duration::from_millis(
                 if (down_at..down_at + 5).contains(&round) {
                     1000

@@ -128,23 +128,36 @@ impl TestBroker {
         })
     }
 
-    /// Messages ready in `queue`.
+    /// Messages ready in `queue` (delivered but unacknowledged ones are not counted).
     pub fn count(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).message_count()
+    }
+
+    /// Consumers subscribed to `queue`.
+    pub fn consumers(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).consumer_count()
+    }
+
+    /// `queue.declare` with `passive` (the queue's counts), on a channel of its own that is
+    /// closed after, so tests can poll it.
+    fn declare_passive(&self, queue: &str) -> lapin::Queue {
         use lapin::options::QueueDeclareOptions;
         let ch = self.transport.channel(false).unwrap();
         let queue = queue.to_string();
         self.transport.block_on(async move {
-            ch.queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap()
-            .message_count()
+            let q = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            let _ = ch.close(200, "OK".into()).await;
+            q
         })
     }
 }
