@@ -7,7 +7,7 @@ use cqrs::db::SqlConn;
 use cqrs::message::Expires;
 use cqrs::transport::amqp::{retry_exchange, retry_queue};
 use cqrs::transport::dead_letter_queue;
-use cqrs::{Consumer, Message, Registry, Relay, Shutdown, TableReplica, atomic};
+use cqrs::{Message, Relay, TableReplica, atomic};
 use cqrs_tests::*;
 use serde_json::{Value, json};
 
@@ -155,19 +155,11 @@ fn topology_after_startup_is_django_cqrs_plus_our_extensions() {
     assert_eq!(bindings, want);
 }
 
-fn consumer_registry(kind: Kind) -> Registry {
-    Registry::new()
-        .with_replica(TableReplica::new(item_spec()))
-        .with_replica(TableReplica::new(typed_spec(kind)))
-}
-
 /// Every captured django-cqrs message 01–16 and 30–34, published raw, applies as a Django replica would.
 #[test]
 fn captured_django_messages_published_raw_apply() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into(), "typed".into()], &b.delays)
-        .unwrap();
+    let r = TestReplica::new(&b, item_and_typed_registry(Kind::Postgres));
     for file in capture_files()
         .into_iter()
         .filter(|f| f.as_str() < "17" || f.as_str() >= "30")
@@ -182,11 +174,7 @@ fn captured_django_messages_published_raw_apply() {
             );
         }
     }
-    let t = TestDb::new(Kind::Postgres);
-    let registry = consumer_registry(Kind::Postgres);
-    let settings = b.settings();
-    let inbox = b.transport.inbox(&b.queue, 100, &b.delays).unwrap();
-    let mut c = Consumer::new(&registry, &settings, t.connect(), inbox);
+    let mut c = r.consumer();
     c.drain(Duration::from_millis(500)).unwrap();
     let rows = items(c.db());
     assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [3, 5, 6]);
@@ -201,9 +189,7 @@ fn captured_django_messages_published_raw_apply() {
 #[test]
 fn relay_publishes_with_confirms_and_django_properties() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    b.declare(&["item"]);
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 3)).unwrap();
@@ -287,9 +273,7 @@ impl cqrs::MasterModel for PlainItem {
 #[test]
 fn nacked_messages_stay_in_the_outbox() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    b.declare(&["item"]);
     let policy = json!({"max-length": 4, "overflow": "reject-publish"}).to_string();
     let out = std::process::Command::new("rabbitmqctl")
         .args([
@@ -366,22 +350,12 @@ fn unroutable_messages_are_counted_and_dropped() {
 #[test]
 fn apply_errors_retry_through_delay_queues_then_dead_letter() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let r = TestReplica::new(&b, item_and_typed_registry(Kind::Postgres));
     let mut bad = ItemState::new(2, 0, at(0)).save();
     bad.instance_data.remove("name");
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
     b.publish_raw("item", &bad.encode());
-    let t = TestDb::new(Kind::Postgres);
-    let registry = consumer_registry(Kind::Postgres);
-    let settings = b.settings();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = r.consumer();
     wait_until(
         Duration::from_secs(20),
         "the failing message to be dead-lettered",
@@ -425,15 +399,9 @@ fn apply_errors_retry_through_delay_queues_then_dead_letter() {
 fn ten_thousand_changes_converge_with_two_workers() {
     let b = TestBroker::new();
     let master = TestDb::new(Kind::Postgres);
-    let replica = TestDb::new(Kind::Postgres);
+    let mut replica = TestReplica::new(&b, item_registry());
+    replica.settings.batch_size = 200;
     let mut db = master.connect();
-    let mut settings = b.settings();
-    settings.database_url = Some(replica.url.clone());
-    settings.batch_size = 200;
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
 
     // 4,000 creates, 5,000 updates (some rows several times), 1,000 deletes: 10,000 changes.
     for _ in 0..20 {
@@ -468,17 +436,15 @@ fn ten_thousand_changes_converge_with_two_workers() {
     .unwrap();
     assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 10_000);
 
-    let shutdown = Shutdown::new();
     let started = Instant::now();
-    let stats = std::thread::scope(|s| {
-        let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 2, &[], &shutdown));
+    let (elapsed, stats) = replica.consuming(2, |_| {
         let mut relay = Relay::new(
             master.connect(),
             b.transport.publisher().unwrap(),
-            settings.clone(),
+            replica.settings.clone(),
         );
         while relay.run_once().unwrap() > 0 {}
-        let mut r = replica.connect();
+        let mut r = replica.db.connect();
         let want = master_items(&mut db);
         wait_until(
             Duration::from_secs(120),
@@ -491,30 +457,27 @@ fn ten_thousand_changes_converge_with_two_workers() {
                         .all(|(k, v)| want.get(k).is_some_and(|w| w.3 == v.rev))
             },
         );
-        let elapsed = started.elapsed();
-        shutdown.trigger();
-        let stats = consumer.join().unwrap().unwrap();
-        // A figure for the notes, not an assertion: outbox -> relay -> RabbitMQ -> 2 workers -> PostgreSQL.
-        eprintln!(
-            "10,000 changes relayed and applied in {:.2} s: {:.0} messages/s end to end",
-            elapsed.as_secs_f64(),
-            10_000.0 / elapsed.as_secs_f64()
-        );
-        stats
+        started.elapsed()
     });
+    // A figure for the notes, not an assertion: outbox -> relay -> RabbitMQ -> 2 workers -> PostgreSQL.
+    eprintln!(
+        "10,000 changes relayed and applied in {:.2} s: {:.0} messages/s end to end",
+        elapsed.as_secs_f64(),
+        10_000.0 / elapsed.as_secs_f64()
+    );
     assert!(stats.received >= 10_000, "{stats:?}");
     let want: Vec<(i64, String, i64, i32, chrono::DateTime<chrono::Utc>)> = master_items(&mut db)
         .into_iter()
         .map(|(k, v)| (k, v.0, v.1, v.3, v.4))
         .collect();
     let got: Vec<(i64, String, i64, i32, chrono::DateTime<chrono::Utc>)> =
-        items(&mut replica.connect())
+        items(&mut replica.db.connect())
             .into_iter()
             .map(|(k, v)| (k, v.name, v.value, v.rev, v.updated))
             .collect();
     assert_eq!(got.len(), 3000);
     assert_eq!(got, want);
-    assert_eq!(tombstones(&mut replica.connect(), "item").len(), 1000);
+    assert_eq!(tombstones(&mut replica.db.connect(), "item").len(), 1000);
     assert_eq!(b.count(&b.queue), 0);
 }
 
@@ -557,53 +520,46 @@ fn close_connections_named(name: &str) -> usize {
 fn dropped_connections_recover_during_a_5000_change_stream() {
     let b = TestBroker::new();
     let master = TestDb::new(Kind::Postgres);
-    let replica = TestDb::new(Kind::Postgres);
-    let mut settings = b.settings();
-    settings.database_url = Some(replica.url.clone());
-    settings.batch_size = 100;
-    settings.service_name = b.queue.clone();
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let mut replica = TestReplica::new(&b, item_registry());
+    replica.settings.batch_size = 100;
+    replica.settings.service_name = b.queue.clone();
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn")
         .with_test_writer()
         .try_init();
-    let shutdown = Shutdown::new();
     let mut db = master.connect();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(&shutdown);
-        let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 2, &[], &shutdown));
-        let relay = s.spawn(|| {
-            let mut relay_settings = settings.clone();
-            relay_settings.database_url = Some(master.url.clone());
-            cqrs::service::relay(&relay_settings, &shutdown)
-        });
-        for round in 0..25 {
-            atomic(&mut db, |tx| insert_m_items(tx, 200)).unwrap();
-            if round == 8 || round == 16 {
-                let closed = close_connections_named(&format!("{}-relay", b.queue))
-                    + close_connections_named(&format!("{}-consumer", b.queue));
-                assert!(closed >= 2, "closed {closed} connections");
+    replica.consuming(2, |shutdown| {
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(shutdown);
+            let relay = s.spawn(|| {
+                let mut relay_settings = replica.settings.clone();
+                relay_settings.database_url = Some(master.url.clone());
+                cqrs::service::relay(&relay_settings, shutdown)
+            });
+            for round in 0..25 {
+                atomic(&mut db, |tx| insert_m_items(tx, 200)).unwrap();
+                if round == 8 || round == 16 {
+                    let closed = close_connections_named(&format!("{}-relay", b.queue))
+                        + close_connections_named(&format!("{}-consumer", b.queue));
+                    assert!(closed >= 2, "closed {closed} connections");
+                }
+                // Pacing the producer: the stream must still be flowing when the links drop.
+                std::thread::sleep(Duration::from_millis(100));
             }
-            // Pacing the producer: the stream must still be flowing when the links drop.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        wait_until(
-            Duration::from_secs(120),
-            "the replica to have all 5000 rows",
-            || items(&mut replica.connect()).len() >= 5000,
-        );
-        shutdown.trigger();
-        consumer.join().unwrap().unwrap();
-        relay.join().unwrap().unwrap();
+            wait_until(
+                Duration::from_secs(120),
+                "the replica to have all 5000 rows",
+                || items(&mut replica.db.connect()).len() >= 5000,
+            );
+            shutdown.trigger();
+            relay.join().unwrap().unwrap();
+        })
     });
     let want: Vec<(i64, i32)> = master_items(&mut db)
         .into_iter()
         .map(|(k, v)| (k, v.3))
         .collect();
-    let got: Vec<(i64, i32)> = items(&mut replica.connect())
+    let got: Vec<(i64, i32)> = items(&mut replica.db.connect())
         .into_iter()
         .map(|(k, v)| (k, v.rev))
         .collect();
@@ -616,13 +572,8 @@ fn dropped_connections_recover_during_a_5000_change_stream() {
 fn directed_sync_reaches_only_the_named_queue() {
     let b = TestBroker::new();
     let other = b.another_queue();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
-    other
-        .transport
-        .declare_replica(&other.queue, &["item".into()], &other.delays)
-        .unwrap();
+    b.declare(&["item"]);
+    other.declare(&["item"]);
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 1)).unwrap();
@@ -661,9 +612,7 @@ fn dead_letter_copies(file: &str) -> Vec<Vec<u8>> {
 fn dead_letters_dump_retry_purge_like_django_cqrs() {
     use cqrs::ops::dead_letters::{Action, Filter, run};
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let replica = TestReplica::new(&b, item_and_typed_registry(Kind::Postgres));
     let dl_key = format!("cqrs.dead_letter_{}.item", b.queue);
     let letters: Vec<Vec<u8>> = dead_letter_copies("20_replica_retry_then_dead_letter.json")
         .into_iter()
@@ -775,15 +724,7 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
         &mut Vec::new(),
     )
     .unwrap();
-    let t = TestDb::new(Kind::Postgres);
-    let registry = consumer_registry(Kind::Postgres);
-    let settings = b.settings();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 10, &b.delays).unwrap(),
-    );
+    let mut c = replica.consumer();
     c.drain(Duration::from_millis(500)).unwrap();
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [990002]);
     drop(c);
@@ -830,9 +771,9 @@ fn error_kinds(b: &TestBroker) -> Vec<String> {
 #[test]
 fn undeliverable_messages_are_dead_lettered_at_once_with_their_kind() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into(), "ghost".into()], &b.delays)
-        .unwrap();
+    let mut r = TestReplica::new(&b, item_registry());
+    r.settings.max_body_bytes = 2048;
+    b.declare(&["ghost"]); // bound, but no replica of it is registered
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
     b.publish_raw("item", b"{not json");
     b.publish_raw(
@@ -851,18 +792,7 @@ fn undeliverable_messages_are_dead_lettered_at_once_with_their_kind() {
     big.name = "x".repeat(4096);
     b.publish_raw("item", &big.save().encode());
     b.publish_raw("item", &ItemState::new(5, 0, at(0)).save().encode());
-    let t = TestDb::new(Kind::Postgres);
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    let settings = cqrs::Settings {
-        max_body_bytes: 2048,
-        ..b.settings()
-    };
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = r.consumer();
     c.drain(Duration::from_millis(500)).unwrap();
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1, 5]);
     assert_eq!(c.stats().retried, 0);
@@ -889,13 +819,6 @@ fn undeliverable_messages_are_dead_lettered_at_once_with_their_kind() {
 #[test]
 fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into(), "pet".into()], &b.delays)
-        .unwrap();
-    let t = TestDb::new(Kind::Postgres);
-    t.connect()
-        .batch_execute("CREATE TABLE pets (id BIGINT PRIMARY KEY, owner BIGINT NOT NULL REFERENCES items (id), cqrs_revision INTEGER NOT NULL, cqrs_updated TIMESTAMPTZ NOT NULL)")
-        .unwrap();
     let pets = cqrs::TableSpec::new("pet", "pets")
         .key("id", cqrs::value::ColumnType::BigInt)
         .column(cqrs::ColumnSpec::new(
@@ -905,6 +828,10 @@ fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
         .depends_on("item")
         .build()
         .unwrap();
+    let r = TestReplica::new(&b, item_registry().with_replica(TableReplica::new(pets)));
+    r.db.connect()
+        .batch_execute("CREATE TABLE pets (id BIGINT PRIMARY KEY, owner BIGINT NOT NULL REFERENCES items (id), cqrs_revision INTEGER NOT NULL, cqrs_updated TIMESTAMPTZ NOT NULL)")
+        .unwrap();
     let pet = json!({"id": 9, "owner": 1, "cqrs_revision": 0, "cqrs_updated": "2026-11-23 12:00:00+00:00"});
     let pet = Message::new(
         cqrs::SignalType::Save,
@@ -913,16 +840,7 @@ fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
         pet.as_object().unwrap().clone(),
     );
     b.publish_raw("pet", &pet.encode());
-    let registry = Registry::new()
-        .with_replica(TableReplica::new(item_spec()))
-        .with_replica(TableReplica::new(pets));
-    let settings = b.settings();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = r.consumer();
     c.poll(Duration::from_secs(2)).unwrap();
     assert_eq!(
         c.stats().retried,
@@ -945,14 +863,11 @@ fn a_foreign_key_violation_applies_on_a_retry_once_the_parent_arrives() {
 #[test]
 fn a_directed_sync_keeps_its_mark_through_a_retry() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
+    let mut r = TestReplica::new(&b, item_registry());
+    r.settings.max_retries = 1;
     cqrs::Replica::apply(
         &TableReplica::new(item_spec()),
-        &mut db,
+        &mut r.db.connect(),
         &[&cqrs::Change::new(ItemState::new(1, 5, at(50)).save())],
     )
     .unwrap();
@@ -960,17 +875,7 @@ fn a_directed_sync_keeps_its_mark_through_a_retry() {
     let mut sync = ItemState::new(1, 2, at(20));
     sync.value = i64::MIN;
     b.publish_raw(&format!("cqrs.{}.item", b.queue), &sync.sync().encode());
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    let settings = cqrs::Settings {
-        max_retries: 1,
-        ..b.settings()
-    };
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = r.consumer();
     c.poll(Duration::from_secs(2)).unwrap();
     assert_eq!(c.stats().retried, 1);
     c.db()
@@ -992,23 +897,14 @@ fn a_directed_sync_keeps_its_mark_through_a_retry() {
 #[test]
 fn a_database_that_refuses_connections_spends_no_retries() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
-    let t = TestDb::new(Kind::Postgres);
-    let db_name = t.url.rsplit('/').next().unwrap().to_string();
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    let mut settings = b.settings();
-    settings.database_url = Some(t.url.clone());
+    let r = TestReplica::new(&b, item_registry());
+    let db_name = r.db.url.rsplit('/').next().unwrap().to_string();
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn")
         .with_test_writer()
         .try_init();
-    let shutdown = Shutdown::new();
     let admin = || cqrs::Db::connect(&pg_server_url()).unwrap();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(&shutdown);
-        let consumer = s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
+    let ((), stats) = r.consuming(1, |_| {
         // Its worker connects to the database before it subscribes to the queue.
         wait_until(
             Duration::from_secs(10),
@@ -1035,13 +931,11 @@ fn a_database_that_refuses_connections_spends_no_retries() {
         wait_until(
             Duration::from_secs(30),
             "all 50 rows to apply after the database came back",
-            || items(&mut t.connect()).len() >= 50,
+            || items(&mut r.db.connect()).len() >= 50,
         );
-        shutdown.trigger();
-        let stats = consumer.join().unwrap().unwrap();
-        assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
-        assert!(stats.transient_redos > 0, "{stats:?}");
     });
+    assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
+    assert!(stats.transient_redos > 0, "{stats:?}");
     assert_eq!(b.count(&dead_letter_queue(&b.queue)), 0);
 }
 

@@ -71,6 +71,15 @@ impl TestBroker {
         }
     }
 
+    /// Declare the test's replica queue bound for `cqrs_ids`, with its dead-letter and delay
+    /// queues; messages published from now on wait in it.
+    pub fn declare(&self, cqrs_ids: &[&str]) {
+        let ids: Vec<String> = cqrs_ids.iter().map(|id| id.to_string()).collect();
+        self.transport
+            .declare_replica(&self.queue, &ids, &self.delays)
+            .unwrap();
+    }
+
     /// Publish raw bytes to the test exchange (no confirms needed: tests read state after).
     pub fn publish_raw(&self, routing_key: &str, body: &[u8]) {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};

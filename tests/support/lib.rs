@@ -7,11 +7,13 @@
 //! - [`messages`]: item states, deletes and the captured django-cqrs messages.
 //! - [`rows`]: readers of replica rows, tombstones, master rows and the outbox.
 //! - [`broker`]: the machine's RabbitMQ with a unique exchange and queue ([`TestBroker`]).
+//! - [`consumer`]: a replica consuming a [`TestBroker`]'s queue ([`TestReplica`]).
 //! - [`wait`]: [`wait_until`] a state is reached; [`StopOnDrop`] for worker threads.
 //! - [`examples`]: the example services' databases and rows.
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
 
 pub mod broker;
+pub mod consumer;
 pub mod db;
 pub mod examples;
 pub mod messages;
@@ -21,6 +23,7 @@ pub mod rows;
 pub mod wait;
 
 pub use broker::*;
+pub use consumer::*;
 pub use db::*;
 pub use examples::*;
 pub use messages::*;
