@@ -9,6 +9,27 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
 }
 
+/// `rabbitmqctl <args> --formatter json -q` on the machine's broker, parsed; panics (failing the
+/// test) when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rabbitmqctl {args:?} JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// A unique exchange and replica queue on the machine's RabbitMQ, deleted (with the dead-letter
 /// and delay queues and the retry exchange) when dropped.
 pub struct TestBroker {

@@ -1,10 +1,12 @@
-//! The test models' replica specs and the fixed instants messages are stamped with.
+//! The test models' replica specs, a master over `m_items` described by hand ([`PlainItem`]), and
+//! the fixed instants messages are stamped with.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs::db::SqlConn;
 use cqrs::value::ColumnType;
 use cqrs::{ColumnSpec, TableSpec};
 
-use crate::Kind;
+use crate::{Kind, sql_for};
 
 /// The replica of the captured `Item` model (`cqrs_id` "item").
 pub fn item_spec() -> TableSpec {
@@ -77,4 +79,53 @@ pub fn t0() -> DateTime<Utc> {
 /// `t0` plus `ms` milliseconds.
 pub fn at(ms: i64) -> DateTime<Utc> {
     t0() + Duration::milliseconds(ms)
+}
+
+/// Insert `n` rows into `m_items` (`n<i>`, value `i`, updated `at(i)`) and capture each as created.
+pub fn insert_m_items(tx: &mut cqrs::Tx<'_, cqrs::Db>, n: i64) -> cqrs::Result<()> {
+    for i in 0..n {
+        let sql = sql_for(
+            tx.conn(),
+            "INSERT INTO m_items (name, value, updated) VALUES ($1, $2, $3) RETURNING CAST(id AS TEXT) AS j",
+        );
+        let id: i64 = tx.conn().load_text(
+            &sql,
+            vec![
+                cqrs::value::SqlValue::Text(format!("n{i}")),
+                cqrs::value::SqlValue::BigInt(i),
+                cqrs::value::SqlValue::Timestamptz(at(i)),
+            ],
+        )?[0]
+            .parse()
+            .unwrap();
+        tx.created::<PlainItem>(&id)?;
+    }
+    Ok(())
+}
+
+/// The master spec of `m_items` as `item`: name, value, updated.
+pub fn item_master_table() -> cqrs::TableSpec {
+    cqrs::TableSpec::new("item", "m_items")
+        .key("id", cqrs::value::ColumnType::BigInt)
+        .column(cqrs::ColumnSpec::new("name", cqrs::value::ColumnType::Text))
+        .column(cqrs::ColumnSpec::new(
+            "value",
+            cqrs::value::ColumnType::BigInt,
+        ))
+        .column(cqrs::ColumnSpec::new(
+            "updated",
+            cqrs::value::ColumnType::Timestamptz,
+        ))
+        .build()
+        .unwrap()
+}
+
+/// A master over `m_items` described by hand (no derive), as `item`.
+pub struct PlainItem;
+
+impl cqrs::MasterModel for PlainItem {
+    const CQRS_ID: &'static str = "item";
+    fn master_spec() -> cqrs::MasterSpec {
+        cqrs::MasterSpec::new(item_master_table())
+    }
 }
