@@ -700,7 +700,8 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
             relay.run(&shutdown).unwrap();
         });
         let mut db = t.connect();
-        // The relay is up and idle before the burst starts.
+        // The scenario: the relay is up and idle before the burst starts (nothing it exposes says
+        // so, hence a pause rather than a wait).
         std::thread::sleep(Duration::from_millis(200));
         for i in 0..burst {
             atomic(&mut db, |tx| insert(tx, &format!("n{i}"), i, None)).unwrap();

@@ -16,7 +16,12 @@ macro_rules! both {
     };
 }
 
-mod amqp;
+mod amqp_dead_letters;
+mod amqp_end_to_end;
+mod amqp_relay;
+mod amqp_retries;
+mod amqp_tls;
+mod amqp_topology;
 mod capture;
 mod consumer;
 mod derive;

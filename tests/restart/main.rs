@@ -2,7 +2,7 @@
 //! the machine's shared broker, and live in their own test binary so they do not run beside the
 //! other tests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cqrs::{Db, Settings, Shutdown};
 use cqrs_tests::*;
@@ -115,6 +115,8 @@ fn outage_mid_stream(outage: Outage) {
                 kept_while_down = cqrs::outbox::pending(&mut master.connect()).unwrap();
                 rabbit.boot();
             }
+            // Pacing the producer: a round every 100 ms, a second per round while the broker is
+            // down, so changes keep arriving before, during and after the outage.
             std::thread::sleep(Duration::from_millis(
                 if (down_at..down_at + 5).contains(&round) {
                     1000
@@ -123,26 +125,18 @@ fn outage_mid_stream(outage: Outage) {
                 },
             ));
         }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let pending = cqrs::outbox::pending(&mut master.connect()).unwrap();
-            if pending == 0 && example_replica_items(&replica) == example_master_items(&master) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not converged: {pending} in the outbox, replica has {} of {} items",
-                example_replica_items(&replica).len(),
-                example_master_items(&master).len()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        wait_until(
+            Duration::from_secs(180),
+            "an empty outbox and the replica's items equal to the master's",
+            || {
+                cqrs::outbox::pending(&mut master.connect()).unwrap() == 0
+                    && example_replica_items(&replica) == example_master_items(&master)
+            },
+        );
         // Typed rows arrive in the same stream; let their last batch land too.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while example_replica_typed(&replica) != example_master_typed(&master) {
-            assert!(Instant::now() < deadline, "typed rows did not converge");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        wait_until(Duration::from_secs(30), "typed rows to converge", || {
+            example_replica_typed(&replica) == example_master_typed(&master)
+        });
         shutdown.trigger();
         consumer.join().unwrap().unwrap();
         relay.join().unwrap().unwrap();

@@ -37,7 +37,7 @@ impl PrivateRabbit {
     /// Start a fresh node and wait until it accepts connections. Panics (the test fails) when
     /// RabbitMQ is not installed or does not come up within a minute.
     pub fn start() -> PrivateRabbit {
-        let name = super::unique("cqrs_rabbit");
+        let name = crate::db::unique("cqrs_rabbit");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();

@@ -4,11 +4,12 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use cqrs::db::SqlConn;
 
 use common::*;
-use cqrs_tests::{Kind, TestDb};
+use cqrs_tests::{Kind, TestDb, wait_until};
 
 fn dump_then_load(kind: Kind) {
     let (master, replica) = setup(kind);
@@ -193,7 +194,11 @@ fn sync_directed_and_broadcast_through_the_binary() {
     ]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("3 rows to queue"), "{}", stderr(&out));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the 3 directed messages in the named queue",
+        || a.count(&a.queue) >= 3,
+    );
     let got = a.drain(&a.queue);
     assert_eq!(
         got.iter().map(|m| m.0.clone()).collect::<Vec<_>>(),
@@ -209,7 +214,11 @@ fn sync_directed_and_broadcast_through_the_binary() {
         r#"{"id__lte": 2}"#,
     ]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the 2 broadcast messages in both queues",
+        || a.count(&a.queue) >= 2 && b.count(&b.queue) >= 2,
+    );
     assert_eq!((a.count(&a.queue), b.count(&b.queue)), (2, 2));
 
     for (filter, msg) in [

@@ -4,10 +4,10 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cqrs::Db;
-use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_example-replica");
 
@@ -94,22 +94,16 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the process to stop on SIGTERM",
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    status.unwrap()
 }
 
 /// Both sides' rows as comparable lines.
@@ -188,7 +182,9 @@ fn crash_points_then_restart_lose_nothing() {
     assert_eq!(s.pending(), total, "nothing deleted before confirms");
 
     let relay = s.command(&["relay"], &s.master, None).spawn().unwrap();
-    wait_until("the outbox to drain", 60, || s.pending() == 0);
+    wait_until(Duration::from_secs(60), "the outbox to drain", || {
+        s.pending() == 0
+    });
     assert!(terminate(relay).success());
 
     let out = s
@@ -206,15 +202,17 @@ fn crash_points_then_restart_lose_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The committed batch was not acked: once the broker notices the dead connection, all is queued again.
-    wait_until("unacked deliveries to return", 15, || {
-        s.broker.count(&s.broker.queue) as usize >= total
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "unacked deliveries to return",
+        || s.broker.count(&s.broker.queue) as usize >= total,
+    );
 
     let consume = s
         .command(&["consume", "-w", "2"], &s.replica, None)
         .spawn()
         .unwrap();
-    wait_until("the replica to converge", 90, || {
+    wait_until(Duration::from_secs(90), "the replica to converge", || {
         let (want, got) = tables(&s.master, &s.replica);
         want == got
     });
@@ -224,7 +222,7 @@ fn crash_points_then_restart_lose_nothing() {
         Some(0),
         "SIGTERM finishes the batch in flight and exits 0"
     );
-    wait_until("the queue to empty", 10, || {
+    wait_until(Duration::from_secs(10), "the queue to empty", || {
         s.broker.count(&s.broker.queue) == 0
     });
 }
@@ -263,9 +261,11 @@ fn kill_9_while_a_retry_waits_in_a_delay_queue_loses_nothing() {
     let mut consumer = s.command(&["consume"], &s.replica, None).spawn().unwrap();
     let delay_queue =
         cqrs::transport::amqp::retry_queue(&s.broker.queue, Duration::from_millis(1500));
-    wait_until("the failed message to wait in its delay queue", 20, || {
-        s.broker.count(&delay_queue) == 1
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the failed message to wait in its delay queue",
+        || s.broker.count(&delay_queue) == 1,
+    );
     consumer.kill().unwrap(); // SIGKILL
     consumer.wait().unwrap();
 
@@ -274,7 +274,7 @@ fn kill_9_while_a_retry_waits_in_a_delay_queue_loses_nothing() {
         .batch_execute("ALTER TABLE replica_items DROP CONSTRAINT positive")
         .unwrap();
     let consumer = s.command(&["consume"], &s.replica, None).spawn().unwrap();
-    wait_until("the replica to converge", 30, || {
+    wait_until(Duration::from_secs(30), "the replica to converge", || {
         let (want, got) = tables(&s.master, &s.replica);
         want == got
     });
@@ -368,7 +368,7 @@ fn local_transport_consumer_killed_mid_stream_then_restarted_converges() {
             .parse::<usize>()
             .unwrap()
     };
-    wait_until("the replica to converge", 60, || {
+    wait_until(Duration::from_secs(60), "the replica to converge", || {
         count() == 300 && t.count("local_q").unwrap() == 0
     });
     assert_eq!(terminate(consumer).code(), Some(0));

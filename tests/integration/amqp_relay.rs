@@ -1,0 +1,136 @@
+//! The relay publishing to RabbitMQ: django-cqrs's properties, real confirms (a nacked row stays
+//! in the outbox), unroutable messages.
+
+use std::time::Duration;
+
+use cqrs::db::SqlConn;
+use cqrs::message::Expires;
+use cqrs::{Message, Relay, atomic};
+use cqrs_tests::*;
+use serde_json::json;
+
+/// Our relay's messages carry django-cqrs's properties and routing keys, plus our message_id.
+#[test]
+fn relay_publishes_with_confirms_and_django_properties() {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 3)).unwrap();
+    let ids: Vec<String> = db
+        .load_text(
+            "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
+            vec![],
+        )
+        .unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    assert_eq!(relay.run_once().unwrap(), 3);
+    assert_eq!(relay.stats().published, 3);
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    let got = b.drain(&b.queue);
+    assert_eq!(got.len(), 3);
+    for ((key, props, body), id) in got.iter().zip(&ids) {
+        assert_eq!(key, "item");
+        assert_eq!(
+            props.content_type().as_ref().map(|c| c.to_string()),
+            Some("text/plain".into())
+        );
+        assert_eq!(*props.delivery_mode(), Some(2));
+        assert_eq!(
+            props.message_id().as_ref().map(|m| m.to_string()).as_ref(),
+            Some(id)
+        );
+        let m = Message::decode(body).unwrap();
+        assert!(matches!(m.expires, Expires::At(_)));
+    }
+}
+
+/// The name of the policy `queue` applies ("" for none). The queue process itself answers, and it
+/// applies a policy's arguments (max-length, overflow) in the same step that records its name.
+fn queue_policy(queue: &str) -> String {
+    rabbitmqctl(&["list_queues", "name", "policy"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| q["policy"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Confirms are real: with the queue full (max-length + reject-publish) the broker nacks, and
+/// nacked rows stay in the outbox until they can be delivered.
+#[test]
+fn nacked_messages_stay_in_the_outbox() {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    let policy = json!({"max-length": 4, "overflow": "reject-publish"}).to_string();
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "set_policy",
+            "--apply-to",
+            "queues",
+            &b.queue,
+            &format!("^{}$", b.queue),
+            &policy,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Policies apply asynchronously: wait until the queue runs with this one.
+    wait_until(
+        Duration::from_secs(10),
+        "the queue to apply the policy",
+        || queue_policy(&b.queue) == b.queue,
+    );
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    relay.run_once().unwrap();
+    assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+    assert_eq!(
+        cqrs::outbox::pending(&mut db).unwrap(),
+        6,
+        "nacked rows are kept"
+    );
+    assert_eq!(b.count(&b.queue), 4);
+    // Room again: the kept rows go out on a later pass.
+    b.drain(&b.queue);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &b.queue])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_until(
+        Duration::from_secs(10),
+        "the queue to drop the policy",
+        || queue_policy(&b.queue).is_empty(),
+    );
+    db.execute(
+        "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
+        vec![],
+    )
+    .unwrap();
+    relay.run_once().unwrap();
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    assert_eq!(b.count(&b.queue), 6);
+}
+
+/// `mandatory`: a message no queue is bound for is logged, counted and deleted (nobody listens).
+#[test]
+fn unroutable_messages_are_counted_and_dropped() {
+    let b = TestBroker::new();
+    b.transport.declare_exchange().unwrap();
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 2)).unwrap();
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
+    relay.run_once().unwrap();
+    assert_eq!((relay.stats().published, relay.stats().unroutable), (0, 2));
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+}

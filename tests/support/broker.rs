@@ -1,0 +1,230 @@
+//! The machine's RabbitMQ as a test uses it: a unique exchange and queue, raw publishing,
+//! draining and counting, and everything deleted when the test ends.
+
+use crate::db::unique;
+
+/// The broker tests use.
+pub fn amqp_url() -> String {
+    std::env::var("CQRS_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// `rabbitmqctl <args> --formatter json -q` on the machine's broker, parsed; panics (failing the
+/// test) when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["--formatter", "json", "-q"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rabbitmqctl {args:?} JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A unique exchange and replica queue on the machine's RabbitMQ, deleted (with the dead-letter
+/// and delay queues and the retry exchange) when dropped.
+pub struct TestBroker {
+    /// The test's topic exchange.
+    pub exchange: String,
+    /// The test's replica queue.
+    pub queue: String,
+    /// The connected transport.
+    pub transport: std::sync::Arc<cqrs::transport::amqp::AmqpTransport>,
+    /// Delay levels declared.
+    pub delays: Vec<std::time::Duration>,
+}
+
+impl TestBroker {
+    /// Connect (panics, failing the test, if RabbitMQ is not there) with unique names.
+    pub fn new() -> TestBroker {
+        TestBroker::on_exchange(unique("cqrs_tx"))
+    }
+
+    /// Another replica queue on the same exchange as `self`.
+    pub fn another_queue(&self) -> TestBroker {
+        TestBroker::on_exchange(self.exchange.clone())
+    }
+
+    fn on_exchange(exchange: String) -> TestBroker {
+        let queue = unique("tq");
+        let transport =
+            cqrs::transport::amqp::AmqpTransport::connect(cqrs::transport::amqp::AmqpConfig {
+                url: amqp_url(),
+                connection_name: format!("cqrs-test-{queue}"),
+                exchange: exchange.clone(),
+                tls_ca_pem: None,
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RabbitMQ is required at {} (set CQRS_TEST_AMQP_URL): {e}",
+                    amqp_url()
+                )
+            });
+        TestBroker {
+            exchange,
+            queue,
+            transport,
+            delays: vec![
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(300),
+            ],
+        }
+    }
+
+    /// Settings for this broker.
+    pub fn settings(&self) -> cqrs::Settings {
+        cqrs::Settings {
+            broker_url: Some(amqp_url()),
+            queue: Some(self.queue.clone()),
+            exchange: self.exchange.clone(),
+            retry_delays: self.delays.clone(),
+            max_retries: 2,
+            ..cqrs::Settings::default()
+        }
+    }
+
+    /// Declare the test's replica queue bound for `cqrs_ids`, with its dead-letter and delay
+    /// queues; messages published from now on wait in it.
+    pub fn declare(&self, cqrs_ids: &[&str]) {
+        let ids: Vec<String> = cqrs_ids.iter().map(|id| id.to_string()).collect();
+        self.transport
+            .declare_replica(&self.queue, &ids, &self.delays)
+            .unwrap();
+    }
+
+    /// Publish raw bytes to the test exchange (no confirms needed: tests read state after).
+    pub fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let ch = self.transport.channel(true).unwrap();
+        let (ex, key, body) = (
+            self.exchange.clone(),
+            routing_key.to_string(),
+            body.to_vec(),
+        );
+        self.transport.block_on(async move {
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .ok();
+            let props = lapin::BasicProperties::default()
+                .with_content_type("text/plain".into())
+                .with_delivery_mode(2);
+            ch.basic_publish(
+                ex.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        });
+    }
+
+    /// Take every message in `queue` with basic_get (acked): (routing key, properties, body).
+    pub fn drain(&self, queue: &str) -> Vec<(String, lapin::BasicProperties, Vec<u8>)> {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        let ch = self.transport.channel(false).unwrap();
+        let queue = queue.to_string();
+        self.transport.block_on(async move {
+            let mut out = Vec::new();
+            while let Some(m) = ch
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                m.delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
+                out.push((
+                    m.delivery.routing_key.to_string(),
+                    m.delivery.properties.clone(),
+                    m.delivery.data.clone(),
+                ));
+            }
+            out
+        })
+    }
+
+    /// Messages ready in `queue` (delivered but unacknowledged ones are not counted).
+    pub fn count(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).message_count()
+    }
+
+    /// Consumers subscribed to `queue`.
+    pub fn consumers(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).consumer_count()
+    }
+
+    /// `queue.declare` with `passive` (the queue's counts), on a channel of its own that is
+    /// closed after, so tests can poll it.
+    fn declare_passive(&self, queue: &str) -> lapin::Queue {
+        use lapin::options::QueueDeclareOptions;
+        let ch = self.transport.channel(false).unwrap();
+        let queue = queue.to_string();
+        self.transport.block_on(async move {
+            let q = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            let _ = ch.close(200, "OK".into()).await;
+            q
+        })
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        TestBroker::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        use cqrs::transport::amqp::{retry_exchange, retry_queue};
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let Ok(ch) = self.transport.channel(false) else {
+            return;
+        };
+        let mut queues = vec![
+            self.queue.clone(),
+            cqrs::transport::dead_letter_queue(&self.queue),
+        ];
+        queues.extend(self.delays.iter().map(|d| retry_queue(&self.queue, *d)));
+        let exchanges = [self.exchange.clone(), retry_exchange(&self.queue)];
+        self.transport.block_on(async move {
+            for q in queues {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in exchanges {
+                let _ = ch
+                    .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        });
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.queue])
+            .output();
+    }
+}
