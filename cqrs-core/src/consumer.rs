@@ -410,14 +410,15 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             .map_or(Retry::Default, |r| r.retry(msg, &err));
         let delay = match decision {
             Retry::Default if msg.retries < self.settings.max_retries => {
-                Some(self.settings.retry_delay(msg.retries + 1))
+                Some(self.settings.retry_delay(msg.retries.saturating_add(1)))
             }
             Retry::After(d) => Some(d),
             Retry::Default | Retry::DeadLetter => None,
         };
         if let Some(delay) = delay {
             let mut copy = msg.clone();
-            copy.retries += 1;
+            // A hostile `retries` near u32::MAX under a hook that always retries must not overflow.
+            copy.retries = copy.retries.saturating_add(1);
             let mut headers = Headers::new();
             directed_header(&mut headers, sync.then_some(change.directed));
             tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = copy.retries, "apply failed, retrying: {err}");

@@ -52,11 +52,15 @@ fn unknown_models_on_a_bound_key_are_dead_lettered_and_the_consumer_goes_on() {
         t.connect(),
         b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (c.stats().dead_lettered < 2 || items(c.db()).is_empty()) && Instant::now() < deadline {
-        c.poll(Duration::from_millis(200))
-            .expect("a message for an unknown model must not stop the consumer");
-    }
+    wait_until(
+        Duration::from_secs(20),
+        "two dead letters and the good row",
+        || {
+            c.poll(Duration::from_millis(200))
+                .expect("a message for an unknown model must not stop the consumer");
+            c.stats().dead_lettered >= 2 && !items(c.db()).is_empty()
+        },
+    );
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [3]);
     drop(c);
     let dead = b.drain(&dead_letter_queue(&b.queue));
@@ -113,11 +117,11 @@ fn values_postgres_refuses_are_dead_lettered_and_the_rest_applies() {
     let registry = registry();
     let settings = memory_settings();
     let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.stats().dead_lettered < 2 && Instant::now() < deadline {
+    wait_until(Duration::from_secs(20), "two dead letters", || {
         c.poll(Duration::from_millis(50))
             .expect("a value the database refuses must not stop the consumer");
-    }
+        c.stats().dead_lettered >= 2
+    });
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [2]);
     let kinds: Vec<(String, String)> = broker
         .peek(&dead_letter_queue("rq"))
@@ -338,3 +342,36 @@ both!(
         assert_eq!((rows[&5].rev, rows[&5].name.as_str()), (0, "again"));
     }
 );
+
+fn always_retry(_: &Message, _: &cqrs::Error) -> cqrs::Retry {
+    cqrs::Retry::After(Duration::from_millis(10))
+}
+
+/// A failing message whose `retries` is already `u32::MAX`, under a retry hook that always
+/// retries: its retry copy saturates instead of overflowing (a panic in a debug build, a wrap to
+/// 0 that would make it look new in a release build).
+#[test]
+fn a_retry_count_at_its_maximum_does_not_overflow() {
+    let t = TestDb::new(Kind::Sqlite);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("rq", &["item"]);
+    let mut bad = ItemState::new(1, 0, at(0)).save();
+    bad.instance_data.remove("name");
+    bad.retries = u32::MAX;
+    broker.publish("item", bad.encode(), Headers::new());
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()).with_hooks(
+        cqrs::ReplicaHooks {
+            after_apply: None,
+            retry: Some(always_retry),
+        },
+    ));
+    let settings = memory_settings();
+    let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+    c.poll(Duration::from_millis(50)).unwrap();
+    assert_eq!(c.stats().retried, 1);
+    wait_until(Duration::from_secs(5), "the retry copy", || {
+        broker.queue_len("rq") == 1
+    });
+    let copy = Message::decode(&broker.peek("rq")[0].body).unwrap();
+    assert_eq!(copy.retries, u32::MAX);
+}

@@ -49,18 +49,50 @@ pub fn parse_database_url(url: &str) -> Result<(Backend, String)> {
     }
 }
 
-/// The URL without its password, for messages.
+/// The URL without its secrets, for messages: the password of `user:password@` and the value of
+/// any query parameter named like one (`password`, `sslpassword`, `secret`, `token`).
+///
+/// ```
+/// use cqrs::db::redact;
+/// assert_eq!(redact("postgres://app:s3cret@db/x"), "postgres://app:***@db/x");
+/// assert_eq!(
+///     redact("postgres://db/x?user=app&password=s3cret&sslmode=require"),
+///     "postgres://db/x?user=app&password=***&sslmode=require"
+/// );
+/// ```
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["pass", "pwd", "secret", "token"]
+                .iter()
+                .any(|s| k.contains(s))
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if secret(k) => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// A connection to either backend.
