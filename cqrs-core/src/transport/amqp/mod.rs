@@ -5,23 +5,34 @@
 //! message. The consumer engine is synchronous (a database thread per worker), so the lapin
 //! consumer stream is pumped by a tokio task into a channel the worker reads, and acks and
 //! publishes are driven with `block_on` on the transport's runtime.
+//!
+//! Here: the connection, the topology (django-cqrs's queues and bindings plus our delay levels)
+//! and the publish-with-confirm primitive; [`publisher`](AmqpPublisher) for the relay,
+//! [`inbox`](AmqpInbox) for the consumer, [`letters`](LetterPass) for `dead-letters`, each in its
+//! own file.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_lite::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
 
+mod inbox;
+mod letters;
+mod publisher;
+
+pub use inbox::AmqpInbox;
+pub use letters::LetterPass;
+pub use publisher::AmqpPublisher;
+
 use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
-use super::{Broker, Confirm, Delivery, Headers, Inbox, Letter, Letters, Outgoing, Publisher};
+use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher};
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -211,57 +222,6 @@ impl AmqpTransport {
             Ok(())
         })
     }
-
-    /// A relay publisher on its own confirm-mode channel.
-    pub fn publisher(self: &Arc<Self>) -> Result<AmqpPublisher> {
-        Ok(AmqpPublisher {
-            transport: self.clone(),
-            channel: self.channel(true)?,
-        })
-    }
-
-    /// A consumer of `queue` on its own channel with `prefetch` unacked deliveries in flight.
-    pub fn inbox(
-        self: &Arc<Self>,
-        queue: &str,
-        prefetch: u16,
-        delays: &[Duration],
-    ) -> Result<AmqpInbox> {
-        let consume = self.channel(false)?;
-        let publish = self.channel(true)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let queue_name = queue.to_string();
-        let ch = consume.clone();
-        let mut consumer = self.runtime.block_on(async move {
-            ch.basic_qos(prefetch, BasicQosOptions::default())
-                .await
-                .map_err(|e| transient("basic_qos", e))?;
-            ch.basic_consume(
-                queue_name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| Error::new(ErrorKind::Transport, format!("consuming {queue_name}: {e}")))
-        })?;
-        self.runtime.spawn(async move {
-            while let Some(d) = consumer.next().await {
-                if tx.send(d).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(AmqpInbox {
-            transport: self.clone(),
-            queue: queue.to_string(),
-            consume,
-            publish,
-            rx,
-            closed: false,
-            delays: delays.iter().copied().collect(),
-        })
-    }
 }
 
 async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
@@ -417,260 +377,6 @@ fn to_confirm(c: lapin::Result<Confirmation>) -> Confirm {
     }
 }
 
-/// The relay's publisher: every message of a batch is sent before any confirm is awaited, so a
-/// batch costs one round trip, not one per message.
-pub struct AmqpPublisher {
-    transport: Arc<AmqpTransport>,
-    channel: Channel,
-}
-
-impl Publisher for AmqpPublisher {
-    fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
-        if !self.channel.status().connected() {
-            self.channel = self.transport.channel(true)?;
-        }
-        let ch = self.channel.clone();
-        let exchange = self.transport.config.exchange.clone();
-        self.transport.runtime.block_on(async move {
-            let mut pending = Vec::with_capacity(messages.len());
-            for m in messages {
-                if m.routing_key.len() > MAX_ROUTING_KEY {
-                    pending.push(None); // as in publish_confirmed: nothing can be bound for it
-                    continue;
-                }
-                let props = properties(&m.headers, Some(&m.message_id));
-                let opts = BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                };
-                let confirm = ch
-                    .basic_publish(
-                        exchange.as_str().into(),
-                        m.routing_key.as_str().into(),
-                        opts,
-                        &m.body,
-                        props,
-                    )
-                    .await
-                    .map_err(|e| transient("publishing", e))?;
-                pending.push(Some(confirm));
-            }
-            crate::crash::point("relay.after_publish");
-            let mut out = Vec::with_capacity(pending.len());
-            for confirm in pending {
-                out.push(match confirm {
-                    Some(c) => to_confirm(c.await),
-                    None => Confirm::Unroutable,
-                });
-            }
-            Ok(out)
-        })
-    }
-}
-
-/// One worker's view of a replica queue.
-pub struct AmqpInbox {
-    transport: Arc<AmqpTransport>,
-    queue: String,
-    consume: Channel,
-    publish: Channel,
-    rx: Receiver<lapin::Result<lapin::message::Delivery>>,
-    closed: bool,
-    delays: BTreeSet<Duration>,
-}
-
-impl AmqpInbox {
-    fn convert(d: lapin::message::Delivery) -> Delivery {
-        Delivery {
-            tag: d.delivery_tag,
-            routing_key: d.routing_key.to_string(),
-            headers: headers_of(&d.properties),
-            redelivered: d.redelivered,
-            message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
-            body: d.data,
-        }
-    }
-
-    fn take(&mut self, item: lapin::Result<lapin::message::Delivery>) -> Result<Delivery> {
-        item.map(Self::convert).map_err(|e| {
-            self.closed = true;
-            transient(&format!("consuming {}", self.queue), e)
-        })
-    }
-
-    fn publish_confirmed(
-        &mut self,
-        exchange: &str,
-        key: &str,
-        body: &[u8],
-        props: BasicProperties,
-    ) -> Result<()> {
-        let ch = self.publish.clone();
-        match self
-            .transport
-            .runtime
-            .block_on(publish_confirmed(&ch, exchange, key, body, props))?
-        {
-            Confirm::Delivered => Ok(()),
-            Confirm::Unroutable => Err(Error::new(
-                ErrorKind::Transport,
-                format!("no queue bound for {key:?} on {exchange:?}"),
-            )),
-            Confirm::Failed(why) => Err(transient(&format!("publishing to {exchange}/{key}"), why)),
-        }
-    }
-}
-
-impl Inbox for AmqpInbox {
-    fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
-        if self.closed {
-            return Err(transient(
-                &format!("consuming {}", self.queue),
-                "the channel is closed",
-            ));
-        }
-        let first = match self.rx.recv_timeout(wait) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Timeout) => {
-                // A connection closed by the broker may leave the stream silent: ask the channel.
-                if !self.consume.status().connected() {
-                    self.closed = true;
-                    return Err(transient(
-                        &format!("consuming {}", self.queue),
-                        "the channel is no longer connected",
-                    ));
-                }
-                return Ok(Vec::new());
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.closed = true;
-                return Err(transient(
-                    &format!("consuming {}", self.queue),
-                    "the consumer was cancelled",
-                ));
-            }
-        };
-        let mut out = vec![self.take(first)?];
-        while out.len() < max {
-            match self.rx.try_recv() {
-                Ok(item) => out.push(self.take(item)?),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        Ok(out)
-    }
-
-    fn ack_up_to(&mut self, tag: u64) -> Result<()> {
-        let ch = self.consume.clone();
-        self.transport
-            .runtime
-            .block_on(async move { ch.basic_ack(tag, BasicAckOptions { multiple: true }).await })
-            .map_err(|e| transient("acknowledging", e))
-    }
-
-    fn publish_retry(
-        &mut self,
-        cqrs_id: &str,
-        body: Vec<u8>,
-        mut headers: Headers,
-        delay: Duration,
-    ) -> Result<()> {
-        if self.delays.insert(delay) {
-            // A level the policy chose that was not declared up front.
-            let (ch, exchange, queue) = (
-                self.publish.clone(),
-                self.transport.config.exchange.clone(),
-                self.queue.clone(),
-            );
-            self.transport.runtime.block_on(async move {
-                declare_delay_level(&ch, &exchange, &queue, delay).await
-            })?;
-        }
-        headers.insert(HEADER_DELAY.into(), delay.as_millis().to_string());
-        let props = properties(&headers, None);
-        let key = directed_key(&self.queue, cqrs_id);
-        self.publish_confirmed(&retry_exchange(&self.queue), &key, &body, props)
-    }
-
-    fn publish_dead_letter(
-        &mut self,
-        original: &Delivery,
-        cqrs_id: Option<&str>,
-        headers: Headers,
-        ttl: Duration,
-    ) -> Result<()> {
-        let props = properties(&headers, original.message_id.as_deref())
-            .with_expiration(ttl.as_millis().to_string().into());
-        if let Some(id) = cqrs_id {
-            // Routed by model as django-cqrs does, when the dead-letter queue is bound for it.
-            let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
-            let key = dead_letter_key(&self.queue, id);
-            let confirm = self.transport.runtime.block_on(publish_confirmed(
-                &ch,
-                &exchange,
-                &key,
-                &original.body,
-                props.clone(),
-            ))?;
-            match confirm {
-                Confirm::Delivered => return Ok(()),
-                // A model the queue is not bound for (unknown, or a key too long to bind): the
-                // letter must not come back and stop the consumer, so it goes straight in.
-                Confirm::Unroutable => {}
-                Confirm::Failed(why) => {
-                    return Err(transient(&format!("publishing to {exchange}/{key}"), why));
-                }
-            }
-        }
-        // Straight to the dead-letter queue through the default exchange.
-        self.publish_confirmed("", &dead_letter_queue(&self.queue), &original.body, props)
-    }
-
-    fn requeue_unacked(&mut self) -> Result<()> {
-        let ch = self.consume.clone();
-        let r = self.transport.runtime.block_on(async move {
-            ch.basic_nack(
-                0,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await
-        });
-        // Deliveries already pumped here carry tags the nack just gave back: drop them.
-        while self.rx.try_recv().is_ok() {}
-        r.map_err(|e| transient("requeueing", e))
-    }
-}
-
-impl Drop for AmqpInbox {
-    fn drop(&mut self) {
-        // Closing the channel returns its unacked deliveries to the queue.
-        let (c, p) = (self.consume.clone(), self.publish.clone());
-        let _ = self.transport.runtime.block_on(async move {
-            let _ = c.close(200, "OK".into()).await;
-            p.close(200, "OK".into()).await
-        });
-    }
-}
-
-/// One pass over `dead_letter_<queue>`: reads the letters present when it starts, without
-/// removing them; a letter is removed only by [`LetterPass::remove`]. Letters not removed return
-/// to the queue when the pass ends (its channel closes), as django-cqrs's `dump` leaves them.
-pub struct LetterPass {
-    transport: Arc<AmqpTransport>,
-    read: Channel,
-    publish: Channel,
-    dlq: String,
-    remaining: u32,
-    total: usize,
-}
-
 impl AmqpTransport {
     /// Empty `queue` at once (`queue.purge`); returns how many messages were removed.
     pub fn purge(&self, queue: &str) -> Result<usize> {
@@ -689,118 +395,6 @@ impl AmqpTransport {
             })
             .map(|n| n as usize)
             .map_err(|e| Error::new(ErrorKind::Transport, format!("purging {queue}: {e}")))
-    }
-
-    /// Start a pass over the dead letters of `queue` (the queue must exist).
-    pub fn letters(self: &Arc<Self>, queue: &str) -> Result<LetterPass> {
-        let read = self.channel(false)?;
-        let publish = self.channel(true)?;
-        let dlq = dead_letter_queue(queue);
-        let ch = read.clone();
-        let name = dlq.clone();
-        let remaining = self.runtime.block_on(async move {
-            ch.queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(|q| q.message_count())
-            .map_err(|e| {
-                Error::config(format!(
-                    "dead-letter queue {name} does not exist (is --queue right?): {e}"
-                ))
-            })
-        })?;
-        Ok(LetterPass {
-            transport: self.clone(),
-            read,
-            publish,
-            dlq,
-            remaining,
-            total: remaining as usize,
-        })
-    }
-}
-
-impl Letters for LetterPass {
-    fn total(&self) -> usize {
-        self.total
-    }
-
-    fn purge_all(&mut self) -> Result<usize> {
-        self.transport.purge(&self.dlq)
-    }
-
-    /// The next letter, or `None` when every letter present at the start was read.
-    fn next_letter(&mut self) -> Result<Option<Letter>> {
-        if self.remaining == 0 {
-            return Ok(None);
-        }
-        self.remaining -= 1;
-        let (ch, dlq) = (self.read.clone(), self.dlq.clone());
-        let got = self
-            .transport
-            .runtime
-            .block_on(async move {
-                ch.basic_get(
-                    dlq.as_str().into(),
-                    lapin::options::BasicGetOptions { no_ack: false },
-                )
-                .await
-            })
-            .map_err(|e| transient("reading a dead letter", e))?;
-        Ok(got.map(|m| {
-            let d = m.delivery;
-            Letter {
-                tag: d.delivery_tag,
-                routing_key: d.routing_key.to_string(),
-                headers: headers_of(&d.properties),
-                body: d.data,
-            }
-        }))
-    }
-
-    /// Publish `body` to the main exchange with `routing_key` and wait for the confirm.
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
-        let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
-        match self.transport.runtime.block_on(publish_confirmed(
-            &ch,
-            &exchange,
-            routing_key,
-            body,
-            properties(headers, None),
-        ))? {
-            Confirm::Delivered => Ok(()),
-            Confirm::Unroutable => Err(Error::new(
-                ErrorKind::Transport,
-                format!("no queue is bound for {routing_key:?}"),
-            )),
-            Confirm::Failed(why) => Err(transient(&format!("republishing to {routing_key}"), why)),
-        }
-    }
-
-    /// Remove a letter from the queue.
-    fn remove(&mut self, letter: &Letter) -> Result<()> {
-        let (ch, tag) = (self.read.clone(), letter.tag);
-        self.transport
-            .runtime
-            .block_on(async move { ch.basic_ack(tag, BasicAckOptions { multiple: false }).await })
-            .map_err(|e| transient("removing a dead letter", e))
-    }
-}
-
-impl Drop for LetterPass {
-    fn drop(&mut self) {
-        // Closing the reading channel gives back every letter not removed.
-        let (r, p) = (self.read.clone(), self.publish.clone());
-        let _ = self.transport.runtime.block_on(async move {
-            let _ = r.close(200, "OK".into()).await;
-            p.close(200, "OK".into()).await
-        });
     }
 }
 
