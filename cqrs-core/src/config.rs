@@ -21,6 +21,7 @@
 //! | max body (bytes) | — | — | `max_body_bytes` | 1048576 |
 //! | relay lease (ms) | — | — | `relay_lease_ms` | 60000 |
 //! | local consumer lease (ms) | — | — | `local_lease_ms` | 30000 |
+//! | keep unroutable messages | — | — | `keep_unroutable` | false (dropped, as django-cqrs) |
 //! | TLS CA file (amqps) | `--tls-ca-file` | `CQRS_TLS_CA_FILE` | `tls_ca_file` | public roots only |
 
 use std::path::{Path, PathBuf};
@@ -133,6 +134,11 @@ settings! {
     /// How long a consumer of the local sqlite:// transport holds taken messages.
     local_lease: Duration = Duration::from_secs(30),
         key local_lease_ms: u64 => |v| Duration::from_millis(v);
+    /// Keep messages no queue is bound for in the outbox (retried every second) instead of
+    /// dropping them as django-cqrs does: for a master whose relay may start before its replicas
+    /// declared their queues.
+    keep_unroutable: bool = false,
+        key keep_unroutable: bool => |v| v;
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
     tls_ca_file: Option<PathBuf> = None,
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);

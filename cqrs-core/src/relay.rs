@@ -5,6 +5,7 @@
 //! transaction commits ([`crate::outbox::wakeup`]); standalone it polls adaptively: immediately
 //! again while batches come back full, backing off to [`IDLE_POLL`] when the outbox is empty.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -30,7 +31,8 @@ pub struct RelayStats {
     pub claimed: usize,
     /// Messages confirmed and routed.
     pub published: usize,
-    /// Messages confirmed but routed nowhere (no queue bound): logged, counted, deleted.
+    /// Messages confirmed but routed nowhere (no queue bound): counted and logged per model, then
+    /// deleted as django-cqrs does, or kept in the outbox with `keep_unroutable`.
     pub unroutable: usize,
     /// Messages that failed and went back to the outbox.
     pub failed: usize,
@@ -42,6 +44,7 @@ pub struct Relay<P: Publisher> {
     publisher: P,
     settings: Settings,
     stats: RelayStats,
+    unroutable: BTreeMap<String, usize>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -52,7 +55,13 @@ impl<P: Publisher> Relay<P> {
             publisher,
             settings,
             stats: RelayStats::default(),
+            unroutable: BTreeMap::new(),
         }
+    }
+
+    /// Unroutable messages so far, per `cqrs_id`.
+    pub fn unroutable_by_model(&self) -> &BTreeMap<String, usize> {
+        &self.unroutable
     }
 
     /// Counters so far.
@@ -105,6 +114,7 @@ impl<P: Publisher> Relay<P> {
         };
         crate::crash::point("relay.after_confirm");
         let (mut done, mut failed) = (Vec::new(), Vec::new());
+        let mut unroutable: BTreeMap<&str, usize> = BTreeMap::new();
         for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
             match confirm {
                 Confirm::Delivered => {
@@ -112,9 +122,14 @@ impl<P: Publisher> Relay<P> {
                     done.push(row.id);
                 }
                 Confirm::Unroutable => {
-                    tracing::warn!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key: message dropped (nobody listens)");
+                    tracing::debug!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key");
                     self.stats.unroutable += 1;
-                    done.push(row.id);
+                    *unroutable.entry(row.cqrs_id.as_str()).or_default() += 1;
+                    if self.settings.keep_unroutable {
+                        failed.push(row.id);
+                    } else {
+                        done.push(row.id);
+                    }
                 }
                 Confirm::Failed(why) => {
                     tracing::warn!(routing_key = %msg.routing_key, attempts = row.attempts, "publish not confirmed, will retry: {why}");
@@ -122,6 +137,21 @@ impl<P: Publisher> Relay<P> {
                     failed.push(row.id);
                 }
             }
+        }
+        for (cqrs_id, n) in unroutable {
+            let total = self.unroutable.entry(cqrs_id.to_string()).or_default();
+            *total += n;
+            let fate = if self.settings.keep_unroutable {
+                "kept in the outbox until a queue binds (keep_unroutable)"
+            } else {
+                "dropped, as django-cqrs does (set keep_unroutable to keep them)"
+            };
+            tracing::warn!(
+                cqrs_id,
+                count = n,
+                total = *total,
+                "no queue is bound for {n} message(s) of {cqrs_id} ({total} so far): {fate}"
+            );
         }
         self.db.write_transaction(|db| {
             outbox::delete(db, &done)?;

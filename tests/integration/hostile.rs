@@ -375,3 +375,56 @@ fn a_retry_count_at_its_maximum_does_not_overflow() {
     let copy = Message::decode(&broker.peek("rq")[0].body).unwrap();
     assert_eq!(copy.retries, u32::MAX);
 }
+
+fn outbox_row(id: i64) -> cqrs::outbox::NewRow {
+    cqrs::outbox::NewRow {
+        message_id: uuid::Uuid::new_v4(),
+        cqrs_id: "item".into(),
+        signal_type: cqrs::SignalType::Save,
+        pk: id.to_string(),
+        routing_key: "item".into(),
+        body: String::from_utf8(ItemState::new(id, 0, at(0)).save().encode()).unwrap(),
+    }
+}
+
+both!(
+    /// A relay that starts before any replica declared its queue: by default the messages are
+    /// dropped as django-cqrs drops them, but counted per model; with `keep_unroutable` they
+    /// stay in the outbox and go out once a queue binds.
+    fn unroutable_messages_are_counted_and_kept_on_request(kind: Kind) {
+        let t = TestDb::new(kind);
+        let broker = MemoryBroker::new();
+        let mut db = t.connect();
+        cqrs::outbox::enqueue(&mut db, &[outbox_row(1), outbox_row(2)]).unwrap();
+        let mut relay = cqrs::Relay::new(db, broker.clone(), Settings::default());
+        assert_eq!(relay.run_once().unwrap(), 2);
+        assert_eq!(relay.stats().unroutable, 2);
+        assert_eq!(relay.unroutable_by_model()["item"], 2);
+        assert_eq!(
+            cqrs::outbox::pending(&mut t.connect()).unwrap(),
+            0,
+            "dropped"
+        );
+
+        let mut db = t.connect();
+        cqrs::outbox::enqueue(&mut db, &[outbox_row(3)]).unwrap();
+        let keep = Settings {
+            keep_unroutable: true,
+            ..Settings::default()
+        };
+        let mut relay = cqrs::Relay::new(db, broker.clone(), keep);
+        assert_eq!(relay.run_once().unwrap(), 1);
+        assert_eq!(relay.unroutable_by_model()["item"], 1);
+        assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 1, "kept");
+        broker.declare_replica_queue("rq", &["item"]);
+        wait_until(
+            Duration::from_secs(10),
+            "the kept message to go out",
+            || {
+                relay.run_once().unwrap();
+                broker.queue_len("rq") == 1
+            },
+        );
+        assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 0);
+    }
+);
