@@ -14,6 +14,7 @@ const SUPPORTED: &str = "bool, i16, i32, i64, f32, f64, String, BigDecimal, Naiv
 pub fn common(cx: &Ctxt, m: &Model<'_>) {
     cqrs_id_is_given(cx, m);
     table_name_is_given(cx, m);
+    columns_fit_a_table_spec(cx, m);
     if let Some(key) = one_primary_key(cx, m)
         && let Some(f) = primary_key_is_a_field(cx, m, &key)
         && primary_key_is_not_skipped(cx, f)
@@ -65,6 +66,28 @@ fn cqrs_id_is_given(cx: &Ctxt, m: &Model<'_>) {
             m.ident,
             "missing `#[cqrs(id = \"...\")]`",
             "add `#[cqrs(id = \"item\")]` with the CQRS_ID shared with the master",
+        );
+    }
+}
+
+/// Most columns a `TableSpec` describes: the apply engine groups rows by their set of present
+/// columns in one machine word.
+const MAX_COLUMNS: usize = 64;
+
+/// The generated code builds its `TableSpec` with `.expect(..)`, and `TableSpec::build` refuses
+/// more than 64 columns: refusing a wider model here keeps it from compiling and then panicking
+/// at run time.
+fn columns_fit_a_table_spec(cx: &Ctxt, m: &Model<'_>) {
+    let columns = m
+        .fields
+        .iter()
+        .filter(|f| f.attrs.skip.get().is_none())
+        .count();
+    if columns > MAX_COLUMNS {
+        cx.error(
+            m.ident,
+            format!("{columns} replicated columns, at most {MAX_COLUMNS} are supported"),
+            "mark the fields replicas do not need with `#[cqrs(skip)]`, or split the model",
         );
     }
 }

@@ -428,3 +428,59 @@ both!(
         assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 0);
     }
 );
+
+both!(
+    /// A master as wide as a table spec allows (64 columns: more than one PostgreSQL
+    /// `json_build_object` call takes): a SYNC captures its whole row and bulk-dump writes it.
+    fn a_64_column_master_captures_and_dumps(kind: Kind) {
+        use cqrs::value::{ColumnType, SqlValue};
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let cols: Vec<String> = (0..61).map(|i| format!("c{i}")).collect();
+        let ts = if kind == Kind::Postgres {
+            "TIMESTAMPTZ"
+        } else {
+            "TEXT"
+        };
+        db.batch_execute(&format!(
+            "CREATE TABLE wide64 (id BIGINT PRIMARY KEY, {}, cqrs_revision INTEGER NOT NULL DEFAULT 0, \
+             cqrs_updated {ts} NOT NULL DEFAULT '2000-01-01 00:00:00+00:00')",
+            cols.iter().map(|c| format!("{c} BIGINT")).collect::<Vec<_>>().join(", ")
+        ))
+        .unwrap();
+        db.batch_execute(&format!(
+            "INSERT INTO wide64 (id, {}) VALUES (1, {})",
+            cols.join(", "),
+            (0..61)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .unwrap();
+        let mut spec = cqrs::TableSpec::new("wide64", "wide64").key("id", ColumnType::BigInt);
+        for c in &cols {
+            spec = spec.column(cqrs::ColumnSpec::new(c.as_str(), ColumnType::BigInt));
+        }
+        let spec = std::sync::Arc::new(cqrs::MasterSpec::new(spec.build().unwrap()));
+        cqrs::atomic(&mut db, |tx| {
+            tx.sync_rows(&spec, &[SqlValue::BigInt(1)], None);
+            Ok(())
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].instance_data.len(), 64);
+        assert_eq!(msgs[0].instance_data["c60"], serde_json::json!(60));
+        let mut out = Vec::new();
+        let report = cqrs::ops::bulk::dump(&mut db, &spec, 10, &mut out, &mut |_| {}).unwrap();
+        assert_eq!(report.rows, 1);
+        let line = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line).unwrap();
+        assert_eq!((row.len(), &row["c0"]), (64, &serde_json::json!(0)));
+    }
+);

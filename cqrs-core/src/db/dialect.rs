@@ -122,6 +122,15 @@ impl Backend {
     /// ```
     pub fn json_object(self, pairs: &[String]) -> String {
         match self {
+            // A function takes at most 100 arguments: a wider row is built in parts of 50 pairs
+            // joined as jsonb (the values' text forms are the same; key order does not matter).
+            Backend::Postgres if pairs.len() > PG_MAX_PAIRS => {
+                let parts: Vec<String> = pairs
+                    .chunks(PG_MAX_PAIRS)
+                    .map(|c| format!("jsonb_build_object({})", c.join(", ")))
+                    .collect();
+                format!("CAST(({}) AS TEXT) AS j", parts.join(" || "))
+            }
             Backend::Postgres => {
                 format!("CAST(json_build_object({}) AS TEXT) AS j", pairs.join(", "))
             }
@@ -288,6 +297,9 @@ impl Backend {
         }
     }
 }
+
+/// Most `'name', value` pairs one PostgreSQL `json_build_object` call takes (100 arguments).
+const PG_MAX_PAIRS: usize = 50;
 
 /// How [`Backend::text_match`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
