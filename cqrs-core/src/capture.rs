@@ -58,6 +58,8 @@ struct SyncRequest {
     cqrs_id: String,
     key: SqlValue,
     queue: Option<String>,
+    /// A row gone by commit is skipped (a command syncing a live table), not an error.
+    skip_missing: bool,
 }
 
 /// What one capture remembers until commit: shared by the [`Tx`]s of nested [`atomic`] calls on
@@ -133,10 +135,19 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
 ) -> Result<T> {
+    atomic_written(conn, f).map(|(v, _)| v)
+}
+
+/// [`atomic`], also returning the ids of the outbox rows it wrote (none when nested: the outer
+/// capture writes them), so a command can wait for exactly its own messages to be published.
+pub fn atomic_written<C: SqlConn + ?Sized, T>(
+    conn: &mut C,
+    f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
+) -> Result<(T, Vec<i64>)> {
     let addr = conn as *const C as *const () as usize;
     if let Some(cap) = open_capture(addr) {
         // Nested: a savepoint of the outer transaction, sharing its capture.
-        return Tx { conn, cap }.savepoint(f);
+        return Tx { conn, cap }.savepoint(f).map(|v| (v, Vec::new()));
     }
     let _turn = conn.write_turn()?;
     conn.begin()?;
@@ -149,17 +160,17 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
         };
         f(&mut tx).and_then(|v| {
             let rows = tx.final_rows()?;
-            outbox::enqueue(tx.conn, &rows)?;
-            Ok((v, !rows.is_empty()))
+            let ids = outbox::enqueue(tx.conn, &rows)?;
+            Ok((v, ids))
         })
     };
     match result {
-        Ok((v, wrote)) => {
+        Ok((v, ids)) => {
             conn.commit()?;
-            if wrote {
+            if !ids.is_empty() {
                 outbox::wakeup().notify();
             }
-            Ok(v)
+            Ok((v, ids))
         }
         Err(e) => {
             let _ = conn.rollback();
@@ -448,11 +459,14 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             cqrs_id: M::CQRS_ID.to_string(),
             key,
             queue: queue.map(str::to_string),
+            skip_missing: false,
         });
         Ok(())
     }
 
-    /// [`Tx::sync`] for rows of a model known only by its spec (the `sync` command), keys already typed.
+    /// [`Tx::sync`] for rows of a model known only by its spec (the `sync` and `diff-sync`
+    /// commands), keys already typed. A row deleted since it was selected is skipped with a
+    /// warning, as django-cqrs skips it, instead of failing the run.
     pub fn sync_rows(&mut self, spec: &Arc<MasterSpec>, keys: &[SqlValue], queue: Option<&str>) {
         let cqrs_id = spec.table().cqrs_id().to_string();
         let mut cap = self.cap.borrow_mut();
@@ -464,6 +478,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 cqrs_id: cqrs_id.clone(),
                 key: key.clone(),
                 queue: queue.map(str::to_string),
+                skip_missing: true,
             });
         }
     }
@@ -599,6 +614,10 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             }
             let canon = s.key.canonical_key();
             let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
+                if s.skip_missing {
+                    tracing::warn!(cqrs_id = %s.cqrs_id, pk = %canon, "row deleted before its SYNC was captured: skipped");
+                    continue;
+                }
                 return Err(Error::new(
                     ErrorKind::Database,
                     format!("cannot sync {} pk {canon}: no such row", s.cqrs_id),

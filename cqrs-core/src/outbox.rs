@@ -53,9 +53,10 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Insert `rows` (several per statement, under the bind limit).
-pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<()> {
+/// Insert `rows` (several per statement, under the bind limit); returns their ids.
+pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<Vec<i64>> {
     let backend = conn.backend();
+    let mut ids = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(backend.bind_limit() / 6) {
         let mut sql = String::from(
             "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body) VALUES ",
@@ -76,10 +77,19 @@ pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<()>
                 SqlValue::Text(r.body.clone()),
             ]);
         }
-        conn.exec(&sql, binds)
-            .map_err(|e| e.context("writing the outbox"))?;
+        sql.push_str(" RETURNING CAST(id AS TEXT) AS j");
+        for id in conn
+            .load_text(&sql, binds)
+            .map_err(|e| e.context("writing the outbox"))?
+        {
+            ids.push(
+                id.parse().map_err(|e| {
+                    Error::new(ErrorKind::Database, format!("outbox id {id:?}: {e}"))
+                })?,
+            );
+        }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Lease up to `limit` available rows for `lease`, oldest first.
@@ -189,6 +199,22 @@ pub fn pending<C: SqlConn + ?Sized>(conn: &mut C) -> Result<usize> {
         vec![],
     )?;
     Ok(rows.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Rows among `ids` still in the outbox (not yet confirmed by the broker).
+pub fn pending_of<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
+    let backend = conn.backend();
+    let mut left = 0;
+    for chunk in ids.chunks(backend.bind_limit()) {
+        let mut sql = String::from("SELECT CAST(count(*) AS TEXT) AS j FROM cqrs_outbox WHERE id");
+        let binds = id_list(backend, chunk, 1, &mut sql)?;
+        left += conn
+            .load_text(&sql, binds)?
+            .first()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    Ok(left)
 }
 
 /// Wakes an in-process relay after a capture transaction committed rows.

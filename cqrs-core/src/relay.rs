@@ -189,11 +189,14 @@ impl<P: Publisher> Relay<P> {
         })
     }
 
-    /// Relay until the outbox is empty, failing if the broker did not confirm every row (one-shot
-    /// commands that publish what they wrote: `sync`, `diff-sync`).
-    pub fn drain(&mut self) -> Result<()> {
-        while self.run_once()? > 0 {}
-        let left = outbox::pending(&mut self.db)?;
+    /// Relay until the outbox rows `ids` are published, failing if the broker did not confirm
+    /// them all (one-shot commands that publish what they wrote: `sync`, `diff-sync`). Other
+    /// rows go out on the way, oldest first, but are not waited for.
+    pub fn drain_rows(&mut self, ids: &[i64]) -> Result<()> {
+        let mut left = outbox::pending_of(&mut self.db, ids)?;
+        while left > 0 && self.run_once()? > 0 {
+            left = outbox::pending_of(&mut self.db, ids)?;
+        }
         if left > 0 {
             return Err(Error::new(
                 crate::error::ErrorKind::Transport,

@@ -754,3 +754,67 @@ both!(
         );
     }
 );
+
+both!(
+    /// `sync` on a live master: a row deleted between the command's selection and its capture is
+    /// skipped (as django-cqrs skips it), not the end of the run; and the command waits for its
+    /// own messages only, not for other rows stuck in the outbox.
+    fn sync_on_a_live_master(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
+        let spec = std::sync::Arc::new(<MItem as cqrs::MasterModel>::master_spec());
+        let gone = cqrs::value::SqlValue::BigInt(id + 1000);
+        atomic(&mut db, |tx| {
+            tx.sync_rows(
+                &spec,
+                &[cqrs::value::SqlValue::BigInt(id), gone.clone()],
+                None,
+            );
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            outbox_messages(&mut db).len(),
+            1,
+            "the missing row is skipped"
+        );
+        db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
+
+        // A row of another transaction that cannot go out (nobody is bound for its key, and
+        // keep_unroutable holds it): the command must not wait for it or fail on it.
+        let mut nobody = ItemState::new(1, 0, at(0)).save();
+        nobody.cqrs_id = "nobody".into();
+        let stuck = cqrs::outbox::NewRow {
+            message_id: uuid::Uuid::new_v4(),
+            cqrs_id: "nobody".into(),
+            signal_type: SignalType::Save,
+            pk: "1".into(),
+            routing_key: "nobody".into(),
+            body: String::from_utf8(nobody.encode()).unwrap(),
+        };
+        cqrs::outbox::enqueue(&mut db, &[stuck]).unwrap();
+        let queue_db = TestDb::empty(Kind::Sqlite);
+        let settings = Settings {
+            database_url: Some(t.url.clone()),
+            broker_url: Some(queue_db.url.replace("replica.db", "queue.db")),
+            queue: Some("rq".into()),
+            keep_unroutable: true,
+            ..Settings::default()
+        };
+        let broker = cqrs::transport::connect(&settings, "test").unwrap();
+        broker.declare_replica("rq", &["item".into()], &[]).unwrap();
+        let n = cqrs::ops::sync::run(&settings, Some(broker.as_ref()), &spec, "{}", &mut |_| {})
+            .expect("the command's own rows were confirmed");
+        assert_eq!(n, 1);
+        let mut inbox = broker.inbox("rq", 10, &[]).unwrap();
+        let got = inbox.receive(10, Duration::from_secs(1)).unwrap();
+        assert_eq!(got.len(), 1, "our SYNC reached the queue");
+        assert_eq!(
+            cqrs::outbox::pending(&mut db).unwrap(),
+            1,
+            "the stuck row is still there"
+        );
+    }
+);

@@ -306,39 +306,42 @@ pub fn diff_sync_and_publish(
     progress: &mut dyn FnMut(usize),
 ) -> Result<(String, Option<String>, usize)> {
     let mut db = Db::connect(settings.require_database_url()?)?;
-    let result = diff_sync(&mut db, registry, input, progress)?;
+    let (result, ids) = diff_sync(&mut db, registry, input, progress)?;
     if let Some(broker) = broker {
-        Relay::new(db, broker.publisher()?, settings.clone()).drain()?;
+        Relay::new(db, broker.publisher()?, settings.clone()).drain_rows(&ids)?;
     }
     Ok(result)
 }
 
 /// Stage 3 of the diff (master): directed SYNCs (or broadcast for `None`) for the listed pks,
-/// written to the outbox. Returns `(cqrs_id, queue, rows)`.
+/// written to the outbox. Returns `(cqrs_id, queue, rows)` and the ids of the outbox rows
+/// written (a pk deleted meanwhile has none).
+#[allow(clippy::type_complexity)]
 pub fn diff_sync(
     db: &mut Db,
     registry: &Registry,
     input: &mut dyn BufRead,
     progress: &mut dyn FnMut(usize),
-) -> Result<(String, Option<String>, usize)> {
+) -> Result<((String, Option<String>, usize), Vec<i64>)> {
     let (cqrs_id, queue, _) = read_header(input)?;
     let spec = registry
         .master_named(&cqrs_id)
         .map_err(|e| e.context("line 1"))?
         .clone();
     let queue = (queue != "None").then_some(queue);
-    let mut total = 0;
+    let (mut total, mut written) = (0, Vec::new());
     for_each_array(input, |pks| {
         let keys = key_values(spec.table(), &pks)?;
-        crate::capture::atomic(db, |tx| {
+        let ((), ids) = crate::capture::atomic_written(db, |tx| {
             tx.sync_rows(&spec, &keys, queue.as_deref());
             Ok(())
         })?;
+        written.extend(ids);
         total += keys.len();
         progress(total);
         Ok(())
     })?;
-    Ok((cqrs_id, queue, total))
+    Ok(((cqrs_id, queue, total), written))
 }
 
 /// Stage 1 of the deleted-rows pipeline (replica): the header, then the replica's pks per batch.

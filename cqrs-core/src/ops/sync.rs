@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::capture::atomic;
+use crate::capture::atomic_written;
 use crate::config::Settings;
 use crate::db::{self, Db, SqlConn};
 use crate::error::Result;
@@ -40,7 +40,7 @@ pub fn run(
     progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
     let mut db = Db::connect(settings.require_database_url()?)?;
-    let n = sync(
+    let (n, ids) = sync(
         &mut db,
         spec,
         filter,
@@ -49,12 +49,14 @@ pub fn run(
         progress,
     )?;
     if let Some(broker) = broker {
-        Relay::new(db, broker.publisher()?, settings.clone()).drain()?;
+        Relay::new(db, broker.publisher()?, settings.clone()).drain_rows(&ids)?;
     }
     Ok(n)
 }
 
-/// Write a SYNC (directed to `queue`, or broadcast) for every row matching `filter`; returns how many.
+/// Write a SYNC (directed to `queue`, or broadcast) for every row matching `filter`; returns how
+/// many rows were selected and the ids of the outbox rows written (a row deleted meanwhile, or
+/// hidden by the model's filter hook, has none).
 pub fn sync(
     db: &mut Db,
     spec: &Arc<MasterSpec>,
@@ -62,13 +64,14 @@ pub fn sync(
     queue: Option<&str>,
     batch: usize,
     progress: &mut dyn FnMut(usize),
-) -> Result<usize> {
+) -> Result<(usize, Vec<i64>)> {
     let t = spec.table();
     let backend = db.backend();
     let compiled = filter::compile(t, backend, filter_json, 1)?;
     let key = quote(&t.key_column().name);
     let mut last: Option<SqlValue> = None;
     let mut total = 0;
+    let mut written = Vec::new();
     loop {
         let mut binds = compiled.binds.clone();
         let mut sql = format!(
@@ -94,10 +97,11 @@ pub fn sync(
         if keys.is_empty() {
             break;
         }
-        atomic(db, |tx| {
+        let ((), ids) = atomic_written(db, |tx| {
             tx.sync_rows(spec, &keys, queue);
             Ok(())
         })?;
+        written.extend(ids);
         total += keys.len();
         progress(total);
         last = keys.last().cloned();
@@ -105,5 +109,5 @@ pub fn sync(
             break;
         }
     }
-    Ok(total)
+    Ok((total, written))
 }
