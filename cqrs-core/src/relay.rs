@@ -168,16 +168,29 @@ impl<P: Publisher> Relay<P> {
     }
 
     fn outgoing(&self, row: &Claimed) -> Result<Outgoing> {
-        let mut m = Message::decode(row.body.as_bytes())
-            .map_err(|e| e.context(format!("outbox row {}", row.id)))?;
+        let mut headers = Headers::new();
+        headers.insert(HEADER_PRODUCER.into(), self.settings.service_name.clone());
+        let mut m = match Message::decode(row.body.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                // Not written by capture (edited by hand, another writer): it must not hold up
+                // every row behind it. It goes out as it is; a replica dead-letters it as
+                // malformed, where it can be read.
+                tracing::error!(outbox_id = row.id, cqrs_id = %row.cqrs_id, "outbox row is not a valid message, published unchanged: {e}");
+                return Ok(Outgoing {
+                    routing_key: row.routing_key.clone(),
+                    body: row.body.clone().into_bytes(),
+                    headers,
+                    message_id: row.message_id.clone(),
+                });
+            }
+        };
         // Set at publish time, not at capture: a relay outage longer than the TTL must not
         // dead-letter the backlog.
         let ttl = chrono::Duration::from_std(self.settings.message_ttl)
             .map_err(|e| Error::config(e.to_string()))?;
         m.expires = Expires::At(Utc::now() + ttl);
         m.retries = 0;
-        let mut headers = Headers::new();
-        headers.insert(HEADER_PRODUCER.into(), self.settings.service_name.clone());
         if m.signal_type == SignalType::Sync && row.routing_key.starts_with("cqrs.") {
             headers.insert(HEADER_DIRECTED.into(), "true".into());
         }

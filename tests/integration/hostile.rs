@@ -484,3 +484,25 @@ both!(
         assert_eq!((row.len(), &row["c0"]), (64, &serde_json::json!(0)));
     }
 );
+
+both!(
+    /// An outbox row whose body is not a message (written by hand or by another writer) does not
+    /// hold up the rows behind it: it goes out unchanged (a replica dead-letters it as
+    /// malformed) and the next row is published too.
+    fn a_corrupt_outbox_row_does_not_stop_the_relay(kind: Kind) {
+        let t = TestDb::new(kind);
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("rq", &["item"]);
+        let mut db = t.connect();
+        let mut corrupt = outbox_row(1);
+        corrupt.body = "{not a message".into();
+        cqrs::outbox::enqueue(&mut db, &[corrupt, outbox_row(2)]).unwrap();
+        let mut relay = cqrs::Relay::new(db, broker.clone(), Settings::default());
+        assert_eq!(relay.run_once().unwrap(), 2);
+        assert_eq!(relay.stats().published, 2);
+        assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 0);
+        let bodies: Vec<Vec<u8>> = broker.peek("rq").into_iter().map(|m| m.body).collect();
+        assert_eq!(bodies[0], b"{not a message");
+        assert_eq!(Message::decode(&bodies[1]).unwrap().instance_pk, serde_json::json!(2));
+    }
+);
