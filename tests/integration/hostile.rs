@@ -503,6 +503,149 @@ both!(
         assert_eq!(cqrs::outbox::pending(&mut t.connect()).unwrap(), 0);
         let bodies: Vec<Vec<u8>> = broker.peek("rq").into_iter().map(|m| m.body).collect();
         assert_eq!(bodies[0], b"{not a message");
-        assert_eq!(Message::decode(&bodies[1]).unwrap().instance_pk, serde_json::json!(2));
+        assert_eq!(
+            Message::decode(&bodies[1]).unwrap().instance_pk,
+            serde_json::json!(2)
+        );
+    }
+);
+
+/// Bodies a hostile or broken producer can send, each with the dead-letter kind it must end in.
+fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    use serde_json::json;
+    let good = || -> serde_json::Value {
+        serde_json::from_slice(&ItemState::new(9, 0, at(0)).save().encode()).unwrap()
+    };
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v = good();
+        v[key] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    let data_with = |field: &str, value: serde_json::Value| {
+        let mut v = good();
+        v["instance_data"][field] = value;
+        serde_json::to_vec(&v).unwrap()
+    };
+    let mut cases = vec![
+        ("invalid UTF-8", vec![0xff, 0xfe, b'{', 0x80], "malformed"),
+        ("empty body", Vec::new(), "malformed"),
+        ("a JSON array", b"[1, 2]".to_vec(), "malformed"),
+        (
+            "nested 100,000 deep",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+            "too-large",
+        ),
+        (
+            "nested 1,000 deep",
+            format!("{}{}", "[".repeat(1_000), "]".repeat(1_000)).into_bytes(),
+            "malformed",
+        ),
+        (
+            "signal_type a number",
+            with("signal_type", json!(5)),
+            "malformed",
+        ),
+        (
+            "unknown signal_type",
+            with("signal_type", json!("DROP")),
+            "malformed",
+        ),
+        (
+            "cqrs_id a list",
+            with("cqrs_id", json!(["item"])),
+            "malformed",
+        ),
+        (
+            "instance_data a string",
+            with("instance_data", json!("x")),
+            "malformed",
+        ),
+        (
+            "retries a string",
+            with("retries", json!("many")),
+            "malformed",
+        ),
+        ("retries negative", with("retries", json!(-1)), "malformed"),
+        (
+            "expires garbage",
+            with("expires", json!("soon")),
+            "malformed",
+        ),
+        ("value a string", data_with("value", json!("lots")), "apply"),
+        (
+            "value out of range",
+            data_with("value", json!(1e300)),
+            "apply",
+        ),
+        (
+            "revision a string",
+            data_with("cqrs_revision", json!("zero")),
+            "apply",
+        ),
+        (
+            "cqrs_updated garbage",
+            data_with("cqrs_updated", json!("yesterday")),
+            "apply",
+        ),
+        (
+            "pk of the wrong type",
+            data_with("id", json!({"id": 9})),
+            "apply",
+        ),
+    ];
+    for id in ["item.#", "*", "it'em; DROP TABLE items; --", "a.b.c"] {
+        cases.push((
+            "a hostile cqrs_id",
+            with("cqrs_id", json!(id)),
+            "unknown-model",
+        ));
+    }
+    cases.push((
+        "a 300-byte cqrs_id",
+        with("cqrs_id", json!("q".repeat(300))),
+        "unknown-model",
+    ));
+    cases
+}
+
+both!(
+    /// Every hostile body is dead-lettered with its kind, none stops the consumer or writes a
+    /// row, and the good message behind them applies.
+    fn hostile_bodies_are_dead_lettered_and_the_next_good_message_applies(kind: Kind) {
+        let t = TestDb::new(kind);
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("rq", &["item"]);
+        let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+        let settings = Settings {
+            max_retries: 0,
+            max_body_bytes: 100_000,
+            ..memory_settings()
+        };
+        let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+        let mut wrong = Vec::new();
+        for (i, (name, body, want)) in hostile_bodies().into_iter().enumerate() {
+            broker.publish("item", body, Headers::new());
+            c.drain(Duration::from_millis(50))
+                .unwrap_or_else(|e| panic!("{name} stopped the consumer: {e}"));
+            let dead = broker.peek(&dead_letter_queue("rq"));
+            let got = dead.get(i).map(|m| m.headers[HEADER_ERROR_KIND].as_str());
+            if got != Some(want) || dead.len() != i + 1 || !items(c.db()).is_empty() {
+                wrong.push(format!(
+                    "{name}: dead-lettered as {got:?} (want {want}), {} letters, rows {:?}",
+                    dead.len(),
+                    items(c.db()).keys().collect::<Vec<_>>()
+                ));
+                break;
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
+        broker.publish(
+            "item",
+            ItemState::new(1, 0, at(0)).save().encode(),
+            Headers::new(),
+        );
+        c.drain(Duration::from_millis(50)).unwrap();
+        assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(broker.queue_len("rq"), 0);
     }
 );
