@@ -27,6 +27,7 @@ mod consumer;
 mod derive;
 mod examples;
 mod filters;
+mod fuzz;
 mod hostile;
 mod local;
 mod property;
