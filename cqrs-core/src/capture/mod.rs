@@ -14,10 +14,16 @@
 //! [`atomic`] nested on the same connection is a savepoint that shares the outer capture;
 //! before commit the final states are read in one query per model; create-then-delete sends
 //! nothing; update-then-delete sends one DELETE with the last published revision + 1.
+//!
+//! Here: [`atomic`] and the [`Tx`] operations; `commit.rs` builds the messages written at commit;
+//! `open.rs` finds the capture a nested [`atomic`] joins.
+
+mod commit;
+mod open;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,12 +32,11 @@ use serde_json::{Map, Value};
 
 use crate::db::{Backend, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{Message, SignalType};
 use crate::model::{MasterModel, MasterSpec};
-use crate::outbox::{self, NewRow};
+use crate::outbox;
 use crate::rows::{self, quote};
-use crate::transport::routing::directed_key;
 use crate::value::SqlValue;
+use open::{Opened, open_capture};
 
 #[derive(Debug, Clone)]
 enum State {
@@ -76,45 +81,6 @@ struct Capture {
 pub struct Tx<'c, C: SqlConn + ?Sized> {
     conn: &'c mut C,
     cap: Rc<RefCell<Capture>>,
-}
-
-thread_local! {
-    /// The captures open on this thread, by connection address: an [`atomic`] on a connection
-    /// that already has one joins it instead of starting an empty touched set (which would bump a
-    /// row twice and queue two states at one revision).
-    static OPEN: RefCell<Vec<(usize, Weak<RefCell<Capture>>)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The capture open on the connection at `addr`, if any.
-fn open_capture(addr: usize) -> Option<Rc<RefCell<Capture>>> {
-    OPEN.with(|open| {
-        open.borrow()
-            .iter()
-            .rev()
-            .find(|(a, _)| *a == addr)
-            .and_then(|(_, w)| w.upgrade())
-    })
-}
-
-/// Registers a capture as open for its life (also when the closure panics).
-struct Opened(usize);
-
-impl Opened {
-    fn new(addr: usize, cap: &Rc<RefCell<Capture>>) -> Opened {
-        OPEN.with(|open| open.borrow_mut().push((addr, Rc::downgrade(cap))));
-        Opened(addr)
-    }
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        OPEN.with(|open| {
-            let mut open = open.borrow_mut();
-            if let Some(i) = open.iter().rposition(|(a, _)| *a == self.0) {
-                open.remove(i);
-            }
-        });
-    }
 }
 
 /// Run `f` in a transaction with capture; commit it with its outbox rows if `f` returns `Ok`,
@@ -500,197 +466,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             }
         }
     }
-
-    /// Read the final states of every touched row (one query per model) and build the messages.
-    fn final_rows(&mut self) -> Result<Vec<NewRow>> {
-        let cap = self.cap.clone();
-        let cap = cap.borrow();
-        let mut wanted: BTreeMap<&str, Vec<SqlValue>> = BTreeMap::new();
-        for (id, canon) in &cap.order {
-            let t = &cap.touched[&(id.clone(), canon.clone())];
-            if !matches!(t.state, State::Deleted { .. }) {
-                wanted.entry(id.as_str()).or_default().push(t.key.clone());
-            }
-        }
-        for s in &cap.syncs {
-            wanted
-                .entry(s.cqrs_id.as_str())
-                .or_default()
-                .push(s.key.clone());
-        }
-        let mut finals: BTreeMap<(String, String), Vec<Option<SqlValue>>> = BTreeMap::new();
-        let backend = self.conn.backend();
-        for (id, mut keys) in wanted {
-            keys.sort_by_key(SqlValue::canonical_key);
-            keys.dedup();
-            let t = cap.specs[id].table().clone();
-            for chunk in keys.chunks(backend.bind_limit()) {
-                let mut sql = format!(
-                    "SELECT {} FROM {} WHERE {}",
-                    rows::json_expr(backend, &t, rows::all_columns(&t)),
-                    quote(t.table()),
-                    quote(&t.key_column().name)
-                );
-                let mut binds = Vec::new();
-                push_list(backend, &mut sql, &mut binds, 1, &t, chunk)?;
-                for text in self.conn.load_text(&sql, binds)? {
-                    let row = rows::typed_row(&t, &text)?;
-                    let canon = row[t.key_index()]
-                        .as_ref()
-                        .expect("key selected")
-                        .canonical_key();
-                    finals.insert((id.to_string(), canon), row);
-                }
-            }
-        }
-
-        let mut out = Vec::new();
-        for k in &cap.order {
-            let touch = &cap.touched[k];
-            let spec = &cap.specs[k.0.as_str()];
-            if !spec.produces() {
-                continue;
-            }
-            let t = spec.table();
-            let message = match &touch.state {
-                State::Deleted {
-                    revision,
-                    updated,
-                    last,
-                } => {
-                    // As django-cqrs's post_delete: a row the filter hides is not announced gone.
-                    if let Some(filter) = spec.hooks_ref().filter
-                        && !filter(last)
-                    {
-                        continue;
-                    }
-                    let mut data = Map::new();
-                    data.insert("id".into(), touch.key.to_json());
-                    data.insert("cqrs_revision".into(), (*revision).into());
-                    data.insert(
-                        "cqrs_updated".into(),
-                        Value::String(crate::message::format_datetime(updated)),
-                    );
-                    if let Some(custom) = spec.hooks_ref().delete_custom.and_then(|f| f(last)) {
-                        data.insert("custom".into(), custom);
-                    }
-                    let mut m =
-                        Message::new(SignalType::Delete, t.cqrs_id(), touch.key.to_json(), data);
-                    if let Some(meta) = spec.hooks_ref().meta {
-                        m.meta = meta(last);
-                    }
-                    m
-                }
-                state => {
-                    let Some(row) = finals.get(k) else {
-                        tracing::warn!(cqrs_id = %k.0, pk = %k.1, "captured row no longer exists at commit (deleted outside capture): nothing sent");
-                        continue;
-                    };
-                    let mut data = rows::instance_data(t, row);
-                    if let Some(serialize) = spec.hooks_ref().serializer {
-                        serialize(self.conn.as_dyn(), &mut data)?;
-                    }
-                    if let Some(filter) = spec.hooks_ref().filter
-                        && !filter(&data)
-                    {
-                        continue;
-                    }
-                    let previous = previous_data(spec, state, row);
-                    let mut m =
-                        Message::new(SignalType::Save, t.cqrs_id(), touch.key.to_json(), data);
-                    m.previous_data = previous;
-                    if let Some(meta) = spec.hooks_ref().meta {
-                        m.meta = meta(&m.instance_data);
-                    }
-                    m
-                }
-            };
-            out.push(self.row(spec, message, touch.key.canonical_key(), None));
-        }
-        for s in &cap.syncs {
-            let spec = &cap.specs[s.cqrs_id.as_str()];
-            if !spec.produces() {
-                continue;
-            }
-            let canon = s.key.canonical_key();
-            let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
-                if s.skip_missing {
-                    tracing::warn!(cqrs_id = %s.cqrs_id, pk = %canon, "row deleted before its SYNC was captured: skipped");
-                    continue;
-                }
-                return Err(Error::new(
-                    ErrorKind::Database,
-                    format!("cannot sync {} pk {canon}: no such row", s.cqrs_id),
-                ));
-            };
-            let mut data = rows::instance_data(spec.table(), row);
-            if let Some(serialize) = spec.hooks_ref().serializer {
-                serialize(self.conn.as_dyn(), &mut data)?;
-            }
-            if let Some(filter) = spec.hooks_ref().filter
-                && !filter(&data)
-            {
-                continue;
-            }
-            let mut m = Message::new(SignalType::Sync, &s.cqrs_id, s.key.to_json(), data);
-            if let Some(meta) = spec.hooks_ref().meta {
-                m.meta = meta(&m.instance_data);
-            }
-            out.push(self.row(spec, m, canon, s.queue.as_deref()));
-        }
-        Ok(out)
-    }
-
-    fn row(&self, spec: &MasterSpec, mut m: Message, pk: String, queue: Option<&str>) -> NewRow {
-        if let Some(cid) = spec.hooks_ref().correlation_id {
-            m.correlation_id = cid();
-        }
-        NewRow {
-            message_id: uuid::Uuid::new_v4(),
-            routing_key: queue.map_or_else(|| m.cqrs_id.clone(), |q| directed_key(q, &m.cqrs_id)),
-            cqrs_id: m.cqrs_id.clone(),
-            signal_type: m.signal_type,
-            pk,
-            body: String::from_utf8(m.encode()).expect("JSON is UTF-8"),
-        }
-    }
-}
-
-/// django-cqrs's `previous_data`: `null` without tracked fields; on create `{field: null}` for
-/// tracked fields whose value is not null; on update the old value of each tracked field that changed.
-fn previous_data(
-    spec: &MasterSpec,
-    state: &State,
-    row: &[Option<SqlValue>],
-) -> Option<Map<String, Value>> {
-    let tracked: Vec<usize> = spec.tracked_indexes().collect();
-    if tracked.is_empty() {
-        return None;
-    }
-    let cols = spec.table().columns();
-    let mut prev = Map::new();
-    match state {
-        State::Created => {
-            for &c in &tracked {
-                if row[c].as_ref().is_some_and(|v| !v.is_null()) {
-                    prev.insert(cols[c].wire.clone(), Value::Null);
-                }
-            }
-        }
-        State::Updated { previous } => {
-            for (&c, old) in tracked.iter().zip(previous) {
-                let (old, new) = (
-                    old.as_ref().map(SqlValue::to_json),
-                    row[c].as_ref().map(SqlValue::to_json),
-                );
-                if old != new {
-                    prev.insert(cols[c].wire.clone(), old.unwrap_or(Value::Null));
-                }
-            }
-        }
-        State::Deleted { .. } => return None,
-    }
-    Some(prev)
 }
 
 /// Membership of `keys` in `t`'s key column ([`Backend::member_of`]), placeholders from `first`.

@@ -1,0 +1,209 @@
+//! What a capture writes at commit: the final state of every touched row, read in one query per
+//! model, turned into django-cqrs messages (SAVE, DELETE, SYNC) and outbox rows.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{State, Tx, push_list};
+use crate::db::SqlConn;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Message, SignalType};
+use crate::model::MasterSpec;
+use crate::outbox::NewRow;
+use crate::rows::{self, quote};
+use crate::transport::routing::directed_key;
+use crate::value::SqlValue;
+
+impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
+    /// Read the final states of every touched row (one query per model) and build the messages.
+    pub(super) fn final_rows(&mut self) -> Result<Vec<NewRow>> {
+        let cap = self.cap.clone();
+        let cap = cap.borrow();
+        let mut wanted: BTreeMap<&str, Vec<SqlValue>> = BTreeMap::new();
+        for (id, canon) in &cap.order {
+            let t = &cap.touched[&(id.clone(), canon.clone())];
+            if !matches!(t.state, State::Deleted { .. }) {
+                wanted.entry(id.as_str()).or_default().push(t.key.clone());
+            }
+        }
+        for s in &cap.syncs {
+            wanted
+                .entry(s.cqrs_id.as_str())
+                .or_default()
+                .push(s.key.clone());
+        }
+        let mut finals: BTreeMap<(String, String), Vec<Option<SqlValue>>> = BTreeMap::new();
+        let backend = self.conn.backend();
+        for (id, mut keys) in wanted {
+            keys.sort_by_key(SqlValue::canonical_key);
+            keys.dedup();
+            let t = cap.specs[id].table().clone();
+            for chunk in keys.chunks(backend.bind_limit()) {
+                let mut sql = format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    rows::json_expr(backend, &t, rows::all_columns(&t)),
+                    quote(t.table()),
+                    quote(&t.key_column().name)
+                );
+                let mut binds = Vec::new();
+                push_list(backend, &mut sql, &mut binds, 1, &t, chunk)?;
+                for text in self.conn.load_text(&sql, binds)? {
+                    let row = rows::typed_row(&t, &text)?;
+                    let canon = row[t.key_index()]
+                        .as_ref()
+                        .expect("key selected")
+                        .canonical_key();
+                    finals.insert((id.to_string(), canon), row);
+                }
+            }
+        }
+
+        let mut out = Vec::new();
+        for k in &cap.order {
+            let touch = &cap.touched[k];
+            let spec = &cap.specs[k.0.as_str()];
+            if !spec.produces() {
+                continue;
+            }
+            let t = spec.table();
+            let message = match &touch.state {
+                State::Deleted {
+                    revision,
+                    updated,
+                    last,
+                } => {
+                    // As django-cqrs's post_delete: a row the filter hides is not announced gone.
+                    if let Some(filter) = spec.hooks_ref().filter
+                        && !filter(last)
+                    {
+                        continue;
+                    }
+                    let mut data = Map::new();
+                    data.insert("id".into(), touch.key.to_json());
+                    data.insert("cqrs_revision".into(), (*revision).into());
+                    data.insert(
+                        "cqrs_updated".into(),
+                        Value::String(crate::message::format_datetime(updated)),
+                    );
+                    if let Some(custom) = spec.hooks_ref().delete_custom.and_then(|f| f(last)) {
+                        data.insert("custom".into(), custom);
+                    }
+                    let mut m =
+                        Message::new(SignalType::Delete, t.cqrs_id(), touch.key.to_json(), data);
+                    if let Some(meta) = spec.hooks_ref().meta {
+                        m.meta = meta(last);
+                    }
+                    m
+                }
+                state => {
+                    let Some(row) = finals.get(k) else {
+                        tracing::warn!(cqrs_id = %k.0, pk = %k.1, "captured row no longer exists at commit (deleted outside capture): nothing sent");
+                        continue;
+                    };
+                    let mut data = rows::instance_data(t, row);
+                    if let Some(serialize) = spec.hooks_ref().serializer {
+                        serialize(self.conn.as_dyn(), &mut data)?;
+                    }
+                    if let Some(filter) = spec.hooks_ref().filter
+                        && !filter(&data)
+                    {
+                        continue;
+                    }
+                    let previous = previous_data(spec, state, row);
+                    let mut m =
+                        Message::new(SignalType::Save, t.cqrs_id(), touch.key.to_json(), data);
+                    m.previous_data = previous;
+                    if let Some(meta) = spec.hooks_ref().meta {
+                        m.meta = meta(&m.instance_data);
+                    }
+                    m
+                }
+            };
+            out.push(self.row(spec, message, touch.key.canonical_key(), None));
+        }
+        for s in &cap.syncs {
+            let spec = &cap.specs[s.cqrs_id.as_str()];
+            if !spec.produces() {
+                continue;
+            }
+            let canon = s.key.canonical_key();
+            let Some(row) = finals.get(&(s.cqrs_id.clone(), canon.clone())) else {
+                if s.skip_missing {
+                    tracing::warn!(cqrs_id = %s.cqrs_id, pk = %canon, "row deleted before its SYNC was captured: skipped");
+                    continue;
+                }
+                return Err(Error::new(
+                    ErrorKind::Database,
+                    format!("cannot sync {} pk {canon}: no such row", s.cqrs_id),
+                ));
+            };
+            let mut data = rows::instance_data(spec.table(), row);
+            if let Some(serialize) = spec.hooks_ref().serializer {
+                serialize(self.conn.as_dyn(), &mut data)?;
+            }
+            if let Some(filter) = spec.hooks_ref().filter
+                && !filter(&data)
+            {
+                continue;
+            }
+            let mut m = Message::new(SignalType::Sync, &s.cqrs_id, s.key.to_json(), data);
+            if let Some(meta) = spec.hooks_ref().meta {
+                m.meta = meta(&m.instance_data);
+            }
+            out.push(self.row(spec, m, canon, s.queue.as_deref()));
+        }
+        Ok(out)
+    }
+
+    fn row(&self, spec: &MasterSpec, mut m: Message, pk: String, queue: Option<&str>) -> NewRow {
+        if let Some(cid) = spec.hooks_ref().correlation_id {
+            m.correlation_id = cid();
+        }
+        NewRow {
+            message_id: uuid::Uuid::new_v4(),
+            routing_key: queue.map_or_else(|| m.cqrs_id.clone(), |q| directed_key(q, &m.cqrs_id)),
+            cqrs_id: m.cqrs_id.clone(),
+            signal_type: m.signal_type,
+            pk,
+            body: String::from_utf8(m.encode()).expect("JSON is UTF-8"),
+        }
+    }
+}
+
+/// django-cqrs's `previous_data`: `null` without tracked fields; on create `{field: null}` for
+/// tracked fields whose value is not null; on update the old value of each tracked field that changed.
+fn previous_data(
+    spec: &MasterSpec,
+    state: &State,
+    row: &[Option<SqlValue>],
+) -> Option<Map<String, Value>> {
+    let tracked: Vec<usize> = spec.tracked_indexes().collect();
+    if tracked.is_empty() {
+        return None;
+    }
+    let cols = spec.table().columns();
+    let mut prev = Map::new();
+    match state {
+        State::Created => {
+            for &c in &tracked {
+                if row[c].as_ref().is_some_and(|v| !v.is_null()) {
+                    prev.insert(cols[c].wire.clone(), Value::Null);
+                }
+            }
+        }
+        State::Updated { previous } => {
+            for (&c, old) in tracked.iter().zip(previous) {
+                let (old, new) = (
+                    old.as_ref().map(SqlValue::to_json),
+                    row[c].as_ref().map(SqlValue::to_json),
+                );
+                if old != new {
+                    prev.insert(cols[c].wire.clone(), old.unwrap_or(Value::Null));
+                }
+            }
+        }
+        State::Deleted { .. } => return None,
+    }
+    Some(prev)
+}
