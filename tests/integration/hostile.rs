@@ -649,3 +649,62 @@ both!(
         assert_eq!(broker.queue_len("rq"), 0);
     }
 );
+
+/// `dead-letters retry` over a letter of a model this queue does not consume (nothing is bound
+/// for its `cqrs.<queue>.<id>`): that letter stays in the dead-letter queue, counted as left, and
+/// the pass goes on to retry the others.
+#[test]
+fn retry_leaves_a_letter_nobody_consumes_and_retries_the_rest() {
+    use cqrs::ops::dead_letters::{Action, Filter, run};
+    use cqrs::transport::local::LocalTransport;
+    use cqrs::transport::{Outgoing, Publisher};
+    let queue_dir = TestDb::empty(Kind::Sqlite);
+    let url = queue_dir.url.replace("replica.db", "queue.db");
+    let replica = TestDb::new(Kind::Sqlite);
+    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
+    t.declare_replica("q", &["item".into()]).unwrap();
+    let mut ghost = ItemState::new(1, 0, at(0)).save();
+    ghost.cqrs_id = "ghost".into();
+    let mut expired = ItemState::new(2, 0, at(0)).save();
+    expired.expires = cqrs::message::Expires::At(at(0));
+    for m in [&ghost, &expired] {
+        let out = Outgoing {
+            routing_key: "item".into(),
+            body: m.encode(),
+            headers: Headers::new(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+        };
+        t.publisher().unwrap().publish(&[out]).unwrap();
+    }
+    let registry = registry();
+    let settings = Settings::default();
+    let consume = || {
+        let mut c = Consumer::new(
+            &registry,
+            &settings,
+            replica.connect(),
+            t.inbox("q").unwrap(),
+        );
+        c.drain(Duration::from_millis(200)).unwrap();
+        c.stats()
+    };
+    assert_eq!(consume().dead_lettered, 2);
+    let r = run(
+        &mut t.letters("q").unwrap(),
+        "q",
+        Action::Retry,
+        &Filter::default(),
+        &mut Vec::new(),
+    )
+    .expect("one letter nobody consumes does not stop the pass");
+    assert_eq!((r.total, r.done, r.left), (2, 1, 1));
+    assert_eq!(t.count(&dead_letter_queue("q")).unwrap(), 1);
+    consume();
+    assert_eq!(
+        items(&mut replica.connect())
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [2]
+    );
+}

@@ -102,11 +102,16 @@ pub fn run(
                         m.cqrs_id,
                         m.instance_pk
                     );
-                    pass.republish(
-                        &directed_key(queue, &m.cqrs_id),
-                        &body,
-                        &retry_headers(&letter, &m),
-                    )?;
+                    let key = directed_key(queue, &m.cqrs_id);
+                    if !pass.republish(&key, &body, &retry_headers(&letter, &m))? {
+                        // A model this queue does not consume (yet): the letter waits for it.
+                        tracing::warn!(
+                            "dead letter of {} left in the queue: no queue is bound for {key:?}",
+                            m.cqrs_id
+                        );
+                        report.left += 1;
+                        continue;
+                    }
                     pass.remove(&letter)?;
                     out.write_all(&body)
                         .and_then(|_| out.write_all(b"\n"))

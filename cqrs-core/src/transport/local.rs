@@ -491,7 +491,7 @@ impl Letters for LocalLetters {
         Ok(None)
     }
 
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool> {
         let message = NewMessage {
             routing_key,
             body,
@@ -501,13 +501,7 @@ impl Letters for LocalLetters {
             expires_at: None,
         };
         let n = self.db.write_transaction(|db| route_one(db, message))?;
-        if n == 0 {
-            return Err(Error::new(
-                ErrorKind::Transport,
-                format!("no queue is bound for {routing_key:?}"),
-            ));
-        }
-        Ok(())
+        Ok(n > 0)
     }
 
     fn remove(&mut self, letter: &Letter) -> Result<()> {

@@ -181,8 +181,9 @@ pub trait Letters {
     fn total(&self) -> usize;
     /// The next letter, or `None` when every letter present at the start was read.
     fn next_letter(&mut self) -> Result<Option<Letter>>;
-    /// Publish `body` through the exchange with `routing_key`; returns once it is confirmed.
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()>;
+    /// Publish `body` through the exchange with `routing_key`; returns once it is confirmed:
+    /// `true` if a queue took it, `false` if none is bound for the key (the letter should stay).
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool>;
     /// Remove a letter.
     fn remove(&mut self, letter: &Letter) -> Result<()>;
     /// Remove every letter; returns how many.

@@ -7,7 +7,7 @@ use lapin::options::{BasicAckOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
 use super::{AmqpTransport, Confirm, headers_of, properties, publish_confirmed, transient};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::transport::routing::dead_letter_queue;
 use crate::transport::{Headers, Letter, Letters};
 
@@ -98,7 +98,7 @@ impl Letters for LetterPass {
     }
 
     /// Publish `body` to the main exchange with `routing_key` and wait for the confirm.
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<()> {
+    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool> {
         let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
         match self.transport.runtime.block_on(publish_confirmed(
             &ch,
@@ -107,11 +107,8 @@ impl Letters for LetterPass {
             body,
             properties(headers, None),
         ))? {
-            Confirm::Delivered => Ok(()),
-            Confirm::Unroutable => Err(Error::new(
-                ErrorKind::Transport,
-                format!("no queue is bound for {routing_key:?}"),
-            )),
+            Confirm::Delivered => Ok(true),
+            Confirm::Unroutable => Ok(false),
             Confirm::Failed(why) => Err(transient(&format!("republishing to {routing_key}"), why)),
         }
     }
