@@ -23,6 +23,8 @@ use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgo
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 /// A row whose publish failed is tried again after this delay.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
+const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
 /// Counters of a relay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -206,8 +208,11 @@ impl<P: Publisher> Relay<P> {
     /// them all (one-shot commands that publish what they wrote: `sync`, `diff-sync`). Other
     /// rows go out on the way, oldest first, but are not waited for.
     pub fn drain_rows(&mut self, ids: &[i64]) -> Result<()> {
+        // Rows the broker keeps refusing are retried with other traffic flowing: give up after a
+        // lease's worth of attempts rather than never return.
+        let deadline = std::time::Instant::now() + self.settings.relay_lease.max(DRAIN_AT_LEAST);
         let mut left = outbox::pending_of(&mut self.db, ids)?;
-        while left > 0 && self.run_once()? > 0 {
+        while left > 0 && std::time::Instant::now() < deadline && self.run_once()? > 0 {
             left = outbox::pending_of(&mut self.db, ids)?;
         }
         if left > 0 {

@@ -818,3 +818,35 @@ both!(
         );
     }
 );
+
+fn serializer_that_captures(
+    conn: &mut dyn cqrs::db::SqlConn,
+    _: &mut cqrs::InstanceData,
+) -> cqrs::Result<()> {
+    atomic(conn, |_| Ok(()))
+}
+
+both!(
+    /// A serializer hook runs while the capture writes its messages: an `atomic` there could
+    /// not have its changes sent, so it is refused with a clear error (not a panic), and the
+    /// capture rolls back.
+    fn atomic_inside_a_serializer_is_refused(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
+        let spec = std::sync::Arc::new(<MItem as cqrs::MasterModel>::master_spec().hooks(
+            cqrs::MasterHooks {
+                serializer: Some(serializer_that_captures),
+                ..Default::default()
+            },
+        ));
+        let err = atomic(&mut db, |tx| {
+            tx.sync_rows(&spec, &[cqrs::value::SqlValue::BigInt(id)], None);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("serializer hook"), "{err}");
+        assert!(outbox_messages(&mut db).is_empty());
+    }
+);

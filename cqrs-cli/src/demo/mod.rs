@@ -155,8 +155,11 @@ fn prepare(opts: &Options) -> cqrs::Result<Setup> {
 
     let broker = transport::connect(&settings, "demo")?;
     broker.declare_replica(&opts.queue, &[CQRS_ID.to_string()], &settings.retry_delays)?;
-    broker.purge(&opts.queue)?;
-    broker.purge(&dead_letter_queue(&opts.queue))?;
+    // A queue file is the demo's own; a queue on a RabbitMQ someone named may hold other work.
+    if broker_url.starts_with("sqlite:") {
+        broker.purge(&opts.queue)?;
+        broker.purge(&dead_letter_queue(&opts.queue))?;
+    }
     Ok(Setup {
         master_url,
         replica_url,

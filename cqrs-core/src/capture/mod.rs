@@ -112,6 +112,13 @@ pub fn atomic_written<C: SqlConn + ?Sized, T>(
 ) -> Result<(T, Vec<i64>)> {
     let addr = conn as *const C as *const () as usize;
     if let Some(cap) = open_capture(addr) {
+        if cap.try_borrow_mut().is_err() {
+            // The outer capture is writing its messages (a serializer hook runs then): what this
+            // one touched could no longer be sent.
+            return Err(Error::config(
+                "cqrs::atomic inside a serializer hook is not supported: the capture is committing",
+            ));
+        }
         // Nested: a savepoint of the outer transaction, sharing its capture.
         return Tx { conn, cap }.savepoint(f).map(|v| (v, Vec::new()));
     }

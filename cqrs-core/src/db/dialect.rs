@@ -123,7 +123,9 @@ impl Backend {
     pub fn json_object(self, pairs: &[String]) -> String {
         match self {
             // A function takes at most 100 arguments: a wider row is built in parts of 50 pairs
-            // joined as jsonb (the values' text forms are the same; key order does not matter).
+            // joined as jsonb. Key order does not matter; jsonb writes some values differently
+            // (a float as a plain number, a json column normalised) but they read back through
+            // the column types the same, except that -0.0 becomes 0.
             Backend::Postgres if pairs.len() > PG_MAX_PAIRS => {
                 let parts: Vec<String> = pairs
                     .chunks(PG_MAX_PAIRS)

@@ -59,40 +59,43 @@ pub fn parse_database_url(url: &str) -> Result<(Backend, String)> {
 ///     redact("postgres://db/x?user=app&password=s3cret&sslmode=require"),
 ///     "postgres://db/x?user=app&password=***&sslmode=require"
 /// );
+/// assert_eq!(redact("postgres://app:pa?ss@db/x"), "postgres://app:***@db/x");
 /// ```
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    // Query-style secrets first, wherever a `?` or `&` starts a parameter (a `?` inside a
+    // password is not a parameter: it has no `=` of a secret name before the `@`)...
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["pass", "pwd", "secret", "token"]
+            .iter()
+            .any(|s| k.contains(s))
     };
-    let mut out = match (base.find("://"), base.rfind('@')) {
+    let mut masked = String::with_capacity(url.len());
+    for (i, piece) in url.split_inclusive(['?', '&']).enumerate() {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((at, c)) if c == '?' || c == '&' => (&piece[..at], &piece[at..]),
+            _ => (piece, ""),
+        };
+        match body.split_once('=') {
+            Some((k, _)) if i > 0 && secret(k) && !body.contains('@') => {
+                masked.push_str(k);
+                masked.push_str("=***");
+            }
+            _ => masked.push_str(body),
+        }
+        masked.push_str(sep);
+    }
+    // ...then the password of `user:password@`.
+    match (masked.find("://"), masked.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &base[s + 3..at];
+            let creds = &masked[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
-                None => base.to_string(),
+                Some(c) => format!("{}{}:***{}", &masked[..s + 3], &creds[..c], &masked[at..]),
+                None => masked.clone(),
             }
         }
-        _ => base.to_string(),
-    };
-    if let Some(query) = query {
-        let secret = |k: &str| {
-            let k = k.to_ascii_lowercase();
-            ["pass", "pwd", "secret", "token"]
-                .iter()
-                .any(|s| k.contains(s))
-        };
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if secret(k) => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+        _ => masked,
     }
-    out
 }
 
 /// A connection to either backend.

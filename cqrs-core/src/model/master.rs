@@ -13,8 +13,9 @@ pub type Serializer = fn(&mut dyn SqlConn, &mut InstanceData) -> Result<()>;
 /// Hooks of a master model (django-cqrs's master options), plain functions so the derive can name them.
 #[derive(Clone, Copy, Default)]
 pub struct MasterHooks {
-    /// `is_sync_instance`: given the row's `instance_data`, should a SAVE be sent? The revision
-    /// counts either way. Also honoured by `diff-master`.
+    /// `is_sync_instance`: given the row's `instance_data`, should its SAVE, SYNC or DELETE be
+    /// sent? The revision counts either way. Also honoured by `diff-master`. For a DELETE it sees
+    /// the row's last columns by wire name, without the serializer (the row is gone by commit).
     pub filter: Option<fn(&InstanceData) -> bool>,
     /// `meta` for a message, given the row's `instance_data` (or, for DELETE, the last state).
     pub meta: Option<fn(&InstanceData) -> serde_json::Value>,

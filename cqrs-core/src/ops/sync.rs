@@ -30,7 +30,7 @@ pub fn check<'r>(
 }
 
 /// `cqrs sync`: SYNC the rows of `spec` matching `filter` (to the settings' queue if set, else
-/// broadcast), then, given a `broker`, relay until the outbox is empty (the broker confirmed
+/// broadcast), then, given a `broker`, relay until its own outbox rows are published (the broker confirmed
 /// them); without one they wait in the outbox for a relay. Returns how many rows were synced.
 pub fn run(
     settings: &Settings,
