@@ -134,7 +134,7 @@ settings! {
     /// How long a consumer of the local sqlite:// transport holds taken messages.
     local_lease: Duration = Duration::from_secs(30),
         key local_lease_ms: u64 => |v| Duration::from_millis(v);
-    /// Keep messages no queue is bound for in the outbox (retried every second) instead of
+    /// Keep messages no queue is bound for in the outbox (tried again every 5 s) instead of
     /// dropping them as django-cqrs does: for a master whose relay may start before its replicas
     /// declared their queues.
     keep_unroutable: bool = false,

@@ -23,6 +23,9 @@ use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgo
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 /// A row whose publish failed is tried again after this delay.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// A message kept because no queue is bound for it (`keep_unroutable`) is tried again after this
+/// delay: binding a queue is a deploy step, not a blip, and every try logs a warning.
+const UNROUTABLE_RETRY: Duration = Duration::from_secs(5);
 /// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
 const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
@@ -115,7 +118,7 @@ impl<P: Publisher> Relay<P> {
             }
         };
         crate::crash::point("relay.after_confirm");
-        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        let (mut done, mut failed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let mut unroutable: BTreeMap<&str, usize> = BTreeMap::new();
         for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
             match confirm {
@@ -128,7 +131,7 @@ impl<P: Publisher> Relay<P> {
                     self.stats.unroutable += 1;
                     *unroutable.entry(row.cqrs_id.as_str()).or_default() += 1;
                     if self.settings.keep_unroutable {
-                        failed.push(row.id);
+                        kept.push(row.id);
                     } else {
                         done.push(row.id);
                     }
@@ -144,7 +147,7 @@ impl<P: Publisher> Relay<P> {
             let total = self.unroutable.entry(cqrs_id.to_string()).or_default();
             *total += n;
             let fate = if self.settings.keep_unroutable {
-                "kept in the outbox until a queue binds (keep_unroutable)"
+                "kept in the outbox until a queue binds (keep_unroutable), tried again every 5 s"
             } else {
                 "dropped, as django-cqrs does (set keep_unroutable to keep them)"
             };
@@ -157,12 +160,11 @@ impl<P: Publisher> Relay<P> {
         }
         self.db.write_transaction(|db| {
             outbox::delete(db, &done)?;
-            if !failed.is_empty() {
-                outbox::release(
-                    db,
-                    &failed,
-                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default(),
-                )?;
+            for (ids, delay) in [(&failed, RETRY_DELAY), (&kept, UNROUTABLE_RETRY)] {
+                if !ids.is_empty() {
+                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    outbox::release(db, ids, at)?;
+                }
             }
             Ok(())
         })?;
