@@ -708,3 +708,53 @@ fn retry_leaves_a_letter_nobody_consumes_and_retries_the_rest() {
         [2]
     );
 }
+
+/// The same hostile bodies through RabbitMQ, published raw on the bound key: every one ends in
+/// the dead-letter queue (unknown models by the default exchange), the replica queue is left
+/// empty, nothing is written but the good message behind them.
+#[test]
+fn hostile_bodies_over_rabbitmq_leave_no_stuck_queue() {
+    let b = TestBroker::new();
+    b.transport
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let cases = hostile_bodies();
+    for (_, body, _) in &cases {
+        b.publish_raw("item", body);
+    }
+    b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
+    let t = TestDb::new(Kind::Postgres);
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let settings = Settings {
+        max_retries: 0,
+        max_body_bytes: 100_000,
+        ..b.settings()
+    };
+    let mut c = Consumer::new(
+        &registry,
+        &settings,
+        t.connect(),
+        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "every hostile body dead-lettered",
+        || {
+            c.poll(Duration::from_millis(200))
+                .expect("no hostile body stops the consumer");
+            c.stats().dead_lettered >= cases.len() && !items(c.db()).is_empty()
+        },
+    );
+    assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
+    drop(c);
+    assert_eq!(b.count(&b.queue), 0, "the replica queue is empty");
+    let mut kinds: Vec<String> = b
+        .drain(&dead_letter_queue(&b.queue))
+        .iter()
+        .map(|(_, props, _)| header(props, HEADER_ERROR_KIND).unwrap_or_default())
+        .collect();
+    let mut want: Vec<String> = cases.iter().map(|c| c.2.to_string()).collect();
+    kinds.sort();
+    want.sort();
+    assert_eq!(kinds, want);
+}
