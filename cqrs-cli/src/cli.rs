@@ -66,6 +66,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Create or update the cqrs tables (cqrs_outbox, cqrs_tombstones) in the database
     Migrate,
+    /// Print the effective settings and where each came from (flag, env, file, default); secrets redacted
+    Config,
     /// List the models this binary serves (needs an application binary with models)
     Models,
     /// Consume this replica's queue and apply the messages (needs replica models)

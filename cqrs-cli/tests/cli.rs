@@ -203,3 +203,61 @@ fn demo_removes_the_temporary_directory_it_made() {
     assert!(out.contains("files:                removed"), "{out}");
     assert!(!dir.exists(), "{} is still there", dir.display());
 }
+
+/// `cqrs config` prints every setting with where it came from: a flag, the environment, the
+/// config file, or the default; passwords in URLs are redacted; an unknown key in the file is a
+/// usage error naming it (exit 2).
+#[test]
+fn config_shows_each_value_and_its_source() {
+    let dir = std::env::temp_dir().join(format!("cqrs-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cqrs.toml"),
+        "exchange = \"from_file\"\nbatch_size = 7\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cqrs"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", "postgres://app:s3cret@db/shop")
+            .env("AMQP_URL", "amqp://guest:guest@rabbit/%2f")
+            .current_dir(&dir)
+            .output()
+            .expect("the cqrs binary runs")
+    };
+    let o = run(&["config", "--queue", "from_flag"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = |key: &str| -> String {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("queue"), "queue = \"from_flag\" # flag");
+    assert_eq!(
+        line("database_url"),
+        "database_url = \"postgres://app:***@db/shop\" # env DATABASE_URL"
+    );
+    assert_eq!(
+        line("broker_url"),
+        "broker_url = \"amqp://guest:***@rabbit/%2f\" # env AMQP_URL"
+    );
+    assert_eq!(
+        line("exchange"),
+        "exchange = \"from_file\" # file cqrs.toml"
+    );
+    assert_eq!(line("batch_size"), "batch_size = 7 # file cqrs.toml");
+    assert_eq!(line("relay_lease_ms"), "relay_lease_ms = 60000 # default");
+    assert!(!out.contains("s3cret"), "{out}");
+
+    std::fs::write(dir.join("cqrs.toml"), "exchnage = \"typo\"\n").unwrap();
+    let o = run(&["config"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("exchnage"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -61,6 +61,13 @@ macro_rules! settings {
                 Layer { $( $key: self.$key.or(lower.$key), )* }
             }
 
+            /// The `cqrs.toml` keys this layer sets, in declaration order.
+            pub fn keys_set(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $( if self.$key.is_some() { keys.push(stringify!($key)); } )*
+                keys
+            }
+
             /// The environment layer, read through `var` (empty values count as unset).
             pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Layer> {
                 #[allow(unused_mut)]
@@ -82,7 +89,15 @@ macro_rules! settings {
             }
         }
 
+        /// Every setting's `cqrs.toml` key and the environment variables that set it.
+        pub const KEYS: &[(&str, &[&str])] = &[ $( (stringify!($key), &[$($($env),+)?]), )* ];
+
         impl Settings {
+            /// Each setting's `cqrs.toml` key and its value as text, secrets redacted.
+            pub fn values(&self) -> Vec<(&'static str, String)> {
+                vec![ $( (stringify!($key), Show::show(&self.$field, stringify!($key))), )* ]
+            }
+
             /// `layer`'s values where set, the defaults elsewhere (not checked).
             fn fill(layer: Layer) -> Settings {
                 let d = Settings::default();
@@ -142,6 +157,124 @@ settings! {
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
     tls_ca_file: Option<PathBuf> = None,
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
+}
+
+/// The URL without its secrets, for messages: the password of `user:password@` and the value of
+/// any query parameter named like one (`password`, `sslpassword`, `secret`, `token`).
+///
+/// ```
+/// use cqrs::config::redact;
+/// assert_eq!(redact("postgres://app:s3cret@db/x"), "postgres://app:***@db/x");
+/// assert_eq!(
+///     redact("postgres://db/x?user=app&password=s3cret&sslmode=require"),
+///     "postgres://db/x?user=app&password=***&sslmode=require"
+/// );
+/// assert_eq!(redact("postgres://app:pa?ss@db/x"), "postgres://app:***@db/x");
+/// ```
+pub fn redact(url: &str) -> String {
+    // Query-style secrets first, wherever a `?` or `&` starts a parameter (a `?` inside a
+    // password is not a parameter: it has no `=` of a secret name before the `@`)...
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["pass", "pwd", "secret", "token"]
+            .iter()
+            .any(|s| k.contains(s))
+    };
+    let mut masked = String::with_capacity(url.len());
+    for (i, piece) in url.split_inclusive(['?', '&']).enumerate() {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((at, c)) if c == '?' || c == '&' => (&piece[..at], &piece[at..]),
+            _ => (piece, ""),
+        };
+        match body.split_once('=') {
+            Some((k, _)) if i > 0 && secret(k) && !body.contains('@') => {
+                masked.push_str(k);
+                masked.push_str("=***");
+            }
+            _ => masked.push_str(body),
+        }
+        masked.push_str(sep);
+    }
+    // ...then the password of `user:password@`.
+    match (masked.find("://"), masked.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &masked[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &masked[..s + 3], &creds[..c], &masked[at..]),
+                None => masked.clone(),
+            }
+        }
+        _ => masked,
+    }
+}
+
+/// A resolved value as `cqrs config` prints it, in the unit its `cqrs.toml` key names (`_ms`,
+/// `_seconds`), so a printed line can be pasted into the file.
+trait Show {
+    fn show(&self, key: &str) -> String;
+}
+
+/// A duration in the unit of `key`.
+fn in_unit(d: &Duration, key: &str) -> String {
+    if key.ends_with("_seconds") {
+        d.as_secs().to_string()
+    } else {
+        d.as_millis().to_string()
+    }
+}
+
+macro_rules! show_as {
+    ($($ty:ty => |$v:ident, $k:ident| $e:expr;)*) => {
+        $(impl Show for $ty {
+            fn show(&self, key: &str) -> String {
+                let ($v, $k) = (self, key);
+                $e
+            }
+        })*
+    };
+}
+
+show_as! {
+    String => |v, _k| format!("{v:?}");
+    usize => |v, _k| v.to_string();
+    u32 => |v, _k| v.to_string();
+    bool => |v, _k| v.to_string();
+    Duration => |v, k| in_unit(v, k);
+    Vec<Duration> => |v, k| format!(
+        "[{}]",
+        v.iter().map(|d| in_unit(d, k)).collect::<Vec<_>>().join(", ")
+    );
+    // URLs are the only optional strings, and may carry passwords.
+    Option<String> => |v, _k| v
+        .as_deref()
+        .map_or_else(|| "(not set)".into(), |s| format!("{:?}", redact(s)));
+    Option<PathBuf> => |v, _k| v
+        .as_ref()
+        .map_or_else(|| "(not set)".into(), |p| format!("{:?}", p.display().to_string()));
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable (its name).
+    Env(&'static str),
+    /// The config file (its path).
+    File(PathBuf),
+    /// Nobody set it.
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag => write!(f, "flag"),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Default => write!(f, "default"),
+        }
+    }
 }
 
 /// A setting's raw value from the text of an environment variable.
@@ -205,23 +338,52 @@ impl Settings {
     /// settings are read. `config` is the file named by `--config` (else `CQRS_CONFIG`; it must
     /// exist); without either, `cqrs.toml` is read if present.
     pub fn resolve(flags: Layer, config: Option<&Path>) -> Result<Settings> {
+        Settings::explain(flags, config).map(|(s, _)| s)
+    }
+
+    /// [`Settings::resolve`], also saying where each value came from (`cqrs config`), by
+    /// `cqrs.toml` key in declaration order.
+    pub fn explain(
+        flags: Layer,
+        config: Option<&Path>,
+    ) -> Result<(Settings, Vec<(&'static str, Source)>)> {
         let named = config.map(Path::to_path_buf).or_else(|| {
             std::env::var_os(CONFIG_ENV)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         });
-        let file = match named {
-            Some(path) => Layer::from_file(&path)?,
+        let (file, path) = match named {
+            Some(path) => (Layer::from_file(&path)?, Some(path)),
             None => {
                 let default = PathBuf::from(DEFAULT_CONFIG_FILE);
                 if default.is_file() {
-                    Layer::from_file(&default)?
+                    (Layer::from_file(&default)?, Some(default))
                 } else {
-                    Layer::default()
+                    (Layer::default(), None)
                 }
             }
         };
-        Settings::from_layer(flags.over(Layer::from_env()?).over(file))
+        let env = Layer::from_env()?;
+        let (from_flags, from_env, from_file) = (flags.keys_set(), env.keys_set(), file.keys_set());
+        let sources = KEYS
+            .iter()
+            .map(|(key, vars)| {
+                let source = if from_flags.contains(key) {
+                    Source::Flag
+                } else if from_env.contains(key) {
+                    let set = vars
+                        .iter()
+                        .find(|v| std::env::var(v).is_ok_and(|t| !t.is_empty()));
+                    Source::Env(set.copied().unwrap_or(vars[0]))
+                } else if from_file.contains(key) {
+                    Source::File(path.clone().unwrap_or_default())
+                } else {
+                    Source::Default
+                };
+                (*key, source)
+            })
+            .collect();
+        Ok((Settings::from_layer(flags.over(env).over(file))?, sources))
     }
 
     /// Fill unset values of `layer` with the defaults and check them.

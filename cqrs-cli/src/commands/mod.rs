@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing itself and makes one library call.
 
 mod bulk;
+mod config;
 mod consume;
 mod dead_letters;
 mod demo;
@@ -21,8 +22,12 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Sync(a) => layer.batch_size = a.batch,
         _ => {}
     }
+    if let Command::Config = cli.command {
+        return config::run(layer, cli.common.config.as_deref());
+    }
     let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
     match cli.command {
+        Command::Config => unreachable!("handled above: it explains the settings it resolves"),
         Command::Migrate => migrate::run(&settings),
         Command::Demo(args) => demo::run(&settings, &args),
         Command::Models => models::run(require_models(registry)?),

@@ -14,6 +14,8 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub mod dialect;
 
+/// Re-exported: messages about connections redact their URLs.
+pub use crate::config::redact;
 pub use dialect::Backend;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -46,55 +48,6 @@ pub fn parse_database_url(url: &str) -> Result<(Backend, String)> {
             "database URL {:?} has an unknown scheme: expected postgres://, postgresql:// or sqlite://",
             redact(url)
         )))
-    }
-}
-
-/// The URL without its secrets, for messages: the password of `user:password@` and the value of
-/// any query parameter named like one (`password`, `sslpassword`, `secret`, `token`).
-///
-/// ```
-/// use cqrs::db::redact;
-/// assert_eq!(redact("postgres://app:s3cret@db/x"), "postgres://app:***@db/x");
-/// assert_eq!(
-///     redact("postgres://db/x?user=app&password=s3cret&sslmode=require"),
-///     "postgres://db/x?user=app&password=***&sslmode=require"
-/// );
-/// assert_eq!(redact("postgres://app:pa?ss@db/x"), "postgres://app:***@db/x");
-/// ```
-pub fn redact(url: &str) -> String {
-    // Query-style secrets first, wherever a `?` or `&` starts a parameter (a `?` inside a
-    // password is not a parameter: it has no `=` of a secret name before the `@`)...
-    let secret = |k: &str| {
-        let k = k.to_ascii_lowercase();
-        ["pass", "pwd", "secret", "token"]
-            .iter()
-            .any(|s| k.contains(s))
-    };
-    let mut masked = String::with_capacity(url.len());
-    for (i, piece) in url.split_inclusive(['?', '&']).enumerate() {
-        let (body, sep) = match piece.char_indices().last() {
-            Some((at, c)) if c == '?' || c == '&' => (&piece[..at], &piece[at..]),
-            _ => (piece, ""),
-        };
-        match body.split_once('=') {
-            Some((k, _)) if i > 0 && secret(k) && !body.contains('@') => {
-                masked.push_str(k);
-                masked.push_str("=***");
-            }
-            _ => masked.push_str(body),
-        }
-        masked.push_str(sep);
-    }
-    // ...then the password of `user:password@`.
-    match (masked.find("://"), masked.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &masked[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &masked[..s + 3], &creds[..c], &masked[at..]),
-                None => masked.clone(),
-            }
-        }
-        _ => masked,
     }
 }
 
