@@ -240,6 +240,57 @@ fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
     });
 }
 
+/// A replica on SQLite consuming queue `q` of a fresh queue file (bound for `item`).
+struct QueueFile {
+    _dir: TestDb,
+    replica: TestDb,
+    transport: std::sync::Arc<cqrs::transport::local::LocalTransport>,
+    registry: Registry,
+    settings: Settings,
+}
+
+impl QueueFile {
+    fn new() -> QueueFile {
+        let dir = TestDb::empty(Kind::Sqlite);
+        let url = dir.url.replace("replica.db", "queue.db");
+        let transport =
+            cqrs::transport::local::LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
+        transport.declare_replica("q", &["item".into()]).unwrap();
+        QueueFile {
+            _dir: dir,
+            replica: TestDb::new(Kind::Sqlite),
+            transport,
+            registry: registry(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// Publish `m` as a master would, on `routing_key`.
+    fn send(&self, routing_key: &str, m: &Message) {
+        use cqrs::transport::{Outgoing, Publisher};
+        let out = Outgoing {
+            routing_key: routing_key.into(),
+            body: m.encode(),
+            headers: Headers::new(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+        };
+        self.transport.publisher().unwrap().publish(&[out]).unwrap();
+    }
+
+    /// Consume until the queue is idle.
+    fn consume(&self) -> cqrs::consumer::ConsumerStats {
+        let inbox = self.transport.inbox("q").unwrap();
+        let mut c = Consumer::new(
+            &self.registry,
+            &self.settings,
+            self.replica.connect(),
+            inbox,
+        );
+        c.drain(Duration::from_millis(200)).unwrap();
+        c.stats()
+    }
+}
+
 /// A broadcast SYNC that was dead-lettered (here: expired) and brought back by `dead-letters
 /// retry` arrives on `cqrs.<queue>.<id>` with `retries` 0, which is what a directed SYNC looks
 /// like; the judgement made on first receipt travels with the letter, so it is still applied as a
@@ -247,22 +298,9 @@ fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
 #[test]
 fn a_retried_broadcast_sync_stays_broadcast() {
     use cqrs::ops::dead_letters::{Action, Filter, run};
-    use cqrs::transport::local::LocalTransport;
-    use cqrs::transport::{HEADER_DIRECTED, Outgoing, Publisher};
-    let queue_dir = TestDb::empty(Kind::Sqlite);
-    let url = queue_dir.url.replace("replica.db", "queue.db");
-    let replica = TestDb::new(Kind::Sqlite);
-    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
-    t.declare_replica("q", &["item".into()]).unwrap();
-    let send = |m: &Message| {
-        let out = Outgoing {
-            routing_key: m.cqrs_id.clone(),
-            body: m.encode(),
-            headers: Headers::new(),
-            message_id: uuid::Uuid::new_v4().to_string(),
-        };
-        t.publisher().unwrap().publish(&[out]).unwrap();
-    };
+    use cqrs::transport::HEADER_DIRECTED;
+    let q = QueueFile::new();
+    let (t, send) = (&q.transport, |m: &Message| q.send("item", m));
     let mut newer = ItemState::new(7, 5, at(5_000));
     newer.name = "newer".into();
     send(&newer.save());
@@ -272,18 +310,7 @@ fn a_retried_broadcast_sync_stays_broadcast() {
     old_sync.expires = cqrs::message::Expires::At(at(0));
     send(&old_sync);
 
-    let registry = registry();
-    let settings = Settings::default();
-    let consume = || {
-        let mut c = Consumer::new(
-            &registry,
-            &settings,
-            replica.connect(),
-            t.inbox("q").unwrap(),
-        );
-        c.drain(Duration::from_millis(200)).unwrap();
-        c.stats()
-    };
+    let consume = || q.consume();
     assert_eq!(consume().dead_lettered, 1);
     let mut letters = t.letters("q").unwrap();
     let letter = cqrs::transport::Letters::next_letter(&mut letters)
@@ -306,7 +333,7 @@ fn a_retried_broadcast_sync_stays_broadcast() {
     .unwrap();
     assert_eq!(r.done, 1);
     consume();
-    let row = &items(&mut replica.connect())[&7];
+    let row = &items(&mut q.replica.connect())[&7];
     assert_eq!((row.rev, row.name.as_str()), (5, "newer"));
 }
 
@@ -656,38 +683,16 @@ both!(
 #[test]
 fn retry_leaves_a_letter_nobody_consumes_and_retries_the_rest() {
     use cqrs::ops::dead_letters::{Action, Filter, run};
-    use cqrs::transport::local::LocalTransport;
-    use cqrs::transport::{Outgoing, Publisher};
-    let queue_dir = TestDb::empty(Kind::Sqlite);
-    let url = queue_dir.url.replace("replica.db", "queue.db");
-    let replica = TestDb::new(Kind::Sqlite);
-    let t = LocalTransport::open(&url, Duration::from_secs(30)).unwrap();
-    t.declare_replica("q", &["item".into()]).unwrap();
+    let q = QueueFile::new();
+    let t = &q.transport;
     let mut ghost = ItemState::new(1, 0, at(0)).save();
     ghost.cqrs_id = "ghost".into();
     let mut expired = ItemState::new(2, 0, at(0)).save();
     expired.expires = cqrs::message::Expires::At(at(0));
     for m in [&ghost, &expired] {
-        let out = Outgoing {
-            routing_key: "item".into(),
-            body: m.encode(),
-            headers: Headers::new(),
-            message_id: uuid::Uuid::new_v4().to_string(),
-        };
-        t.publisher().unwrap().publish(&[out]).unwrap();
+        q.send("item", m);
     }
-    let registry = registry();
-    let settings = Settings::default();
-    let consume = || {
-        let mut c = Consumer::new(
-            &registry,
-            &settings,
-            replica.connect(),
-            t.inbox("q").unwrap(),
-        );
-        c.drain(Duration::from_millis(200)).unwrap();
-        c.stats()
-    };
+    let consume = || q.consume();
     assert_eq!(consume().dead_lettered, 2);
     let r = run(
         &mut t.letters("q").unwrap(),
@@ -701,7 +706,7 @@ fn retry_leaves_a_letter_nobody_consumes_and_retries_the_rest() {
     assert_eq!(t.count(&dead_letter_queue("q")).unwrap(), 1);
     consume();
     assert_eq!(
-        items(&mut replica.connect())
+        items(&mut q.replica.connect())
             .keys()
             .copied()
             .collect::<Vec<_>>(),
