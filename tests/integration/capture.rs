@@ -805,9 +805,10 @@ both!(
         };
         let broker = cqrs::transport::connect(&settings, "test").unwrap();
         broker.declare_replica("rq", &["item".into()], &[]).unwrap();
-        let n = cqrs::ops::sync::run(&settings, Some(broker.as_ref()), &spec, "{}", &mut |_| {})
-            .expect("the command's own rows were confirmed");
-        assert_eq!(n, 1);
+        let synced =
+            cqrs::ops::sync::run(&settings, Some(broker.as_ref()), &spec, "{}", &mut |_| {})
+                .expect("the command's own rows were confirmed");
+        assert_eq!(synced, (1, 1), "one row selected, one message");
         let mut inbox = broker.inbox("rq", 10, &[]).unwrap();
         let got = inbox.receive(10, Duration::from_secs(1)).unwrap();
         assert_eq!(got.len(), 1, "our SYNC reached the queue");

@@ -106,9 +106,10 @@ pub(crate) fn sync(registry: &Registry, settings: &Settings, args: &SyncArgs) ->
         Total::Unknown
     };
     let mut meter = Meter::new(args.progress, "sync", total);
-    let n = cqrs::ops::sync::run(settings, broker.as_deref(), spec, &args.filter, &mut |n| {
-        meter.tick(n)
-    })?;
+    let (n, messages) =
+        cqrs::ops::sync::run(settings, broker.as_deref(), spec, &args.filter, &mut |n| {
+            meter.tick(n)
+        })?;
     drop(meter);
     let to = settings
         .queue
@@ -120,7 +121,7 @@ pub(crate) fn sync(registry: &Registry, settings: &Settings, args: &SyncArgs) ->
         "published and confirmed"
     };
     eprintln!(
-        "sync {}: {n} rows {to}, {how} in {:.2} s",
+        "sync {}: {n} rows {to}, {messages} messages {how} in {:.2} s",
         args.cqrs_id,
         started.elapsed().as_secs_f64()
     );

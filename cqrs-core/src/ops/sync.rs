@@ -31,14 +31,16 @@ pub fn check<'r>(
 
 /// `cqrs sync`: SYNC the rows of `spec` matching `filter` (to the settings' queue if set, else
 /// broadcast), then, given a `broker`, relay until its own outbox rows are published (the broker confirmed
-/// them); without one they wait in the outbox for a relay. Returns how many rows were synced.
+/// them); without one they wait in the outbox for a relay. Returns how many rows were selected
+/// and how many messages were written (fewer when the model does not produce, its filter hides
+/// rows, or rows were deleted meanwhile).
 pub fn run(
     settings: &Settings,
     broker: Option<&dyn Broker>,
     spec: &Arc<MasterSpec>,
     filter: &str,
     progress: &mut dyn FnMut(usize),
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
     let mut db = Db::connect(settings.require_database_url()?)?;
     let (n, ids) = sync(
         &mut db,
@@ -51,7 +53,7 @@ pub fn run(
     if let Some(broker) = broker {
         Relay::new(db, broker.publisher()?, settings.clone()).drain_rows(&ids)?;
     }
-    Ok(n)
+    Ok((n, ids.len()))
 }
 
 /// Write a SYNC (directed to `queue`, or broadcast) for every row matching `filter`; returns how
