@@ -194,7 +194,11 @@ fn sync_directed_and_broadcast_through_the_binary() {
     ]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("3 rows to queue"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("3 messages published"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 messages published"),
+        "{}",
+        stderr(&out)
+    );
     wait_until(
         Duration::from_secs(10),
         "the 3 directed messages in the named queue",
