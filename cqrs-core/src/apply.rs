@@ -500,18 +500,15 @@ fn write_rows(
         ));
     }
     let types: Vec<ColumnType> = cols.iter().map(|&c| spec.columns()[c].ty).collect();
-    let values: Vec<Vec<SqlValue>> = rows
-        .iter()
-        .map(|&i| match &prepared[i].op {
-            Op::Save { values, .. } => cols
-                .iter()
-                .map(|&c| values[c].clone().expect("column in the present mask"))
-                .collect(),
-            _ => unreachable!("upserts come from saves"),
-        })
-        .collect();
+    let cell = |r: usize, k: usize| match &prepared[rows[r]].op {
+        Op::Save { values, .. } => values[cols[k]].clone().expect("column in the present mask"),
+        _ => unreachable!("upserts come from saves"),
+    };
     let (mut statements, mut written) = (0, 0);
-    for (sql, binds, count) in db.backend().insert_rows(&head, &tail, &types, values)? {
+    for (sql, binds, count) in db
+        .backend()
+        .insert_rows(&head, &tail, &types, rows.len(), cell)?
+    {
         let affected = db
             .execute(&sql, binds)
             .map_err(|e| e.context(format!("writing {count} rows of {}", spec.cqrs_id())))?;
@@ -568,20 +565,21 @@ fn write_tombstones(
         ColumnType::Timestamptz,
         ColumnType::Timestamptz,
     ];
-    let rows = tombs
-        .iter()
-        .map(|(canon, rev, upd)| {
-            vec![
-                SqlValue::Text(spec.cqrs_id().to_string()),
-                SqlValue::Text((*canon).to_string()),
-                SqlValue::Integer(*rev),
-                SqlValue::Timestamptz(*upd),
-                SqlValue::Timestamptz(now),
-            ]
-        })
-        .collect();
+    let cell = |r: usize, c: usize| {
+        let (canon, rev, upd) = tombs[r];
+        match c {
+            0 => SqlValue::Text(spec.cqrs_id().to_string()),
+            1 => SqlValue::Text(canon.to_string()),
+            2 => SqlValue::Integer(rev),
+            3 => SqlValue::Timestamptz(upd),
+            _ => SqlValue::Timestamptz(now),
+        }
+    };
     let mut written = 0;
-    for (sql, binds, _) in db.backend().insert_rows(HEAD, UPSERT, &TYPES, rows)? {
+    for (sql, binds, _) in db
+        .backend()
+        .insert_rows(HEAD, UPSERT, &TYPES, tombs.len(), cell)?
+    {
         written += db.execute(&sql, binds)?;
     }
     Ok(written)

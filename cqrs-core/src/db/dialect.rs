@@ -217,9 +217,10 @@ impl Backend {
         }
     }
 
-    /// The statements that insert `rows` (each one value per column of `types`, in order) as
-    /// `{head} <rows> {tail}`, e.g. head `INSERT INTO t (a, b)` and tail `ON CONFLICT ..`; each
-    /// with its binds and how many rows it carries.
+    /// The statements that insert `rows` rows of `types.len()` columns, `cell(row, column)`
+    /// giving each value, as `{head} <rows> {tail}` (e.g. head `INSERT INTO t (a, b)`, tail
+    /// `ON CONFLICT ..`); each with its binds and how many rows it carries. Values are taken
+    /// straight into the binds: no row is materialised on the way.
     ///
     /// PostgreSQL: one statement whatever the number of rows, each column one array parameter
     /// unnested (`SELECT * FROM unnest($1, $2)`): parsing and binding a placeholder per value
@@ -228,10 +229,10 @@ impl Backend {
     /// ```
     /// use cqrs::db::Backend;
     /// use cqrs::value::{ColumnType, SqlValue};
-    /// let rows = vec![vec![SqlValue::BigInt(1)], vec![SqlValue::BigInt(2)]];
-    /// let pg = Backend::Postgres.insert_rows("INSERT INTO t (id)", "", &[ColumnType::BigInt], rows.clone()).unwrap();
+    /// let cell = |r: usize, _c: usize| SqlValue::BigInt(r as i64 + 1);
+    /// let pg = Backend::Postgres.insert_rows("INSERT INTO t (id)", "", &[ColumnType::BigInt], 2, cell).unwrap();
     /// assert_eq!((pg[0].0.as_str(), pg[0].1.len(), pg[0].2), ("INSERT INTO t (id) SELECT * FROM unnest($1)", 1, 2));
-    /// let lite = Backend::Sqlite.insert_rows("INSERT INTO t (id)", "", &[ColumnType::BigInt], rows).unwrap();
+    /// let lite = Backend::Sqlite.insert_rows("INSERT INTO t (id)", "", &[ColumnType::BigInt], 2, cell).unwrap();
     /// assert_eq!((lite[0].0.as_str(), lite[0].1.len()), ("INSERT INTO t (id) VALUES (?),(?)", 2));
     /// ```
     pub fn insert_rows(
@@ -239,60 +240,51 @@ impl Backend {
         head: &str,
         tail: &str,
         types: &[ColumnType],
-        rows: Vec<Vec<SqlValue>>,
+        rows: usize,
+        mut cell: impl FnMut(usize, usize) -> SqlValue,
     ) -> Result<Vec<(String, Vec<SqlValue>, usize)>> {
-        if rows.is_empty() {
+        if rows == 0 {
             return Ok(Vec::new());
         }
         match self {
             Backend::Postgres => {
                 let mut sql = format!("{head} SELECT * FROM unnest(");
-                let mut n = 0;
                 for k in 0..types.len() {
                     if k > 0 {
                         sql.push_str(", ");
                     }
-                    n += 1;
-                    self.placeholder(n, &mut sql);
+                    self.placeholder(k + 1, &mut sql);
                 }
                 sql.push(')');
                 sql.push_str(tail);
-                let count = rows.len();
-                let mut columns: Vec<Vec<SqlValue>> =
-                    types.iter().map(|_| Vec::with_capacity(count)).collect();
-                for row in rows {
-                    for (column, value) in columns.iter_mut().zip(row) {
-                        column.push(value);
-                    }
-                }
                 let binds = types
                     .iter()
-                    .zip(columns)
-                    .map(|(ty, column)| {
+                    .enumerate()
+                    .map(|(c, ty)| {
+                        let column = (0..rows).map(|r| cell(r, c)).collect();
                         SqlValue::array(*ty, column).map_err(|e| Error::new(ErrorKind::Apply, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(vec![(sql, binds, count)])
+                Ok(vec![(sql, binds, rows)])
             }
             Backend::Sqlite => {
                 let width = types.len().max(1);
                 let per_statement = (self.bind_limit() / width).max(1);
                 let mut statements = Vec::new();
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
+                for start in (0..rows).step_by(per_statement) {
+                    let end = (start + per_statement).min(rows);
                     let mut sql = format!("{head} VALUES ");
-                    let mut binds = Vec::with_capacity(per_statement * width);
-                    let (mut n, mut count) = (0, 0);
-                    for row in rows.by_ref().take(per_statement) {
-                        if count > 0 {
+                    let mut binds = Vec::with_capacity((end - start) * width);
+                    let mut n = 0;
+                    for r in start..end {
+                        if r > start {
                             sql.push(',');
                         }
                         self.placeholder_list(&mut sql, &mut n, width);
-                        binds.extend(row);
-                        count += 1;
+                        binds.extend((0..types.len()).map(|c| cell(r, c)));
                     }
                     sql.push_str(tail);
-                    statements.push((sql, binds, count));
+                    statements.push((sql, binds, end - start));
                 }
                 Ok(statements)
             }
