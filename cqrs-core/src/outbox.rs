@@ -53,10 +53,19 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
-/// Insert `rows` (several per statement, under the bind limit); returns their ids.
-pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<Vec<i64>> {
+/// Insert `rows` (several per statement, under the bind limit).
+pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<()> {
+    insert(conn, rows, false).map(drop)
+}
+
+/// [`enqueue`], returning the rows' ids (for a command that waits for its own messages).
+pub fn enqueue_returning<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<Vec<i64>> {
+    insert(conn, rows, true)
+}
+
+fn insert<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow], returning: bool) -> Result<Vec<i64>> {
     let backend = conn.backend();
-    let mut ids = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(if returning { rows.len() } else { 0 });
     for chunk in rows.chunks(backend.bind_limit() / 6) {
         let mut sql = String::from(
             "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body) VALUES ",
@@ -76,6 +85,11 @@ pub fn enqueue<C: SqlConn + ?Sized>(conn: &mut C, rows: &[NewRow]) -> Result<Vec
                 SqlValue::Text(r.routing_key.clone()),
                 SqlValue::Text(r.body.clone()),
             ]);
+        }
+        if !returning {
+            conn.exec(&sql, binds)
+                .map_err(|e| e.context("writing the outbox"))?;
+            continue;
         }
         sql.push_str(" RETURNING CAST(id AS TEXT) AS j");
         for id in conn

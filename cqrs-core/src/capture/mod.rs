@@ -52,6 +52,14 @@ enum State {
     },
 }
 
+/// How a row was touched so far, without its remembered values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Touched {
+    Created,
+    Updated,
+    Deleted,
+}
+
 #[derive(Debug, Clone)]
 struct Touch {
     key: SqlValue,
@@ -101,7 +109,7 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
 ) -> Result<T> {
-    atomic_written(conn, f).map(|(v, _)| v)
+    run(conn, f, false).map(|(v, _)| v)
 }
 
 /// [`atomic`], also returning the ids of the outbox rows it wrote (none when nested: the outer
@@ -109,6 +117,15 @@ pub fn atomic<C: SqlConn + ?Sized, T>(
 pub fn atomic_written<C: SqlConn + ?Sized, T>(
     conn: &mut C,
     f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
+) -> Result<(T, Vec<i64>)> {
+    run(conn, f, true)
+}
+
+/// Both of the above; the outbox insert reads its ids back only when `want_ids`.
+fn run<C: SqlConn + ?Sized, T>(
+    conn: &mut C,
+    f: impl FnOnce(&mut Tx<'_, C>) -> Result<T>,
+    want_ids: bool,
 ) -> Result<(T, Vec<i64>)> {
     let addr = conn as *const C as *const () as usize;
     if let Some(cap) = open_capture(addr) {
@@ -133,14 +150,19 @@ pub fn atomic_written<C: SqlConn + ?Sized, T>(
         };
         f(&mut tx).and_then(|v| {
             let rows = tx.final_rows()?;
-            let ids = outbox::enqueue(tx.conn, &rows)?;
-            Ok((v, ids))
+            let ids = if want_ids {
+                outbox::enqueue_returning(tx.conn, &rows)?
+            } else {
+                outbox::enqueue(tx.conn, &rows)?;
+                Vec::new()
+            };
+            Ok((v, ids, !rows.is_empty()))
         })
     };
     match result {
-        Ok((v, ids)) => {
+        Ok((v, ids, wrote)) => {
             conn.commit()?;
-            if !ids.is_empty() {
+            if wrote {
                 outbox::wakeup().notify();
             }
             Ok((v, ids))
@@ -198,12 +220,16 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// How the row was touched so far: created, updated or deleted (`None`: not yet).
-    fn state(&self, cqrs_id: &str, key: &SqlValue) -> Option<State> {
+    fn state(&self, cqrs_id: &str, key: &SqlValue) -> Option<Touched> {
         self.cap
             .borrow()
             .touched
             .get(&(cqrs_id.to_string(), key.canonical_key()))
-            .map(|t| t.state.clone())
+            .map(|t| match t.state {
+                State::Created => Touched::Created,
+                State::Updated { .. } => Touched::Updated,
+                State::Deleted { .. } => Touched::Deleted,
+            })
     }
 
     /// Insert a row with `insert` (which returns its primary key) and capture it as created.
@@ -224,7 +250,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             .map(|k| Self::key(&spec, k))
             .collect::<Result<Vec<_>>>()?;
         for key in &keys {
-            if let Some(State::Deleted { .. }) = self.state(M::CQRS_ID, key) {
+            if let Some(Touched::Deleted) = self.state(M::CQRS_ID, key) {
                 return Err(Error::config(format!(
                     "{} pk {} was deleted earlier in this transaction: re-creating a pk in the transaction that deleted it is not supported",
                     M::CQRS_ID,
@@ -291,7 +317,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             let key = Self::key(&spec, k)?;
             match self.state(M::CQRS_ID, &key) {
                 None => fresh.push(key),
-                Some(State::Deleted { .. }) => {
+                Some(Touched::Deleted) => {
                     return Err(Error::config(format!(
                         "{} pk {} was deleted in this transaction",
                         M::CQRS_ID,
