@@ -10,9 +10,7 @@ use cqrs::{Consumer, Message, Registry, Settings, TableReplica};
 use cqrs_tests::*;
 
 fn registry() -> Registry {
-    Registry::new()
-        .with_replica(TableReplica::new(item_spec()))
-        .with_replica(TableReplica::new(typed_spec(Kind::Postgres)))
+    item_and_typed_registry(Kind::Postgres)
 }
 
 fn header(props: &lapin::BasicProperties, k: &str) -> Option<String> {
@@ -32,9 +30,7 @@ fn header(props: &lapin::BasicProperties, k: &str) -> Option<String> {
 #[test]
 fn unknown_models_on_a_bound_key_are_dead_lettered_and_the_consumer_goes_on() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let replica = TestReplica::new(&b, registry());
     let mut ghost = ItemState::new(1, 0, at(0)).save();
     ghost.cqrs_id = "ghost".into();
     let mut long = ItemState::new(2, 0, at(0)).save();
@@ -42,16 +38,7 @@ fn unknown_models_on_a_bound_key_are_dead_lettered_and_the_consumer_goes_on() {
     b.publish_raw("item", &ghost.encode());
     b.publish_raw("item", &long.encode());
     b.publish_raw("item", &ItemState::new(3, 0, at(0)).save().encode());
-
-    let t = TestDb::new(Kind::Postgres);
-    let registry = registry();
-    let settings = b.settings();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = replica.consumer();
     wait_until(
         Duration::from_secs(20),
         "two dead letters and the good row",
@@ -344,7 +331,7 @@ both!(
     fn a_pk_recreated_after_the_deleted_pipeline_applies(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+        let registry = item_registry();
         let replica = registry.replica_for("item").unwrap().clone();
         let apply = |db: &mut cqrs::Db, m: Message| {
             let change = cqrs::Change::new(m);
@@ -642,7 +629,7 @@ both!(
         let t = TestDb::new(kind);
         let broker = MemoryBroker::new();
         broker.declare_replica_queue("rq", &["item"]);
-        let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+        let registry = item_registry();
         let settings = Settings {
             max_retries: 0,
             max_body_bytes: 100_000,
@@ -720,27 +707,15 @@ fn retry_leaves_a_letter_nobody_consumes_and_retries_the_rest() {
 #[test]
 fn hostile_bodies_over_rabbitmq_leave_no_stuck_queue() {
     let b = TestBroker::new();
-    b.transport
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let mut replica = TestReplica::new(&b, item_registry());
+    replica.settings.max_retries = 0;
+    replica.settings.max_body_bytes = 100_000;
     let cases = hostile_bodies();
     for (_, body, _) in &cases {
         b.publish_raw("item", body);
     }
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
-    let t = TestDb::new(Kind::Postgres);
-    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
-    let settings = Settings {
-        max_retries: 0,
-        max_body_bytes: 100_000,
-        ..b.settings()
-    };
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        t.connect(),
-        b.transport.inbox(&b.queue, 100, &b.delays).unwrap(),
-    );
+    let mut c = replica.consumer();
     wait_until(
         Duration::from_secs(30),
         "every hostile body dead-lettered",
