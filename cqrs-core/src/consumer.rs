@@ -326,12 +326,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     // A connection that no longer answers is replaced; a deadlock or serialization
                     // failure leaves it healthy and the redo reuses it.
                     if let Some(url) = &self.reconnect_url
-                        && self.db.batch_execute("SELECT 1").is_err()
+                        && let Err(e) = self.db.heal(url)
                     {
-                        match Db::connect(url) {
-                            Ok(db) => self.db = db,
-                            Err(e) => tracing::warn!("reconnecting to the database failed: {e}"),
-                        }
+                        tracing::warn!("reconnecting to the database failed: {e}");
                     }
                 }
                 Err(e) => return Err(e),

@@ -50,6 +50,7 @@ pub struct Relay<P: Publisher> {
     settings: Settings,
     stats: RelayStats,
     unroutable: BTreeMap<String, usize>,
+    reconnect_url: Option<String>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -61,7 +62,15 @@ impl<P: Publisher> Relay<P> {
             settings,
             stats: RelayStats::default(),
             unroutable: BTreeMap::new(),
+            reconnect_url: None,
         }
+    }
+
+    /// After a transient database error, [`Relay::run`] replaces a connection that no longer
+    /// answers (the database restarted, a link was cut) with a new one to `url`.
+    pub fn reconnect_with(mut self, url: impl Into<String>) -> Self {
+        self.reconnect_url = Some(url.into());
+        self
     }
 
     /// Unroutable messages so far, per `cqrs_id`.
@@ -247,6 +256,12 @@ impl<P: Publisher> Relay<P> {
                     tracing::warn!("relay: {e}");
                     if shutdown.sleep(RETRY_DELAY) {
                         break;
+                    }
+                    if e.is_transient()
+                        && let Some(url) = &self.reconnect_url
+                        && let Err(e) = self.db.heal(url)
+                    {
+                        tracing::warn!("relay: reconnecting to the database failed: {e}");
                     }
                 }
             }

@@ -167,9 +167,30 @@ fn worker(
 
 /// Relay the outbox of the settings' database to the broker until `shutdown` fires.
 pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
-    let db = Db::connect(settings.require_database_url()?)?;
+    let url = settings.require_database_url()?;
+    let Some(db) = database_until(url, shutdown)? else {
+        return Ok(RelayStats::default());
+    };
     let transport = transport::connect_until(settings, "relay", shutdown, u32::MAX)?;
-    let mut relay = Relay::new(db, transport.publisher()?, settings.clone());
+    let mut relay = Relay::new(db, transport.publisher()?, settings.clone()).reconnect_with(url);
     relay.run(shutdown)?;
     Ok(relay.stats())
+}
+
+/// Connect to the database, waiting with the reconnect backoff while it is unreachable (started
+/// after us, restarting); `None` if `shutdown` fires first. A bad URL fails at once.
+fn database_until(url: &str, shutdown: &Shutdown) -> Result<Option<Db>> {
+    let mut backoff = Backoff::reconnect();
+    loop {
+        match Db::connect(url) {
+            Ok(db) => return Ok(Some(db)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!("{e}; trying again in {} ms", backoff.peek().as_millis());
+                if backoff.sleep(shutdown) {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

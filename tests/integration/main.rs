@@ -32,4 +32,5 @@ mod hostile;
 mod local;
 mod property;
 mod protocol;
+mod reconnect;
 mod rules;

@@ -11,6 +11,8 @@
 //! - [`wait`]: [`wait_until`] a state is reached; [`StopOnDrop`] for worker threads.
 //! - [`examples`]: the example services' databases and rows.
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
+//! - [`postgres`]: a private PostgreSQL cluster for tests that stop and kill the database server.
+//! - [`proxy`]: a TCP proxy whose links a test can cut or slow down.
 
 pub mod broker;
 pub mod consumer;
@@ -18,6 +20,8 @@ pub mod db;
 pub mod examples;
 pub mod messages;
 pub mod models;
+pub mod postgres;
+pub mod proxy;
 pub mod rabbit;
 pub mod rows;
 pub mod wait;
@@ -28,6 +32,8 @@ pub use db::*;
 pub use examples::*;
 pub use messages::*;
 pub use models::*;
+pub use postgres::PrivatePostgres;
+pub use proxy::ChaosProxy;
 pub use rabbit::PrivateRabbit;
 pub use rows::*;
 pub use wait::*;

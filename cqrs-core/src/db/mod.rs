@@ -102,6 +102,26 @@ impl Db {
         }
     }
 
+    /// Replace this connection by a new one to `url` if it no longer answers or a lost
+    /// connection left its transaction state broken (Diesel then refuses every transaction);
+    /// returns whether it was replaced. A healthy connection (after a deadlock or a busy
+    /// database) is kept. Long-running loops call it after a transient error.
+    pub fn heal(&mut self, url: &str) -> Result<bool> {
+        fn probe<C: Connection>(c: &mut C) -> bool {
+            c.transaction::<_, diesel::result::Error, _>(|c| c.batch_execute("SELECT 1"))
+                .is_ok()
+        }
+        let healthy = match self {
+            Db::Pg(c) => probe(c),
+            Db::Sqlite(c) => probe(c),
+        };
+        if healthy {
+            return Ok(false);
+        }
+        *self = Db::connect(url)?;
+        Ok(true)
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         match self {

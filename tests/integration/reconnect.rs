@@ -1,0 +1,63 @@
+//! Long-running loops outlive their database connection: a link cut under them (a restart, a
+//! network partition) is replaced by a new connection once the database answers again.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cqrs::transport::memory::MemoryBroker;
+use cqrs::{Relay, Settings, Shutdown, atomic};
+use cqrs_tests::*;
+
+/// `url` with its host and port replaced by a proxy's; the proxy forwards to the original.
+fn through_proxy(url: &str) -> (ChaosProxy, String) {
+    let (head, rest) = url.split_once('@').expect("a URL with user@host");
+    let (host_port, path) = rest.split_once('/').expect("a URL with a database");
+    let target: SocketAddr = host_port
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("host:port");
+    let proxy = ChaosProxy::start(target);
+    let via = format!("{head}@127.0.0.1:{}/{path}", proxy.port);
+    (proxy, via)
+}
+
+/// The relay's database link is cut in the middle of its work: it was left with a dead
+/// connection (and Diesel with a broken transaction state) forever; it now reconnects and
+/// publishes what was captured after the cut.
+#[test]
+fn relay_reconnects_after_its_database_link_is_cut() {
+    let t = TestDb::new(Kind::Postgres);
+    let (proxy, via) = through_proxy(&t.url);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("q", &["item"]);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 2)).unwrap();
+    let shutdown = Shutdown::new();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
+        s.spawn(|| {
+            let mut relay = Relay::new(
+                cqrs::Db::connect(&via).unwrap(),
+                broker.clone(),
+                Settings::default(),
+            )
+            .reconnect_with(&via);
+            relay.run(&shutdown).unwrap();
+        });
+        wait_until(
+            Duration::from_secs(20),
+            "the first rows to be published",
+            || broker.queue_len("q") == 2,
+        );
+        proxy.cut();
+        std::thread::sleep(Duration::from_millis(1500));
+        proxy.heal();
+        atomic(&mut db, |tx| insert_m_items(tx, 3)).unwrap();
+        wait_until(
+            Duration::from_secs(30),
+            "the rows captured after the cut to be published",
+            || broker.queue_len("q") == 5,
+        );
+        assert_eq!(broker.queue_len("q"), 5);
+    });
+}
