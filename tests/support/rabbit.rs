@@ -21,7 +21,7 @@ pub struct PrivateRabbit {
 
 /// A free port below Linux's ephemeral range (32768+): while the node is down, a client's
 /// reconnect from an ephemeral port could otherwise take the node's port (a TCP self-connect).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
