@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use cqrs::Settings;
 use cqrs::transport::{self, HEADER_DIRECTED, Outgoing, directed_key};
 
-use crate::model::CQRS_ID;
-use crate::rng::Rng;
+use cqrs_tests::items::CQRS_ID;
+use cqrs_tests::rng::Rng;
 
 /// Copies sent.
 #[derive(Debug, Default)]

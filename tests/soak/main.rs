@@ -19,9 +19,7 @@
 #![allow(missing_docs)]
 
 mod injector;
-mod model;
 mod processes;
-mod rng;
 mod setup;
 mod workload;
 
@@ -33,8 +31,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cqrs::Db;
 
+use cqrs_tests::items;
+use cqrs_tests::rng::Rng;
 use processes::Supervisor;
-use rng::Rng;
 use setup::{Fault, Setup};
 
 /// The chaos soak (see the crate docs).
@@ -171,7 +170,7 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("cqrs") {
         let program = args.next().expect("argv[0]");
         args.next();
-        return cqrs_cli::run_from(model::registry(), std::iter::once(program).chain(args));
+        return cqrs_cli::run_from(items::registry(), std::iter::once(program).chain(args));
     }
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(|| {
@@ -297,8 +296,8 @@ fn soak(name: &'static str, seed: u64, duration: Duration, args: &Args) -> cqrs:
     let dead_letters = cqrs::transport::connect(&settings, "check")?
         .letters(&setup.queue)?
         .total();
-    let master = model::snapshot(&mut Db::connect(&setup.master_url)?, model::MASTER_TABLE)?;
-    let replica = model::snapshot(&mut Db::connect(&setup.replica_url)?, model::REPLICA_TABLE)?;
+    let master = items::snapshot(&mut Db::connect(&setup.master_url)?, items::MASTER_TABLE)?;
+    let replica = items::snapshot(&mut Db::connect(&setup.replica_url)?, items::REPLICA_TABLE)?;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let unexpected = supervisor.unexpected.lock().unwrap().clone();
     Ok(Report {
@@ -322,7 +321,7 @@ fn soak(name: &'static str, seed: u64, duration: Duration, args: &Args) -> cqrs:
         replica_rows: replica.len(),
         rows_differing: differing
             .len()
-            .max(model::differing(&master, &replica).len()),
+            .max(items::differing(&master, &replica).len()),
         differing_keys: differing.into_iter().take(20).collect(),
         dead_letters,
         converge_seconds: converge.map(|d| d.as_secs_f64()),
@@ -349,10 +348,10 @@ fn converge(setup: &Setup, timeout: Duration) -> Result<(), Vec<i64>> {
         let check = || -> cqrs::Result<(usize, Vec<i64>)> {
             let mut m = Db::connect(&setup.master_url)?;
             let pending = cqrs::outbox::pending(&mut m)?;
-            let master = model::snapshot(&mut m, model::MASTER_TABLE)?;
+            let master = items::snapshot(&mut m, items::MASTER_TABLE)?;
             let replica =
-                model::snapshot(&mut Db::connect(&setup.replica_url)?, model::REPLICA_TABLE)?;
-            Ok((pending, model::differing(&master, &replica)))
+                items::snapshot(&mut Db::connect(&setup.replica_url)?, items::REPLICA_TABLE)?;
+            Ok((pending, items::differing(&master, &replica)))
         };
         if let Ok((pending, differing)) = check() {
             if pending == 0 && differing.is_empty() {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::rng::Rng;
+use cqrs_tests::rng::Rng;
 
 /// One supervised process.
 struct Proc {

@@ -14,7 +14,7 @@ use cqrs::db::Db;
 use cqrs_tests::{ChaosProxy, PrivatePostgres, PrivateRabbit};
 
 use crate::processes::Supervisor;
-use crate::rng::Rng;
+use cqrs_tests::rng::Rng;
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,8 +130,8 @@ impl Setup {
                 servers: None,
             }
         };
-        crate::model::create(&mut Db::connect(&setup.master_url)?, true)?;
-        crate::model::create(&mut Db::connect(&setup.replica_url)?, false)?;
+        cqrs_tests::items::create(&mut Db::connect(&setup.master_url)?, true)?;
+        cqrs_tests::items::create(&mut Db::connect(&setup.replica_url)?, false)?;
         // Short leases: a killed relay's or consumer's messages come back within seconds.
         std::fs::write(
             dir.join("cqrs.toml"),
@@ -140,7 +140,7 @@ impl Setup {
         .expect("cqrs.toml written");
         let settings = setup.settings();
         let broker = cqrs::transport::connect(&settings, "setup")?;
-        let ids = [crate::model::CQRS_ID.to_string()];
+        let ids = [cqrs_tests::items::CQRS_ID.to_string()];
         broker.declare_replica(&setup.queue, &ids, &settings.retry_delays)?;
         broker.declare_replica(&setup.tap, &ids, &settings.retry_delays)?;
         setup.dir = dir;

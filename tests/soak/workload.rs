@@ -9,8 +9,8 @@ use cqrs::db::{Db, SqlConn};
 use cqrs::value::SqlValue;
 use cqrs::{Error, atomic};
 
-use crate::model::{MASTER_TABLE, SoakItem, statements};
-use crate::rng::Rng;
+use cqrs_tests::items::{MASTER_TABLE, SoakItem, statements};
+use cqrs_tests::rng::Rng;
 
 /// What the writer did, read by the report while it runs.
 #[derive(Debug, Default)]

@@ -13,16 +13,20 @@
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
 //! - [`postgres`]: a private PostgreSQL cluster for tests that stop and kill the database server.
 //! - [`proxy`]: a TCP proxy whose links a test can cut or slow down.
+//! - [`items`]: the soak and bench harnesses' model, on either backend; [`rng`]: their seeded
+//!   random numbers.
 
 pub mod broker;
 pub mod consumer;
 pub mod db;
 pub mod examples;
+pub mod items;
 pub mod messages;
 pub mod models;
 pub mod postgres;
 pub mod proxy;
 pub mod rabbit;
+pub mod rng;
 pub mod rows;
 pub mod wait;
 

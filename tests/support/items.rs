@@ -1,6 +1,6 @@
-//! The soak's model, described by hand so one binary runs it on PostgreSQL and on SQLite: a master
-//! `soak_items` with a generated key and its replica `soak_replica_items`, and row snapshots of
-//! both for the final comparison.
+//! The harnesses' model (`cqrs-soak`, `cqrs-bench`), described by hand so one binary runs it on
+//! PostgreSQL and on SQLite: a master `soak_items` with a generated key and its replica
+//! `soak_replica_items`, and row snapshots of both for comparing them.
 
 use std::collections::BTreeMap;
 
@@ -42,7 +42,7 @@ impl MasterModel for SoakItem {
     }
 }
 
-/// Both sides' models: the harness's relay and consumer processes are this binary.
+/// Both sides' models: a harness's relay and consumer processes are the harness binary itself.
 pub fn registry() -> Registry {
     Registry::new()
         .with_master(SoakItem::master_spec())
@@ -81,6 +81,7 @@ pub fn statements(backend: Backend) -> (&'static str, &'static str) {
 
 /// One row as both sides must hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Row {
     pub name: String,
     pub value: i64,
