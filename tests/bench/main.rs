@@ -1,0 +1,617 @@
+//! `cqrs-bench`: the performance harness. In one run it measures each figure of the write and
+//! read paths beside its ceiling, taken in the same run on the same PostgreSQL and RabbitMQ, and
+//! prints a table of figures and ratios (and JSON with `--json`):
+//!
+//! - master capture, 1 and 100 rows per transaction, 1 and 4 writers, against the same
+//!   transactions without capture;
+//! - the relay alone draining an outbox, against lapin publishing the same bodies with confirms;
+//! - a replica (`consume -w 1` / `-w 2`, a process) draining a backlog, against lapin consuming
+//!   it with multiple acks; the consumer's peak RSS;
+//! - commit→apply latency (applied time − `cqrs_updated`) with the relay and the consumer as
+//!   processes under a fixed offered load, against a bare publish→consume round trip at the same
+//!   rate.
+//!
+//! ```text
+//! cargo run --release -p cqrs-tests --bin cqrs-bench               # full run (several minutes)
+//! cargo run --release -p cqrs-tests --bin cqrs-bench -- --smoke    # seconds: it works, replica == master
+//! ```
+//!
+//! Throughput figures are the median of `--runs`, figure and ceiling interleaved. It uses the
+//! PostgreSQL at `CQRS_TEST_DATABASE_URL` and the RabbitMQ at `CQRS_TEST_AMQP_URL` (the test
+//! defaults), with databases, exchange and queues of its own, dropped at the end. Exits 1 if the
+//! replica does not equal the master after a drain or the latency run.
+
+// The figures' fields are their documentation.
+#![allow(missing_docs)]
+
+mod raw;
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cqrs::db::{Db, SqlConn};
+use cqrs::value::SqlValue;
+use cqrs::{Error, Relay, atomic};
+use cqrs_tests::items::{self, CQRS_ID, MASTER_TABLE, REPLICA_TABLE, SoakItem};
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
+
+/// The performance harness (see the crate docs).
+#[derive(Debug, Parser)]
+#[command(name = "cqrs-bench")]
+struct Args {
+    /// A few seconds in all: checks that every figure can be taken and the replica equals the master.
+    #[arg(long)]
+    smoke: bool,
+    /// Runs per throughput figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per capture measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Messages in the relay and drain backlogs.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Offered load of the latency run, changes per second.
+    #[arg(long, default_value_t = 1000.0)]
+    latency_rate: f64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 20.0)]
+    latency_seconds: f64,
+    /// Write the table as JSON here too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One line of the table.
+#[derive(Debug, serde::Serialize)]
+struct Figure {
+    figure: String,
+    value: f64,
+    unit: &'static str,
+    ceiling_name: String,
+    ceiling: Option<f64>,
+}
+
+impl Figure {
+    fn ratio(&self) -> String {
+        match self.ceiling {
+            Some(c) if c > 0.0 && self.unit.ends_with("/s") => {
+                format!("{:.0}%", 100.0 * self.value / c)
+            }
+            Some(c) if c > 0.0 => format!("{:.1}×", self.value / c),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The databases, the broker's queues and the figures taken so far.
+struct Bench {
+    master: TestDb,
+    replica: TestDb,
+    /// The replica's queue.
+    broker: TestBroker,
+    /// Bound like the replica's queue: the raw consume ceiling reads the same messages from it.
+    tap: TestBroker,
+    /// Where the raw publish ceiling goes.
+    sink: TestBroker,
+    figures: Vec<Figure>,
+    problems: Vec<String>,
+}
+
+const SINK_KEY: &str = "bench_sink";
+const ROUND_TRIP_KEY: &str = "bench_rt";
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("cqrs") {
+        let mut args = std::env::args_os();
+        let program = args.next().expect("argv[0]");
+        args.next();
+        return cqrs_cli::run_from(items::registry(), std::iter::once(program).chain(args));
+    }
+    let mut args = Args::parse();
+    if args.smoke {
+        args.runs = 1;
+        args.seconds = 0.5;
+        args.messages = 500;
+        args.latency_rate = 100.0;
+        args.latency_seconds = 1.0;
+    }
+    let mut bench = match Bench::new() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cqrs-bench: preparing: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = bench.run(&args) {
+        eprintln!("cqrs-bench: {e}");
+        return ExitCode::FAILURE;
+    }
+    bench.print(&args);
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&bench.figures).expect("serializes"),
+        )
+    {
+        eprintln!("cqrs-bench: {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if bench.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for p in &bench.problems {
+            eprintln!("cqrs-bench: FAILED: {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+impl Bench {
+    fn new() -> cqrs::Result<Bench> {
+        let (master, replica) = (TestDb::empty(Kind::Postgres), TestDb::empty(Kind::Postgres));
+        items::create(&mut master.connect(), true)?;
+        items::create(&mut replica.connect(), false)?;
+        let broker = TestBroker::new();
+        let (tap, sink) = (broker.another_queue(), broker.another_queue());
+        broker.declare(&[CQRS_ID]);
+        tap.declare(&[CQRS_ID]);
+        sink.declare(&[SINK_KEY, ROUND_TRIP_KEY]);
+        Ok(Bench {
+            master,
+            replica,
+            broker,
+            tap,
+            sink,
+            figures: Vec::new(),
+            problems: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, args: &Args) -> cqrs::Result<()> {
+        for writers in [1, 4] {
+            for rows in [1, 100] {
+                self.capture(args, writers, rows)?;
+            }
+        }
+        self.relay_and_drain(args)?;
+        self.latency(args)?;
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        figure: String,
+        value: f64,
+        unit: &'static str,
+        ceiling_name: &str,
+        ceiling: Option<f64>,
+    ) {
+        println!(
+            "  {figure}: {value:.1} {unit} (ceiling {ceiling_name}: {})",
+            ceiling.map_or("-".into(), |c| format!("{c:.1}"))
+        );
+        self.figures.push(Figure {
+            figure,
+            value,
+            unit,
+            ceiling_name: ceiling_name.into(),
+            ceiling,
+        });
+    }
+
+    fn clear_master(&self) -> cqrs::Result<()> {
+        self.master
+            .connect()
+            .batch_execute(&format!("TRUNCATE {MASTER_TABLE}, cqrs_outbox"))
+    }
+
+    fn clear_replica(&self) -> cqrs::Result<()> {
+        self.replica
+            .connect()
+            .batch_execute(&format!("TRUNCATE {REPLICA_TABLE}, cqrs_tombstones"))
+    }
+
+    /// Capture against the same inserts without capture: rows (1 row/txn: transactions) per second.
+    fn capture(&mut self, args: &Args, writers: usize, rows: usize) -> cqrs::Result<()> {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            self.clear_master()?;
+            without.push(write(&self.master.url, writers, rows, false, args.seconds)?);
+            self.clear_master()?;
+            with.push(write(&self.master.url, writers, rows, true, args.seconds)?);
+        }
+        self.clear_master()?;
+        let unit = if rows == 1 { "txn/s" } else { "rows/s" };
+        let plural = if writers == 1 { "" } else { "s" };
+        let rows_plural = if rows == 1 { "" } else { "s" };
+        self.add(
+            format!("capture, {rows} row{rows_plural}/txn, {writers} writer{plural}"),
+            median(with),
+            unit,
+            &format!("BEGIN; {rows}× INSERT; COMMIT, {writers} writer{plural}"),
+            Some(median(without)),
+        );
+        Ok(())
+    }
+
+    /// Fill the outbox, relay it (timed), read the tap raw (timed), publish it raw (timed), drain
+    /// the replica queue with a consumer process (timed), for `-w 1` and `-w 2`.
+    fn relay_and_drain(&mut self, args: &Args) -> cqrs::Result<()> {
+        let n = args.messages;
+        let (mut relay, mut publish, mut consume) = (Vec::new(), Vec::new(), Vec::new());
+        let mut drain: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut rss = 0.0f64;
+        for _ in 0..args.runs {
+            for workers in [1, 2] {
+                self.clear_master()?;
+                self.clear_replica()?;
+                fill(&self.master.url, n)?;
+                let mut r = Relay::new(
+                    self.master.connect(),
+                    self.broker.transport.publisher()?,
+                    self.broker.settings(),
+                );
+                let started = Instant::now();
+                let mut db = self.master.connect();
+                while cqrs::outbox::pending(&mut db)? > 0 {
+                    r.run_once()?;
+                }
+                relay.push(n as f64 / started.elapsed().as_secs_f64());
+                let (bodies, took) = raw::consume(&self.tap.transport, &self.tap.queue, n);
+                consume.push(n as f64 / took.as_secs_f64());
+                let took =
+                    raw::publish(&self.sink.transport, &self.sink.exchange, SINK_KEY, &bodies);
+                publish.push(n as f64 / took.as_secs_f64());
+                self.sink.transport.purge(&self.sink.queue)?;
+                let started = Instant::now();
+                let child =
+                    self.process(&["consume", "-w", &workers.to_string()], &self.replica.url);
+                let done = wait_for(Duration::from_secs(300), || {
+                    count(&self.replica, REPLICA_TABLE) >= n
+                });
+                let took = started.elapsed();
+                let peak = peak_rss_mb(&child);
+                stop(child);
+                if !done {
+                    self.problems
+                        .push(format!("consume -w {workers} did not apply {n} messages"));
+                    continue;
+                }
+                drain[workers - 1].push(n as f64 / took.as_secs_f64());
+                if workers == 2 {
+                    rss = rss.max(peak);
+                }
+                self.compare("after a drain")?;
+            }
+        }
+        let publish = median(publish);
+        let consume = median(consume);
+        self.add(
+            format!("relay alone, {n} messages"),
+            median(relay),
+            "msgs/s",
+            "lapin confirmed publish",
+            Some(publish),
+        );
+        for (i, d) in drain.into_iter().enumerate() {
+            if !d.is_empty() {
+                self.add(
+                    format!("replica drains {n} messages, consume -w {}", i + 1),
+                    median(d),
+                    "msgs/s",
+                    "lapin consume, multiple acks",
+                    Some(consume),
+                );
+            }
+        }
+        self.add("consumer peak RSS, -w 2".into(), rss, "MB", "", None);
+        Ok(())
+    }
+
+    /// Relay and consumer processes running, 4 writers offering `latency_rate` 1-row creates per
+    /// second: applied time − `cqrs_updated` per row, against a bare RabbitMQ round trip.
+    fn latency(&mut self, args: &Args) -> cqrs::Result<()> {
+        self.clear_master()?;
+        self.clear_replica()?;
+        self.replica.connect().batch_execute(&format!(
+            "ALTER TABLE {REPLICA_TABLE} ADD COLUMN IF NOT EXISTS applied_at TIMESTAMPTZ;
+             CREATE OR REPLACE FUNCTION bench_applied() RETURNS trigger AS $$
+             BEGIN NEW.applied_at := clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql;
+             DROP TRIGGER IF EXISTS bench_applied ON {REPLICA_TABLE};
+             CREATE TRIGGER bench_applied BEFORE INSERT OR UPDATE ON {REPLICA_TABLE}
+               FOR EACH ROW EXECUTE FUNCTION bench_applied();"
+        ))?;
+        let relay = self.process(&["relay"], &self.master.url);
+        let consumer = self.process(&["consume", "-w", "2"], &self.replica.url);
+        // Both connected and idle before the load starts.
+        std::thread::sleep(Duration::from_millis(1500));
+        let written = offered(&self.master.url, 4, args.latency_rate, args.latency_seconds)?;
+        let done = wait_for(Duration::from_secs(120), || {
+            count(&self.replica, REPLICA_TABLE) >= written
+        });
+        let (relay_rss, consumer_rss) = (peak_rss_mb(&relay), peak_rss_mb(&consumer));
+        stop(relay);
+        stop(consumer);
+        if !done {
+            self.problems.push(format!(
+                "the latency run's {written} rows did not all reach the replica"
+            ));
+            return Ok(());
+        }
+        self.compare("after the latency run")?;
+        let text = self.replica.connect().load_text(
+            &format!(
+                "SELECT json_build_array(percentile_cont(0.5) WITHIN GROUP (ORDER BY x), \
+                 percentile_cont(0.99) WITHIN GROUP (ORDER BY x), max(x))::text AS j \
+                 FROM (SELECT extract(epoch FROM applied_at - cqrs_updated) * 1000 AS x FROM {REPLICA_TABLE}) s"
+            ),
+            vec![],
+        )?;
+        let [p50, p99, max]: [f64; 3] = serde_json::from_str(&text[0]).expect("three numbers");
+        let mut rt: Vec<f64> = raw::round_trips(
+            &self.sink.transport,
+            &self.sink.exchange,
+            ROUND_TRIP_KEY,
+            &self.sink.queue,
+            args.latency_rate,
+            args.latency_seconds,
+        )
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+        rt.sort_by(f64::total_cmp);
+        let at = |q: f64| rt[((rt.len() - 1) as f64 * q) as usize];
+        let load = format!("{:.0} changes/s offered, {written} rows", args.latency_rate);
+        self.add(
+            format!("commit→apply p50 ({load})"),
+            p50,
+            "ms",
+            "RabbitMQ round trip p50",
+            Some(at(0.5)),
+        );
+        self.add(
+            format!("commit→apply p99 ({load})"),
+            p99,
+            "ms",
+            "RabbitMQ round trip p99",
+            Some(at(0.99)),
+        );
+        self.add(
+            format!("commit→apply max ({load})"),
+            max,
+            "ms",
+            "RabbitMQ round trip max",
+            Some(at(1.0)),
+        );
+        self.add("relay peak RSS".into(), relay_rss, "MB", "", None);
+        self.add(
+            "consumer peak RSS, -w 2, latency run".into(),
+            consumer_rss,
+            "MB",
+            "",
+            None,
+        );
+        Ok(())
+    }
+
+    /// Record a problem unless the replica equals the master row by row.
+    fn compare(&mut self, when: &str) -> cqrs::Result<()> {
+        let m = items::snapshot(&mut self.master.connect(), MASTER_TABLE)?;
+        let r = items::snapshot(&mut self.replica.connect(), REPLICA_TABLE)?;
+        let differing = items::differing(&m, &r);
+        if !differing.is_empty() {
+            self.problems.push(format!(
+                "{when}: {} rows differ, e.g. {:?}",
+                differing.len(),
+                &differing[..differing.len().min(5)]
+            ));
+        }
+        Ok(())
+    }
+
+    /// This binary as a `cqrs` process on `db`.
+    fn process(&self, command: &[&str], db: &str) -> Child {
+        Command::new(std::env::current_exe().expect("this binary's path"))
+            .arg("cqrs")
+            .args(command)
+            .args([
+                "--database-url",
+                db,
+                "--broker-url",
+                &amqp_url(),
+                "--exchange",
+                &self.broker.exchange,
+            ])
+            .args(["--queue", &self.broker.queue, "--service-name", "bench"])
+            .env("CQRS_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("this binary starts as a cqrs process")
+    }
+
+    fn print(&self, args: &Args) {
+        println!();
+        println!(
+            "cqrs-bench: PostgreSQL + RabbitMQ, {} run(s) per figure, {} messages per backlog{}",
+            args.runs,
+            args.messages,
+            if args.smoke {
+                " (smoke: sizes too small to mean anything)"
+            } else {
+                ""
+            }
+        );
+        println!("| figure | cqrs | ceiling (same run) | ratio |");
+        println!("|---|---|---|---|");
+        for f in &self.figures {
+            let ceiling = f.ceiling.map_or(String::new(), |c| {
+                format!("{c:.1} {} ({})", f.unit, f.ceiling_name)
+            });
+            println!(
+                "| {} | {:.1} {} | {ceiling} | {} |",
+                f.figure,
+                f.value,
+                f.unit,
+                f.ratio()
+            );
+        }
+    }
+}
+
+/// `writers` threads writing transactions of `rows` inserts for `secs`, captured or not; rows/s
+/// (with 1 row per transaction, transactions/s).
+fn write(url: &str, writers: usize, rows: usize, capture: bool, secs: f64) -> cqrs::Result<f64> {
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    std::thread::scope(|s| -> cqrs::Result<()> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let done = &done;
+                s.spawn(move || -> cqrs::Result<()> {
+                    let mut db = Db::connect(url)?;
+                    let mut k = 0u64;
+                    while Instant::now() < deadline {
+                        transaction(&mut db, rows, capture, w as u64 * 1_000_000_000 + k)?;
+                        k += rows as u64;
+                        done.fetch_add(rows as u64, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a writer does not panic")?;
+        }
+        Ok(())
+    })?;
+    Ok(done.load(Ordering::Relaxed) as f64 / secs)
+}
+
+/// One transaction of `rows` inserts (the application's statement), captured or not.
+fn transaction(db: &mut Db, rows: usize, capture: bool, first: u64) -> cqrs::Result<()> {
+    let (insert, _) = items::statements(db.backend());
+    let binds = |k: u64| {
+        vec![
+            SqlValue::Text(format!("item {k}")),
+            SqlValue::BigInt(k as i64),
+            SqlValue::Null(cqrs::value::ColumnType::Text),
+        ]
+    };
+    if capture {
+        atomic(db, |tx| {
+            for k in first..first + rows as u64 {
+                tx.create::<SoakItem, String, Error>(|c| {
+                    Ok(c.load_text(insert, binds(k))?.remove(0))
+                })?;
+            }
+            Ok(())
+        })
+    } else {
+        db.write_transaction(|db| {
+            for k in first..first + rows as u64 {
+                db.load_text(insert, binds(k))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Capture `n` rows, 100 per transaction.
+fn fill(url: &str, n: usize) -> cqrs::Result<()> {
+    let mut db = Db::connect(url)?;
+    for start in (0..n).step_by(100) {
+        transaction(&mut db, 100.min(n - start), true, start as u64)?;
+    }
+    Ok(())
+}
+
+/// `writers` threads sharing `rate` 1-row captured creates per second for `secs`, each on a
+/// fixed schedule; how many were written.
+fn offered(url: &str, writers: usize, rate: f64, secs: f64) -> cqrs::Result<usize> {
+    let n = (rate * secs) as usize;
+    let pace = Duration::from_secs_f64(writers as f64 / rate);
+    let origin = Instant::now();
+    std::thread::scope(|s| -> cqrs::Result<usize> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                s.spawn(move || -> cqrs::Result<usize> {
+                    let mut db = Db::connect(url)?;
+                    let mine = (w..n).step_by(writers).count();
+                    for i in 0..mine {
+                        if let Some(wait) = (pace * i as u32).checked_sub(origin.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                        transaction(&mut db, 1, true, (w * n + i) as u64)?;
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().expect("a writer does not panic")?;
+        }
+        Ok(total)
+    })
+}
+
+fn count(db: &TestDb, table: &str) -> usize {
+    db.connect()
+        .load_text(
+            &format!("SELECT CAST(count(*) AS TEXT) AS j FROM {table}"),
+            vec![],
+        )
+        .ok()
+        .and_then(|r| r.first().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn wait_for(timeout: Duration, mut reached: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if reached() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The process's peak resident set (VmHWM), MB.
+fn peak_rss_mb(child: &Child) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// SIGTERM, then wait (SIGKILL after 30 s).
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+}

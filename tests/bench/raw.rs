@@ -1,0 +1,157 @@
+//! The ceilings: what PostgreSQL and RabbitMQ do on this machine, in this run, without cqrs in
+//! the way — the same statements without capture, lapin publishing with confirms and consuming
+//! with multiple acks, a bare publish→consume round trip.
+
+use std::time::{Duration, Instant};
+
+use cqrs::transport::amqp::AmqpTransport;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+
+/// Consume `n` messages from `queue` with a prefetch of 1,000, acking every 500 at once; the
+/// bodies and the time it took.
+pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Vec<u8>>, Duration) {
+    let ch = t.channel(false).expect("a channel");
+    let queue = queue.to_string();
+    t.block_on(async move {
+        ch.basic_qos(1000, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "bench-raw".into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let mut bodies = Vec::with_capacity(n);
+        while bodies.len() < n {
+            let d = consumer
+                .next()
+                .await
+                .expect("a delivery")
+                .expect("no error");
+            bodies.push(d.data.clone());
+            if bodies.len() % 500 == 0 || bodies.len() == n {
+                d.acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
+            }
+        }
+        let took = started.elapsed();
+        let _ = ch.close(200, "OK".into()).await;
+        (bodies, took)
+    })
+}
+
+/// Publish `bodies` persistent to `exchange` with `key`, confirms awaited in windows of 1,000;
+/// the time it took.
+pub fn publish(t: &AmqpTransport, exchange: &str, key: &str, bodies: &[Vec<u8>]) -> Duration {
+    let ch = t.channel(true).expect("a channel");
+    let (exchange, key) = (exchange.to_string(), key.to_string());
+    t.block_on(async move {
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .ok();
+        let props = lapin::BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2);
+        let started = Instant::now();
+        for window in bodies.chunks(1000) {
+            let mut confirms = Vec::with_capacity(window.len());
+            for body in window {
+                confirms.push(
+                    ch.basic_publish(
+                        exchange.as_str().into(),
+                        key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        props.clone(),
+                    )
+                    .await
+                    .unwrap(),
+                );
+            }
+            for c in confirms {
+                c.await.unwrap();
+            }
+        }
+        let took = started.elapsed();
+        let _ = ch.close(200, "OK".into()).await;
+        took
+    })
+}
+
+/// Publish one small persistent message with confirm every `1 / rate` seconds for `secs` to
+/// `exchange`/`key`, consumed from `queue`; each message's publish→delivery time.
+pub fn round_trips(
+    t: &AmqpTransport,
+    exchange: &str,
+    key: &str,
+    queue: &str,
+    rate: f64,
+    secs: f64,
+) -> Vec<Duration> {
+    let (pub_ch, sub_ch) = (t.channel(true).unwrap(), t.channel(false).unwrap());
+    let (exchange, key, queue) = (exchange.to_string(), key.to_string(), queue.to_string());
+    let n = (rate * secs) as usize;
+    t.block_on(async move {
+        let origin = Instant::now();
+        let mut consumer = sub_ch
+            .basic_consume(
+                queue.as_str().into(),
+                "bench-rt".into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let receiver = tokio::spawn(async move {
+            let mut times = Vec::with_capacity(n);
+            while times.len() < n {
+                let d = consumer
+                    .next()
+                    .await
+                    .expect("a delivery")
+                    .expect("no error");
+                let sent: u64 = String::from_utf8_lossy(&d.data).parse().unwrap();
+                times.push(origin.elapsed().saturating_sub(Duration::from_nanos(sent)));
+                d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            times
+        });
+        pub_ch
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .ok();
+        let props = lapin::BasicProperties::default().with_delivery_mode(2);
+        let pace = Duration::from_secs_f64(1.0 / rate);
+        for i in 0..n {
+            let due = pace * i as u32;
+            if let Some(wait) = due.checked_sub(origin.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            let body = (origin.elapsed().as_nanos() as u64).to_string();
+            pub_ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props.clone(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        receiver.await.unwrap()
+    })
+}

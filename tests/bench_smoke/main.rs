@@ -1,0 +1,50 @@
+//! The performance harness in its smoke mode: every figure can be taken and the replica equals
+//! the master after each drain and after the latency run (the harness exits 1 otherwise). No
+//! figure is asserted: speed is measured by running `cqrs-bench` itself (BENCHMARKS.md).
+
+use std::process::Command;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_cqrs-bench");
+
+#[test]
+fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
+    let json = std::env::temp_dir().join(format!("cqrs-bench-smoke-{}.json", std::process::id()));
+    let out = Command::new(BENCH)
+        .arg("--smoke")
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("cqrs-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let names: Vec<&str> = figures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["figure"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "capture, 1 row/txn, 1 writer",
+        "capture, 100 rows/txn, 4 writers",
+        "relay alone",
+        "consume -w 1",
+        "consume -w 2",
+        "commit→apply p99",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(wanted)),
+            "no figure {wanted:?} in {names:?}"
+        );
+    }
+    for f in figures.as_array().unwrap() {
+        assert!(f["value"].as_f64().unwrap() >= 0.0, "{f}");
+    }
+}
