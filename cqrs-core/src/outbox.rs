@@ -231,6 +231,10 @@ pub fn pending_of<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usiz
     Ok(left)
 }
 
+/// The channel every insert into the PostgreSQL outbox notifies at commit (a statement trigger,
+/// migration `cqrs_outbox_notify`): relays in other processes listen on it.
+pub const CHANNEL: &str = "cqrs_outbox";
+
 /// Wakes an in-process relay after a capture transaction committed rows.
 ///
 /// A counter under a mutex: a relay remembers the value it last saw and sleeps until it changes

@@ -1,20 +1,23 @@
 //! Stage 3: The relay: claim a batch of outbox rows -> set `expires`/`retries` -> publish with
 //! confirms -> delete what was confirmed, release the rest for a later attempt.
 //!
-//! Transport-agnostic: it publishes through [`Publisher`]. In-process it wakes as soon as a capture
-//! transaction commits ([`crate::outbox::wakeup`]); standalone it polls adaptively: immediately
-//! again while batches come back full, backing off to [`IDLE_POLL`] when the outbox is empty.
+//! Transport-agnostic: it publishes through [`Publisher`]. It wakes as soon as a capture
+//! transaction commits: in-process through [`crate::outbox::wakeup`], from other processes on
+//! PostgreSQL through the outbox's `NOTIFY` ([`crate::outbox::CHANNEL`], checked every
+//! millisecond while idle). It also polls: immediately again while batches come back full, backing
+//! off to [`IDLE_POLL`] when the outbox is empty, which is all SQLite has across processes.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::db::listen::Listener;
 use crate::error::{Error, Result};
 use crate::message::{Expires, Message, SignalType};
-use crate::outbox::{self, Claimed};
+use crate::outbox::{self, Claimed, Wakeup};
 use crate::shutdown::Shutdown;
 use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgoing, Publisher};
 
@@ -26,6 +29,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// A message kept because no queue is bound for it (`keep_unroutable`) is tried again after this
 /// delay: binding a queue is a deploy step, not a blip, and every try logs a warning.
 const UNROUTABLE_RETRY: Duration = Duration::from_secs(5);
+/// How often an idle relay checks for the outbox's notification.
+const LISTEN_CHECK: Duration = Duration::from_millis(1);
+/// A lost listening connection is opened again after this delay (polling covers the gap).
+const LISTEN_RETRY: Duration = Duration::from_secs(5);
 /// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
 const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
@@ -244,6 +251,11 @@ impl<P: Publisher> Relay<P> {
         let wake = outbox::wakeup();
         let mut idle = Duration::from_millis(10);
         let mut seen = wake.generation();
+        let mut waiter = Idle {
+            url: self.reconnect_url.clone(),
+            listener: None,
+            retry_at: Instant::now(),
+        };
         while !shutdown.is_triggered() {
             match self.run_once() {
                 Ok(n) if n >= self.settings.batch_size => {
@@ -265,8 +277,65 @@ impl<P: Publisher> Relay<P> {
                     }
                 }
             }
-            seen = wake.wait(seen, idle);
+            seen = waiter.wait(wake, seen, idle);
         }
         Ok(())
+    }
+}
+
+/// How an idle relay waits: for the in-process wakeup, and, when it has a PostgreSQL URL, for the
+/// outbox's notification from other processes' commits.
+struct Idle {
+    url: Option<String>,
+    listener: Option<Listener>,
+    retry_at: Instant,
+}
+
+impl Idle {
+    /// Wait until a commit is signalled or `timeout` passes; the in-process generation.
+    fn wait(&mut self, wake: &Wakeup, seen: u64, timeout: Duration) -> u64 {
+        self.open();
+        let deadline = Instant::now() + timeout;
+        let Some(listener) = self.listener.as_mut() else {
+            return wake.wait(seen, timeout);
+        };
+        loop {
+            match listener.notified() {
+                Ok(true) => return wake.generation(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "relay: lost the outbox notification connection ({e}); polling until it is back"
+                    );
+                    self.listener = None;
+                    self.retry_at = Instant::now() + LISTEN_RETRY;
+                    return wake.wait(seen, deadline.saturating_duration_since(Instant::now()));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let generation = wake.wait(seen, LISTEN_CHECK.min(left));
+            if generation != seen || left.is_zero() {
+                return generation;
+            }
+        }
+    }
+
+    /// Listen on the outbox channel if there is a PostgreSQL URL and no listener yet.
+    fn open(&mut self) {
+        if self.listener.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        let Some(url) = self.url.as_deref() else {
+            return;
+        };
+        match Listener::listen(url, outbox::CHANNEL) {
+            Ok(Some(l)) => self.listener = Some(l),
+            // SQLite: nothing to listen to.
+            Ok(None) => self.url = None,
+            Err(e) => {
+                tracing::warn!("relay: cannot listen for outbox notifications ({e}); polling");
+                self.retry_at = Instant::now() + LISTEN_RETRY;
+            }
+        }
     }
 }

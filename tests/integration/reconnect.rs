@@ -1,5 +1,6 @@
-//! Long-running loops outlive their database connection: a link cut under them (a restart, a
-//! network partition) is replaced by a new connection once the database answers again.
+//! The relay and its database: a link cut under it (a restart, a network partition) is replaced
+//! by a new connection once the database answers again; a commit in another process wakes it
+//! through the outbox's notification.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -60,4 +61,43 @@ fn relay_reconnects_after_its_database_link_is_cut() {
         );
         assert_eq!(broker.queue_len("q"), 5);
     });
+}
+
+/// A row queued in the outbox by another connection (another process's capture) notifies the
+/// outbox channel at commit, once per transaction: what wakes a relay in another process.
+#[test]
+fn an_outbox_insert_notifies_listeners_at_commit() {
+    use cqrs::db::listen::Listener;
+    let t = TestDb::new(Kind::Postgres);
+    let mut listener = Listener::listen(&t.url, cqrs::outbox::CHANNEL)
+        .unwrap()
+        .expect("PostgreSQL has notifications");
+    assert!(!listener.notified().unwrap(), "nothing committed yet");
+    let mut db = t.connect();
+    db.write_transaction(|db| {
+        atomic(db, |tx| insert_m_items(tx, 3))?;
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !listener.notified().unwrap(),
+            "no notification before the outer transaction commits"
+        );
+        Ok(())
+    })
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the commit's notification", || {
+        listener.notified().unwrap()
+    });
+    assert!(
+        !listener.notified().unwrap(),
+        "one transaction, one wake-up"
+    );
+    assert!(
+        Listener::listen(
+            &format!("sqlite://{}/x.db", std::env::temp_dir().display()),
+            "cqrs_outbox"
+        )
+        .unwrap()
+        .is_none(),
+        "SQLite has no notifications"
+    );
 }

@@ -13,6 +13,7 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub mod dialect;
+pub mod listen;
 
 /// Re-exported: messages about connections redact their URLs.
 pub use crate::config::redact;
