@@ -96,6 +96,46 @@ both!(
 );
 
 both!(
+    fn a_created_key_that_names_no_row_fails_the_commit(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let err = atomic(&mut db, |tx| {
+            insert(tx, "kept?", 1, None)?;
+            tx.created::<MItem>(&987_654_i64)
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("2 row(s) created, but only 1 exist"),
+            "{err}"
+        );
+        assert!(
+            master_items(&mut db).is_empty(),
+            "the whole transaction rolled back"
+        );
+        assert!(outbox_messages(&mut db).is_empty());
+        // A created row updated and synced in its own transaction: one SAVE at revision 0 with
+        // the final values, and the SYNC of the same state.
+        let id = atomic(&mut db, |tx| {
+            let id = insert(tx, "a", 1, None)?;
+            set_value(tx, id, 5)?;
+            tx.sync::<MItem>(&id, None)?;
+            Ok(id)
+        })
+        .unwrap();
+        let msgs = outbox_messages(&mut db);
+        assert_eq!(msgs.len(), 2);
+        for m in &msgs {
+            assert_eq!(
+                (m.revision().unwrap(), m.instance_data["value"].clone()),
+                (0, json!(5))
+            );
+            assert_eq!(m.updated().unwrap(), master_items(&mut db)[&id].4);
+        }
+    }
+);
+
+both!(
     fn updates_in_separate_transactions_bump_once_each(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();

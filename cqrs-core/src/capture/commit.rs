@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{State, Tx, push_list};
+use super::{State, Tx, missing, now, push_list};
 use crate::db::SqlConn;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, SignalType};
@@ -20,35 +20,71 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     pub(super) fn final_rows(&mut self) -> Result<Vec<NewRow>> {
         let cap = self.cap.clone();
         let cap = cap.borrow();
-        let mut wanted: BTreeMap<&str, Vec<SqlValue>> = BTreeMap::new();
+        // Per model: rows created here (stamped and read back by one UPDATE ... RETURNING) and
+        // rows only read (updated or synced).
+        let mut wanted: BTreeMap<&str, (Vec<SqlValue>, Vec<SqlValue>)> = BTreeMap::new();
         for (id, canon) in &cap.order {
             let t = &cap.touched[&(id.clone(), canon.clone())];
-            if !matches!(t.state, State::Deleted { .. }) {
-                wanted.entry(id.as_str()).or_default().push(t.key.clone());
+            let (created, read) = wanted.entry(id.as_str()).or_default();
+            match t.state {
+                State::Created => created.push(t.key.clone()),
+                State::Updated { .. } => read.push(t.key.clone()),
+                State::Deleted { .. } => {}
             }
         }
         for s in &cap.syncs {
             wanted
                 .entry(s.cqrs_id.as_str())
                 .or_default()
+                .1
                 .push(s.key.clone());
         }
         let mut finals: BTreeMap<(String, String), Vec<Option<SqlValue>>> = BTreeMap::new();
         let backend = self.conn.backend();
-        for (id, mut keys) in wanted {
-            keys.sort_by_key(SqlValue::canonical_key);
-            keys.dedup();
+        let stamp = SqlValue::Timestamptz(now());
+        for (id, (mut created, mut read)) in wanted {
+            for keys in [&mut created, &mut read] {
+                keys.sort_by_key(SqlValue::canonical_key);
+                keys.dedup();
+            }
+            read.retain(|k| {
+                created
+                    .binary_search_by_key(&k.canonical_key(), SqlValue::canonical_key)
+                    .is_err()
+            });
             let t = cap.specs[id].table().clone();
-            for chunk in keys.chunks(backend.bind_limit()) {
+            let json = rows::json_expr(backend, &t, rows::all_columns(&t));
+            let mut statements = Vec::new();
+            for chunk in created.chunks(backend.bind_limit() - 1) {
                 let mut sql = format!(
-                    "SELECT {} FROM {} WHERE {}",
-                    rows::json_expr(backend, &t, rows::all_columns(&t)),
+                    "UPDATE {} SET cqrs_revision = 0, cqrs_updated = ",
+                    quote(t.table())
+                );
+                backend.placeholder(1, &mut sql);
+                sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
+                let mut binds = vec![stamp.clone()];
+                push_list(backend, &mut sql, &mut binds, 2, &t, chunk)?;
+                sql.push_str(&format!(" RETURNING {json}"));
+                statements.push((sql, binds, Some(chunk.len())));
+            }
+            for chunk in read.chunks(backend.bind_limit()) {
+                let mut sql = format!(
+                    "SELECT {json} FROM {} WHERE {}",
                     quote(t.table()),
                     quote(&t.key_column().name)
                 );
                 let mut binds = Vec::new();
                 push_list(backend, &mut sql, &mut binds, 1, &t, chunk)?;
-                for text in self.conn.load_text(&sql, binds)? {
+                statements.push((sql, binds, None));
+            }
+            for (sql, binds, created) in statements {
+                let texts = self.conn.load_text(&sql, binds)?;
+                if let Some(wanted) = created
+                    && texts.len() != wanted
+                {
+                    return Err(missing(id, "created", wanted, texts.len()));
+                }
+                for text in texts {
                     let row = rows::typed_row(&t, &text)?;
                     let canon = row[t.key_index()]
                         .as_ref()

@@ -242,7 +242,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         Ok(key)
     }
 
-    /// Capture rows the application inserted: revision 0, `cqrs_updated` now; one SAVE each.
+    /// Capture rows the application inserted: revision 0, `cqrs_updated` now; one SAVE each. The
+    /// stamp is written at commit by the statement that also reads the rows' final state (one
+    /// round trip for both); a key that names no row fails the commit.
     pub fn created_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<()> {
         let spec = self.spec::<M>();
         let keys = keys
@@ -256,22 +258,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     M::CQRS_ID,
                     key.canonical_key()
                 )));
-            }
-        }
-        let t = spec.table();
-        let backend = self.conn.backend();
-        for chunk in keys.chunks(backend.bind_limit() - 1) {
-            let mut sql = format!(
-                "UPDATE {} SET cqrs_revision = 0, cqrs_updated = ",
-                quote(t.table())
-            );
-            backend.placeholder(1, &mut sql);
-            sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
-            let mut binds = vec![SqlValue::Timestamptz(now())];
-            push_list(backend, &mut sql, &mut binds, 2, t, chunk)?;
-            let n = self.conn.exec(&sql, binds)?;
-            if n != chunk.len() {
-                return Err(missing(M::CQRS_ID, "created", chunk.len(), n));
             }
         }
         for key in keys {
