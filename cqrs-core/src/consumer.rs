@@ -185,7 +185,14 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             return Ok(0);
         }
         self.stats.received += deliveries.len();
+        let started = std::time::Instant::now();
         self.process(&deliveries)?;
+        tracing::debug!(
+            queue = self.inbox.queue(),
+            messages = deliveries.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "batch applied and acknowledged"
+        );
         Ok(deliveries.len())
     }
 

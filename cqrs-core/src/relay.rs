@@ -102,6 +102,7 @@ impl<P: Publisher> Relay<P> {
         // A claimed row is invisible to other relays for the lease; a relay killed mid-batch loses
         // nothing, its rows come back after it.
         let lease = self.settings.relay_lease;
+        let started = Instant::now();
         let claimed = self
             .db
             .write_transaction(|db| outbox::claim(db, batch, lease, now))?;
@@ -114,6 +115,7 @@ impl<P: Publisher> Relay<P> {
             .map(|row| self.outgoing(row))
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+        let claimed_at = Instant::now();
         let confirms = match self.publisher.publish(&messages) {
             Ok(c) if c.len() == messages.len() => c,
             Ok(c) => vec![
@@ -134,6 +136,7 @@ impl<P: Publisher> Relay<P> {
             }
         };
         crate::crash::point("relay.after_confirm");
+        let confirmed_at = Instant::now();
         let (mut done, mut failed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let mut unroutable: BTreeMap<&str, usize> = BTreeMap::new();
         for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
@@ -184,6 +187,13 @@ impl<P: Publisher> Relay<P> {
             }
             Ok(())
         })?;
+        tracing::debug!(
+            rows = claimed.len(),
+            claim_ms = ms(claimed_at - started),
+            publish_ms = ms(confirmed_at - claimed_at),
+            settle_ms = ms(confirmed_at.elapsed()),
+            "relay batch"
+        );
         Ok(claimed.len())
     }
 
@@ -281,6 +291,11 @@ impl<P: Publisher> Relay<P> {
         }
         Ok(())
     }
+}
+
+/// Milliseconds, for logs.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// How an idle relay waits: for the in-process wakeup, and, when it has a PostgreSQL URL, for the

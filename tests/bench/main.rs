@@ -62,6 +62,12 @@ struct Args {
     /// Write the table as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Take only these groups of figures (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "latency"])]
+    only: Vec<String>,
+    /// `CQRS_LOG` of the relay and consumer processes (e.g. `cqrs=debug` for per-batch timings).
+    #[arg(long, default_value = "error")]
+    process_log: String,
 }
 
 /// One line of the table.
@@ -176,13 +182,20 @@ impl Bench {
     }
 
     fn run(&mut self, args: &Args) -> cqrs::Result<()> {
-        for writers in [1, 4] {
-            for rows in [1, 100] {
-                self.capture(args, writers, rows)?;
+        let wanted = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
+        if wanted("capture") {
+            for writers in [1, 4] {
+                for rows in [1, 100] {
+                    self.capture(args, writers, rows)?;
+                }
             }
         }
-        self.relay_and_drain(args)?;
-        self.latency(args)?;
+        if wanted("relay") {
+            self.relay_and_drain(args)?;
+        }
+        if wanted("latency") {
+            self.latency(args)?;
+        }
         Ok(())
     }
 
@@ -273,7 +286,7 @@ impl Bench {
                 self.sink.transport.purge(&self.sink.queue)?;
                 let started = Instant::now();
                 let child =
-                    self.process(&["consume", "-w", &workers.to_string()], &self.replica.url);
+                    self.process(&["consume", "-w", &workers.to_string()], &self.replica.url, args);
                 let done = wait_for(Duration::from_secs(300), || {
                     count(&self.replica, REPLICA_TABLE) >= n
                 });
@@ -329,8 +342,8 @@ impl Bench {
              CREATE TRIGGER bench_applied BEFORE INSERT OR UPDATE ON {REPLICA_TABLE}
                FOR EACH ROW EXECUTE FUNCTION bench_applied();"
         ))?;
-        let relay = self.process(&["relay"], &self.master.url);
-        let consumer = self.process(&["consume", "-w", "2"], &self.replica.url);
+        let relay = self.process(&["relay"], &self.master.url, args);
+        let consumer = self.process(&["consume", "-w", "2"], &self.replica.url, args);
         // Both connected and idle before the load starts.
         std::thread::sleep(Duration::from_millis(1500));
         let written = offered(&self.master.url, 4, args.latency_rate, args.latency_seconds)?;
@@ -418,7 +431,7 @@ impl Bench {
     }
 
     /// This binary as a `cqrs` process on `db`.
-    fn process(&self, command: &[&str], db: &str) -> Child {
+    fn process(&self, command: &[&str], db: &str, args: &Args) -> Child {
         Command::new(std::env::current_exe().expect("this binary's path"))
             .arg("cqrs")
             .args(command)
@@ -431,7 +444,7 @@ impl Bench {
                 &self.broker.exchange,
             ])
             .args(["--queue", &self.broker.queue, "--service-name", "bench"])
-            .env("CQRS_LOG", "error")
+            .env("CQRS_LOG", &args.process_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::rabbit::free_port;
+use crate::rabbit::{free_port, give_to};
 
 /// A private cluster on 127.0.0.1; stopped and removed on drop.
 pub struct PrivatePostgres {
@@ -32,16 +32,7 @@ impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
         let dir = std::env::temp_dir().join(crate::db::unique("cqrs_pg"));
         std::fs::create_dir_all(&dir).unwrap();
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .expect("chown runs");
-        assert!(
-            chown.success(),
-            "chown {} to postgres failed",
-            dir.display()
-        );
+        give_to(&dir, "postgres");
         let mut pg = PrivatePostgres {
             port: free_port(),
             bin: bindir(),

@@ -19,6 +19,17 @@ pub struct PrivateRabbit {
     server: Option<Child>,
 }
 
+/// Hand `dir` (and what is in it) to `user`: a server that drops root privileges must own its files.
+pub(crate) fn give_to(dir: &std::path::Path, user: &str) {
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:{user}"))
+        .arg(dir)
+        .status()
+        .expect("chown runs");
+    assert!(chown.success(), "chown {} to {user} failed", dir.display());
+}
+
 /// A free port below Linux's ephemeral range (32768+): while the node is down, a client's
 /// reconnect from an ephemeral port could otherwise take the node's port (a TCP self-connect).
 pub(crate) fn free_port() -> u16 {
@@ -47,16 +58,7 @@ impl PrivateRabbit {
         )
         .unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-        let chown = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(&dir)
-            .status()
-            .expect("chown runs");
-        assert!(
-            chown.success(),
-            "chown {} to rabbitmq failed",
-            dir.display()
-        );
+        give_to(&dir, "rabbitmq");
         let mut rabbit = PrivateRabbit {
             node: format!("{name}@localhost"),
             port,
