@@ -285,8 +285,11 @@ impl Bench {
                 publish.push(n as f64 / took.as_secs_f64());
                 self.sink.transport.purge(&self.sink.queue)?;
                 let started = Instant::now();
-                let child =
-                    self.process(&["consume", "-w", &workers.to_string()], &self.replica.url, args);
+                let child = self.process(
+                    &["consume", "-w", &workers.to_string()],
+                    &self.replica.url,
+                    args,
+                );
                 let done = wait_for(Duration::from_secs(300), || {
                     count(&self.replica, REPLICA_TABLE) >= n
                 });
@@ -346,13 +349,16 @@ impl Bench {
         let consumer = self.process(&["consume", "-w", "2"], &self.replica.url, args);
         // Both connected and idle before the load starts.
         std::thread::sleep(Duration::from_millis(1500));
-        let written = offered(&self.master.url, 4, args.latency_rate, args.latency_seconds)?;
-        let done = wait_for(Duration::from_secs(120), || {
-            count(&self.replica, REPLICA_TABLE) >= written
+        let written = offered(&self.master.url, 4, args.latency_rate, args.latency_seconds);
+        let done = written.as_ref().is_ok_and(|n| {
+            wait_for(Duration::from_secs(120), || {
+                count(&self.replica, REPLICA_TABLE) >= *n
+            })
         });
         let (relay_rss, consumer_rss) = (peak_rss_mb(&relay), peak_rss_mb(&consumer));
         stop(relay);
         stop(consumer);
+        let written = written?;
         if !done {
             self.problems.push(format!(
                 "the latency run's {written} rows did not all reach the replica"
