@@ -7,7 +7,7 @@
 //! millisecond while idle). It also polls: immediately again while batches come back full, backing
 //! off to [`IDLE_POLL`] when the outbox is empty, which is all SQLite has across processes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::message::{Expires, Message, SignalType};
 use crate::outbox::{self, Claimed, Wakeup};
 use crate::shutdown::Shutdown;
-use crate::transport::{Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgoing, Publisher};
+use crate::transport::{
+    Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgoing, Publisher, Sent,
+};
 
 /// Longest sleep of an idle relay. A capture in the same process wakes it at once; another
 /// process's commits wait at most this long.
@@ -33,6 +35,9 @@ const UNROUTABLE_RETRY: Duration = Duration::from_secs(5);
 const LISTEN_CHECK: Duration = Duration::from_millis(1);
 /// A lost listening connection is opened again after this delay (polling covers the gap).
 const LISTEN_RETRY: Duration = Duration::from_secs(5);
+/// Batches sent and not yet settled before the relay waits for the oldest one's confirms: the
+/// broker confirms these while the database claims the next.
+const IN_FLIGHT: usize = 3;
 /// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
 const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
@@ -97,26 +102,111 @@ impl<P: Publisher> Relay<P> {
 
     /// Claim, publish and settle one batch; returns how many rows were claimed.
     pub fn run_once(&mut self) -> Result<usize> {
+        match self.send_batch()? {
+            None => Ok(0),
+            Some(batch) => self.settle(batch),
+        }
+    }
+
+    /// Send the next batch, then, if more than [`IN_FLIGHT`] batches (or no new one) await
+    /// their confirms, settle the oldest: the database claims while the broker confirms. Returns
+    /// how many rows the new batch holds. Batches may be confirmed out of order only when one
+    /// fails, as with retries: the replica's revision check keeps the newest state.
+    fn step(&mut self, in_flight: &mut VecDeque<InFlight>) -> Result<usize> {
+        let next = self.send_batch();
+        let settle_oldest = match &next {
+            Ok(Some(_)) => in_flight.len() >= IN_FLIGHT,
+            _ => true,
+        };
+        let settled = match in_flight.pop_front() {
+            Some(oldest) if settle_oldest => self.settle(oldest).map(drop),
+            Some(oldest) => {
+                in_flight.push_front(oldest);
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        // A batch sent is settled by a later step even when this settle failed.
+        let n = match next {
+            Ok(Some(batch)) => {
+                let n = batch.rows.len();
+                in_flight.push_back(batch);
+                n
+            }
+            Ok(None) => 0,
+            Err(e) => return settled.and(Err(e)),
+        };
+        settled.map(|()| n)
+    }
+
+    /// Settle every batch in flight, logging failures (their leases bring the rows back).
+    fn settle_all(&mut self, in_flight: &mut VecDeque<InFlight>) {
+        while let Some(batch) = in_flight.pop_front() {
+            if let Err(e) = self.settle(batch) {
+                tracing::warn!("relay: settling a batch: {e}");
+            }
+        }
+    }
+
+    /// Claim a batch and send it without waiting for its confirms.
+    fn send_batch(&mut self) -> Result<Option<InFlight>> {
         let now = Utc::now();
         let batch = self.settings.batch_size;
         // A claimed row is invisible to other relays for the lease; a relay killed mid-batch loses
         // nothing, its rows come back after it.
         let lease = self.settings.relay_lease;
         let started = Instant::now();
-        let claimed = self
+        let rows = self
             .db
             .write_transaction(|db| outbox::claim(db, batch, lease, now))?;
-        if claimed.is_empty() {
-            return Ok(0);
+        if rows.is_empty() {
+            return Ok(None);
         }
-        self.stats.claimed += claimed.len();
-        let messages = claimed
+        self.stats.claimed += rows.len();
+        let messages = rows
             .iter()
             .map(|row| self.outgoing(row))
             .collect::<Result<Vec<_>>>()?;
-        let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
         let claimed_at = Instant::now();
-        let confirms = match self.publisher.publish(&messages) {
+        match self.publisher.send(&messages) {
+            Ok(sent) => Ok(Some(InFlight {
+                rows,
+                messages,
+                sent,
+                claim_ms: ms(claimed_at - started),
+                send_ms: ms(claimed_at.elapsed()),
+                sent_at: Instant::now(),
+            })),
+            Err(e) => Err(self.publish_failed(&rows, e)),
+        }
+    }
+
+    /// Give a batch whose publish failed back to the outbox, to be tried after [`RETRY_DELAY`].
+    fn publish_failed(&mut self, rows: &[Claimed], e: Error) -> Error {
+        self.stats.failed += rows.len();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let retry_at = Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default();
+        if let Err(release) = self
+            .db
+            .write_transaction(|db| outbox::release(db, &ids, retry_at))
+        {
+            // The lease brings them back instead.
+            tracing::warn!("relay: releasing a batch that failed to publish: {release}");
+        }
+        e.context("publishing an outbox batch")
+    }
+
+    /// Wait for a batch's confirms, then delete what was delivered and release the rest.
+    fn settle(&mut self, batch: InFlight) -> Result<usize> {
+        let InFlight {
+            rows,
+            messages,
+            sent,
+            claim_ms,
+            send_ms,
+            sent_at,
+        } = batch;
+        let confirms = match sent.confirms() {
             Ok(c) if c.len() == messages.len() => c,
             Ok(c) => vec![
                 Confirm::Failed(format!(
@@ -126,20 +216,13 @@ impl<P: Publisher> Relay<P> {
                 ));
                 messages.len()
             ],
-            Err(e) => {
-                self.stats.failed += ids.len();
-                let retry_at =
-                    Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default();
-                self.db
-                    .write_transaction(|db| outbox::release(db, &ids, retry_at))?;
-                return Err(e.context("publishing an outbox batch"));
-            }
+            Err(e) => return Err(self.publish_failed(&rows, e)),
         };
         crate::crash::point("relay.after_confirm");
         let confirmed_at = Instant::now();
         let (mut done, mut failed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let mut unroutable: BTreeMap<&str, usize> = BTreeMap::new();
-        for ((row, msg), confirm) in claimed.iter().zip(&messages).zip(confirms) {
+        for ((row, msg), confirm) in rows.iter().zip(&messages).zip(confirms) {
             match confirm {
                 Confirm::Delivered => {
                     self.stats.published += 1;
@@ -188,13 +271,14 @@ impl<P: Publisher> Relay<P> {
             Ok(())
         })?;
         tracing::debug!(
-            rows = claimed.len(),
-            claim_ms = ms(claimed_at - started),
-            publish_ms = ms(confirmed_at - claimed_at),
+            rows = rows.len(),
+            claim_ms,
+            send_ms,
+            confirm_ms = ms(confirmed_at - sent_at),
             settle_ms = ms(confirmed_at.elapsed()),
             "relay batch"
         );
-        Ok(claimed.len())
+        Ok(rows.len())
     }
 
     fn outgoing(&self, row: &Claimed) -> Result<Outgoing> {
@@ -266,14 +350,15 @@ impl<P: Publisher> Relay<P> {
             listener: None,
             retry_at: Instant::now(),
         };
+        let mut in_flight = VecDeque::new();
         while !shutdown.is_triggered() {
-            match self.run_once() {
-                Ok(n) if n >= self.settings.batch_size => {
+            match self.step(&mut in_flight) {
+                // Batches in flight: claim what committed meanwhile at once, settle as it goes.
+                Ok(n) if n > 0 || !in_flight.is_empty() => {
                     idle = Duration::from_millis(10);
                     continue;
                 }
-                Ok(0) => idle = (idle * 2).min(IDLE_POLL),
-                Ok(_) => idle = Duration::from_millis(10),
+                Ok(_) => idle = (idle * 2).min(IDLE_POLL),
                 Err(e) => {
                     tracing::warn!("relay: {e}");
                     if shutdown.sleep(RETRY_DELAY) {
@@ -289,8 +374,36 @@ impl<P: Publisher> Relay<P> {
             }
             seen = waiter.wait(wake, seen, idle);
         }
+        self.settle_all(&mut in_flight);
         Ok(())
     }
+
+    /// Relay until the outbox has nothing available, with batches in flight as [`Relay::run`]
+    /// has them; returns how many rows were relayed.
+    pub fn drain(&mut self) -> Result<usize> {
+        let mut in_flight = VecDeque::new();
+        let mut total = 0;
+        loop {
+            match self.step(&mut in_flight) {
+                Ok(0) if in_flight.is_empty() => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) => {
+                    self.settle_all(&mut in_flight);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A batch sent whose confirms are not settled yet.
+struct InFlight {
+    rows: Vec<Claimed>,
+    messages: Vec<Outgoing>,
+    sent: Sent,
+    claim_ms: f64,
+    send_ms: f64,
+    sent_at: Instant,
 }
 
 /// Milliseconds, for logs.

@@ -102,6 +102,9 @@ struct Bench {
     tap: TestBroker,
     /// Where the raw publish ceiling goes.
     sink: TestBroker,
+    /// A second queue bound to [`SINK_KEY`]: the raw publish fans out to two queues, as the
+    /// relay's messages do (the replica's queue and the tap).
+    sink_twin: TestBroker,
     figures: Vec<Figure>,
     problems: Vec<String>,
 }
@@ -117,6 +120,13 @@ fn main() -> ExitCode {
         return cqrs_cli::run_from(items::registry(), std::iter::once(program).chain(args));
     }
     let mut args = Args::parse();
+    // The relay under test runs in this process: `CQRS_LOG=cqrs=debug` shows its per-batch timings.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CQRS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if args.smoke {
         args.runs = 1;
         args.seconds = 0.5;
@@ -170,12 +180,15 @@ impl Bench {
         broker.declare(&[CQRS_ID]);
         tap.declare(&[CQRS_ID]);
         sink.declare(&[SINK_KEY, ROUND_TRIP_KEY]);
+        let sink_twin = broker.another_queue();
+        sink_twin.declare(&[SINK_KEY]);
         Ok(Bench {
             master,
             replica,
             broker,
             tap,
             sink,
+            sink_twin,
             figures: Vec::new(),
             problems: Vec::new(),
         })
@@ -273,10 +286,7 @@ impl Bench {
                     self.broker.settings(),
                 );
                 let started = Instant::now();
-                let mut db = self.master.connect();
-                while cqrs::outbox::pending(&mut db)? > 0 {
-                    r.run_once()?;
-                }
+                r.drain()?;
                 relay.push(n as f64 / started.elapsed().as_secs_f64());
                 let (bodies, took) = raw::consume(&self.tap.transport, &self.tap.queue, n);
                 consume.push(n as f64 / took.as_secs_f64());
@@ -284,6 +294,7 @@ impl Bench {
                     raw::publish(&self.sink.transport, &self.sink.exchange, SINK_KEY, &bodies);
                 publish.push(n as f64 / took.as_secs_f64());
                 self.sink.transport.purge(&self.sink.queue)?;
+                self.sink_twin.transport.purge(&self.sink_twin.queue)?;
                 let started = Instant::now();
                 let child = self.process(
                     &["consume", "-w", &workers.to_string()],
@@ -314,7 +325,7 @@ impl Bench {
             format!("relay alone, {n} messages"),
             median(relay),
             "msgs/s",
-            "lapin confirmed publish",
+            "lapin confirmed publish, same fan-out",
             Some(publish),
         );
         for (i, d) in drain.into_iter().enumerate() {

@@ -58,13 +58,9 @@ fn queue_policy(queue: &str) -> String {
         .to_string()
 }
 
-/// Confirms are real: with the queue full (max-length + reject-publish) the broker nacks, and
-/// nacked rows stay in the outbox until they can be delivered.
-#[test]
-fn nacked_messages_stay_in_the_outbox() {
-    let b = TestBroker::new();
-    b.declare(&["item"]);
-    let policy = json!({"max-length": 4, "overflow": "reject-publish"}).to_string();
+/// Make `b`'s queue refuse publishes (nack) beyond `max` messages.
+fn limit_queue(b: &TestBroker, max: usize) {
+    let policy = json!({"max-length": max, "overflow": "reject-publish"}).to_string();
     let out = std::process::Command::new("rabbitmqctl")
         .args([
             "set_policy",
@@ -87,6 +83,15 @@ fn nacked_messages_stay_in_the_outbox() {
         "the queue to apply the policy",
         || queue_policy(&b.queue) == b.queue,
     );
+}
+
+/// Confirms are real: with the queue full (max-length + reject-publish) the broker nacks, and
+/// nacked rows stay in the outbox until they can be delivered.
+#[test]
+fn nacked_messages_stay_in_the_outbox() {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    limit_queue(&b, 4);
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
@@ -133,4 +138,60 @@ fn unroutable_messages_are_counted_and_dropped() {
     relay.run_once().unwrap();
     assert_eq!((relay.stats().published, relay.stats().unroutable), (0, 2));
     assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+}
+
+/// With several batches in flight (the next one sent before the last one's confirms are in),
+/// messages still leave in outbox order and every row is deleted once confirmed.
+#[test]
+fn batches_in_flight_leave_in_outbox_order() {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 300)).unwrap();
+    let ids: Vec<String> = db
+        .load_text(
+            "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
+            vec![],
+        )
+        .unwrap();
+    let settings = cqrs::Settings {
+        batch_size: 7,
+        ..b.settings()
+    };
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), settings);
+    assert_eq!(relay.drain().unwrap(), 300);
+    assert_eq!(relay.stats().published, 300);
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    let got: Vec<String> = b
+        .drain(&b.queue)
+        .iter()
+        .map(|(_, props, _)| props.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids);
+}
+
+/// A nacked batch among batches in flight goes back to the outbox while the others are deleted.
+#[test]
+fn nacked_batches_in_flight_stay_in_the_outbox() {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    limit_queue(&b, 4);
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+    let settings = cqrs::Settings {
+        batch_size: 3,
+        ..b.settings()
+    };
+    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), settings);
+    assert_eq!(relay.drain().unwrap(), 10);
+    assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 6);
+    assert_eq!(b.count(&b.queue), 4);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &b.queue])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
 }

@@ -120,6 +120,33 @@ pub trait Publisher: Send {
     /// Publish `messages` in order; one [`Confirm`] per message, in the same order. `Err` means
     /// the whole batch's fate is unknown (e.g. the connection dropped) and all of it is retried.
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>>;
+
+    /// Send `messages` in order without waiting for their confirms; [`Sent::confirms`] waits.
+    /// The relay claims its next batch while the broker confirms this one. A transport whose
+    /// confirms come back with the send (the queue file, memory) publishes here.
+    fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
+        self.publish(messages).map(Sent::ready)
+    }
+}
+
+/// A batch sent by [`Publisher::send`] whose confirms may not be in yet.
+pub struct Sent(Box<dyn FnOnce() -> Result<Vec<Confirm>> + Send>);
+
+impl Sent {
+    /// Confirms already known.
+    pub fn ready(confirms: Vec<Confirm>) -> Sent {
+        Sent(Box::new(move || Ok(confirms)))
+    }
+
+    /// Confirms that `wait` blocks for; `Err` as for [`Publisher::publish`].
+    pub fn waiting(wait: impl FnOnce() -> Result<Vec<Confirm>> + Send + 'static) -> Sent {
+        Sent(Box::new(wait))
+    }
+
+    /// Wait for the confirms: one per message, in the order sent.
+    pub fn confirms(self) -> Result<Vec<Confirm>> {
+        (self.0)()
+    }
 }
 
 impl<I: Inbox + ?Sized> Inbox for Box<I> {
@@ -158,6 +185,9 @@ impl<I: Inbox + ?Sized> Inbox for Box<I> {
 impl<P: Publisher + ?Sized> Publisher for Box<P> {
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
         (**self).publish(messages)
+    }
+    fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
+        (**self).send(messages)
     }
 }
 

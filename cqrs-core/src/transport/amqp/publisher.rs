@@ -6,8 +6,10 @@ use lapin::Channel;
 use lapin::options::BasicPublishOptions;
 
 use super::{AmqpTransport, MAX_ROUTING_KEY, properties, to_confirm, transient};
-use crate::error::Result;
-use crate::transport::{Confirm, Outgoing, Publisher};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::{Confirm, Outgoing, Publisher, Sent};
 
 impl AmqpTransport {
     /// A relay publisher on its own confirm-mode channel.
@@ -15,27 +17,43 @@ impl AmqpTransport {
         Ok(AmqpPublisher {
             transport: self.clone(),
             channel: self.channel(true)?,
+            last_written: None,
         })
     }
 }
 
 /// The relay's publisher: every message of a batch is sent before any confirm is awaited, so a
-/// batch costs one round trip, not one per message.
+/// batch costs one round trip, not one per message; the sending itself runs on the transport's
+/// runtime, so the relay claims its next batch meanwhile.
 pub struct AmqpPublisher {
     transport: Arc<AmqpTransport>,
     channel: Channel,
+    /// Fires when the last batch handed to the runtime has been written to the channel.
+    last_written: Option<oneshot::Receiver<()>>,
 }
 
 impl Publisher for AmqpPublisher {
     fn publish(&mut self, messages: &[Outgoing]) -> Result<Vec<Confirm>> {
+        self.send(messages)?.confirms()
+    }
+
+    fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
         if !self.channel.status().connected() {
             self.channel = self.transport.channel(true)?;
         }
         let ch = self.channel.clone();
         let exchange = self.transport.config.exchange.clone();
-        self.transport.runtime.block_on(async move {
-            let mut pending = Vec::with_capacity(messages.len());
-            for m in messages {
+        let batch = messages.to_vec();
+        let previous = self.last_written.take();
+        let (written, written_rx) = oneshot::channel::<()>();
+        self.last_written = Some(written_rx);
+        let task = self.transport.runtime.spawn(async move {
+            // Batches go out in the order they were handed over (sent or failed, it fires).
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let mut pending = Vec::with_capacity(batch.len());
+            for m in &batch {
                 if m.routing_key.len() > MAX_ROUTING_KEY {
                     pending.push(None); // as in publish_confirmed: nothing can be bound for it
                     continue;
@@ -58,6 +76,7 @@ impl Publisher for AmqpPublisher {
                 pending.push(Some(confirm));
             }
             crate::crash::point("relay.after_publish");
+            drop(written);
             let mut out = Vec::with_capacity(pending.len());
             for confirm in pending {
                 out.push(match confirm {
@@ -66,6 +85,15 @@ impl Publisher for AmqpPublisher {
                 });
             }
             Ok(out)
-        })
+        });
+        let runtime = self.transport.runtime.clone();
+        Ok(Sent::waiting(move || {
+            runtime.block_on(task).unwrap_or_else(|e| {
+                Err(Error::new(
+                    ErrorKind::Transport,
+                    format!("the publishing task ended: {e}"),
+                ))
+            })
+        }))
     }
 }
