@@ -38,6 +38,9 @@ const LISTEN_RETRY: Duration = Duration::from_secs(5);
 /// Batches sent and not yet settled before the relay waits for the oldest one's confirms: the
 /// broker confirms these while the database claims the next.
 const IN_FLIGHT: usize = 3;
+/// How often a relay with batches awaiting confirms and nothing new to claim checks for them
+/// (and for a commit to claim).
+const CONFIRM_CHECK: Duration = Duration::from_millis(1);
 /// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
 const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
@@ -108,24 +111,19 @@ impl<P: Publisher> Relay<P> {
         }
     }
 
-    /// Send the next batch, then, if more than [`IN_FLIGHT`] batches (or no new one) await
-    /// their confirms, settle the oldest: the database claims while the broker confirms. Returns
-    /// how many rows the new batch holds. Batches may be confirmed out of order only when one
-    /// fails, as with retries: the replica's revision check keeps the newest state.
-    fn step(&mut self, in_flight: &mut VecDeque<InFlight>) -> Result<usize> {
+    /// Send the next batch, then settle what is due: the oldest batch when [`IN_FLIGHT`] await
+    /// their confirms (or, with `block_when_idle`, when nothing new was claimed), and any batch at
+    /// the front whose confirms are already in. The database claims while the broker confirms.
+    /// Returns how many rows the new batch holds. Batches may be confirmed out of order only when
+    /// one fails, as with retries: the replica's revision check keeps the newest state.
+    fn step(&mut self, in_flight: &mut VecDeque<InFlight>, block_when_idle: bool) -> Result<usize> {
         let next = self.send_batch();
-        let settle_oldest = match &next {
+        let wait_for_oldest = match &next {
             Ok(Some(_)) => in_flight.len() >= IN_FLIGHT,
-            _ => true,
+            Ok(None) => block_when_idle,
+            Err(_) => true,
         };
-        let settled = match in_flight.pop_front() {
-            Some(oldest) if settle_oldest => self.settle(oldest).map(drop),
-            Some(oldest) => {
-                in_flight.push_front(oldest);
-                Ok(())
-            }
-            None => Ok(()),
-        };
+        let settled = self.settle_due(in_flight, wait_for_oldest);
         // A batch sent is settled by a later step even when this settle failed.
         let n = match next {
             Ok(Some(batch)) => {
@@ -137,6 +135,25 @@ impl<P: Publisher> Relay<P> {
             Err(e) => return settled.and(Err(e)),
         };
         settled.map(|()| n)
+    }
+
+    /// Settle the batches at the front whose confirms are in; with `wait_for_oldest`, the oldest
+    /// one in any case.
+    fn settle_due(
+        &mut self,
+        in_flight: &mut VecDeque<InFlight>,
+        wait_for_oldest: bool,
+    ) -> Result<()> {
+        let mut wait = wait_for_oldest;
+        while let Some(oldest) = in_flight.pop_front() {
+            if !wait && !oldest.sent.is_ready() {
+                in_flight.push_front(oldest);
+                break;
+            }
+            wait = false;
+            self.settle(oldest)?;
+        }
+        Ok(())
     }
 
     /// Settle every batch in flight, logging failures (their leases bring the rows back).
@@ -351,11 +368,27 @@ impl<P: Publisher> Relay<P> {
             retry_at: Instant::now(),
         };
         let mut in_flight = VecDeque::new();
+        // Whether to claim this turn: always, except while batches await their confirms and no
+        // commit has been signalled since the last claim.
+        let mut claim = true;
         while !shutdown.is_triggered() {
-            match self.step(&mut in_flight) {
-                // Batches in flight: claim what committed meanwhile at once, settle as it goes.
-                Ok(n) if n > 0 || !in_flight.is_empty() => {
+            let turn = if claim {
+                self.step(&mut in_flight, false)
+            } else {
+                self.settle_due(&mut in_flight, false).map(|()| 0)
+            };
+            match turn {
+                Ok(n) if n > 0 => {
                     idle = Duration::from_millis(10);
+                    claim = true;
+                    continue;
+                }
+                // Confirms outstanding: a commit meanwhile is claimed at once rather than after
+                // them; otherwise settle each batch as its confirms come in.
+                Ok(_) if !in_flight.is_empty() => {
+                    let (now, signalled) = waiter.wait(wake, seen, CONFIRM_CHECK);
+                    seen = now;
+                    claim = signalled;
                     continue;
                 }
                 Ok(_) => idle = (idle * 2).min(IDLE_POLL),
@@ -372,7 +405,8 @@ impl<P: Publisher> Relay<P> {
                     }
                 }
             }
-            seen = waiter.wait(wake, seen, idle);
+            seen = waiter.wait(wake, seen, idle).0;
+            claim = true;
         }
         self.settle_all(&mut in_flight);
         Ok(())
@@ -384,7 +418,7 @@ impl<P: Publisher> Relay<P> {
         let mut in_flight = VecDeque::new();
         let mut total = 0;
         loop {
-            match self.step(&mut in_flight) {
+            match self.step(&mut in_flight, true) {
                 Ok(0) if in_flight.is_empty() => return Ok(total),
                 Ok(n) => total += n,
                 Err(e) => {
@@ -420,16 +454,18 @@ struct Idle {
 }
 
 impl Idle {
-    /// Wait until a commit is signalled or `timeout` passes; the in-process generation.
-    fn wait(&mut self, wake: &Wakeup, seen: u64, timeout: Duration) -> u64 {
+    /// Wait until a commit is signalled or `timeout` passes: the in-process generation, and
+    /// whether a commit was signalled (in this process or by a notification).
+    fn wait(&mut self, wake: &Wakeup, seen: u64, timeout: Duration) -> (u64, bool) {
         self.open();
         let deadline = Instant::now() + timeout;
+        let in_process = |generation: u64| (generation, generation != seen);
         let Some(listener) = self.listener.as_mut() else {
-            return wake.wait(seen, timeout);
+            return in_process(wake.wait(seen, timeout));
         };
         loop {
             match listener.notified() {
-                Ok(true) => return wake.generation(),
+                Ok(true) => return (wake.generation(), true),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(
@@ -437,13 +473,14 @@ impl Idle {
                     );
                     self.listener = None;
                     self.retry_at = Instant::now() + LISTEN_RETRY;
-                    return wake.wait(seen, deadline.saturating_duration_since(Instant::now()));
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    return in_process(wake.wait(seen, left));
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let generation = wake.wait(seen, LISTEN_CHECK.min(left));
             if generation != seen || left.is_zero() {
-                return generation;
+                return in_process(generation);
             }
         }
     }

@@ -19,6 +19,8 @@ pub use broker::{Broker, SCHEMES, Scheme, connect, connect_until};
 pub use routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key, topic_matches};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -130,22 +132,40 @@ pub trait Publisher: Send {
 }
 
 /// A batch sent by [`Publisher::send`] whose confirms may not be in yet.
-pub struct Sent(Box<dyn FnOnce() -> Result<Vec<Confirm>> + Send>);
+pub struct Sent {
+    wait: Box<dyn FnOnce() -> Result<Vec<Confirm>> + Send>,
+    /// Set once [`Sent::confirms`] would not block (`None`: it never blocks).
+    done: Option<Arc<AtomicBool>>,
+}
 
 impl Sent {
     /// Confirms already known.
     pub fn ready(confirms: Vec<Confirm>) -> Sent {
-        Sent(Box::new(move || Ok(confirms)))
+        Sent {
+            wait: Box::new(move || Ok(confirms)),
+            done: None,
+        }
     }
 
-    /// Confirms that `wait` blocks for; `Err` as for [`Publisher::publish`].
-    pub fn waiting(wait: impl FnOnce() -> Result<Vec<Confirm>> + Send + 'static) -> Sent {
-        Sent(Box::new(wait))
+    /// Confirms that `wait` blocks for until `done` is set; `Err` as for [`Publisher::publish`].
+    pub fn waiting(
+        done: Arc<AtomicBool>,
+        wait: impl FnOnce() -> Result<Vec<Confirm>> + Send + 'static,
+    ) -> Sent {
+        Sent {
+            wait: Box::new(wait),
+            done: Some(done),
+        }
+    }
+
+    /// Whether every confirm is in ([`Sent::confirms`] returns at once).
+    pub fn is_ready(&self) -> bool {
+        self.done.as_ref().is_none_or(|d| d.load(Ordering::Acquire))
     }
 
     /// Wait for the confirms: one per message, in the order sent.
     pub fn confirms(self) -> Result<Vec<Confirm>> {
-        (self.0)()
+        (self.wait)()
     }
 }
 

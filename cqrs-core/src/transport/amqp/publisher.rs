@@ -1,6 +1,7 @@
 //! The relay's publisher: a batch sent before any confirm is awaited, one round trip per batch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lapin::Channel;
 use lapin::options::BasicPublishOptions;
@@ -47,47 +48,16 @@ impl Publisher for AmqpPublisher {
         let previous = self.last_written.take();
         let (written, written_rx) = oneshot::channel::<()>();
         self.last_written = Some(written_rx);
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = done.clone();
         let task = self.transport.runtime.spawn(async move {
-            // Batches go out in the order they were handed over (sent or failed, it fires).
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            let mut pending = Vec::with_capacity(batch.len());
-            for m in &batch {
-                if m.routing_key.len() > MAX_ROUTING_KEY {
-                    pending.push(None); // as in publish_confirmed: nothing can be bound for it
-                    continue;
-                }
-                let props = properties(&m.headers, Some(&m.message_id));
-                let opts = BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                };
-                let confirm = ch
-                    .basic_publish(
-                        exchange.as_str().into(),
-                        m.routing_key.as_str().into(),
-                        opts,
-                        &m.body,
-                        props,
-                    )
-                    .await
-                    .map_err(|e| transient("publishing", e))?;
-                pending.push(Some(confirm));
-            }
-            crate::crash::point("relay.after_publish");
-            drop(written);
-            let mut out = Vec::with_capacity(pending.len());
-            for confirm in pending {
-                out.push(match confirm {
-                    Some(c) => to_confirm(c.await),
-                    None => Confirm::Unroutable,
-                });
-            }
-            Ok(out)
+            let result = write_and_confirm(ch, exchange, batch, previous, written).await;
+            // Set whatever the result: an error too is ready to read.
+            finished.store(true, Ordering::Release);
+            result
         });
         let runtime = self.transport.runtime.clone();
-        Ok(Sent::waiting(move || {
+        Ok(Sent::waiting(done, move || {
             runtime.block_on(task).unwrap_or_else(|e| {
                 Err(Error::new(
                     ErrorKind::Transport,
@@ -96,4 +66,52 @@ impl Publisher for AmqpPublisher {
             })
         }))
     }
+}
+
+/// Write `batch` to the channel once the batch before it is written (`previous` fires), signal
+/// `written`, then collect the broker's confirms.
+async fn write_and_confirm(
+    ch: Channel,
+    exchange: String,
+    batch: Vec<Outgoing>,
+    previous: Option<oneshot::Receiver<()>>,
+    written: oneshot::Sender<()>,
+) -> Result<Vec<Confirm>> {
+    // Batches go out in the order they were handed over (written or failed, it fires).
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+    let mut pending = Vec::with_capacity(batch.len());
+    for m in &batch {
+        if m.routing_key.len() > MAX_ROUTING_KEY {
+            pending.push(None); // as in publish_confirmed: nothing can be bound for it
+            continue;
+        }
+        let props = properties(&m.headers, Some(&m.message_id));
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = ch
+            .basic_publish(
+                exchange.as_str().into(),
+                m.routing_key.as_str().into(),
+                opts,
+                &m.body,
+                props,
+            )
+            .await
+            .map_err(|e| transient("publishing", e))?;
+        pending.push(Some(confirm));
+    }
+    crate::crash::point("relay.after_publish");
+    drop(written);
+    let mut out = Vec::with_capacity(pending.len());
+    for confirm in pending {
+        out.push(match confirm {
+            Some(c) => to_confirm(c.await),
+            None => Confirm::Unroutable,
+        });
+    }
+    Ok(out)
 }
