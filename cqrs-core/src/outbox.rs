@@ -138,15 +138,18 @@ pub fn claim<C: SqlConn + ?Sized>(
             s
         })
         .collect();
-    let sql = format!(
-        "UPDATE cqrs_outbox SET leased_until = {}, attempts = attempts + 1 WHERE id IN (\
-         SELECT id FROM cqrs_outbox WHERE available_at <= {} AND (leased_until IS NULL OR leased_until < {}) \
-         ORDER BY id LIMIT {}{}) RETURNING {json}",
-        p[0],
+    let available = format!(
+        "SELECT id FROM cqrs_outbox WHERE available_at <= {} AND (leased_until IS NULL OR leased_until < {}) \
+         ORDER BY id LIMIT {}{}",
         p[1],
         p[2],
         p[3],
         backend.skip_locked(),
+    );
+    let sql = format!(
+        "UPDATE cqrs_outbox SET leased_until = {}, attempts = attempts + 1 WHERE {} RETURNING {json}",
+        p[0],
+        backend.in_subquery("id", &available),
     );
     let binds = vec![
         SqlValue::Timestamptz(until),

@@ -158,6 +158,16 @@ impl Backend {
         }
     }
 
+    /// `col` is one of the keys the subquery `select` returns. PostgreSQL plans `IN (SELECT ..)`
+    /// under an `UPDATE` as a hash join over the whole table (a claim would cost as much as the
+    /// backlog is long); `= ANY(ARRAY(..))` evaluates the subquery once and looks each key up.
+    pub fn in_subquery(self, col: &str, select: &str) -> String {
+        match self {
+            Backend::Postgres => format!("{col} = ANY(ARRAY({select}))"),
+            Backend::Sqlite => format!("{col} IN ({select})"),
+        }
+    }
+
     /// A condition that `col` (a text column or expression) contains, starts with or ends with
     /// `value`, case-insensitively if asked, with `value` bound through `bind` (which returns its
     /// placeholder). PostgreSQL: `LIKE`/`ILIKE` with `\`, `%` and `_` escaped. SQLite, whose LIKE

@@ -1,0 +1,1 @@
+ALTER TABLE cqrs_outbox RESET (fillfactor);
