@@ -5,8 +5,11 @@
 //! - master capture, 1 and 100 rows per transaction, 1 and 4 writers, against the same
 //!   transactions without capture;
 //! - the relay alone draining an outbox, against lapin publishing the same bodies with confirms;
-//! - a replica (`consume -w 1` / `-w 2`, a process) draining a backlog, against lapin consuming
-//!   it with multiple acks; the consumer's peak RSS;
+//! - a replica (`consume -w 1` / `-w 2`, a process) draining a backlog (timed from its first row
+//!   applied), against lapin consuming it with multiple acks; the consumer's peak RSS;
+//! - end to end (4 writers, 1 and 100 rows per transaction, the relay and `consume -w 2` as
+//!   processes): rows on the replica per second from the first write to the last row applied,
+//!   against the same writers capturing with no relay or consumer running;
 //! - commit→apply latency (applied time − `cqrs_updated`) with the relay and the consumer as
 //!   processes under a fixed offered load, against a bare publish→consume round trip at the same
 //!   rate.
@@ -63,7 +66,7 @@ struct Args {
     #[arg(long)]
     json: Option<std::path::PathBuf>,
     /// Take only these groups of figures (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "latency"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency"])]
     only: Vec<String>,
     /// `CQRS_LOG` of the relay and consumer processes (e.g. `cqrs=debug` for per-batch timings).
     #[arg(long, default_value = "error")]
@@ -206,6 +209,11 @@ impl Bench {
         if wanted("relay") {
             self.relay_and_drain(args)?;
         }
+        if wanted("e2e") {
+            for rows in [1, 100] {
+                self.end_to_end(args, rows)?;
+            }
+        }
         if wanted("latency") {
             self.latency(args)?;
         }
@@ -301,10 +309,18 @@ impl Bench {
                     &self.replica.url,
                     args,
                 );
+                // Timed from the first row applied: the process's start-up (connecting,
+                // declaring) is not draining.
+                let mut first: Option<(Instant, usize)> = None;
                 let done = wait_for(Duration::from_secs(300), || {
-                    count(&self.replica, REPLICA_TABLE) >= n
+                    let c = count(&self.replica, REPLICA_TABLE);
+                    if c > 0 && first.is_none() {
+                        first = Some((Instant::now(), c));
+                    }
+                    c >= n
                 });
-                let took = started.elapsed();
+                let (from, applied_before) = first.unwrap_or((started, 0));
+                let took = from.elapsed();
                 let peak = peak_rss_mb(&child);
                 stop(child);
                 if !done {
@@ -312,7 +328,7 @@ impl Bench {
                         .push(format!("consume -w {workers} did not apply {n} messages"));
                     continue;
                 }
-                drain[workers - 1].push(n as f64 / took.as_secs_f64());
+                drain[workers - 1].push((n - applied_before) as f64 / took.as_secs_f64());
                 if workers == 2 {
                     rss = rss.max(peak);
                 }
@@ -340,6 +356,53 @@ impl Bench {
             }
         }
         self.add("consumer peak RSS, -w 2".into(), rss, "MB", "", None);
+        Ok(())
+    }
+
+    /// 4 writers capturing `rows`-row transactions for `--seconds` with the relay and
+    /// `consume -w 2` running: rows written / time until the replica holds them all, against the
+    /// same writers with nothing running behind them.
+    fn end_to_end(&mut self, args: &Args, rows: usize) -> cqrs::Result<()> {
+        let (mut alone, mut through) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            self.clear_master()?;
+            alone.push(write(&self.master.url, 4, rows, true, args.seconds)?);
+            self.clear_master()?;
+            self.clear_replica()?;
+            let relay = self.process(&["relay"], &self.master.url, args);
+            let consumer = self.process(&["consume", "-w", "2"], &self.replica.url, args);
+            // Both connected and idle before the load starts.
+            std::thread::sleep(Duration::from_millis(1500));
+            let started = Instant::now();
+            let written = write(&self.master.url, 4, rows, true, args.seconds)
+                .map(|rate| (rate * args.seconds).round() as usize);
+            let done = written.as_ref().is_ok_and(|n| {
+                wait_for(Duration::from_secs(300), || {
+                    count(&self.replica, REPLICA_TABLE) >= *n
+                })
+            });
+            let took = started.elapsed();
+            stop(relay);
+            stop(consumer);
+            let written = written?;
+            if !done {
+                self.problems.push(format!(
+                    "end to end: {written} rows did not all reach the replica"
+                ));
+                continue;
+            }
+            through.push(written as f64 / took.as_secs_f64());
+            self.compare("after an end-to-end run")?;
+        }
+        if !through.is_empty() {
+            self.add(
+                format!("end to end, 4 writers, {rows} row(s)/txn, relay + consume -w 2"),
+                median(through),
+                "rows/s",
+                "the same writers, nothing behind them",
+                Some(median(alone)),
+            );
+        }
         Ok(())
     }
 
