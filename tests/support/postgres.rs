@@ -161,6 +161,16 @@ impl PrivatePostgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A killed postmaster stays a zombie until init reaps it, and the next start refuses to
+        // run while the PID in postmaster.pid exists. Every server process is dead: the lock
+        // file is stale.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(&pidfile);
+        }
         self.running = false;
     }
 }
