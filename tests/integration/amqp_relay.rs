@@ -9,6 +9,15 @@ use cqrs::{Message, Relay, atomic};
 use cqrs_tests::*;
 use serde_json::json;
 
+/// The outbox's message ids in claim order.
+fn outbox_message_ids(db: &mut cqrs::Db) -> Vec<String> {
+    db.load_text(
+        "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
+        vec![],
+    )
+    .unwrap()
+}
+
 /// Our relay's messages carry django-cqrs's properties and routing keys, plus our message_id.
 #[test]
 fn relay_publishes_with_confirms_and_django_properties() {
@@ -17,12 +26,7 @@ fn relay_publishes_with_confirms_and_django_properties() {
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 3)).unwrap();
-    let ids: Vec<String> = db
-        .load_text(
-            "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
-            vec![],
-        )
-        .unwrap();
+    let ids = outbox_message_ids(&mut db);
     let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
     assert_eq!(relay.run_once().unwrap(), 3);
     assert_eq!(relay.stats().published, 3);
@@ -149,12 +153,7 @@ fn batches_in_flight_leave_in_outbox_order() {
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 300)).unwrap();
-    let ids: Vec<String> = db
-        .load_text(
-            "SELECT CAST(message_id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
-            vec![],
-        )
-        .unwrap();
+    let ids = outbox_message_ids(&mut db);
     let settings = cqrs::Settings {
         batch_size: 7,
         ..b.settings()
