@@ -357,6 +357,31 @@ both!(
     }
 );
 
+both!(
+    /// A replica row at the largest revision a column holds: the deleted-rows pipeline's DELETE
+    /// (revision + 1) saturates instead of overflowing (a panic in a debug build, a wrap to a
+    /// negative revision in a release build). A DELETE at the row's own revision is not newer, so
+    /// the row stays: no revision beyond it exists to say the master deleted it.
+    fn the_deleted_pipeline_at_the_largest_revision_does_not_overflow(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let registry = item_registry();
+        let replica = registry.replica_for("item").unwrap().clone();
+        let change = cqrs::Change::new(ItemState::new(5, i32::MAX, at(1_000)).save());
+        db.write_transaction(|db| replica.apply(db, &[&change]))
+            .unwrap();
+        let input = format!(
+            "item,{}\n[5]\n",
+            cqrs::message::format_datetime(&chrono::Utc::now())
+        );
+        let n = cqrs::ops::diff::deleted_sync_replica(&mut db, &registry, &mut input.as_bytes())
+            .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(items(&mut db)[&5].rev, i32::MAX);
+        assert!(tombstones(&mut db, "item").is_empty());
+    }
+);
+
 fn always_retry(_: &Message, _: &cqrs::Error) -> cqrs::Retry {
     cqrs::Retry::After(Duration::from_millis(10))
 }
