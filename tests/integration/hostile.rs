@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cqrs::transport::memory::MemoryBroker;
-use cqrs::transport::{HEADER_ERROR_KIND, Headers, dead_letter_queue};
+use cqrs::transport::{HEADER_ERROR, HEADER_ERROR_KIND, Headers, dead_letter_queue};
 use cqrs::{Consumer, Message, Registry, Settings, TableReplica};
 use cqrs_tests::*;
 
@@ -124,6 +124,42 @@ fn values_postgres_refuses_are_dead_lettered_and_the_rest_applies() {
             ("item".to_string(), "apply".to_string()),
             ("typed".to_string(), "apply".to_string())
         ]
+    );
+}
+
+/// Text the replica database's encoding cannot hold (Japanese into a LATIN1 database) is that
+/// message's fault like a NUL byte: retried, dead-lettered as `apply`, and the rest applies
+/// (including text LATIN1 does hold).
+#[test]
+fn text_the_database_encoding_cannot_hold_is_dead_lettered() {
+    let t = TestDb::postgres_encoded("LATIN1");
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("rq", &["item"]);
+    let mut foreign = ItemState::new(1, 0, at(0));
+    foreign.name = "日本".into();
+    broker.publish("item", foreign.save().encode(), Headers::new());
+    let mut latin = ItemState::new(2, 0, at(0));
+    latin.name = "café".into();
+    broker.publish("item", latin.save().encode(), Headers::new());
+
+    let registry = registry();
+    let settings = memory_settings();
+    let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+    wait_until(Duration::from_secs(20), "a dead letter", || {
+        c.poll(Duration::from_millis(50))
+            .expect("text the database cannot hold must not stop the consumer");
+        c.stats().dead_lettered >= 1
+    });
+    let rows = items(c.db());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [2]);
+    assert_eq!(rows[&2].name, "café");
+    let letters = broker.peek(&dead_letter_queue("rq"));
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].headers[HEADER_ERROR_KIND], "apply");
+    assert!(
+        letters[0].headers[HEADER_ERROR].contains("LATIN1"),
+        "{:?}",
+        letters[0].headers
     );
 }
 

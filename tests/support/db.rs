@@ -58,26 +58,23 @@ impl TestDb {
         db
     }
 
+    /// A fresh PostgreSQL database in `encoding` (e.g. `LATIN1`: text it cannot hold is refused),
+    /// migrated, with the test tables.
+    pub fn postgres_encoded(encoding: &str) -> TestDb {
+        let db = TestDb::create_postgres(&format!(
+            " ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        ));
+        let mut conn = db.connect();
+        conn.migrate().expect("migrations run");
+        conn.batch_execute(&tables_sql(Kind::Postgres))
+            .expect("test tables created");
+        db
+    }
+
     /// A fresh, empty database of `kind` (no migrations, no tables).
     pub fn empty(kind: Kind) -> TestDb {
         match kind {
-            Kind::Postgres => {
-                let name = unique("cqrs_t");
-                let server = pg_server_url();
-                let mut admin = PgConnection::establish(&server).unwrap_or_else(|e| {
-                    panic!("PostgreSQL is required at {server} (set CQRS_TEST_DATABASE_URL): {e}")
-                });
-                diesel::sql_query(format!("CREATE DATABASE {name}"))
-                    .execute(&mut admin)
-                    .unwrap();
-                let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
-                TestDb {
-                    kind,
-                    url: format!("{base}/{name}"),
-                    name,
-                    dir: None,
-                }
-            }
+            Kind::Postgres => TestDb::create_postgres(""),
             Kind::Sqlite => {
                 let dir = std::env::temp_dir().join(unique("cqrs_t"));
                 std::fs::create_dir_all(&dir).unwrap();
@@ -89,6 +86,26 @@ impl TestDb {
                     dir: Some(dir),
                 }
             }
+        }
+    }
+
+    /// `CREATE DATABASE <a unique name><options>` on the test server. Panics (fails the test)
+    /// loudly if PostgreSQL is not reachable: tests never skip.
+    fn create_postgres(options: &str) -> TestDb {
+        let name = unique("cqrs_t");
+        let server = pg_server_url();
+        let mut admin = PgConnection::establish(&server).unwrap_or_else(|e| {
+            panic!("PostgreSQL is required at {server} (set CQRS_TEST_DATABASE_URL): {e}")
+        });
+        diesel::sql_query(format!("CREATE DATABASE {name}{options}"))
+            .execute(&mut admin)
+            .unwrap();
+        let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+        TestDb {
+            kind: Kind::Postgres,
+            url: format!("{base}/{name}"),
+            name,
+            dir: None,
         }
     }
 
