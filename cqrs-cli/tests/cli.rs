@@ -274,3 +274,23 @@ fn config_shows_each_value_and_its_source() {
     assert!(stderr(&o).contains("exchnage"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A queue name its own bindings would misread (`*`, `#`: directed SYNCs for other queues would
+/// match `cqrs.<queue>.<cqrs_id>`) or too long for the names derived from it is a usage error
+/// naming it, before anything connects.
+#[test]
+fn a_queue_name_that_cannot_be_bound_safely_exits_2() {
+    let long = "q".repeat(cqrs::transport::routing::MAX_QUEUE_NAME + 1);
+    for (queue, says) in [
+        ("billing.#", "'#'"),
+        ("*", "'*'"),
+        (long.as_str(), "201 bytes"),
+    ] {
+        let o = cqrs(&["config", "--queue", queue]);
+        assert_eq!(o.status.code(), Some(2), "{queue}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{queue}: {}", stderr(&o));
+    }
+    let o = cqrs(&["config", "--queue", "billing.items_v2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -400,6 +400,9 @@ impl Settings {
         if s.exchange.is_empty() {
             return Err(Error::config("exchange must not be empty"));
         }
+        if let Some(queue) = &s.queue {
+            crate::transport::routing::check_queue_name(queue).map_err(Error::config)?;
+        }
         Ok(s)
     }
 

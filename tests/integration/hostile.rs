@@ -642,6 +642,26 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         ("retries negative", with("retries", json!(-1)), "malformed"),
         (
+            "instance_pk a list",
+            with("instance_pk", json!([9])),
+            "malformed",
+        ),
+        (
+            "previous_data a string",
+            with("previous_data", json!("x")),
+            "malformed",
+        ),
+        (
+            "correlation_id an object",
+            with("correlation_id", json!({"id": 1})),
+            "malformed",
+        ),
+        (
+            "name an object",
+            data_with("name", json!({"a": 1})),
+            "apply",
+        ),
+        (
             "expires garbage",
             with("expires", json!("soon")),
             "malformed",

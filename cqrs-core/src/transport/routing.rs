@@ -18,6 +18,40 @@ pub fn dead_letter_queue(queue: &str) -> String {
     format!("dead_letter_{queue}")
 }
 
+/// The longest replica queue name: the names derived from it (`dead_letter_<queue>`,
+/// `cqrs_retry_<queue>_<ms>`) must stay within AMQP's 255-byte short strings.
+pub const MAX_QUEUE_NAME: usize = 200;
+
+/// Why `queue` cannot name a replica queue, if it cannot. Its bindings (`cqrs.<queue>.<cqrs_id>`)
+/// are topic patterns, so `*` or `#` in it would bind SYNCs directed to other queues too.
+///
+/// ```
+/// use cqrs::transport::routing::check_queue_name;
+/// assert!(check_queue_name("billing.items").is_ok());
+/// assert!(check_queue_name("billing.#").is_err());
+/// ```
+pub fn check_queue_name(queue: &str) -> Result<(), String> {
+    if queue.is_empty() {
+        return Err("queue name is empty".into());
+    }
+    if queue.len() > MAX_QUEUE_NAME {
+        return Err(format!(
+            "queue name is {} bytes; at most {MAX_QUEUE_NAME} fit the names derived from it",
+            queue.len()
+        ));
+    }
+    if let Some(c) = queue.chars().find(|c| matches!(c, '*' | '#')) {
+        return Err(format!(
+            "queue name {queue:?} contains {c:?}: its binding cqrs.{queue}.<cqrs_id> would match \
+             SYNCs directed to other queues"
+        ));
+    }
+    if queue.chars().any(char::is_control) {
+        return Err(format!("queue name {queue:?} contains a control character"));
+    }
+    Ok(())
+}
+
 /// The queues bound to `routing_key`, each once and sorted; `bindings` are `(queue, pattern)`.
 pub fn bound_queues<'a>(
     bindings: impl IntoIterator<Item = (&'a str, &'a str)>,

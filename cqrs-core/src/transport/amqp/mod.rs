@@ -184,6 +184,8 @@ impl AmqpTransport {
         cqrs_ids: &[String],
         delays: &[Duration],
     ) -> Result<()> {
+        // Settings check this too; a queue given in code must not reach lapin's short strings.
+        super::routing::check_queue_name(queue).map_err(Error::config)?;
         let ch = self.channel(false)?;
         let (exchange, queue, ids) = (
             self.config.exchange.clone(),
