@@ -266,6 +266,28 @@ impl SqlValue {
         }
     }
 
+    /// Write [`to_json`](Self::to_json)'s document to `out` without building it (a dump writes
+    /// one for every column of every row): the same bytes `serde_json` gives for it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            SqlValue::Null(_) => out.write_all(b"null"),
+            SqlValue::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
+            SqlValue::SmallInt(i) => write!(out, "{i}"),
+            SqlValue::Integer(i) => write!(out, "{i}"),
+            SqlValue::BigInt(i) => write!(out, "{i}"),
+            SqlValue::Text(s) => serde_json::to_writer(&mut *out, s).map_err(Into::into),
+            SqlValue::Timestamptz(t) => {
+                serde_json::to_writer(&mut *out, &format_datetime(t)).map_err(Into::into)
+            }
+            SqlValue::Timestamp(t) => {
+                serde_json::to_writer(&mut *out, &format_naive_datetime(t)).map_err(Into::into)
+            }
+            other => serde_json::to_writer(&mut *out, &other.to_json()).map_err(Into::into),
+        };
+    }
+
     /// The column type of this value.
     pub fn column_type(&self) -> ColumnType {
         match self {

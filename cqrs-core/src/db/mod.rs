@@ -14,6 +14,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub mod dialect;
 pub mod listen;
+pub mod typed;
 
 /// Re-exported: messages about connections redact their URLs.
 pub use crate::config::redact;

@@ -13,6 +13,7 @@ use crate::db::{Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Message, SignalType};
 use crate::model::{Change, MasterSpec, Outcome};
+use crate::ops::pages::pages;
 use crate::registry::Registry;
 use crate::rows::{self, quote};
 use crate::value::SqlValue;
@@ -25,6 +26,10 @@ pub struct DumpReport {
 }
 
 /// Write every row of `spec`'s table to `out`, `batch` rows per query; `progress` gets the running total.
+///
+/// Without a `serializer` hook (which needs the connection for each row), a second thread reads
+/// the next page while this one writes the current one: reading and formatting each take about
+/// half of a dump's time on PostgreSQL.
 pub fn dump(
     db: &mut Db,
     spec: &MasterSpec,
@@ -33,45 +38,71 @@ pub fn dump(
     progress: &mut dyn FnMut(usize),
 ) -> Result<DumpReport> {
     let t = spec.table();
-    let backend = db.backend();
-    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing the dump: {e}"));
-    writeln!(out, "{}", t.cqrs_id()).map_err(io)?;
-    let key = quote(&t.key_column().name);
-    let select = format!(
-        "SELECT {} FROM {}",
-        rows::json_expr(backend, t, rows::all_columns(t)),
-        quote(t.table())
-    );
-    let mut last: Option<SqlValue> = None;
+    writeln!(out, "{}", t.cqrs_id()).map_err(write_error)?;
+    let cols: Vec<usize> = rows::all_columns(t).collect();
     let mut report = DumpReport::default();
-    loop {
-        let mut sql = select.clone();
-        let mut binds = Vec::new();
-        if let Some(k) = last.take() {
-            sql.push_str(&format!(" WHERE {key} > "));
-            backend.placeholder(1, &mut sql);
-            binds.push(k);
-        }
-        sql.push_str(&format!(" ORDER BY {key} LIMIT {}", batch.max(1)));
-        let page = db.load_text(&sql, binds)?;
-        for text in &page {
-            let row = rows::typed_row(t, text)?;
-            let mut data = rows::instance_data(t, &row);
-            if let Some(serialize) = spec.hooks_ref().serializer {
-                serialize(db.as_dyn(), &mut data)?;
-            }
-            serde_json::to_writer(&mut *out, &data).map_err(|e| io(e.into()))?;
-            out.write_all(b"\n").map_err(io)?;
-            last = row[t.key_index()].clone();
-        }
+    let writer = rows::InstanceWriter::new(t);
+    let mut written = |page: &[Vec<Option<SqlValue>>], db: Option<&mut Db>| -> Result<()> {
+        write_page(spec, &writer, page, db, out)?;
         report.rows += page.len();
         progress(report.rows);
-        if page.len() < batch.max(1) {
-            break;
+        Ok(())
+    };
+    if spec.hooks_ref().serializer.is_some() {
+        pages(db, t, &cols, None, batch, |db, page| {
+            written(&page, Some(db))
+        })?;
+    } else {
+        std::thread::scope(|s| -> Result<()> {
+            let (pages_tx, pages_rx) = std::sync::mpsc::sync_channel(1);
+            let reader = s.spawn(|| {
+                pages(db, t, &cols, None, batch, move |_, page| {
+                    pages_tx
+                        .send(page)
+                        .map_err(|_| Error::new(ErrorKind::Io, "the dump's writer stopped"))
+                })
+            });
+            let wrote = pages_rx.iter().try_for_each(|page| written(&page, None));
+            // After a write error this stops the reader at its next page.
+            drop(pages_rx);
+            let read = reader.join().expect("the dump's reader does not panic");
+            wrote.and(read)
+        })?;
+    }
+    out.flush().map_err(write_error)?;
+    Ok(report)
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("writing the dump: {e}"))
+}
+
+/// One dump line per row; `db` is given when the model has a `serializer` hook.
+fn write_page(
+    spec: &MasterSpec,
+    writer: &rows::InstanceWriter,
+    page: &[Vec<Option<SqlValue>>],
+    db: Option<&mut Db>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(page.len() * 128);
+    match (spec.hooks_ref().serializer, db) {
+        (Some(serialize), Some(db)) => {
+            for row in page {
+                let mut data = rows::instance_data(spec.table(), row);
+                serialize(db.as_dyn(), &mut data)?;
+                serde_json::to_writer(&mut buf, &data).map_err(|e| write_error(e.into()))?;
+                buf.push(b'\n');
+            }
+        }
+        _ => {
+            for row in page {
+                writer.write(row, &mut buf);
+                buf.push(b'\n');
+            }
         }
     }
-    out.flush().map_err(io)?;
-    Ok(report)
+    out.write_all(&buf).map_err(write_error)
 }
 
 /// Rows in the master table of `spec`, or those matching a lookup `filter` (for a progress bar's

@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Settings;
-use crate::db::{Db, SqlConn};
+use crate::db::Db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::format_datetime;
 use crate::model::{MasterSpec, TableSpec};
-use crate::ops::filter;
+use crate::ops::{filter, pages};
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::rows::{self, quote};
@@ -86,48 +86,6 @@ fn key_values(t: &TableSpec, pks: &[Value]) -> Result<Vec<SqlValue>> {
         .collect()
 }
 
-/// Keyset pages of a table's rows (`cols` rendered as JSON), after an optional filter.
-fn pages(
-    db: &mut Db,
-    t: &TableSpec,
-    cols: &[usize],
-    filter: Option<&filter::Compiled>,
-    batch: usize,
-    mut page: impl FnMut(&mut Db, Vec<Vec<Option<SqlValue>>>) -> Result<()>,
-) -> Result<()> {
-    let backend = db.backend();
-    let key = quote(&t.key_column().name);
-    let mut last: Option<SqlValue> = None;
-    loop {
-        let mut binds = filter.map(|f| f.binds.clone()).unwrap_or_default();
-        let mut sql = format!(
-            "SELECT {} FROM {} WHERE ({})",
-            rows::json_expr(backend, t, cols.iter().copied()),
-            quote(t.table()),
-            filter.map_or(backend.boolean(true), |f| f.sql.as_str())
-        );
-        if let Some(k) = last.take() {
-            binds.push(k);
-            sql.push_str(&format!(" AND {key} > "));
-            backend.placeholder(binds.len(), &mut sql);
-        }
-        sql.push_str(&format!(" ORDER BY {key} LIMIT {}", batch.max(1)));
-        let rows: Vec<Vec<Option<SqlValue>>> = db
-            .load_text(&sql, binds)?
-            .iter()
-            .map(|text| rows::typed_row(t, text))
-            .collect::<Result<_>>()?;
-        let n = rows.len();
-        last = rows.last().and_then(|r| r[t.key_index()].clone());
-        if n > 0 {
-            page(db, rows)?;
-        }
-        if n < batch.max(1) {
-            return Ok(());
-        }
-    }
-}
-
 /// Stage 1 of the diff (master): the header, then `[[pk, revision], ...]` per batch. Rows the
 /// model's `filter` hook (is_sync_instance) rejects are left out, as they are never sent.
 pub fn diff_master(
@@ -148,7 +106,7 @@ pub fn diff_master(
         vec![t.key_index(), t.revision_index()]
     };
     let mut total = 0;
-    pages(db, t, &cols, compiled.as_ref(), batch, |_, rows| {
+    pages::pages(db, t, &cols, compiled.as_ref(), batch, |_, rows| {
         let mut pairs = Vec::with_capacity(rows.len());
         for row in rows {
             if let Some(keep) = spec.hooks_ref().filter
@@ -227,19 +185,17 @@ fn read_rows(
 ) -> Result<()> {
     let backend = db.backend();
     for chunk in keys.chunks(backend.bind_limit()) {
+        let read: Vec<usize> = std::iter::once(t.key_index())
+            .chain(cols.iter().copied())
+            .collect();
         let mut sql = format!(
             "SELECT {} FROM {} WHERE {}",
-            rows::json_expr(
-                backend,
-                t,
-                std::iter::once(t.key_index()).chain(cols.iter().copied())
-            ),
+            rows::select_list(backend, t, &read),
             quote(t.table()),
             quote(&t.key_column().name)
         );
         let binds = backend.member_of(&mut sql, &mut 0, t.key_column().ty, chunk)?;
-        for text in db.load_text(&sql, binds)? {
-            let row = rows::typed_row(t, &text)?;
+        for row in rows::load(db, t, &read, &sql, binds)? {
             if let Some(k) = &row[t.key_index()] {
                 each(k.canonical_key(), &row);
             }
@@ -361,7 +317,7 @@ pub fn deleted_diff_replica(
         .clone();
     writeln!(out, "{}", header(cqrs_id)).map_err(io)?;
     let mut total = 0;
-    pages(db, &t, &[t.key_index()], None, batch, |_, rows| {
+    pages::pages(db, &t, &[t.key_index()], None, batch, |_, rows| {
         let pks: Vec<Value> = rows
             .iter()
             .filter_map(|r| r[t.key_index()].as_ref().map(SqlValue::to_json))

@@ -4,4 +4,5 @@ pub mod bulk;
 pub mod dead_letters;
 pub mod diff;
 pub mod filter;
+pub(crate) mod pages;
 pub mod sync;
