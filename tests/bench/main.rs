@@ -65,8 +65,11 @@ struct Args {
     /// Write the table as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Rows of the bulk-dump and bulk-load runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    bulk_rows: usize,
     /// Take only these groups of figures (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk"])]
     only: Vec<String>,
     /// `CQRS_LOG` of the relay and consumer processes (e.g. `cqrs=debug` for per-batch timings).
     #[arg(long, default_value = "error")]
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         args.messages = 500;
         args.latency_rate = 100.0;
         args.latency_seconds = 1.0;
+        args.bulk_rows = 2_000;
     }
     let mut bench = match Bench::new() {
         Ok(b) => b,
@@ -216,6 +220,9 @@ impl Bench {
         }
         if wanted("latency") {
             self.latency(args)?;
+        }
+        if wanted("bulk") {
+            self.bulk(args)?;
         }
         Ok(())
     }
@@ -496,6 +503,111 @@ impl Bench {
     }
 
     /// Record a problem unless the replica equals the master row by row.
+    /// `bulk-dump` of rows inserted just before (no statistics: autovacuum is off for the table)
+    /// and again after ANALYZE, against psql's `\copy` of the same table to CSV; `bulk-load` of
+    /// that dump into an empty replica, against `\copy` of the CSV into it. Rows/s; the replica
+    /// must equal the master after each load.
+    fn bulk(&mut self, args: &Args) -> cqrs::Result<()> {
+        let dir = std::env::temp_dir().join(format!("cqrs-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::config(format!("{dir:?}: {e}")))?;
+        let (dump, csv) = (dir.join("dump"), dir.join("csv"));
+        let (dump, csv) = (dump.to_str().expect("utf-8"), csv.to_str().expect("utf-8"));
+        let n = args.bulk_rows;
+        let secs = |command: &mut Command| -> cqrs::Result<f64> {
+            let started = Instant::now();
+            let out = command
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::config(format!(
+                    "{command:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(started.elapsed().as_secs_f64())
+        };
+        let psql = |url: &str, meta: String| {
+            let mut c = Command::new("psql");
+            c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &meta]);
+            c
+        };
+        let [mut fresh, mut analysed, mut copy_out, mut load, mut copy_in] =
+            std::array::from_fn::<Vec<f64>, 5, _>(|_| Vec::new());
+        for _ in 0..args.runs {
+            // A new table each run: TRUNCATE would keep the last run's statistics.
+            let mut master = self.master.connect();
+            master.batch_execute(&format!("DROP TABLE {MASTER_TABLE}"))?;
+            items::create(&mut master, true)?;
+            master.batch_execute(&format!(
+                "ALTER TABLE {MASTER_TABLE} SET (autovacuum_enabled = false); \
+                 INSERT INTO {MASTER_TABLE} (name, value, note, cqrs_revision, cqrs_updated) \
+                 SELECT 'item ' || g, g * 7, CASE WHEN g % 3 = 0 THEN NULL ELSE 'note ' || g END, g % 5, \
+                 TIMESTAMPTZ '2026-12-04 00:00:00+00' + g * INTERVAL '1 millisecond' \
+                 FROM generate_series(1, {n}) g"
+            ))?;
+            let dump_cmd = || {
+                let mut c = self.command(&["bulk-dump", "-c", CQRS_ID, "-o", dump, "--force"]);
+                c.args(["--database-url", &self.master.url]);
+                c
+            };
+            fresh.push(n as f64 / secs(&mut dump_cmd())?);
+            self.master
+                .connect()
+                .batch_execute(&format!("ANALYZE {MASTER_TABLE}"))?;
+            analysed.push(n as f64 / secs(&mut dump_cmd())?);
+            copy_out.push(
+                n as f64
+                    / secs(&mut psql(
+                        &self.master.url,
+                        format!("\\copy {MASTER_TABLE} TO '{csv}' CSV"),
+                    ))?,
+            );
+            self.clear_replica()?;
+            let mut load_cmd = self.command(&["bulk-load", "-i", dump]);
+            load_cmd.args(["--database-url", &self.replica.url]);
+            load.push(n as f64 / secs(&mut load_cmd)?);
+            self.compare("after bulk-load")?;
+            self.clear_replica()?;
+            copy_in.push(
+                n as f64
+                    / secs(&mut psql(
+                        &self.replica.url,
+                        format!("\\copy {REPLICA_TABLE} FROM '{csv}' CSV"),
+                    ))?,
+            );
+        }
+        self.master.connect().batch_execute(&format!(
+            "ALTER TABLE {MASTER_TABLE} RESET (autovacuum_enabled)"
+        ))?;
+        let copy_out = median(copy_out);
+        let label = |what: &str| format!("{what}, {n} rows");
+        self.add(
+            label("bulk-dump, fresh (no statistics)"),
+            median(fresh),
+            "rows/s",
+            "psql \\copy TO",
+            Some(copy_out),
+        );
+        self.add(
+            label("bulk-dump, analysed"),
+            median(analysed),
+            "rows/s",
+            "psql \\copy TO",
+            Some(copy_out),
+        );
+        self.add(
+            label("bulk-load"),
+            median(load),
+            "rows/s",
+            "psql \\copy FROM",
+            Some(median(copy_in)),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        self.clear_master()?;
+        self.clear_replica()
+    }
+
     fn compare(&mut self, when: &str) -> cqrs::Result<()> {
         let m = items::snapshot(&mut self.master.connect(), MASTER_TABLE)?;
         let r = items::snapshot(&mut self.replica.connect(), REPLICA_TABLE)?;
@@ -512,23 +624,29 @@ impl Bench {
 
     /// This binary as a `cqrs` process on `db`.
     fn process(&self, command: &[&str], db: &str, args: &Args) -> Child {
-        Command::new(std::env::current_exe().expect("this binary's path"))
-            .arg("cqrs")
-            .args(command)
-            .args([
-                "--database-url",
-                db,
-                "--broker-url",
-                &amqp_url(),
-                "--exchange",
-                &self.broker.exchange,
-            ])
-            .args(["--queue", &self.broker.queue, "--service-name", "bench"])
+        self.command(command)
+            .args(["--database-url", db])
             .env("CQRS_LOG", &args.process_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("this binary starts as a cqrs process")
+    }
+
+    /// This binary as `cqrs <command>` with the bench's broker, exchange and queue.
+    fn command(&self, command: &[&str]) -> Command {
+        let mut c = Command::new(std::env::current_exe().expect("this binary's path"));
+        c.arg("cqrs").args(command).args([
+            "--broker-url",
+            &amqp_url(),
+            "--exchange",
+            &self.broker.exchange,
+            "--queue",
+            &self.broker.queue,
+            "--service-name",
+            "bench",
+        ]);
+        c
     }
 
     fn print(&self, args: &Args) {

@@ -38,6 +38,9 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "consume -w 1",
         "consume -w 2",
         "commit→apply p99",
+        "bulk-dump, fresh",
+        "bulk-dump, analysed",
+        "bulk-load",
     ] {
         assert!(
             names.iter().any(|n| n.contains(wanted)),
