@@ -38,9 +38,14 @@ impl Backend {
     }
 
     /// Append a membership test of `values` (all of type `ty`) for the column before it, numbered
-    /// on from `*next`, and return its binds: ` = ANY($n)` with one array parameter on PostgreSQL
-    /// (parsing and binding thousands of placeholders cost more than the query), ` IN (?, ?, ...)`
-    /// on SQLite (chunk `values` under [`Backend::bind_limit`] there).
+    /// on from `*next`, and return its binds: ` = ANY(ARRAY(SELECT unnest($n)))` with one array
+    /// parameter on PostgreSQL (parsing and binding thousands of placeholders cost more than the
+    /// query), ` IN (?, ?, ...)` on SQLite (chunk `values` under [`Backend::bind_limit`] there).
+    ///
+    /// PostgreSQL plans a bare `= ANY($n)` with the array's values in view: on a table without
+    /// statistics (a replica being bulk-loaded) it picks a sequential scan for 5,000 keys, 73 ms
+    /// against 5 ms by the index on a million rows. Behind `ARRAY(SELECT ..)` it estimates a few
+    /// keys and looks each one up.
     ///
     /// ```
     /// use cqrs::db::Backend;
@@ -48,7 +53,8 @@ impl Backend {
     /// let ids = [SqlValue::BigInt(1), SqlValue::BigInt(2)];
     /// let mut sql = String::from("DELETE FROM t WHERE id");
     /// let binds = Backend::Postgres.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
-    /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id = ANY($1)", 1));
+    /// assert_eq!(sql, "DELETE FROM t WHERE id = ANY(ARRAY(SELECT unnest($1)))");
+    /// assert_eq!(binds.len(), 1);
     /// let mut sql = String::from("DELETE FROM t WHERE id");
     /// let binds = Backend::Sqlite.member_of(&mut sql, &mut 0, ColumnType::BigInt, &ids).unwrap();
     /// assert_eq!((sql.as_str(), binds.len()), ("DELETE FROM t WHERE id IN (?,?)", 2));
@@ -63,9 +69,9 @@ impl Backend {
         match self {
             Backend::Postgres => {
                 *next += 1;
-                out.push_str(" = ANY(");
+                out.push_str(" = ANY(ARRAY(SELECT unnest(");
                 self.placeholder(*next, out);
-                out.push(')');
+                out.push_str(")))");
                 let array = SqlValue::array(ty, values.to_vec())
                     .map_err(|e| Error::new(ErrorKind::Apply, e))?;
                 Ok(vec![array])
