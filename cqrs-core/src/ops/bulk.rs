@@ -169,6 +169,44 @@ pub fn load(
         cqrs_id: cqrs_id.clone(),
         ..LoadReport::default()
     };
+    let replica = replica.as_ref();
+    // This thread parses lines while a second one applies the batch before: parsing and the
+    // database's upsert each take a large share of a load.
+    let applied = std::thread::scope(|s| -> Result<LoadReport> {
+        let (batches_tx, batches_rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Change)>>(1);
+        let applier = s.spawn(move || -> Result<LoadReport> {
+            let mut applied = LoadReport::default();
+            for mut pending in batches_rx {
+                apply_lines(db, replica, &mut pending, &mut applied)?;
+            }
+            Ok(applied)
+        });
+        let read = read_lines(input, replica, batch, &mut report, &mut |pending, lines| {
+            progress(lines);
+            // A closed channel means the applier stopped on an error, which join returns.
+            batches_tx.send(pending).is_ok()
+        });
+        drop(batches_tx);
+        let applied = applier.join().expect("the load's applier does not panic")?;
+        read.map(|()| applied)
+    })?;
+    report.applied = applied.applied;
+    report.skipped = applied.skipped;
+    report.failed.extend(applied.failed);
+    report.failed.sort_by_key(|(line, _)| *line);
+    Ok(report)
+}
+
+/// Read the row lines after line 1 into batches of `batch` changes for `send` (which gets the
+/// lines read so far and returns false to stop); lines that are not rows go to `report.failed`.
+fn read_lines(
+    input: &mut dyn BufRead,
+    replica: &dyn crate::model::Replica,
+    batch: usize,
+    report: &mut LoadReport,
+    send: &mut dyn FnMut(Vec<(usize, Change)>, usize) -> bool,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("reading the dump: {e}"));
     let mut pending: Vec<(usize, Change)> = Vec::with_capacity(batch);
     let mut line_no = 1;
     let mut line = String::new();
@@ -186,7 +224,12 @@ pub fn load(
                 Ok(Value::Object(data)) => match replica.instance_pk(&data) {
                     Some(pk) => pending.push((
                         line_no,
-                        Change::new(Message::new(SignalType::Save, cqrs_id.clone(), pk, data)),
+                        Change::new(Message::new(
+                            SignalType::Save,
+                            report.cqrs_id.clone(),
+                            pk,
+                            data,
+                        )),
                     )),
                     None => report
                         .failed
@@ -196,15 +239,18 @@ pub fn load(
                 Err(e) => report.failed.push((line_no, format!("not JSON: {e}"))),
             }
         }
-        if pending.len() >= batch.max(1) || (n == 0 && !pending.is_empty()) {
-            apply_lines(db, replica.as_ref(), &mut pending, &mut report)?;
-            progress(report.lines);
+        if (pending.len() >= batch.max(1) || (n == 0 && !pending.is_empty()))
+            && !send(
+                std::mem::replace(&mut pending, Vec::with_capacity(batch)),
+                report.lines,
+            )
+        {
+            return Ok(());
         }
         if n == 0 {
-            break;
+            return Ok(());
         }
     }
-    Ok(report)
 }
 
 /// One transaction for the batch; if it fails as a whole, each line alone so only bad lines fail.
