@@ -41,6 +41,7 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "bulk-dump, fresh",
         "bulk-dump, analysed",
         "bulk-load",
+        "diff pipeline",
     ] {
         assert!(
             names.iter().any(|n| n.contains(wanted)),
