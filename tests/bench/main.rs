@@ -661,26 +661,22 @@ impl Bench {
                 &self.master.url,
                 replica.stdout.take().expect("piped").into(),
             );
-            let out = sync
-                .wait_with_output()
-                .map_err(|e| Error::config(format!("diff-sync: {e}")))?;
+            let synced = sync.wait_with_output();
             times.push(started.elapsed().as_secs_f64() * 1000.0);
-            for (name, child) in [("diff-master", master), ("diff-replica", replica)] {
-                let out = child
-                    .wait_with_output()
-                    .map_err(|e| Error::config(format!("{name}: {e}")))?;
+            // Every stage is waited for before any error returns.
+            let outputs = [
+                ("diff-master", master.wait_with_output()),
+                ("diff-replica", replica.wait_with_output()),
+                ("diff-sync", synced),
+            ];
+            for (name, out) in outputs {
+                let out = out.map_err(|e| Error::config(format!("{name}: {e}")))?;
                 if !out.status.success() {
                     self.problems.push(format!(
                         "{name}: {}",
                         String::from_utf8_lossy(&out.stderr).trim()
                     ));
                 }
-            }
-            if !out.status.success() {
-                self.problems.push(format!(
-                    "diff-sync: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
             }
             let sent = self.broker.count(&self.broker.queue) as usize;
             if sent != drifted {
