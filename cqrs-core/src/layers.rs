@@ -11,7 +11,8 @@
 //! comments, resolved to the longest unit of [`ORDER`] it names.
 
 /// Units from the bottom up. A unit is a module (with its submodules) unless a submodule is
-/// listed by itself (`transport::routing`, pure naming shared by capture and the transports).
+/// listed by itself (`transport::routing`, pure naming shared by the settings' checks, capture and
+/// the transports).
 pub(crate) const ORDER: &[&str] = &[
     // shared foundation
     "error",
@@ -21,11 +22,11 @@ pub(crate) const ORDER: &[&str] = &[
     "message",
     "value",
     "turns",
+    "transport::routing",
     "config",
     "db",
     "model",
     "rows",
-    "transport::routing",
     // the pipeline's stages as they depend on each other
     "outbox",
     "capture",

@@ -48,7 +48,7 @@ pub fn select_list(backend: Backend, spec: &TableSpec, cols: &[usize]) -> String
             .iter()
             .map(|&i| {
                 let c = &spec.columns()[i];
-                format!("CAST({} AS {})", quote(&c.name), typed::pg_type(c.ty))
+                format!("CAST({} AS {})", quote(&c.name), c.ty.name())
             })
             .collect::<Vec<_>>()
             .join(", "),

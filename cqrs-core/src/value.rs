@@ -201,7 +201,7 @@ impl ColumnType {
         })
     }
 
-    /// A short name for error messages.
+    /// The type's PostgreSQL name, used in error messages and in casts (`CAST(col AS name)`).
     pub fn name(self) -> &'static str {
         match self {
             ColumnType::Bool => "boolean",
@@ -209,9 +209,9 @@ impl ColumnType {
             ColumnType::Integer => "integer",
             ColumnType::BigInt => "bigint",
             ColumnType::Float => "real",
-            ColumnType::Double => "double",
+            ColumnType::Double => "double precision",
             ColumnType::Text => "text",
-            ColumnType::Numeric => "decimal",
+            ColumnType::Numeric => "numeric",
             ColumnType::Date => "date",
             ColumnType::Timestamp => "timestamp",
             ColumnType::Timestamptz => "timestamptz",

@@ -12,29 +12,9 @@ use super::bind_all_pg;
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::{ColumnType, SqlValue};
 
-/// The PostgreSQL type a column of `ty` is read as. Each column is cast to it so that the model's
-/// declared type, not the table's (an `int4` read as `BigInt`, a `varchar`), decides the decoding.
-pub fn pg_type(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Bool => "boolean",
-        ColumnType::SmallInt => "smallint",
-        ColumnType::Integer => "integer",
-        ColumnType::BigInt => "bigint",
-        ColumnType::Float => "real",
-        ColumnType::Double => "double precision",
-        ColumnType::Text => "text",
-        ColumnType::Numeric => "numeric",
-        ColumnType::Date => "date",
-        ColumnType::Timestamp => "timestamp",
-        ColumnType::Timestamptz => "timestamptz",
-        ColumnType::Uuid => "uuid",
-        ColumnType::Json => "json",
-        ColumnType::Jsonb => "jsonb",
-    }
-}
-
-/// The rows of `sql`, whose columns are `types` in order (select them as
-/// `CAST(col AS pg_type(ty))`); NULL is [`SqlValue::Null`].
+/// The rows of `sql`, whose columns are `types` in order; NULL is [`SqlValue::Null`]. Select each
+/// column as `CAST(col AS ty.name())` so that the model's declared type, not the table's (an `int4`
+/// read as `BigInt`, a `varchar`), decides the decoding.
 pub fn load_rows(
     conn: &mut PgConnection,
     sql: &str,
@@ -52,7 +32,7 @@ pub fn load_rows(
             values.push(decode(&row, i, *ty).map_err(|e| {
                 Error::new(
                     ErrorKind::Database,
-                    format!("column {} read as {}: {e}", i + 1, pg_type(*ty)),
+                    format!("column {} read as {}: {e}", i + 1, ty.name()),
                 )
             })?);
         }
