@@ -337,11 +337,31 @@ impl<P: Publisher> Relay<P> {
     /// them all (one-shot commands that publish what they wrote: `sync`, `diff-sync`). Other
     /// rows go out on the way, oldest first, but are not waited for.
     pub fn drain_rows(&mut self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         // Rows the broker keeps refusing are retried with other traffic flowing: give up after a
         // lease's worth of attempts rather than never return.
         let deadline = std::time::Instant::now() + self.settings.relay_lease.max(DRAIN_AT_LEAST);
+        let mut in_flight = VecDeque::new();
         let mut left = outbox::pending_of(&mut self.db, ids)?;
-        while left > 0 && std::time::Instant::now() < deadline && self.run_once()? > 0 {
+        while left > 0 && std::time::Instant::now() < deadline {
+            // Batches in flight as in `drain`: the next claim overlaps the last one's confirms.
+            let n = match self.step(&mut in_flight, true) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.settle_all(&mut in_flight);
+                    return Err(e);
+                }
+            };
+            left = outbox::pending_of(&mut self.db, ids)?;
+            if n == 0 && in_flight.is_empty() {
+                break;
+            }
+        }
+        // Other rows still in flight: settle them rather than leave them to their leases.
+        self.settle_all(&mut in_flight);
+        if left > 0 {
             left = outbox::pending_of(&mut self.db, ids)?;
         }
         if left > 0 {
