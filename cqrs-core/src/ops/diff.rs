@@ -252,8 +252,9 @@ pub fn diff_replica(
     Ok(total)
 }
 
-/// `cqrs diff-sync`: [`diff_sync`] on the settings' database, then, given a `broker`, relay the
-/// SYNCs with confirms. Returns `(cqrs_id, queue, rows)`.
+/// `cqrs diff-sync`: [`diff_sync`] on the settings' database and, given a `broker`, each input
+/// line's SYNCs relayed with confirms as soon as they are written, so publishing overlaps the
+/// upstream stages of a pipeline. Returns `(cqrs_id, queue, rows)`.
 pub fn diff_sync_and_publish(
     registry: &Registry,
     settings: &Settings,
@@ -261,43 +262,50 @@ pub fn diff_sync_and_publish(
     input: &mut dyn BufRead,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(String, Option<String>, usize)> {
-    let mut db = Db::connect(settings.require_database_url()?)?;
-    let (result, ids) = diff_sync(&mut db, registry, input, progress)?;
-    if let Some(broker) = broker {
-        Relay::new(db, broker.publisher()?, settings.clone()).drain_rows(&ids)?;
-    }
-    Ok(result)
+    let url = settings.require_database_url()?;
+    let mut db = Db::connect(url)?;
+    let mut relay = match broker {
+        Some(broker) => Some(Relay::new(
+            Db::connect(url)?,
+            broker.publisher()?,
+            settings.clone(),
+        )),
+        None => None,
+    };
+    diff_sync(&mut db, registry, input, progress, &mut |ids| {
+        relay.as_mut().map_or(Ok(()), |r| r.drain_rows(ids))
+    })
 }
 
 /// Stage 3 of the diff (master): directed SYNCs (or broadcast for `None`) for the listed pks,
-/// written to the outbox. Returns `(cqrs_id, queue, rows)` and the ids of the outbox rows
-/// written (a pk deleted meanwhile has none).
-#[allow(clippy::type_complexity)]
+/// written to the outbox, one transaction per input line; `written` gets the ids of each line's
+/// outbox rows once committed (a pk deleted meanwhile has none). Returns `(cqrs_id, queue, rows)`.
 pub fn diff_sync(
     db: &mut Db,
     registry: &Registry,
     input: &mut dyn BufRead,
     progress: &mut dyn FnMut(usize),
-) -> Result<((String, Option<String>, usize), Vec<i64>)> {
+    written: &mut dyn FnMut(&[i64]) -> Result<()>,
+) -> Result<(String, Option<String>, usize)> {
     let (cqrs_id, queue, _) = read_header(input)?;
     let spec = registry
         .master_named(&cqrs_id)
         .map_err(|e| e.context("line 1"))?
         .clone();
     let queue = (queue != "None").then_some(queue);
-    let (mut total, mut written) = (0, Vec::new());
+    let mut total = 0;
     for_each_array(input, |pks| {
         let keys = key_values(spec.table(), &pks)?;
         let ((), ids) = crate::capture::atomic_written(db, |tx| {
             tx.sync_rows(&spec, &keys, queue.as_deref());
             Ok(())
         })?;
-        written.extend(ids);
+        written(&ids)?;
         total += keys.len();
         progress(total);
         Ok(())
     })?;
-    Ok(((cqrs_id, queue, total), written))
+    Ok((cqrs_id, queue, total))
 }
 
 /// Stage 1 of the deleted-rows pipeline (replica): the header, then the replica's pks per batch.
