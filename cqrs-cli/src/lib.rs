@@ -62,9 +62,15 @@ pub fn exit_code(e: &Error) -> u8 {
     if e.kind() == ErrorKind::Config { 2 } else { 1 }
 }
 
+/// The log filter when `CQRS_LOG` is not set.
+pub const DEFAULT_LOG_FILTER: &str = "info,lapin::returned_messages=error";
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CQRS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every message the broker returns, body and all, at WARN; the relay already
+    // counts unroutable messages per cqrs_id (one line per batch), so by default only its line shows.
+    let filter =
+        EnvFilter::try_from_env("CQRS_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
