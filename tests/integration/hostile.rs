@@ -394,6 +394,44 @@ both!(
 );
 
 both!(
+    /// Keys dense enough to be read as one index range (1, 3 of rows 1-3) still mean only those
+    /// keys: the deleted-rows pipeline removes rows 1 and 3 and leaves row 2, which lies between
+    /// them; diff-replica reports only the listed pk whose revision differs.
+    fn a_key_range_read_touches_only_the_keys_listed(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let registry = item_registry();
+        let replica = registry.replica_for("item").unwrap().clone();
+        for id in 1..=3 {
+            let change = cqrs::Change::new(ItemState::new(id, 1, at(1_000)).save());
+            db.write_transaction(|db| replica.apply(db, &[&change]))
+                .unwrap();
+        }
+        let header = format!(
+            "item,{}",
+            cqrs::message::format_datetime(&chrono::Utc::now())
+        );
+        let mut out = Vec::new();
+        let input = format!("{header}\n[[1, 1], [3, 2]]\n");
+        let n = cqrs::ops::diff::diff_replica(
+            &mut db,
+            &registry,
+            "rq",
+            &mut input.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(String::from_utf8(out).unwrap().lines().nth(1), Some("[3]"));
+        let input = format!("{header}\n[1, 3]\n");
+        let n = cqrs::ops::diff::deleted_sync_replica(&mut db, &registry, &mut input.as_bytes())
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(items(&mut db).keys().copied().collect::<Vec<_>>(), [2]);
+    }
+);
+
+both!(
     /// A replica row at the largest revision a column holds: the deleted-rows pipeline's DELETE
     /// (revision + 1) saturates instead of overflowing (a panic in a debug build, a wrap to a
     /// negative revision in a release build). A DELETE at the row's own revision is not newer, so
