@@ -209,7 +209,13 @@ impl Drop for TestBroker {
             self.queue.clone(),
             cqrs::transport::dead_letter_queue(&self.queue),
         ];
-        queues.extend(self.delays.iter().map(|d| retry_queue(&self.queue, *d)));
+        // A `cqrs consume` process started on this queue (bench, CLI tests) declares the default
+        // delays, not the test's.
+        let mut delays = self.delays.clone();
+        delays.extend(cqrs::Settings::default().retry_delays);
+        delays.sort();
+        delays.dedup();
+        queues.extend(delays.iter().map(|d| retry_queue(&self.queue, *d)));
         let exchanges = [self.exchange.clone(), retry_exchange(&self.queue)];
         self.transport.block_on(async move {
             for q in queues {
