@@ -77,7 +77,8 @@ fn write_error(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Io, format!("writing the dump: {e}"))
 }
 
-/// One dump line per row; `db` is given when the model has a `serializer` hook.
+/// One dump line per row; `db` is given when the model has a `serializer` hook (`dump` reads
+/// such a model on this thread).
 fn write_page(
     spec: &MasterSpec,
     writer: &rows::InstanceWriter,
@@ -86,8 +87,9 @@ fn write_page(
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(page.len() * 128);
-    match (spec.hooks_ref().serializer, db) {
-        (Some(serialize), Some(db)) => {
+    match spec.hooks_ref().serializer {
+        Some(serialize) => {
+            let db = db.expect("a model with a serializer hook is dumped with its connection");
             for row in page {
                 let mut data = rows::instance_data(spec.table(), row);
                 serialize(db.as_dyn(), &mut data)?;
@@ -95,7 +97,7 @@ fn write_page(
                 buf.push(b'\n');
             }
         }
-        _ => {
+        None => {
             for row in page {
                 writer.write(row, &mut buf);
                 buf.push(b'\n');
