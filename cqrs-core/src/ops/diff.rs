@@ -226,7 +226,8 @@ fn dense_range(keys: &[SqlValue]) -> Option<(SqlValue, SqlValue)> {
         SqlValue::BigInt(i) => Some(*i),
         _ => None,
     };
-    let (mut lo, mut hi): (Option<(i64, &SqlValue)>, Option<(i64, &SqlValue)>) = (None, None);
+    let mut lo: Option<(i64, &SqlValue)> = None;
+    let mut hi = lo;
     for k in keys {
         let i = int(k)?;
         if lo.is_none_or(|(l, _)| i < l) {
