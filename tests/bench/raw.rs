@@ -11,9 +11,25 @@ use lapin::options::{
     ConfirmSelectOptions,
 };
 
+/// A message as a consumer received it: body and AMQP properties (headers, `message_id`).
+pub struct Received {
+    pub body: Vec<u8>,
+    pub properties: lapin::BasicProperties,
+}
+
+/// How [`publish`] frames the messages it sends again.
+#[derive(Clone, Copy)]
+pub enum Framing {
+    /// The bodies alone, persistent: the broker's best case.
+    Bare,
+    /// As the relay sent them: its headers and `message_id`, `mandatory` (the broker reports
+    /// what no queue takes): the same work for the broker per message.
+    AsRelayed,
+}
+
 /// Consume `n` messages from `queue` with a prefetch of 1,000, acking every 500 at once; the
-/// bodies and the time it took.
-pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Vec<u8>>, Duration) {
+/// messages and the time it took.
+pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Received>, Duration) {
     let ch = t.channel(false).expect("a channel");
     let queue = queue.to_string();
     t.block_on(async move {
@@ -30,15 +46,18 @@ pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Vec<u8>>, Durat
             )
             .await
             .unwrap();
-        let mut bodies = Vec::with_capacity(n);
-        while bodies.len() < n {
+        let mut received = Vec::with_capacity(n);
+        while received.len() < n {
             let d = consumer
                 .next()
                 .await
                 .expect("a delivery")
                 .expect("no error");
-            bodies.push(d.data.clone());
-            if bodies.len() % 500 == 0 || bodies.len() == n {
+            received.push(Received {
+                body: d.data.clone(),
+                properties: d.properties.clone(),
+            });
+            if received.len() % 500 == 0 || received.len() == n {
                 d.acker
                     .ack(BasicAckOptions { multiple: true })
                     .await
@@ -47,33 +66,47 @@ pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Vec<u8>>, Durat
         }
         let took = started.elapsed();
         let _ = ch.close(200, "OK".into()).await;
-        (bodies, took)
+        (received, took)
     })
 }
 
-/// Publish `bodies` persistent to `exchange` with `key`, confirms awaited in windows of 1,000;
-/// the time it took.
-pub fn publish(t: &AmqpTransport, exchange: &str, key: &str, bodies: &[Vec<u8>]) -> Duration {
+/// Publish `messages` persistent to `exchange` with `key`, framed as `framing` says, confirms
+/// awaited in windows of 1,000; the time it took.
+pub fn publish(
+    t: &AmqpTransport,
+    exchange: &str,
+    key: &str,
+    messages: &[Received],
+    framing: Framing,
+) -> Duration {
     let ch = t.channel(true).expect("a channel");
     let (exchange, key) = (exchange.to_string(), key.to_string());
     t.block_on(async move {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .ok();
-        let props = lapin::BasicProperties::default()
+        let bare = lapin::BasicProperties::default()
             .with_content_type("text/plain".into())
             .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            mandatory: matches!(framing, Framing::AsRelayed),
+            ..Default::default()
+        };
         let started = Instant::now();
-        for window in bodies.chunks(1000) {
+        for window in messages.chunks(1000) {
             let mut confirms = Vec::with_capacity(window.len());
-            for body in window {
+            for m in window {
+                let props = match framing {
+                    Framing::Bare => bare.clone(),
+                    Framing::AsRelayed => m.properties.clone(),
+                };
                 confirms.push(
                     ch.basic_publish(
                         exchange.as_str().into(),
                         key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        body,
-                        props.clone(),
+                        options,
+                        &m.body,
+                        props,
                     )
                     .await
                     .unwrap(),
