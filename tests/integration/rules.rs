@@ -475,3 +475,66 @@ both!(
         );
     }
 );
+
+/// Two workers apply one key at once: worker A's DELETE (revision 5) is applied and held open,
+/// then worker B applies an older SAVE (revision 4). B must wait for A and then see the
+/// tombstone; without the locks B reads the row before the delete commits and re-creates it.
+/// `a_keys`/`b_keys` pad each batch with other keys (a batch of thousands of keys must still
+/// lock within PostgreSQL's shared lock table).
+fn interleaved_delete_and_older_save(a_keys: usize, b_keys: usize) {
+    use std::sync::mpsc;
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+    let mut deletes = vec![Change::new(item_delete(1, 5, at(50)))];
+    deletes.extend((1..a_keys as i64).map(|k| Change::new(item_delete(1_000_000 + k, 1, at(1)))));
+    let mut saves = vec![Change::new(ItemState::new(1, 4, at(40)).save())];
+    saves.extend(
+        (1..b_keys as i64).map(|k| Change::new(ItemState::new(2_000_000 + k, 1, at(1)).save())),
+    );
+    let replica = TableReplica::new(item_spec());
+    let (applied, wait) = mpsc::channel();
+    let mut a = t.connect();
+    let holder = {
+        let replica = TableReplica::new(item_spec());
+        std::thread::spawn(move || {
+            let refs: Vec<&Change> = deletes.iter().collect();
+            a.write_transaction(|db| {
+                let r = replica.apply(db, &refs)?;
+                applied.send(()).unwrap();
+                // Long enough for B to reach its reads and writes if nothing holds it.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                Ok(r)
+            })
+            .expect("the DELETE batch applies")
+        })
+    };
+    wait.recv().unwrap();
+    let mut b = t.connect();
+    let refs: Vec<&Change> = saves.iter().collect();
+    let report = b
+        .write_transaction(|db| replica.apply(db, &refs))
+        .expect("the SAVE batch applies");
+    holder.join().unwrap();
+    assert_eq!(
+        outcome_names(&report)[0],
+        "skipped: deleted (tombstone)",
+        "B decided before A's delete committed"
+    );
+    assert!(
+        !items(&mut db).contains_key(&1),
+        "the older SAVE re-created a deleted row"
+    );
+    assert_eq!(tombstones(&mut db, "item")["1"].0, 5);
+}
+
+#[test]
+fn concurrent_batches_on_one_key_serialize() {
+    interleaved_delete_and_older_save(3, 3);
+}
+
+#[test]
+fn a_large_batch_and_a_small_one_on_one_key_serialize() {
+    interleaved_delete_and_older_save(8_000, 3);
+    interleaved_delete_and_older_save(3, 8_000);
+}
