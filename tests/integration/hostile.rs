@@ -368,13 +368,7 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let registry = item_registry();
-        let replica = registry.replica_for("item").unwrap().clone();
-        let apply = |db: &mut cqrs::Db, m: Message| {
-            let change = cqrs::Change::new(m);
-            db.write_transaction(|db| replica.apply(db, &[&change]))
-                .unwrap()
-        };
-        apply(&mut db, ItemState::new(5, 2, at(1_000)).save());
+        apply_items(&mut db, vec![ItemState::new(5, 2, at(1_000)).save()]);
         let input = format!(
             "item,{}\n[5]\n",
             cqrs::message::format_datetime(&chrono::Utc::now())
@@ -387,7 +381,7 @@ both!(
         // Re-created on the master a second later by its clock (the replica's is years ahead).
         let mut again = ItemState::new(5, 0, at(2_000));
         again.name = "again".into();
-        apply(&mut db, again.save());
+        apply_items(&mut db, vec![again.save()]);
         let rows = items(&mut db);
         assert_eq!((rows[&5].rev, rows[&5].name.as_str()), (0, "again"));
     }
@@ -401,12 +395,12 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let registry = item_registry();
-        let replica = registry.replica_for("item").unwrap().clone();
-        for id in 1..=3 {
-            let change = cqrs::Change::new(ItemState::new(id, 1, at(1_000)).save());
-            db.write_transaction(|db| replica.apply(db, &[&change]))
-                .unwrap();
-        }
+        apply_items(
+            &mut db,
+            (1..=3)
+                .map(|id| ItemState::new(id, 1, at(1_000)).save())
+                .collect(),
+        );
         let header = format!(
             "item,{}",
             cqrs::message::format_datetime(&chrono::Utc::now())
@@ -440,10 +434,7 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let registry = item_registry();
-        let replica = registry.replica_for("item").unwrap().clone();
-        let change = cqrs::Change::new(ItemState::new(5, i32::MAX, at(1_000)).save());
-        db.write_transaction(|db| replica.apply(db, &[&change]))
-            .unwrap();
+        apply_items(&mut db, vec![ItemState::new(5, i32::MAX, at(1_000)).save()]);
         let input = format!(
             "item,{}\n[5]\n",
             cqrs::message::format_datetime(&chrono::Utc::now())

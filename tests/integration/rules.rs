@@ -12,14 +12,6 @@ fn apply_changes(db: &mut Db, spec: &TableSpec, changes: Vec<Change>) -> BatchRe
         .expect("batch applies")
 }
 
-fn apply(db: &mut Db, msgs: Vec<Message>) -> BatchReport {
-    apply_changes(
-        db,
-        &item_spec(),
-        msgs.into_iter().map(Change::new).collect(),
-    )
-}
-
 fn directed(msg: Message) -> Change {
     Change {
         message: msg,
@@ -43,7 +35,7 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let s = ItemState::new(1, 0, at(0));
-        let r = apply(&mut db, vec![s.save()]);
+        let r = apply_items(&mut db, vec![s.save()]);
         assert_eq!(outcome_names(&r), ["applied"]);
         let rows = items(&mut db);
         assert_eq!(rows[&1].rev, 0);
@@ -60,8 +52,8 @@ both!(
     fn save_newer_updates_with_gap(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
-        let r = apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        apply_items(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
+        let r = apply_items(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
         assert_eq!(outcome_names(&r), ["applied"]);
         let row = &items(&mut db)[&1];
         assert_eq!(
@@ -75,10 +67,10 @@ both!(
     fn save_equal_or_older_is_skipped(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 2, at(20)).save()]);
+        apply_items(&mut db, vec![ItemState::new(1, 2, at(20)).save()]);
         let mut dup = ItemState::new(1, 2, at(20));
         dup.name = "changed".into();
-        let r = apply(
+        let r = apply_items(
             &mut db,
             vec![dup.save(), ItemState::new(1, 1, at(10)).save()],
         );
@@ -95,9 +87,9 @@ both!(
     fn late_save_after_delete_does_not_resurrect(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
-        apply(&mut db, vec![item_delete(1, 2, at(20))]);
-        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
+        apply_items(&mut db, vec![ItemState::new(1, 0, at(0)).save()]);
+        apply_items(&mut db, vec![item_delete(1, 2, at(20))]);
+        let r = apply_items(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
         assert_eq!(outcome_names(&r), ["skipped: deleted (tombstone)"]);
         assert!(items(&mut db).is_empty());
         assert_eq!(tombstones(&mut db, "item")["1"], (2, at(20)));
@@ -108,8 +100,8 @@ both!(
     fn recreated_pk_with_later_updated_is_inserted(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![item_delete(1, 5, at(50))]);
-        let r = apply(&mut db, vec![ItemState::new(1, 0, at(60)).save()]);
+        apply_items(&mut db, vec![item_delete(1, 5, at(50))]);
+        let r = apply_items(&mut db, vec![ItemState::new(1, 0, at(60)).save()]);
         assert_eq!(outcome_names(&r), ["applied"]);
         assert_eq!(items(&mut db)[&1].rev, 0);
         assert!(tombstones(&mut db, "item").is_empty(), "tombstone cleared");
@@ -120,13 +112,13 @@ both!(
     fn broadcast_sync_reapplies_equal_but_never_downgrades(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        apply_items(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
         let mut same = ItemState::new(1, 3, at(30));
         same.name = "resent".into();
-        let r = apply(&mut db, vec![same.sync()]);
+        let r = apply_items(&mut db, vec![same.sync()]);
         assert_eq!(outcome_names(&r), ["applied"]);
         assert_eq!(items(&mut db)[&1].name, "resent");
-        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).sync()]);
+        let r = apply_items(&mut db, vec![ItemState::new(1, 1, at(10)).sync()]);
         assert_eq!(outcome_names(&r), ["skipped: stale revision"]);
         assert_eq!(items(&mut db)[&1].rev, 3);
     }
@@ -136,7 +128,7 @@ both!(
     fn directed_sync_downgrades_and_clears_tombstone(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(
+        apply_items(
             &mut db,
             vec![
                 ItemState::new(1, 5, at(50)).save(),
@@ -167,8 +159,8 @@ both!(
     fn delete_newer_than_row_deletes_and_records_tombstone(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
-        let r = apply(&mut db, vec![item_delete(1, 4, at(40))]);
+        apply_items(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+        let r = apply_items(&mut db, vec![item_delete(1, 4, at(40))]);
         assert_eq!(outcome_names(&r), ["applied"]);
         assert!(items(&mut db).is_empty());
         assert_eq!(tombstones(&mut db, "item")["1"], (4, at(40)));
@@ -179,8 +171,8 @@ both!(
     fn delete_not_newer_than_row_is_skipped(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        apply(&mut db, vec![ItemState::new(1, 5, at(50)).save()]);
-        let r = apply(
+        apply_items(&mut db, vec![ItemState::new(1, 5, at(50)).save()]);
+        let r = apply_items(
             &mut db,
             vec![item_delete(1, 3, at(30)), item_delete(1, 5, at(31))],
         );
@@ -200,9 +192,9 @@ both!(
     fn delete_without_row_records_tombstone_and_keeps_the_newest(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let r = apply(&mut db, vec![item_delete(7, 3, at(30))]);
+        let r = apply_items(&mut db, vec![item_delete(7, 3, at(30))]);
         assert_eq!(outcome_names(&r), ["applied"]);
-        let r = apply(&mut db, vec![item_delete(7, 2, at(20))]);
+        let r = apply_items(&mut db, vec![item_delete(7, 2, at(20))]);
         assert_eq!(outcome_names(&r), ["skipped: duplicate delete"]);
         assert_eq!(tombstones(&mut db, "item")["7"], (3, at(30)));
         assert!(items(&mut db).is_empty());
@@ -213,7 +205,7 @@ both!(
     fn same_pk_three_times_in_one_batch_applies_the_winner(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let r = apply(
+        let r = apply_items(
             &mut db,
             vec![
                 ItemState::new(1, 1, at(10)).save(),
@@ -241,12 +233,12 @@ both!(
         let mut db = t.connect();
         let mut with_note = ItemState::new(1, 0, at(0)).save();
         with_note.instance_data.insert("note".into(), json!("kept"));
-        let r = apply(&mut db, vec![with_note, ItemState::new(2, 0, at(0)).save()]);
+        let r = apply_items(&mut db, vec![with_note, ItemState::new(2, 0, at(0)).save()]);
         assert_eq!(
             r.stats.upsert_statements, 2,
             "one statement per set of present columns"
         );
-        let r = apply(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
+        let r = apply_items(&mut db, vec![ItemState::new(1, 1, at(10)).save()]);
         assert_eq!(outcome_names(&r), ["applied"]);
         let rows = items(&mut db);
         assert_eq!((rows[&1].rev, rows[&1].note.as_str()), (1, "kept"));
@@ -264,7 +256,7 @@ both!(
         wrong.instance_data.insert("value".into(), json!("many"));
         let mut no_rev = ItemState::new(4, 0, at(0)).save();
         no_rev.instance_data.remove("cqrs_revision");
-        let r = apply(
+        let r = apply_items(
             &mut db,
             vec![ItemState::new(1, 0, at(0)).save(), missing, wrong, no_rev],
         );
@@ -485,7 +477,7 @@ fn interleaved_delete_and_older_save(a_keys: usize, b_keys: usize) {
     use std::sync::mpsc;
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
-    apply(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
+    apply_items(&mut db, vec![ItemState::new(1, 3, at(30)).save()]);
     let mut deletes = vec![Change::new(item_delete(1, 5, at(50)))];
     deletes.extend((1..a_keys as i64).map(|k| Change::new(item_delete(1_000_000 + k, 1, at(1)))));
     let mut saves = vec![Change::new(ItemState::new(1, 4, at(40)).save())];

@@ -78,6 +78,15 @@ pub fn item_registry() -> Registry {
     Registry::new().with_replica(TableReplica::new(item_spec()))
 }
 
+/// Apply item `msgs` to `db`'s `items` replica in one transaction, as one consumer batch would.
+pub fn apply_items(db: &mut cqrs::Db, msgs: Vec<cqrs::Message>) -> cqrs::BatchReport {
+    let changes: Vec<cqrs::Change> = msgs.into_iter().map(cqrs::Change::new).collect();
+    let refs: Vec<&cqrs::Change> = changes.iter().collect();
+    let replica = TableReplica::new(item_spec());
+    db.write_transaction(|db| cqrs::Replica::apply(&replica, db, &refs))
+        .expect("batch applies")
+}
+
 /// A registry of the captured `Item` and `Typed` models.
 pub fn item_and_typed_registry(kind: Kind) -> Registry {
     item_registry().with_replica(TableReplica::new(typed_spec(kind)))
