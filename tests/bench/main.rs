@@ -13,7 +13,9 @@
 //!   against the same writers capturing with no relay or consumer running;
 //! - commit→apply latency (applied time − `cqrs_updated`) with the relay and the consumer as
 //!   processes under a fixed offered load, against a bare publish→consume round trip at the same
-//!   rate.
+//!   rate;
+//! - the end-to-end and latency figures again on the embedded stack: SQLite master and replica
+//!   files and the SQLite queue file, the relay and the consumer as processes.
 //!
 //! ```text
 //! cargo run --release -p cqrs-tests --bin cqrs-bench               # full run (several minutes)
@@ -112,8 +114,58 @@ struct Bench {
     /// A second queue bound to [`SINK_KEY`]: the raw publish fans out to two queues, as the
     /// relay's messages do (the replica's queue and the tap).
     sink_twin: TestBroker,
+    /// The SQLite master, replica and queue file of the end-to-end and latency figures on the
+    /// embedded stack, made when those groups run.
+    sqlite: Option<SqliteFiles>,
     figures: Vec<Figure>,
     problems: Vec<String>,
+}
+
+/// SQLite databases and a queue file in a directory of their own (removed on drop).
+struct SqliteFiles {
+    master: TestDb,
+    replica: TestDb,
+    queue_dir: std::path::PathBuf,
+}
+
+impl Drop for SqliteFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.queue_dir);
+    }
+}
+
+/// Where the end-to-end and latency figures run: the master and replica databases and the
+/// broker that the writers, the relay process and the consumer process use.
+#[derive(Clone)]
+struct Stack {
+    /// Named in the figures.
+    label: &'static str,
+    master: String,
+    replica: String,
+    broker: String,
+}
+
+impl Stack {
+    fn master(&self) -> cqrs::Result<Db> {
+        Db::connect(&self.master)
+    }
+
+    fn replica(&self) -> cqrs::Result<Db> {
+        Db::connect(&self.replica)
+    }
+
+    fn is_sqlite(&self) -> bool {
+        self.master.starts_with("sqlite:")
+    }
+
+    /// `what`, with the stack's name unless it is the default PostgreSQL + RabbitMQ.
+    fn named(&self, what: &str) -> String {
+        if self.label.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what} [{}]", self.label)
+        }
+    }
 }
 
 const SINK_KEY: &str = "bench_sink";
@@ -175,6 +227,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// p50, p99 and max of `xs` (sorted in place).
+fn percentiles(xs: &mut [f64]) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let at = |q: f64| xs[((xs.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// Empty `tables` (TRUNCATE on PostgreSQL; SQLite has none).
+fn clear(db: &mut Db, tables: &[&str]) -> cqrs::Result<()> {
+    match db.backend() {
+        cqrs::db::Backend::Postgres => db.batch_execute(&format!("TRUNCATE {}", tables.join(", "))),
+        cqrs::db::Backend::Sqlite => db.batch_execute(
+            &tables
+                .iter()
+                .map(|t| format!("DELETE FROM {t};"))
+                .collect::<String>(),
+        ),
+    }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -199,6 +271,7 @@ impl Bench {
             tap,
             sink,
             sink_twin,
+            sqlite: None,
             figures: Vec::new(),
             problems: Vec::new(),
         })
@@ -216,13 +289,22 @@ impl Bench {
         if wanted("relay") {
             self.relay_and_drain(args)?;
         }
+        let stacks = if wanted("e2e") || wanted("latency") {
+            self.stacks()?
+        } else {
+            Vec::new()
+        };
         if wanted("e2e") {
-            for rows in [1, 100] {
-                self.end_to_end(args, rows)?;
+            for stack in &stacks {
+                for rows in [1, 100] {
+                    self.end_to_end(args, rows, stack)?;
+                }
             }
         }
         if wanted("latency") {
-            self.latency(args)?;
+            for stack in &stacks {
+                self.latency(args, stack)?;
+            }
         }
         if wanted("bulk") {
             self.bulk(args)?;
@@ -255,15 +337,55 @@ impl Bench {
     }
 
     fn clear_master(&self) -> cqrs::Result<()> {
-        self.master
-            .connect()
-            .batch_execute(&format!("TRUNCATE {MASTER_TABLE}, cqrs_outbox"))
+        clear(&mut self.master.connect(), &[MASTER_TABLE, "cqrs_outbox"])
     }
 
     fn clear_replica(&self) -> cqrs::Result<()> {
-        self.replica
-            .connect()
-            .batch_execute(&format!("TRUNCATE {REPLICA_TABLE}, cqrs_tombstones"))
+        clear(
+            &mut self.replica.connect(),
+            &[REPLICA_TABLE, "cqrs_tombstones"],
+        )
+    }
+
+    /// PostgreSQL + RabbitMQ: this bench's databases, exchange and queue.
+    fn pg(&self) -> Stack {
+        Stack {
+            label: "",
+            master: self.master.url.clone(),
+            replica: self.replica.url.clone(),
+            broker: amqp_url(),
+        }
+    }
+
+    /// The stacks the end-to-end and latency figures run on: PostgreSQL + RabbitMQ, and SQLite
+    /// files + the queue file (made on first use).
+    fn stacks(&mut self) -> cqrs::Result<Vec<Stack>> {
+        let pg = self.pg();
+        let files = match self.sqlite.take() {
+            Some(files) => files,
+            None => {
+                let (master, replica) = (TestDb::empty(Kind::Sqlite), TestDb::empty(Kind::Sqlite));
+                items::create(&mut master.connect(), true)?;
+                items::create(&mut replica.connect(), false)?;
+                let queue_dir =
+                    std::env::temp_dir().join(format!("cqrs-bench-queue-{}", std::process::id()));
+                std::fs::create_dir_all(&queue_dir)
+                    .map_err(|e| Error::config(format!("{queue_dir:?}: {e}")))?;
+                SqliteFiles {
+                    master,
+                    replica,
+                    queue_dir,
+                }
+            }
+        };
+        let sqlite = Stack {
+            label: "SQLite + queue file",
+            master: files.master.url.clone(),
+            replica: files.replica.url.clone(),
+            broker: format!("sqlite://{}", files.queue_dir.join("queue.db").display()),
+        };
+        self.sqlite = Some(files);
+        Ok(vec![pg, sqlite])
     }
 
     /// Capture against the same inserts without capture: rows (1 row/txn: transactions) per second.
@@ -331,13 +453,14 @@ impl Bench {
                 let child = self.process(
                     &["consume", "-w", &workers.to_string()],
                     &self.replica.url,
+                    &amqp_url(),
                     args,
                 );
                 // Timed from the first row applied: the process's start-up (connecting,
                 // declaring) is not draining.
                 let mut first: Option<(Instant, usize)> = None;
                 let done = wait_for(Duration::from_secs(300), || {
-                    let c = count(&self.replica, REPLICA_TABLE);
+                    let c = count(&self.replica.url, REPLICA_TABLE);
                     if c > 0 && first.is_none() {
                         first = Some((Instant::now(), c));
                     }
@@ -356,7 +479,7 @@ impl Bench {
                 if workers == 2 {
                     rss = rss.max(peak);
                 }
-                self.compare("after a drain")?;
+                self.compare(&self.pg(), "after a drain")?;
             }
         }
         let consume = median(consume);
@@ -391,25 +514,26 @@ impl Bench {
     }
 
     /// 4 writers capturing `rows`-row transactions for `--seconds` with the relay and
-    /// `consume -w 2` running: rows written / time until the replica holds them all, against the
-    /// same writers with nothing running behind them.
-    fn end_to_end(&mut self, args: &Args, rows: usize) -> cqrs::Result<()> {
+    /// `consume -w 2` running on `stack`: rows written / time until the replica holds them all,
+    /// against the same writers with nothing running behind them.
+    fn end_to_end(&mut self, args: &Args, rows: usize, stack: &Stack) -> cqrs::Result<()> {
         let (mut alone, mut through) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
-            self.clear_master()?;
-            alone.push(write(&self.master.url, 4, rows, true, args.seconds)?);
-            self.clear_master()?;
-            self.clear_replica()?;
-            let relay = self.process(&["relay"], &self.master.url, args);
-            let consumer = self.process(&["consume", "-w", "2"], &self.replica.url, args);
+            clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
+            alone.push(write(&stack.master, 4, rows, true, args.seconds)?);
+            clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
+            clear(&mut stack.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])?;
+            let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
+            let consumer =
+                self.process(&["consume", "-w", "2"], &stack.replica, &stack.broker, args);
             // Both connected and idle before the load starts.
             std::thread::sleep(Duration::from_millis(1500));
             let started = Instant::now();
-            let written = write(&self.master.url, 4, rows, true, args.seconds)
+            let written = write(&stack.master, 4, rows, true, args.seconds)
                 .map(|rate| (rate * args.seconds).round() as usize);
             let done = written.as_ref().is_ok_and(|n| {
                 wait_for(Duration::from_secs(300), || {
-                    count(&self.replica, REPLICA_TABLE) >= *n
+                    count(&stack.replica, REPLICA_TABLE) >= *n
                 })
             });
             let took = started.elapsed();
@@ -417,17 +541,19 @@ impl Bench {
             stop(consumer);
             let written = written?;
             if !done {
-                self.problems.push(format!(
+                self.problems.push(stack.named(&format!(
                     "end to end: {written} rows did not all reach the replica"
-                ));
+                )));
                 continue;
             }
             through.push(written as f64 / took.as_secs_f64());
-            self.compare("after an end-to-end run")?;
+            self.compare(stack, "after an end-to-end run")?;
         }
         if !through.is_empty() {
             self.add(
-                format!("end to end, 4 writers, {rows} row(s)/txn, relay + consume -w 2"),
+                stack.named(&format!(
+                    "end to end, 4 writers, {rows} row(s)/txn, relay + consume -w 2"
+                )),
                 median(through),
                 "rows/s",
                 "the same writers, nothing behind them",
@@ -437,27 +563,60 @@ impl Bench {
         Ok(())
     }
 
-    /// Relay and consumer processes running, 4 writers offering `latency_rate` 1-row creates per
-    /// second: applied time − `cqrs_updated` per row, against a bare RabbitMQ round trip.
-    fn latency(&mut self, args: &Args) -> cqrs::Result<()> {
-        self.clear_master()?;
-        self.clear_replica()?;
-        self.replica.connect().batch_execute(&format!(
-            "ALTER TABLE {REPLICA_TABLE} ADD COLUMN IF NOT EXISTS applied_at TIMESTAMPTZ;
-             CREATE OR REPLACE FUNCTION bench_applied() RETURNS trigger AS $$
-             BEGIN NEW.applied_at := clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql;
-             DROP TRIGGER IF EXISTS bench_applied ON {REPLICA_TABLE};
-             CREATE TRIGGER bench_applied BEFORE INSERT OR UPDATE ON {REPLICA_TABLE}
-               FOR EACH ROW EXECUTE FUNCTION bench_applied();"
-        ))?;
-        let relay = self.process(&["relay"], &self.master.url, args);
-        let consumer = self.process(&["consume", "-w", "2"], &self.replica.url, args);
+    /// Relay and consumer processes running on `stack`, 4 writers offering `latency_rate` 1-row
+    /// creates per second: applied time − `cqrs_updated` per row, against a bare RabbitMQ round
+    /// trip (on PostgreSQL + RabbitMQ; the queue file has no bare counterpart).
+    fn latency(&mut self, args: &Args, stack: &Stack) -> cqrs::Result<()> {
+        clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
+        clear(&mut stack.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])?;
+        let mut replica = stack.replica()?;
+        // The replica stamps each row as it is written. SQLite's clock has millisecond resolution
+        // and is read once per statement (a batch's rows share its start time).
+        let (stamp, lag, unstamp) = match replica.backend() {
+            cqrs::db::Backend::Postgres => (
+                format!(
+                    "ALTER TABLE {REPLICA_TABLE} ADD COLUMN IF NOT EXISTS applied_at TIMESTAMPTZ;
+                     CREATE OR REPLACE FUNCTION bench_applied() RETURNS trigger AS $$
+                     BEGIN NEW.applied_at := clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql;
+                     DROP TRIGGER IF EXISTS bench_applied ON {REPLICA_TABLE};
+                     CREATE TRIGGER bench_applied BEFORE INSERT OR UPDATE ON {REPLICA_TABLE}
+                       FOR EACH ROW EXECUTE FUNCTION bench_applied();"
+                ),
+                format!(
+                    "SELECT CAST(extract(epoch FROM applied_at - cqrs_updated) * 1000 AS TEXT) AS j \
+                     FROM {REPLICA_TABLE}"
+                ),
+                format!(
+                    "DROP TRIGGER bench_applied ON {REPLICA_TABLE}; \
+                     ALTER TABLE {REPLICA_TABLE} DROP COLUMN applied_at"
+                ),
+            ),
+            cqrs::db::Backend::Sqlite => (
+                format!(
+                    "ALTER TABLE {REPLICA_TABLE} ADD COLUMN applied_at TEXT;
+                     CREATE TRIGGER bench_applied AFTER INSERT ON {REPLICA_TABLE} BEGIN
+                       UPDATE {REPLICA_TABLE} SET applied_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
+                       WHERE id = NEW.id;
+                     END;"
+                ),
+                format!(
+                    "SELECT CAST((julianday(applied_at) - julianday(cqrs_updated)) * 86400000.0 AS TEXT) \
+                     AS j FROM {REPLICA_TABLE}"
+                ),
+                format!(
+                    "DROP TRIGGER bench_applied; ALTER TABLE {REPLICA_TABLE} DROP COLUMN applied_at"
+                ),
+            ),
+        };
+        replica.batch_execute(&stamp)?;
+        let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
+        let consumer = self.process(&["consume", "-w", "2"], &stack.replica, &stack.broker, args);
         // Both connected and idle before the load starts.
         std::thread::sleep(Duration::from_millis(1500));
-        let written = offered(&self.master.url, 4, args.latency_rate, args.latency_seconds);
+        let written = offered(&stack.master, 4, args.latency_rate, args.latency_seconds);
         let done = written.as_ref().is_ok_and(|n| {
             wait_for(Duration::from_secs(120), || {
-                count(&self.replica, REPLICA_TABLE) >= *n
+                count(&stack.replica, REPLICA_TABLE) >= *n
             })
         });
         let (relay_rss, consumer_rss) = (peak_rss_mb(&relay), peak_rss_mb(&consumer));
@@ -465,64 +624,57 @@ impl Bench {
         stop(consumer);
         let written = written?;
         if !done {
-            self.problems.push(format!(
+            self.problems.push(stack.named(&format!(
                 "the latency run's {written} rows did not all reach the replica"
-            ));
+            )));
             return Ok(());
         }
-        self.compare("after the latency run")?;
-        let text = self.replica.connect().load_text(
-            &format!(
-                "SELECT json_build_array(percentile_cont(0.5) WITHIN GROUP (ORDER BY x), \
-                 percentile_cont(0.99) WITHIN GROUP (ORDER BY x), max(x))::text AS j \
-                 FROM (SELECT extract(epoch FROM applied_at - cqrs_updated) * 1000 AS x FROM {REPLICA_TABLE}) s"
-            ),
-            vec![],
-        )?;
-        let [p50, p99, max]: [f64; 3] = serde_json::from_str(&text[0]).expect("three numbers");
+        self.compare(stack, "after the latency run")?;
+        let mut lags: Vec<f64> = replica
+            .load_text(&lag, vec![])?
+            .iter()
+            .map(|x| x.parse().expect("a number of milliseconds"))
+            .collect();
         // Later groups (bulk-load and its \copy ceiling) want the replica table as it was.
-        self.replica.connect().batch_execute(&format!(
-            "DROP TRIGGER bench_applied ON {REPLICA_TABLE}; \
-             ALTER TABLE {REPLICA_TABLE} DROP COLUMN applied_at"
-        ))?;
-        let mut rt: Vec<f64> = raw::round_trips(
-            &self.sink.transport,
-            &self.sink.exchange,
-            ROUND_TRIP_KEY,
-            &self.sink.queue,
-            args.latency_rate,
-            args.latency_seconds,
-        )
-        .iter()
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .collect();
-        rt.sort_by(f64::total_cmp);
-        let at = |q: f64| rt[((rt.len() - 1) as f64 * q) as usize];
+        replica.batch_execute(&unstamp)?;
+        let (p50, p99, max) = percentiles(&mut lags);
+        let rt = if stack.is_sqlite() {
+            None
+        } else {
+            let mut rt: Vec<f64> = raw::round_trips(
+                &self.sink.transport,
+                &self.sink.exchange,
+                ROUND_TRIP_KEY,
+                &self.sink.queue,
+                args.latency_rate,
+                args.latency_seconds,
+            )
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
+            Some(percentiles(&mut rt))
+        };
         let load = format!("{:.0} changes/s offered, {written} rows", args.latency_rate);
+        for (name, value, ceiling) in [
+            ("p50", p50, rt.map(|r| r.0)),
+            ("p99", p99, rt.map(|r| r.1)),
+            ("max", max, rt.map(|r| r.2)),
+        ] {
+            self.add(
+                stack.named(&format!("commit→apply {name} ({load})")),
+                value,
+                "ms",
+                &if rt.is_some() {
+                    format!("RabbitMQ round trip {name}")
+                } else {
+                    "none".into()
+                },
+                ceiling,
+            );
+        }
+        self.add(stack.named("relay peak RSS"), relay_rss, "MB", "", None);
         self.add(
-            format!("commit→apply p50 ({load})"),
-            p50,
-            "ms",
-            "RabbitMQ round trip p50",
-            Some(at(0.5)),
-        );
-        self.add(
-            format!("commit→apply p99 ({load})"),
-            p99,
-            "ms",
-            "RabbitMQ round trip p99",
-            Some(at(0.99)),
-        );
-        self.add(
-            format!("commit→apply max ({load})"),
-            max,
-            "ms",
-            "RabbitMQ round trip max",
-            Some(at(1.0)),
-        );
-        self.add("relay peak RSS".into(), relay_rss, "MB", "", None);
-        self.add(
-            "consumer peak RSS, -w 2, latency run".into(),
+            stack.named("consumer peak RSS, -w 2, latency run"),
             consumer_rss,
             "MB",
             "",
@@ -593,7 +745,7 @@ impl Bench {
             let mut load_cmd = self.command(&["bulk-load", "-i", dump]);
             load_cmd.args(["--database-url", &self.replica.url]);
             load.push(n as f64 / secs(&mut load_cmd)?);
-            self.compare("after bulk-load")?;
+            self.compare(&self.pg(), "after bulk-load")?;
             self.clear_replica()?;
             copy_in.push(
                 n as f64
@@ -718,13 +870,14 @@ impl Bench {
         self.clear_replica()
     }
 
-    fn compare(&mut self, when: &str) -> cqrs::Result<()> {
-        let m = items::snapshot(&mut self.master.connect(), MASTER_TABLE)?;
-        let r = items::snapshot(&mut self.replica.connect(), REPLICA_TABLE)?;
+    fn compare(&mut self, stack: &Stack, when: &str) -> cqrs::Result<()> {
+        let m = items::snapshot(&mut stack.master()?, MASTER_TABLE)?;
+        let r = items::snapshot(&mut stack.replica()?, REPLICA_TABLE)?;
         let differing = items::differing(&m, &r);
         if !differing.is_empty() {
             self.problems.push(format!(
-                "{when}: {} rows differ, e.g. {:?}",
+                "{}: {} rows differ, e.g. {:?}",
+                stack.named(when),
                 differing.len(),
                 &differing[..differing.len().min(5)]
             ));
@@ -732,9 +885,9 @@ impl Bench {
         Ok(())
     }
 
-    /// This binary as a `cqrs` process on `db`.
-    fn process(&self, command: &[&str], db: &str, args: &Args) -> Child {
-        self.command(command)
+    /// This binary as a `cqrs` process on `db` and `broker`.
+    fn process(&self, command: &[&str], db: &str, broker: &str, args: &Args) -> Child {
+        self.command_on(command, broker)
             .args(["--database-url", db])
             .env("CQRS_LOG", &args.process_log)
             .stdin(Stdio::null())
@@ -745,10 +898,15 @@ impl Bench {
 
     /// This binary as `cqrs <command>` with the bench's broker, exchange and queue.
     fn command(&self, command: &[&str]) -> Command {
+        self.command_on(command, &amqp_url())
+    }
+
+    /// This binary as `cqrs <command>` with the bench's exchange and queue on `broker`.
+    fn command_on(&self, command: &[&str], broker: &str) -> Command {
         let mut c = Command::new(std::env::current_exe().expect("this binary's path"));
         c.arg("cqrs").args(command).args([
             "--broker-url",
-            &amqp_url(),
+            broker,
             "--exchange",
             &self.broker.exchange,
             "--queue",
@@ -895,12 +1053,14 @@ fn offered(url: &str, writers: usize, rate: f64, secs: f64) -> cqrs::Result<usiz
     })
 }
 
-fn count(db: &TestDb, table: &str) -> usize {
-    db.connect()
-        .load_text(
-            &format!("SELECT CAST(count(*) AS TEXT) AS j FROM {table}"),
-            vec![],
-        )
+fn count(url: &str, table: &str) -> usize {
+    Db::connect(url)
+        .and_then(|mut db| {
+            db.load_text(
+                &format!("SELECT CAST(count(*) AS TEXT) AS j FROM {table}"),
+                vec![],
+            )
+        })
         .ok()
         .and_then(|r| r.first().and_then(|n| n.parse().ok()))
         .unwrap_or(0)

@@ -38,6 +38,8 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "consume -w 1",
         "consume -w 2",
         "commit→apply p99",
+        "end to end, 4 writers, 100 row(s)/txn, relay + consume -w 2 [SQLite + queue file]",
+        "against bare bodies",
         "bulk-dump, fresh",
         "bulk-dump, analysed",
         "bulk-load",
@@ -48,6 +50,12 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
             "no figure {wanted:?} in {names:?}"
         );
     }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("commit→apply p99") && n.ends_with("[SQLite + queue file]")),
+        "no latency figure on SQLite + the queue file in {names:?}"
+    );
     for f in figures.as_array().unwrap() {
         assert!(f["value"].as_f64().unwrap() >= 0.0, "{f}");
     }
