@@ -168,9 +168,22 @@ impl TestBroker {
         self.declare_passive(queue).consumer_count()
     }
 
+    /// Consumers subscribed to `queue`, or `None` while nobody has declared it.
+    pub fn consumers_if_declared(&self, queue: &str) -> Option<u32> {
+        self.try_declare_passive(queue)
+            .ok()
+            .map(|q| q.consumer_count())
+    }
+
     /// `queue.declare` with `passive` (the queue's counts), on a channel of its own that is
     /// closed after, so tests can poll it.
     fn declare_passive(&self, queue: &str) -> lapin::Queue {
+        self.try_declare_passive(queue)
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+    }
+
+    /// The same, an error if the queue does not exist (the broker closes that channel).
+    fn try_declare_passive(&self, queue: &str) -> Result<lapin::Queue, lapin::Error> {
         use lapin::options::QueueDeclareOptions;
         let ch = self.transport.channel(false).unwrap();
         let queue = queue.to_string();
@@ -184,10 +197,9 @@ impl TestBroker {
                     },
                     Default::default(),
                 )
-                .await
-                .unwrap();
+                .await?;
             let _ = ch.close(200, "OK".into()).await;
-            q
+            Ok(q)
         })
     }
 }

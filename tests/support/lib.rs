@@ -13,13 +13,17 @@
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
 //! - [`postgres`]: a private PostgreSQL cluster for tests that stop and kill the database server.
 //! - [`proxy`]: a TCP proxy whose links a test can cut or slow down.
+//! - [`django`]: a real django-cqrs project as master or replica, in a cached virtual
+//!   environment; [`interop`]: the Rust models of the same tables.
 //! - [`items`]: the soak and bench harnesses' model, on either backend; [`rng`]: their seeded
 //!   random numbers.
 
 pub mod broker;
 pub mod consumer;
 pub mod db;
+pub mod django;
 pub mod examples;
+pub mod interop;
 pub mod items;
 pub mod messages;
 pub mod models;
