@@ -331,3 +331,176 @@ fn rust_master_to_django_consume() {
     );
     drop(consumer);
 }
+
+/// Run `stages` as a shell pipeline (each one's stdout into the next one's stdin); panics with
+/// every failed stage's stderr.
+#[track_caller]
+fn pipeline(stages: Vec<Command>) {
+    let mut children = Vec::new();
+    let mut input = Stdio::null();
+    let last = stages.len() - 1;
+    for (i, mut stage) in stages.into_iter().enumerate() {
+        let mut child = stage
+            .stdin(input)
+            .stdout(if i == last {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{stage:?}: {e}"));
+        input = child.stdout.take().map_or(Stdio::null(), Stdio::from);
+        children.push((format!("{:?}", stage.get_args().collect::<Vec<_>>()), child));
+    }
+    let failed: Vec<String> = children
+        .into_iter()
+        .filter_map(|(name, child)| {
+            let out = child.wait_with_output().expect("a stage ends");
+            (!out.status.success()).then(|| {
+                format!(
+                    "{name}: {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+        })
+        .collect();
+    assert!(failed.is_empty(), "pipeline failed:\n{}", failed.join("\n"));
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str) -> TempFile {
+        TempFile(std::env::temp_dir().join(format!("cqrs-interop-{}-{name}", std::process::id())))
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Replica drift the diff pipelines must find: two rows with an older revision and other
+/// values, two rows lost; and two rows the master never had (the deleted-rows pipeline's).
+fn drift(replica: &TestDb, keys: &[i64]) {
+    replica
+        .connect()
+        .batch_execute(&format!(
+            "UPDATE items SET name = 'drift', cqrs_revision = cqrs_revision - 1 WHERE id IN ({}, {});
+             DELETE FROM items WHERE id IN ({}, {});
+             INSERT INTO items (id, name, value, price, ratio, flag, day, at, note, tags, parent_id,
+                                cqrs_revision, cqrs_updated)
+             SELECT id + 1000000, 'ghost', value, price, ratio, flag, day, at, note, tags, NULL,
+                    cqrs_revision, cqrs_updated FROM items WHERE id IN ({}, {})",
+            keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
+        ))
+        .unwrap();
+}
+
+/// A Django master's `cqrs_bulk_dump` loaded by `cqrs bulk-load`; then drift on the Rust replica
+/// repaired by `cqrs_diff_master | cqrs diff-replica | cqrs_diff_sync` (SYNCs applied by
+/// `cqrs consume`) and `cqrs deleted-diff-replica | cqrs_deleted_diff_master |
+/// cqrs deleted-sync-replica`.
+#[test]
+fn django_dump_and_django_master_pipelines_with_a_rust_replica() {
+    let broker = TestBroker::new();
+    let master = Django::new(Role::Master, &broker);
+    let replica = Django::new(Role::Replica, &broker).db;
+    replica
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the replica");
+    let keys: Vec<i64> =
+        serde_json::from_str(master.manage(&["workload", "changes"]).trim()).expect("item keys");
+
+    for cqrs_id in ["interop_item", "interop_label"] {
+        let dump = TempFile::new(&format!("{cqrs_id}.dump"));
+        master.manage(&["cqrs_bulk_dump", "-c", cqrs_id, "-o", dump.path()]);
+        let out = cqrs(&broker, &replica, &["bulk-load", "-i", dump.path()])
+            .output()
+            .expect("bulk-load runs");
+        assert!(
+            out.status.success(),
+            "bulk-load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for_same_rows(&master.db, &replica, Duration::ZERO);
+
+    let mut consumer = Running::start(&mut cqrs(&broker, &replica, &["consume", "-w", "2"]));
+    wait_for_consumer(&broker, &mut consumer);
+    drift(&replica, &keys);
+    pipeline(vec![
+        master.command(&["cqrs_diff_master", "-cid", "interop_item"]),
+        cqrs(&broker, &replica, &["diff-replica"]),
+        master.command(&["cqrs_diff_sync"]),
+    ]);
+    pipeline(vec![
+        cqrs(
+            &broker,
+            &replica,
+            &["deleted-diff-replica", "-c", "interop_item"],
+        ),
+        master.command(&["cqrs_deleted_diff_master"]),
+        cqrs(&broker, &replica, &["deleted-sync-replica"]),
+    ]);
+    wait_for_same_rows(&master.db, &replica, Duration::from_secs(60));
+    drop(consumer);
+}
+
+/// `cqrs bulk-dump` loaded by Django's `cqrs_bulk_load`; then drift on the Django replica repaired
+/// by `cqrs diff-master | cqrs_diff_replica | cqrs diff-sync` (SYNCs applied by `cqrs_consume`)
+/// and `cqrs_deleted_diff_replica | cqrs deleted-diff-master | cqrs_deleted_sync_replica`.
+#[test]
+fn rust_dump_and_rust_master_pipelines_with_a_django_replica() {
+    let broker = TestBroker::new();
+    let master = Django::new(Role::Master, &broker).db;
+    master
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the master");
+    let replica = Django::new(Role::Replica, &broker);
+    let keys = rust_workload(&master.url);
+
+    for cqrs_id in ["interop_item", "interop_label"] {
+        let dump = TempFile::new(&format!("rust-{cqrs_id}.dump"));
+        let out = cqrs(
+            &broker,
+            &master,
+            &["bulk-dump", "-c", cqrs_id, "-o", dump.path()],
+        )
+        .output()
+        .expect("bulk-dump runs");
+        assert!(
+            out.status.success(),
+            "bulk-dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        replica.manage(&["cqrs_bulk_load", "-i", dump.path()]);
+    }
+    wait_for_same_rows(&master, &replica.db, Duration::ZERO);
+
+    let mut consumer = replica.spawn(&["cqrs_consume", "-w", "1"]);
+    wait_for_consumer(&broker, &mut consumer);
+    drift(&replica.db, &keys);
+    pipeline(vec![
+        cqrs(&broker, &master, &["diff-master", "-c", "interop_item"]),
+        replica.command(&["cqrs_diff_replica"]),
+        cqrs(&broker, &master, &["diff-sync"]),
+    ]);
+    pipeline(vec![
+        replica.command(&["cqrs_deleted_diff_replica", "-cid", "interop_item"]),
+        cqrs(&broker, &master, &["deleted-diff-master"]),
+        replica.command(&["cqrs_deleted_sync_replica"]),
+    ]);
+    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
+    drop(consumer);
+}

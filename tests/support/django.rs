@@ -121,7 +121,8 @@ impl Django {
         Running::start(&mut self.command(args))
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// `manage.py <args>` as a command to run or pipe.
+    pub fn command(&self, args: &[&str]) -> Command {
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("django/project");
         let mut c = Command::new(venv().join("bin/python"));
         c.arg(project.join("manage.py"))
