@@ -176,6 +176,37 @@ fn django_master_in_berlin_time_to_rust_consume() {
     django_master_to_rust_replica("Europe/Berlin");
 }
 
+/// An item with plain values named `name`.
+fn plain_item(name: &str) -> NewItem {
+    NewItem {
+        name: name.to_string(),
+        value: 1,
+        price: BigDecimal::from(1),
+        ratio: 1.0,
+        flag: true,
+        day: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        at: Utc::now(),
+        note: None,
+        tags: serde_json::json!({}),
+        parent_id: None,
+        cqrs_revision: 0,
+        cqrs_updated: Utc::now(),
+    }
+}
+
+/// Insert `new` on the Rust master, captured; its key.
+fn create_item(conn: &mut PgConnection, new: &NewItem) -> i64 {
+    cqrs::atomic(conn, |tx| {
+        tx.create::<Item, _, diesel::result::Error>(|c| {
+            diesel::insert_into(schema::items::table)
+                .values(new)
+                .returning(schema::items::id)
+                .get_result::<i64>(c)
+        })
+    })
+    .expect("item captured")
+}
+
 /// The Rust master's workload: labels (UUID keys), items with every value form, saves, a tracked
 /// change, deletes of both models (the UUID key too, which django-cqrs 3.1.0 cannot publish).
 fn rust_workload(url: &str) -> Vec<i64> {
@@ -209,7 +240,7 @@ fn rust_workload(url: &str) -> Vec<i64> {
         Ok(())
     })
     .expect("labels captured");
-    let mut keys = Vec::new();
+    let mut keys: Vec<i64> = Vec::new();
     for i in 0..30i64 {
         let new = NewItem {
             name: format!("{} {i}", texts[i as usize % texts.len()]),
@@ -227,19 +258,9 @@ fn rust_workload(url: &str) -> Vec<i64> {
             note: (i % 3 != 0).then(|| format!("note {i}")),
             tags: serde_json::json!({"i": i, "nested": {"k": null, "f": 1.5, "s": "e/é"}, "l": [1, "two"]}),
             parent_id: (i % 4 != 0).then(|| keys[0]),
-            cqrs_revision: 0,
-            cqrs_updated: now,
+            ..plain_item("")
         };
-        let id = cqrs::atomic(&mut conn, |tx| {
-            tx.create::<Item, _, diesel::result::Error>(|c| {
-                diesel::insert_into(schema::items::table)
-                    .values(&new)
-                    .returning(schema::items::id)
-                    .get_result::<i64>(c)
-            })
-        })
-        .expect("item captured");
-        keys.push(id);
+        keys.push(create_item(&mut conn, &new));
     }
     use schema::items::dsl as it;
     for (n, id) in keys[..10].iter().enumerate() {
@@ -502,5 +523,140 @@ fn rust_dump_and_rust_master_pipelines_with_a_django_replica() {
         replica.command(&["cqrs_deleted_sync_replica"]),
     ]);
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
+    drop(consumer);
+}
+
+/// A replica that refuses items named `poison`.
+fn refuse_poison(db: &TestDb) {
+    db.connect()
+        .batch_execute("ALTER TABLE items ADD CONSTRAINT no_poison CHECK (name <> 'poison')")
+        .unwrap();
+}
+
+fn accept_poison(db: &TestDb) {
+    db.connect()
+        .batch_execute("ALTER TABLE items DROP CONSTRAINT no_poison")
+        .unwrap();
+}
+
+#[track_caller]
+fn wait_for_dead_letters(broker: &TestBroker, n: u32) {
+    let dlq = cqrs::transport::dead_letter_queue(&broker.queue);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.consumers_if_declared(&dlq).is_none() || broker.count(&dlq) != n {
+        assert!(Instant::now() < deadline, "{dlq} does not hold {n} letters");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A message the Rust replica cannot apply is retried, then dead-lettered in a form Django's
+/// `cqrs_dead_letters dump` shows and `retry` sends back, after which the Rust replica applies it.
+#[test]
+fn a_rust_dead_letter_is_dumped_and_retried_by_django() {
+    let broker = TestBroker::new();
+    let master = Django::new(Role::Master, &broker);
+    let replica = Django::new(Role::Replica, &broker).db;
+    replica
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the replica");
+    refuse_poison(&replica);
+    let config = TempFile::new("cqrs.toml");
+    // One retry after 100 ms (a delay TestBroker removes when the test ends).
+    std::fs::write(&config.0, "max_retries = 1\nretry_delays_ms = [100]\n").unwrap();
+    let mut consumer = Running::start(
+        cqrs(&broker, &replica, &["consume", "-w", "2"]).args(["--config", config.path()]),
+    );
+    wait_for_consumer(&broker, &mut consumer);
+
+    master.manage(&["workload", "poison"]);
+    wait_for_dead_letters(&broker, 1);
+    // Django's tools, as a Django replica of the same queue would run them.
+    let tools = Django::new(Role::Replica, &broker);
+    let dumped = tools.manage(&["cqrs_dead_letters", "dump"]);
+    let letter: serde_json::Value = serde_json::from_str(
+        dumped
+            .lines()
+            .find(|l| l.contains("poison"))
+            .unwrap_or_else(|| panic!("no poison letter in the dump: {dumped}")),
+    )
+    .expect("a dumped letter is a JSON body");
+    assert_eq!(letter["cqrs_id"], "interop_item");
+    assert_eq!(letter["instance_data"]["name"], "poison");
+    assert_eq!(
+        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
+        1,
+        "dump keeps it"
+    );
+
+    accept_poison(&replica);
+    tools.manage(&["cqrs_dead_letters", "retry"]);
+    wait_for_same_rows(&master.db, &replica, Duration::from_secs(60));
+    assert_eq!(
+        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
+        0
+    );
+    drop(consumer);
+}
+
+/// The reverse: a message Django's replica cannot apply is dead-lettered by django-cqrs, shown by
+/// `cqrs dead-letters dump` and sent back by `cqrs dead-letters retry`, then applied by Django.
+#[test]
+fn a_django_dead_letter_is_dumped_and_retried_by_cqrs() {
+    let broker = TestBroker::new();
+    let master = Django::new(Role::Master, &broker).db;
+    master
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the master");
+    let replica = Django::new(Role::Replica, &broker);
+    refuse_poison(&replica.db);
+    let mut consumer = replica.spawn(&["cqrs_consume", "-w", "1"]);
+    wait_for_consumer(&broker, &mut consumer);
+
+    let mut conn = PgConnection::establish(&master.url).unwrap();
+    create_item(&mut conn, &plain_item("fine"));
+    create_item(&mut conn, &plain_item("fine too"));
+    create_item(&mut conn, &plain_item("poison"));
+    cqrs::Relay::new(
+        master.connect(),
+        broker.transport.publisher().unwrap(),
+        broker.settings(),
+    )
+    .drain()
+    .unwrap();
+    // django-cqrs retries once after 1 s (INTEROP_MAX_RETRIES), then dead-letters.
+    wait_for_dead_letters(&broker, 1);
+
+    let out = cqrs(&broker, &master, &["dead-letters", "dump"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dumped = String::from_utf8_lossy(&out.stdout);
+    let letters: Vec<serde_json::Value> = dumped
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(letters.len(), 1, "{dumped}");
+    assert_eq!(letters[0]["instance_data"]["name"], "poison");
+
+    accept_poison(&replica.db);
+    let out = cqrs(&broker, &master, &["dead-letters", "retry"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
+    assert_eq!(
+        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
+        0
+    );
     drop(consumer);
 }

@@ -1,6 +1,8 @@
 """`manage.py workload changes`: what a Django master does to its rows, published by django-cqrs:
 creates with awkward values, full saves, a tracked change, update_fields with the cqrs flag,
-bulk_create, bulk_update and deletes. Prints the item keys it left as JSON."""
+bulk_create, bulk_update and deletes. Prints the item keys it left as JSON.
+
+`manage.py workload poison`: one item named `poison` (a replica's CHECK refuses it)."""
 import datetime
 import decimal
 import json
@@ -19,9 +21,16 @@ RATIOS = [0.1, 1.0 / 3.0, 2.5, 1e-7, -0.0, 12345.678]
 
 class Command(BaseCommand):
     def add_arguments(self, parser):
-        parser.add_argument('scenario', choices=['changes'])
+        parser.add_argument('scenario', choices=['changes', 'poison'])
 
     def handle(self, *args, **options):
+        if options['scenario'] == 'poison':
+            item = Item.objects.create(
+                name='poison', value=1, price=decimal.Decimal('1.00'), ratio=1.0, flag=True,
+                day=datetime.date(2024, 1, 1), at=timezone.now(), note=None, tags={}, parent=None,
+            )
+            self.stdout.write(json.dumps([item.pk]))
+            return
         zone = timezone.get_current_timezone()
         labels = [Label.objects.create(name='label {0}'.format(i)) for i in range(3)]
         items = []
