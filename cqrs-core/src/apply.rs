@@ -105,6 +105,10 @@ impl Replica for TableReplica {
             .retry
             .map_or(Retry::Default, |f| f(message, error))
     }
+
+    fn only_direct_syncs(&self) -> bool {
+        self.hooks.only_direct_syncs
+    }
 }
 
 enum Op {

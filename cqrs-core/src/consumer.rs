@@ -201,6 +201,11 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         let mut valid = Vec::with_capacity(deliveries.len());
         for (at, d) in deliveries.iter().enumerate() {
             match self.check(d) {
+                Ok(change) if self.ignores(&change) => {
+                    tracing::debug!(cqrs_id = %change.message.cqrs_id, pk = %change.message.instance_pk, "broadcast SYNC ignored: the model takes only directed SYNCs");
+                    self.stats.apply.skipped += 1;
+                    fates[at] = Some(Fate::Done);
+                }
                 Ok(change) => valid.push(Valid { at, change }),
                 Err(Rejected {
                     cqrs_id,
@@ -294,6 +299,16 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             message.expires = Expires::At(now + ttl);
         }
         Ok(Change { message, directed })
+    }
+
+    /// A broadcast SYNC for a model that takes only directed ones: acknowledged, not applied.
+    fn ignores(&self, change: &Change) -> bool {
+        change.message.signal_type == SignalType::Sync
+            && !change.directed
+            && self
+                .registry
+                .replica_for(&change.message.cqrs_id)
+                .is_some_and(|r| r.only_direct_syncs())
     }
 
     /// A SYNC is directed if our header says so, or, without it (a Django master), if it came on

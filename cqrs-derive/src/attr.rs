@@ -6,8 +6,8 @@ use syn::{Attribute, Ident, LitStr, Path, Token, meta::ParseNestedMeta};
 use crate::ctxt::Ctxt;
 use crate::symbol::{
     AFTER_APPLY, COLUMN_NAME, CORRELATION_ID, CQRS, CRATE, DELETE_CUSTOM, DIESEL, FILTER, ID,
-    IS_SYNC_INSTANCE, JSON, MAPPING, META, OPTIONAL, PRIMARY_KEY, PRODUCE, RENAME, RETRY,
-    SERIALIZER, SKIP, Symbol, TABLE_NAME, TRACK, TRACKED, TRACKED_FIELDS,
+    IS_SYNC_INSTANCE, JSON, MAPPING, META, ONLY_DIRECT_SYNCS, OPTIONAL, PRIMARY_KEY, PRODUCE,
+    RENAME, RETRY, SERIALIZER, SKIP, Symbol, TABLE_NAME, TRACK, TRACKED, TRACKED_FIELDS,
 };
 
 /// A parsed attribute value that remembers where it was written.
@@ -59,11 +59,12 @@ pub struct Container {
     /// Replica options.
     pub after_apply: Attr<Path>,
     pub retry: Attr<Path>,
+    pub only_direct_syncs: Attr<()>,
     pub table_name: Attr<Path>,
     pub primary_key: Attr<Vec<Ident>>,
 }
 
-const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`, `serializer = \"fn\"`, and on replicas `after_apply = \"fn\"`, `retry = \"fn\"`";
+const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`, `serializer = \"fn\"`, and on replicas `after_apply = \"fn\"`, `retry = \"fn\"`, `only_direct_syncs`";
 const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `track`, `optional`, `json`";
 
 impl Container {
@@ -79,6 +80,7 @@ impl Container {
             serializer: Attr::none(SERIALIZER),
             after_apply: Attr::none(AFTER_APPLY),
             retry: Attr::none(RETRY),
+            only_direct_syncs: Attr::none(ONLY_DIRECT_SYNCS),
             table_name: Attr::none(TABLE_NAME),
             primary_key: Attr::none(PRIMARY_KEY),
         };
@@ -98,6 +100,17 @@ impl Container {
                     } else if meta.path == CRATE {
                         let s: LitStr = meta.value()?.parse()?;
                         c.krate.set(cx, s.span(), s.parse()?);
+                    } else if meta.path == ONLY_DIRECT_SYNCS {
+                        // A bare flag, or `= true` / `= false` as django-cqrs's setting reads.
+                        let on = if meta.input.peek(Token![=]) {
+                            meta.value()?.parse::<syn::LitBool>()?.value
+                        } else {
+                            true
+                        };
+                        if on {
+                            c.only_direct_syncs
+                                .set(cx, meta.path.get_ident().unwrap().span(), ());
+                        }
                     } else if meta.path == PRODUCE {
                         let b: syn::LitBool = meta.value()?.parse()?;
                         c.produce.set(cx, b.span(), b.value);

@@ -313,9 +313,13 @@ fn master_options_are_not_on_a_replica(cx: &Ctxt, m: &Model<'_>) {
 /// The Master derive never reads these options: accepting them would silently drop a hook or
 /// retry policy the author expected to run.
 fn replica_options_are_not_on_a_master(cx: &Ctxt, m: &Model<'_>) {
-    for span in [m.attrs.after_apply.span(), m.attrs.retry.span()]
-        .into_iter()
-        .flatten()
+    for span in [
+        m.attrs.after_apply.span(),
+        m.attrs.retry.span(),
+        m.attrs.only_direct_syncs.span(),
+    ]
+    .into_iter()
+    .flatten()
     {
         cx.push(syn::Error::new(
             span,

@@ -133,7 +133,10 @@ pub fn replica(input: &DeriveInput) -> TokenStream {
     let ident = model.ident;
     let cqrs_id = model.attrs.cqrs_id.get().expect("checked");
     let spec = table_spec(&model, true);
-    let hooks = (model.attrs.after_apply.get().is_some() || model.attrs.retry.get().is_some())
+    let only_direct_syncs = model.attrs.only_direct_syncs.get().is_some();
+    let hooks = (model.attrs.after_apply.get().is_some()
+        || model.attrs.retry.get().is_some()
+        || only_direct_syncs)
         .then(|| {
             let (after_apply, retry) = (
                 option_path(&model.attrs.after_apply),
@@ -141,7 +144,11 @@ pub fn replica(input: &DeriveInput) -> TokenStream {
             );
             quote! {
                 fn hooks() -> #krate::__private::ReplicaHooks {
-                    #krate::__private::ReplicaHooks { after_apply: #after_apply, retry: #retry }
+                    #krate::__private::ReplicaHooks {
+                        after_apply: #after_apply,
+                        retry: #retry,
+                        only_direct_syncs: #only_direct_syncs,
+                    }
                 }
             }
         });

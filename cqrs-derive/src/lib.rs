@@ -20,7 +20,8 @@ use syn::{DeriveInput, parse_macro_input};
 
 /// Implements `cqrs::ReplicaModel` for a Diesel model: the replica table's description.
 ///
-/// Struct: `#[cqrs(id = "cqrs_id")]` (required), `#[cqrs(crate = "path")]`; reads
+/// Struct: `#[cqrs(id = "cqrs_id")]` (required), `#[cqrs(crate = "path")]`, `after_apply = "fn"`,
+/// `retry = "fn"`, `only_direct_syncs` (broadcast SYNCs acknowledged and ignored); reads
 /// `#[diesel(table_name = ..)]` (required) and `#[diesel(primary_key(..))]` (default `id`).
 /// Fields: `#[cqrs(rename = "wire_name")]`, `#[cqrs(skip)]`, `#[cqrs(optional)]`, `#[cqrs(json)]`;
 /// reads `#[diesel(column_name = ..)]`.
@@ -33,8 +34,8 @@ pub fn derive_replica(input: TokenStream) -> TokenStream {
 /// Implements `cqrs::MasterModel` for a Diesel model: the master table's description and options.
 ///
 /// Struct: `#[cqrs(id = "cqrs_id")]` (required), `crate = "path"`, `produce = false`,
-/// `filter = "fn"` (is_sync_instance), `meta = "fn"`, `correlation_id = "fn"`,
-/// `delete_custom = "fn"`; reads `#[diesel(table_name, primary_key)]`. Fields: `rename`, `skip`,
+/// `filter = "fn"` (is_sync_instance), `meta = "fn"`, `correlation_id = "fn"` (given a
+/// `cqrs::model::Correlation`), `delete_custom = "fn"`, `serializer = "fn"`; reads `#[diesel(table_name, primary_key)]`. Fields: `rename`, `skip`,
 /// `track`, `json`; reads `#[diesel(column_name = ..)]`.
 #[proc_macro_derive(Master, attributes(cqrs, diesel))]
 pub fn derive_master(input: TokenStream) -> TokenStream {

@@ -7,7 +7,8 @@
 //! - the relay alone draining an outbox, against lapin publishing the same messages with confirms
 //!   (as the relay framed them, and the bare bodies);
 //! - a replica (`consume -w 1` / `-w 2`, a process) draining a backlog (timed from its first row
-//!   applied), against lapin consuming it with multiple acks; the consumer's peak RSS;
+//!   applied), against lapin consuming it with multiple acks and against the same rows upserted
+//!   raw (500-row `INSERT … ON CONFLICT DO UPDATE WHERE` older); the consumer's peak RSS;
 //! - end to end (4 writers, 1 and 100 rows per transaction, the relay and `consume -w 2` as
 //!   processes): rows on the replica per second from the first write to the last row applied,
 //!   against the same writers capturing with no relay or consumer running;
@@ -172,6 +173,8 @@ const SINK_KEY: &str = "bench_sink";
 /// The columns master and replica tables share, for `\copy`.
 const COLUMNS: &str = "id, name, value, note, cqrs_revision, cqrs_updated";
 const ROUND_TRIP_KEY: &str = "bench_rt";
+/// Rows per statement of the raw upsert ceiling: the consumer's default batch.
+const UPSERT_BATCH: usize = 500;
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("cqrs") {
@@ -418,6 +421,7 @@ impl Bench {
         let (mut relay, mut publish, mut consume) = (Vec::new(), Vec::new(), Vec::new());
         let mut publish_bare = Vec::new();
         let mut drain: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut upsert = Vec::new();
         let mut rss = 0.0f64;
         for _ in 0..args.runs {
             for workers in [1, 2] {
@@ -480,6 +484,12 @@ impl Bench {
                     rss = rss.max(peak);
                 }
                 self.compare(&self.pg(), "after a drain")?;
+                if workers == 1 {
+                    self.clear_replica()?;
+                    let took =
+                        raw::upsert(&mut self.replica.connect(), REPLICA_TABLE, n, UPSERT_BATCH)?;
+                    upsert.push(n as f64 / took.as_secs_f64());
+                }
             }
         }
         let consume = median(consume);
@@ -498,14 +508,28 @@ impl Bench {
             "lapin confirmed publish of the bodies alone, same fan-out",
             Some(median(publish_bare)),
         );
+        let upsert = (!upsert.is_empty()).then(|| median(upsert));
         for (i, d) in drain.into_iter().enumerate() {
             if !d.is_empty() {
+                let d = median(d);
                 self.add(
                     format!("replica drains {n} messages, consume -w {}", i + 1),
-                    median(d),
+                    d,
                     "msgs/s",
                     "lapin consume, multiple acks",
                     Some(consume),
+                );
+                self.add(
+                    format!(
+                        "replica drains {n} messages, consume -w {}, against a raw upsert",
+                        i + 1
+                    ),
+                    d,
+                    "msgs/s",
+                    &format!(
+                        "INSERT … ON CONFLICT DO UPDATE WHERE older, {UPSERT_BATCH} rows per transaction, one connection"
+                    ),
+                    upsert,
                 );
             }
         }

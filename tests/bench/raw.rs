@@ -188,3 +188,51 @@ pub fn round_trips(
         receiver.await.unwrap()
     })
 }
+
+/// Upsert rows 1..=`n` of the harness's model into the PostgreSQL replica `table` in statements of
+/// `batch` rows, each in its own transaction, with the replica's revision guard (`ON CONFLICT
+/// DO UPDATE … WHERE` the stored revision is older): what applying a backlog costs the database
+/// without cqrs. The time it took.
+pub fn upsert(db: &mut cqrs::Db, table: &str, n: usize, batch: usize) -> cqrs::Result<Duration> {
+    use cqrs::db::SqlConn;
+    use cqrs::value::{ColumnType, SqlValue};
+    let updated = chrono::Utc::now();
+    let started = Instant::now();
+    for first in (1..=n).step_by(batch) {
+        let last = (first + batch - 1).min(n);
+        let mut sql = format!(
+            "INSERT INTO {table} (id, name, value, note, cqrs_revision, cqrs_updated) VALUES "
+        );
+        let mut binds = Vec::with_capacity((last - first + 1) * 6);
+        for (row, id) in (first..=last).enumerate() {
+            let p = row * 6;
+            if row > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            ));
+            binds.extend([
+                SqlValue::BigInt(id as i64),
+                SqlValue::Text(format!("item {id}")),
+                SqlValue::BigInt(id as i64),
+                SqlValue::Null(ColumnType::Text),
+                SqlValue::Integer(0),
+                SqlValue::Timestamptz(updated),
+            ]);
+        }
+        sql.push_str(&format!(
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, value = EXCLUDED.value, \
+             note = EXCLUDED.note, cqrs_revision = EXCLUDED.cqrs_revision, \
+             cqrs_updated = EXCLUDED.cqrs_updated WHERE {table}.cqrs_revision < EXCLUDED.cqrs_revision"
+        ));
+        db.write_transaction(|db| db.exec(&sql, binds))?;
+    }
+    Ok(started.elapsed())
+}

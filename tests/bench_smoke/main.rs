@@ -40,6 +40,7 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "commit→apply p99",
         "end to end, 4 writers, 100 row(s)/txn, relay + consume -w 2 [SQLite + queue file]",
         "against bare bodies",
+        "against a raw upsert",
         "bulk-dump, fresh",
         "bulk-dump, analysed",
         "bulk-load",

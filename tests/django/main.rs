@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bigdecimal::BigDecimal;
 use chrono::{NaiveDate, TimeZone, Utc};
+use cqrs::db::SqlConn;
 use cqrs_tests::django::{Django, Role, Running};
 use cqrs_tests::interop::{self, Item, Label, NewItem, schema};
 use cqrs_tests::{TestBroker, TestDb, amqp_url};
@@ -154,6 +155,41 @@ fn django_master_to_rust_replica(zone: &str) {
         "interop_item",
         "-f",
         &format!("{{\"id__in\": [{}]}}", keys[3]),
+        "-q",
+        &broker.queue,
+    ]);
+    wait_for_same_rows(&master.db, &replica, Duration::from_secs(60));
+
+    // Labels take only directed SYNCs: a broadcast one is acknowledged and leaves the drift.
+    r.batch_execute("UPDATE labels SET name = 'drift'").unwrap();
+    master.manage(&["cqrs_sync", "-cid", "interop_label", "-f", "{}"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while broker.count(&broker.queue) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broadcast SYNCs were not delivered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A stopped consumer gives back what it has not acknowledged: an empty queue after it
+    // stops means every SYNC was handled.
+    drop(consumer);
+    assert_eq!(broker.count(&broker.queue), 0);
+    let drifted = r
+        .load_text(
+            "SELECT CAST(count(*) AS TEXT) AS j FROM labels WHERE name = 'drift'",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(drifted, ["3"], "a broadcast SYNC changed a label");
+    let mut consumer = Running::start(&mut cqrs(&broker, &replica, &["consume", "-w", "2"]));
+    wait_for_consumer(&broker, &mut consumer);
+    master.manage(&[
+        "cqrs_sync",
+        "-cid",
+        "interop_label",
+        "-f",
+        "{}",
         "-q",
         &broker.queue,
     ]);

@@ -679,8 +679,15 @@ pub fn meta_of(data: &cqrs::InstanceData) -> Value {
     json!({"source": "tests", "name": data.get("name")})
 }
 
-pub fn trace_id() -> Option<String> {
-    Some("trace-42".into())
+/// Told what each message is, as django-cqrs's `correlation_function` is.
+pub fn trace_id(m: &cqrs::model::Correlation<'_>) -> Option<String> {
+    Some(format!(
+        "{}:{}:{}:{}",
+        m.signal_type.as_str(),
+        m.cqrs_id,
+        m.instance_pk,
+        m.queue.unwrap_or("-")
+    ))
 }
 
 pub fn custom_of(data: &cqrs::InstanceData) -> Option<Value> {
@@ -705,10 +712,19 @@ both!(
         })
     })
     .unwrap();
+        atomic(&mut db, |tx| tx.sync::<HookedItem>(&id, Some("replica_a"))).unwrap();
         atomic(&mut db, |tx| tx.delete::<HookedItem>(&id)).unwrap();
         let msgs = outbox_messages(&mut db);
+        assert_eq!(
+            msgs[1].correlation_id.as_deref(),
+            Some(format!("SYNC:item_hooked:{id}:replica_a").as_str()),
+            "the hook is told the directed SYNC's queue"
+        );
         assert_eq!(msgs[0].meta, json!({"source": "tests", "name": "h"}));
-        assert_eq!(msgs[0].correlation_id.as_deref(), Some("trace-42"));
+        assert_eq!(
+            msgs[0].correlation_id.as_deref(),
+            Some(format!("SAVE:item_hooked:{id}:-").as_str())
+        );
         assert_eq!(
             msgs[0].instance_data["rows_in_table"],
             json!(1),
@@ -718,8 +734,12 @@ both!(
             !msgs[0].instance_data.contains_key("updated"),
             "fields the model does not declare are not sent"
         );
-        assert_eq!(msgs[1].instance_data["custom"], json!({"last_value": 5}));
-        assert_eq!(msgs[1].meta["name"], json!("h"));
+        assert_eq!(msgs[2].instance_data["custom"], json!({"last_value": 5}));
+        assert_eq!(msgs[2].meta["name"], json!("h"));
+        assert_eq!(
+            msgs[2].correlation_id.as_deref(),
+            Some(format!("DELETE:item_hooked:{id}:-").as_str())
+        );
     }
 );
 

@@ -230,6 +230,51 @@ both!(
     }
 );
 
+both!(
+    /// django-cqrs's `CQRS_ONLY_DIRECT_SYNCS`: a broadcast SYNC is acknowledged and ignored, a
+    /// SYNC to this queue (our header, or Django's routing key) and a SAVE are applied.
+    fn a_replica_of_only_direct_syncs_ignores_broadcast_syncs(kind: Kind) {
+        let t = TestDb::new(kind);
+        let broker = MemoryBroker::new();
+        broker.declare_replica_queue("rq", &["item"]);
+        publish(&broker, &ItemState::new(1, 0, at(0)).save());
+        broker.publish(
+            "item",
+            ItemState::new(2, 4, at(40)).sync().encode(),
+            Headers::new(),
+        );
+        broker.publish(
+            "cqrs.rq.item",
+            ItemState::new(3, 5, at(50)).sync().encode(),
+            Headers::new(),
+        );
+        let mut directed = Headers::new();
+        directed.insert(cqrs::transport::HEADER_DIRECTED.into(), "true".into());
+        broker.publish(
+            "item",
+            ItemState::new(4, 6, at(60)).sync().encode(),
+            directed,
+        );
+        let registry = Registry::new().with_replica(TableReplica::new(item_spec()).with_hooks(
+            cqrs::ReplicaHooks {
+                only_direct_syncs: true,
+                ..Default::default()
+            },
+        ));
+        let settings = settings(50);
+        let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
+        c.drain(Duration::from_millis(100)).unwrap();
+        assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(
+            broker.queue_len("rq"),
+            0,
+            "the ignored SYNC is acknowledged"
+        );
+        assert_eq!(broker.queue_len(&dead_letter_queue("rq")), 0);
+        assert_eq!((c.stats().apply.applied, c.stats().apply.skipped), (3, 1));
+    }
+);
+
 /// A replica that is not a table: an in-memory map keyed by pk, revision-guarded.
 #[derive(Default)]
 struct MapReplica(std::sync::Mutex<BTreeMap<String, (i32, String)>>);

@@ -465,8 +465,8 @@ fn a_retry_count_at_its_maximum_does_not_overflow() {
     broker.publish("item", bad.encode(), Headers::new());
     let registry = Registry::new().with_replica(TableReplica::new(item_spec()).with_hooks(
         cqrs::ReplicaHooks {
-            after_apply: None,
             retry: Some(always_retry),
+            ..Default::default()
         },
     ));
     let settings = memory_settings();

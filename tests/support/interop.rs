@@ -93,10 +93,11 @@ pub struct NewItem {
     pub cqrs_updated: DateTime<Utc>,
 }
 
-/// The replica of `interop_label`.
+/// The replica of `interop_label`; it applies only SYNCs sent to its queue (django-cqrs's
+/// `CQRS_ONLY_DIRECT_SYNCS`).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, cqrs::Replica)]
 #[diesel(table_name = schema::labels, check_for_backend(diesel::pg::Pg))]
-#[cqrs(id = "interop_label")]
+#[cqrs(id = "interop_label", only_direct_syncs)]
 pub struct ReplicaLabel {
     pub id: uuid::Uuid,
     pub name: String,

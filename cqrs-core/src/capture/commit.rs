@@ -194,7 +194,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     fn row(&self, spec: &MasterSpec, mut m: Message, pk: String, queue: Option<&str>) -> NewRow {
         if let Some(cid) = spec.hooks_ref().correlation_id {
-            m.correlation_id = cid();
+            m.correlation_id = cid(&crate::model::Correlation {
+                signal_type: m.signal_type,
+                cqrs_id: &m.cqrs_id,
+                instance_pk: &m.instance_pk,
+                queue,
+            });
         }
         NewRow {
             message_id: uuid::Uuid::new_v4(),

@@ -10,6 +10,31 @@ use super::{InstanceData, TableSpec};
 /// to rewrite.
 pub type Serializer = fn(&mut dyn SqlConn, &mut InstanceData) -> Result<()>;
 
+/// What a correlation-id hook is told about the message it names: django-cqrs's
+/// `correlation_function(signal_type, cqrs_id, instance_pk, queue)`.
+///
+/// ```
+/// fn trace(m: &cqrs::model::Correlation<'_>) -> Option<String> {
+///     Some(format!("{}:{}:{}", m.signal_type.as_str(), m.cqrs_id, m.instance_pk))
+/// }
+/// let hooks = cqrs::MasterHooks { correlation_id: Some(trace), ..Default::default() };
+/// # let _ = hooks;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Correlation<'a> {
+    /// SAVE, DELETE or SYNC.
+    pub signal_type: crate::message::SignalType,
+    /// The model.
+    pub cqrs_id: &'a str,
+    /// The row's key as sent (`instance_pk`).
+    pub instance_pk: &'a serde_json::Value,
+    /// The replica queue of a directed SYNC; `None` when the message is broadcast.
+    pub queue: Option<&'a str>,
+}
+
+/// A correlation-id hook.
+pub type CorrelationId = fn(&Correlation<'_>) -> Option<String>;
+
 /// Hooks of a master model (django-cqrs's master options), plain functions so the derive can name them.
 #[derive(Clone, Copy, Default)]
 pub struct MasterHooks {
@@ -19,8 +44,9 @@ pub struct MasterHooks {
     pub filter: Option<fn(&InstanceData) -> bool>,
     /// `meta` for a message, given the row's `instance_data` (or, for DELETE, the last state).
     pub meta: Option<fn(&InstanceData) -> serde_json::Value>,
-    /// `correlation_id` for the messages of a transaction.
-    pub correlation_id: Option<fn() -> Option<String>>,
+    /// `correlation_id` of each message, given what the message is (django-cqrs's
+    /// `correlation_function`).
+    pub correlation_id: Option<CorrelationId>,
     /// A custom serializer: rewrites the `instance_data` of a SAVE or SYNC before it is sent
     /// (e.g. nested related rows read with the connection, inside the capture transaction).
     pub serializer: Option<Serializer>,

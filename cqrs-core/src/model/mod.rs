@@ -8,7 +8,7 @@ pub mod master;
 pub mod replica;
 pub mod spec;
 
-pub use master::{MasterHooks, MasterModel, MasterSpec, Serializer};
+pub use master::{Correlation, CorrelationId, MasterHooks, MasterModel, MasterSpec, Serializer};
 pub use replica::{
     AfterApply, ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, ReplicaModel,
     Retry,

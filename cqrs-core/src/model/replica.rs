@@ -161,6 +161,13 @@ pub trait Replica: Send + Sync + 'static {
         let _ = (message, error);
         Retry::Default
     }
+
+    /// Whether broadcast SYNCs are acknowledged and ignored, only SYNCs sent to this replica's
+    /// queue applied (django-cqrs's `CQRS_ONLY_DIRECT_SYNCS`): for a replica that a master's
+    /// periodic broadcast would load for nothing. Default: every SYNC is applied.
+    fn only_direct_syncs(&self) -> bool {
+        false
+    }
 }
 
 /// A replica's decision for a message that failed to apply.
@@ -177,7 +184,8 @@ pub enum Retry {
 /// An after-apply hook: the connection (inside the apply transaction) and the applied changes.
 pub type AfterApply = fn(&mut Db, &[&Change]) -> Result<()>;
 
-/// Hooks of a replica table model (`#[cqrs(after_apply = "fn", retry = "fn")]`).
+/// Hooks and options of a replica table model (`#[cqrs(after_apply = "fn", retry = "fn",
+/// only_direct_syncs)]`).
 #[derive(Clone, Copy, Default)]
 pub struct ReplicaHooks {
     /// Called inside the apply transaction with the changes that were applied (their `meta` and
@@ -185,6 +193,9 @@ pub struct ReplicaHooks {
     pub after_apply: Option<AfterApply>,
     /// The per-model retry policy.
     pub retry: Option<fn(&Message, &Error) -> Retry>,
+    /// Apply only SYNCs sent to this replica's queue; broadcast SYNCs are acknowledged and
+    /// ignored (django-cqrs's `CQRS_ONLY_DIRECT_SYNCS`).
+    pub only_direct_syncs: bool,
 }
 
 impl std::fmt::Debug for ReplicaHooks {
@@ -192,6 +203,7 @@ impl std::fmt::Debug for ReplicaHooks {
         f.debug_struct("ReplicaHooks")
             .field("after_apply", &self.after_apply.is_some())
             .field("retry", &self.retry.is_some())
+            .field("only_direct_syncs", &self.only_direct_syncs)
             .finish()
     }
 }
