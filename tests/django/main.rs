@@ -113,17 +113,50 @@ fn wait_for_consumer(broker: &TestBroker, process: &mut Running) {
     }
 }
 
+/// A Django master in `zone` and a Rust replica database with the Django replica's tables and
+/// the cqrs tables, both on `broker`.
+fn django_master_and_rust_replica(broker: &TestBroker, zone: &str) -> (Django, TestDb) {
+    let master = Django::in_zone(Role::Master, broker, zone);
+    let replica = Django::new(Role::Replica, broker).db;
+    replica
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the replica");
+    (master, replica)
+}
+
+/// A Rust master database with the Django master's tables and the cqrs tables, and a Django
+/// replica, both on `broker`.
+fn rust_master_and_django_replica(broker: &TestBroker) -> (TestDb, Django) {
+    let master = Django::new(Role::Master, broker).db;
+    master
+        .connect()
+        .migrate()
+        .expect("cqrs tables on the master");
+    (master, Django::new(Role::Replica, broker))
+}
+
+/// Run `command` to the end; panics with its stderr unless it succeeds; its stdout.
+#[track_caller]
+fn succeed(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A Django master (creates with every value form, saves, a tracked change, update_fields with the
 /// cqrs flag, a transaction saving twice, bulk_create, bulk_update, deletes; then SYNCs, broadcast
 /// and directed, that repair drift on the replica) and `cqrs consume -w 2` on a Rust replica.
 fn django_master_to_rust_replica(zone: &str) {
     let broker = TestBroker::new();
-    let master = Django::in_zone(Role::Master, &broker, zone);
-    let replica = Django::new(Role::Replica, &broker).db;
-    replica
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the replica");
+    let (master, replica) = django_master_and_rust_replica(&broker, zone);
 
     let mut consumer = Running::start(&mut cqrs(&broker, &replica, &["consume", "-w", "2"]));
     wait_for_consumer(&broker, &mut consumer);
@@ -342,12 +375,7 @@ fn rust_workload(url: &str) -> Vec<i64> {
 #[test]
 fn rust_master_to_django_consume() {
     let broker = TestBroker::new();
-    let master = Django::new(Role::Master, &broker).db;
-    master
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the master");
-    let replica = Django::new(Role::Replica, &broker);
+    let (master, replica) = rust_master_and_django_replica(&broker);
 
     let mut consumer = replica.spawn(&["cqrs_consume", "-w", "1"]);
     wait_for_consumer(&broker, &mut consumer);
@@ -369,18 +397,11 @@ fn rust_master_to_django_consume() {
             keys[0], keys[1]
         ))
         .unwrap();
-    let out = cqrs(
+    succeed(&mut cqrs(
         &broker,
         &master,
         &["sync", "-c", "interop_item", "-f", "{}"],
-    )
-    .output()
-    .expect("cqrs-interop sync runs");
-    assert!(
-        out.status.success(),
-        "sync: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
     assert_eq!(
         broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
@@ -469,26 +490,18 @@ fn drift(replica: &TestDb, keys: &[i64]) {
 #[test]
 fn django_dump_and_django_master_pipelines_with_a_rust_replica() {
     let broker = TestBroker::new();
-    let master = Django::new(Role::Master, &broker);
-    let replica = Django::new(Role::Replica, &broker).db;
-    replica
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the replica");
+    let (master, replica) = django_master_and_rust_replica(&broker, "UTC");
     let keys: Vec<i64> =
         serde_json::from_str(master.manage(&["workload", "changes"]).trim()).expect("item keys");
 
     for cqrs_id in ["interop_item", "interop_label"] {
         let dump = TempFile::new(&format!("{cqrs_id}.dump"));
         master.manage(&["cqrs_bulk_dump", "-c", cqrs_id, "-o", dump.path()]);
-        let out = cqrs(&broker, &replica, &["bulk-load", "-i", dump.path()])
-            .output()
-            .expect("bulk-load runs");
-        assert!(
-            out.status.success(),
-            "bulk-load: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(&mut cqrs(
+            &broker,
+            &replica,
+            &["bulk-load", "-i", dump.path()],
+        ));
     }
     wait_for_same_rows(&master.db, &replica, Duration::ZERO);
 
@@ -519,28 +532,16 @@ fn django_dump_and_django_master_pipelines_with_a_rust_replica() {
 #[test]
 fn rust_dump_and_rust_master_pipelines_with_a_django_replica() {
     let broker = TestBroker::new();
-    let master = Django::new(Role::Master, &broker).db;
-    master
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the master");
-    let replica = Django::new(Role::Replica, &broker);
+    let (master, replica) = rust_master_and_django_replica(&broker);
     let keys = rust_workload(&master.url);
 
     for cqrs_id in ["interop_item", "interop_label"] {
         let dump = TempFile::new(&format!("rust-{cqrs_id}.dump"));
-        let out = cqrs(
+        succeed(&mut cqrs(
             &broker,
             &master,
             &["bulk-dump", "-c", cqrs_id, "-o", dump.path()],
-        )
-        .output()
-        .expect("bulk-dump runs");
-        assert!(
-            out.status.success(),
-            "bulk-dump: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ));
         replica.manage(&["cqrs_bulk_load", "-i", dump.path()]);
     }
     wait_for_same_rows(&master, &replica.db, Duration::ZERO);
@@ -590,12 +591,7 @@ fn wait_for_dead_letters(broker: &TestBroker, n: u32) {
 #[test]
 fn a_rust_dead_letter_is_dumped_and_retried_by_django() {
     let broker = TestBroker::new();
-    let master = Django::new(Role::Master, &broker);
-    let replica = Django::new(Role::Replica, &broker).db;
-    replica
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the replica");
+    let (master, replica) = django_master_and_rust_replica(&broker, "UTC");
     refuse_poison(&replica);
     let config = TempFile::new("cqrs.toml");
     // One retry after 100 ms (a delay TestBroker removes when the test ends).
@@ -640,12 +636,7 @@ fn a_rust_dead_letter_is_dumped_and_retried_by_django() {
 #[test]
 fn a_django_dead_letter_is_dumped_and_retried_by_cqrs() {
     let broker = TestBroker::new();
-    let master = Django::new(Role::Master, &broker).db;
-    master
-        .connect()
-        .migrate()
-        .expect("cqrs tables on the master");
-    let replica = Django::new(Role::Replica, &broker);
+    let (master, replica) = rust_master_and_django_replica(&broker);
     refuse_poison(&replica.db);
     let mut consumer = replica.spawn(&["cqrs_consume", "-w", "1"]);
     wait_for_consumer(&broker, &mut consumer);
@@ -664,15 +655,7 @@ fn a_django_dead_letter_is_dumped_and_retried_by_cqrs() {
     // django-cqrs retries once after 1 s (INTEROP_MAX_RETRIES), then dead-letters.
     wait_for_dead_letters(&broker, 1);
 
-    let out = cqrs(&broker, &master, &["dead-letters", "dump"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dumped = String::from_utf8_lossy(&out.stdout);
+    let dumped = succeed(&mut cqrs(&broker, &master, &["dead-letters", "dump"]));
     let letters: Vec<serde_json::Value> = dumped
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -681,14 +664,7 @@ fn a_django_dead_letter_is_dumped_and_retried_by_cqrs() {
     assert_eq!(letters[0]["instance_data"]["name"], "poison");
 
     accept_poison(&replica.db);
-    let out = cqrs(&broker, &master, &["dead-letters", "retry"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(&mut cqrs(&broker, &master, &["dead-letters", "retry"]));
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
     assert_eq!(
         broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
