@@ -465,8 +465,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// How an idle relay waits: for the in-process wakeup, and, when it has a PostgreSQL URL, for the
-/// outbox's notification from other processes' commits.
+/// How an idle relay waits: for the in-process wakeup, and, when it has its database's URL, for
+/// other processes' commits (the outbox's notification on PostgreSQL, the file's data version on
+/// SQLite).
 struct Idle {
     url: Option<String>,
     listener: Option<Listener>,
@@ -515,7 +516,7 @@ impl Idle {
         };
         match Listener::listen(url, outbox::CHANNEL) {
             Ok(Some(l)) => self.listener = Some(l),
-            // SQLite: nothing to listen to.
+            // A backend with nothing to listen to: poll only.
             Ok(None) => self.url = None,
             Err(e) => {
                 tracing::warn!("relay: cannot listen for outbox notifications ({e}); polling");

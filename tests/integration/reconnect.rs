@@ -91,13 +91,28 @@ fn an_outbox_insert_notifies_listeners_at_commit() {
         !listener.notified().unwrap(),
         "one transaction, one wake-up"
     );
-    assert!(
-        Listener::listen(
-            &format!("sqlite://{}/x.db", std::env::temp_dir().display()),
-            "cqrs_outbox"
-        )
+}
+
+/// SQLite has no notifications: a listener watches the file's data version, which another
+/// connection's commit changes (and only its commit): what wakes a relay in another process.
+#[test]
+fn a_commit_to_a_sqlite_file_wakes_a_listener() {
+    use cqrs::db::listen::Listener;
+    let t = TestDb::new(Kind::Sqlite);
+    let mut listener = Listener::listen(&t.url, cqrs::outbox::CHANNEL)
         .unwrap()
-        .is_none(),
-        "SQLite has no notifications"
-    );
+        .expect("a SQLite file can be watched");
+    assert!(!listener.notified().unwrap(), "nothing committed yet");
+    let mut db = t.connect();
+    db.write_transaction(|db| {
+        atomic(db, |tx| insert_m_items(tx, 3))?;
+        assert!(
+            !listener.notified().unwrap(),
+            "nothing seen before the transaction commits"
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert!(listener.notified().unwrap(), "the commit is seen");
+    assert!(!listener.notified().unwrap(), "one commit, one wake-up");
 }

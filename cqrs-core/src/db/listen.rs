@@ -1,7 +1,9 @@
-//! Wake-ups across processes on PostgreSQL: `LISTEN` on a channel on a connection of its own, and
-//! ask without blocking whether a `NOTIFY` arrived. Diesel reads notifications with libpq's
+//! Wake-ups across processes. PostgreSQL: `LISTEN` on a channel on a connection of its own, and
+//! ask without blocking whether a `NOTIFY` arrived; Diesel reads notifications with libpq's
 //! non-blocking input, so a caller that wants to wait checks in a short loop; each check is one
-//! non-blocking read of the socket.
+//! non-blocking read of the socket. SQLite has no notifications: a connection of its own asks
+//! `PRAGMA data_version`, which changes when any other connection commits to the file (so a
+//! commit that wrote no outbox row wakes it too: one claim that finds nothing).
 
 use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
@@ -9,9 +11,14 @@ use diesel::{Connection, RunQueryDsl};
 use super::{Backend, parse_database_url, redact};
 use crate::error::{Error, Result};
 
-/// A connection listening on one channel.
+/// A connection listening on one channel (PostgreSQL) or watching the file (SQLite).
 pub struct Listener {
-    conn: PgConnection,
+    source: Source,
+}
+
+enum Source {
+    Pg(PgConnection),
+    Sqlite { db: super::Db, version: Option<i64> },
 }
 
 impl std::fmt::Debug for Listener {
@@ -21,12 +28,17 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// Listen on `channel` (an identifier: letters, digits, `_`) of the database at `url`; `None`
-    /// for SQLite, which has no notifications.
+    /// Listen on `channel` (an identifier: letters, digits, `_`) of the database at `url`; on
+    /// SQLite, watch the file for other connections' commits (the channel is not used). Always
+    /// `Some`; an `Option` so a backend without any wake-up can say so.
     pub fn listen(url: &str, channel: &str) -> Result<Option<Listener>> {
         let (backend, target) = parse_database_url(url)?;
         if backend == Backend::Sqlite {
-            return Ok(None);
+            let mut db = super::Db::connect(url)?;
+            let version = db.data_version()?;
+            return Ok(Some(Listener {
+                source: Source::Sqlite { db, version },
+            }));
         }
         if channel.is_empty()
             || !channel
@@ -40,17 +52,29 @@ impl Listener {
         diesel::sql_query(format!("LISTEN {channel}"))
             .execute(&mut conn)
             .map_err(|e| Error::from_diesel(e, "LISTEN"))?;
-        Ok(Some(Listener { conn }))
+        Ok(Some(Listener {
+            source: Source::Pg(conn),
+        }))
     }
 
     /// Whether a notification arrived since the last call; consumes every one waiting. An error
     /// means the connection is gone (listen again).
     pub fn notified(&mut self) -> Result<bool> {
-        let mut any = false;
-        for n in self.conn.notifications_iter() {
-            n.map_err(|e| Error::from_diesel(e, "reading notifications"))?;
-            any = true;
+        match &mut self.source {
+            Source::Pg(conn) => {
+                let mut any = false;
+                for n in conn.notifications_iter() {
+                    n.map_err(|e| Error::from_diesel(e, "reading notifications"))?;
+                    any = true;
+                }
+                Ok(any)
+            }
+            Source::Sqlite { db, version } => {
+                let now = db.data_version()?;
+                let changed = now != *version;
+                *version = now;
+                Ok(changed)
+            }
         }
-        Ok(any)
     }
 }

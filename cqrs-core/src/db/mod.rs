@@ -104,6 +104,25 @@ impl Db {
         }
     }
 
+    /// SQLite's `PRAGMA data_version`: a number that changes when another connection commits to
+    /// the file (this connection's own commits leave it); `None` on PostgreSQL. Cheap (the WAL
+    /// index in shared memory), so an idle loop can ask it every millisecond to wake at another
+    /// process's commit.
+    pub fn data_version(&mut self) -> Result<Option<i64>> {
+        #[derive(diesel::QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            data_version: i64,
+        }
+        match self {
+            Db::Pg(_) => Ok(None),
+            Db::Sqlite(c) => diesel::sql_query("PRAGMA data_version")
+                .get_result::<Version>(c)
+                .map(|v| Some(v.data_version))
+                .map_err(|e| Error::from_diesel(e, "PRAGMA data_version")),
+        }
+    }
+
     /// Replace this connection by a new one to `url` if it no longer answers or a lost
     /// connection left its transaction state broken (Diesel then refuses every transaction);
     /// returns whether it was replaced. A healthy connection (after a deadlock or a busy
