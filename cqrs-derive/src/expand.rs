@@ -214,7 +214,7 @@ mod tests {
     fn replica_renamed_optional_skipped_with_hooks() {
         let input = syn::parse_quote! {
             #[diesel(table_name = schema::replica_items, primary_key(code))]
-            #[cqrs(id = "item", crate = "my_cqrs", after_apply = "audit", retry = "policy")]
+            #[cqrs(id = "item", crate = "my_cqrs", after_apply = "audit", retry = "policy", only_direct_syncs)]
             struct Item {
                 code: uuid::Uuid,
                 #[cqrs(rename = "name")] title: String,
