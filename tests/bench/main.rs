@@ -9,8 +9,8 @@
 //! - a replica (`consume -w 1` / `-w 2`, a process) draining a backlog (timed from its first row
 //!   applied), against lapin consuming it with multiple acks and against the same rows upserted
 //!   raw (500-row `INSERT … ON CONFLICT DO UPDATE WHERE` older); the consumer's peak RSS;
-//! - end to end (4 writers, 1 and 100 rows per transaction, the relay and `consume -w 2` as
-//!   processes): rows on the replica per second from the first write to the last row applied,
+//! - end to end (4 writers, 1 and 100 rows per transaction, the relay and `consume -w 1` /
+//!   `-w 2` as processes): rows on the replica per second from the first write to the last row applied,
 //!   against the same writers capturing with no relay or consumer running;
 //! - commit→apply latency (applied time − `cqrs_updated`) with the relay and the consumer as
 //!   processes under a fixed offered load, against a bare publish→consume round trip at the same
@@ -300,7 +300,9 @@ impl Bench {
         if wanted("e2e") {
             for stack in &stacks {
                 for rows in [1, 100] {
-                    self.end_to_end(args, rows, stack)?;
+                    for workers in [1, 2] {
+                        self.end_to_end(args, rows, workers, stack)?;
+                    }
                 }
             }
         }
@@ -538,9 +540,15 @@ impl Bench {
     }
 
     /// 4 writers capturing `rows`-row transactions for `--seconds` with the relay and
-    /// `consume -w 2` running on `stack`: rows written / time until the replica holds them all,
-    /// against the same writers with nothing running behind them.
-    fn end_to_end(&mut self, args: &Args, rows: usize, stack: &Stack) -> cqrs::Result<()> {
+    /// `consume -w <workers>` running on `stack`: rows written / time until the replica holds them
+    /// all, against the same writers with nothing running behind them.
+    fn end_to_end(
+        &mut self,
+        args: &Args,
+        rows: usize,
+        workers: usize,
+        stack: &Stack,
+    ) -> cqrs::Result<()> {
         let (mut alone, mut through) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
             clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
@@ -548,8 +556,12 @@ impl Bench {
             clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
             clear(&mut stack.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])?;
             let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
-            let consumer =
-                self.process(&["consume", "-w", "2"], &stack.replica, &stack.broker, args);
+            let consumer = self.process(
+                &["consume", "-w", &workers.to_string()],
+                &stack.replica,
+                &stack.broker,
+                args,
+            );
             // Both connected and idle before the load starts.
             std::thread::sleep(Duration::from_millis(1500));
             let started = Instant::now();
@@ -576,7 +588,7 @@ impl Bench {
         if !through.is_empty() {
             self.add(
                 stack.named(&format!(
-                    "end to end, 4 writers, {rows} row(s)/txn, relay + consume -w 2"
+                    "end to end, 4 writers, {rows} row(s)/txn, relay + consume -w {workers}"
                 )),
                 median(through),
                 "rows/s",
