@@ -515,9 +515,7 @@ impl Idle {
             return;
         };
         match Listener::listen(url, outbox::CHANNEL) {
-            Ok(Some(l)) => self.listener = Some(l),
-            // A backend with nothing to listen to: poll only.
-            Ok(None) => self.url = None,
+            Ok(l) => self.listener = Some(l),
             Err(e) => {
                 tracing::warn!("relay: cannot listen for outbox notifications ({e}); polling");
                 self.retry_at = Instant::now() + LISTEN_RETRY;

@@ -155,6 +155,16 @@ impl Stack {
         Db::connect(&self.replica)
     }
 
+    /// Empty the master table and the outbox.
+    fn clear_master(&self) -> cqrs::Result<()> {
+        clear(&mut self.master()?, &[MASTER_TABLE, "cqrs_outbox"])
+    }
+
+    /// Empty the replica table and its tombstones.
+    fn clear_replica(&self) -> cqrs::Result<()> {
+        clear(&mut self.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])
+    }
+
     fn is_sqlite(&self) -> bool {
         self.master.starts_with("sqlite:")
     }
@@ -342,14 +352,11 @@ impl Bench {
     }
 
     fn clear_master(&self) -> cqrs::Result<()> {
-        clear(&mut self.master.connect(), &[MASTER_TABLE, "cqrs_outbox"])
+        self.pg().clear_master()
     }
 
     fn clear_replica(&self) -> cqrs::Result<()> {
-        clear(
-            &mut self.replica.connect(),
-            &[REPLICA_TABLE, "cqrs_tombstones"],
-        )
+        self.pg().clear_replica()
     }
 
     /// PostgreSQL + RabbitMQ: this bench's databases, exchange and queue.
@@ -551,10 +558,10 @@ impl Bench {
     ) -> cqrs::Result<()> {
         let (mut alone, mut through) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
-            clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
+            stack.clear_master()?;
             alone.push(write(&stack.master, 4, rows, true, args.seconds)?);
-            clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
-            clear(&mut stack.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])?;
+            stack.clear_master()?;
+            stack.clear_replica()?;
             let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
             let consumer = self.process(
                 &["consume", "-w", &workers.to_string()],
@@ -603,8 +610,8 @@ impl Bench {
     /// creates per second: applied time − `cqrs_updated` per row, against a bare RabbitMQ round
     /// trip (on PostgreSQL + RabbitMQ; the queue file has no bare counterpart).
     fn latency(&mut self, args: &Args, stack: &Stack) -> cqrs::Result<()> {
-        clear(&mut stack.master()?, &[MASTER_TABLE, "cqrs_outbox"])?;
-        clear(&mut stack.replica()?, &[REPLICA_TABLE, "cqrs_tombstones"])?;
+        stack.clear_master()?;
+        stack.clear_replica()?;
         let mut replica = stack.replica()?;
         // The replica stamps each row as it is written. SQLite's clock has millisecond resolution
         // and is read once per statement (a batch's rows share its start time).

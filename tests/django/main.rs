@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bigdecimal::BigDecimal;
 use chrono::{NaiveDate, TimeZone, Utc};
 use cqrs::db::SqlConn;
-use cqrs_tests::django::{Django, Role, Running};
+use cqrs_tests::django::{Django, Role, Running, succeed};
 use cqrs_tests::interop::{self, Item, Label, NewItem, schema};
 use cqrs_tests::{TestBroker, TestDb, amqp_url};
 use diesel::prelude::*;
@@ -136,21 +136,6 @@ fn rust_master_and_django_replica(broker: &TestBroker) -> (TestDb, Django) {
     (master, Django::new(Role::Replica, broker))
 }
 
-/// Run `command` to the end; panics with its stderr unless it succeeds; its stdout.
-#[track_caller]
-fn succeed(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A Django master (creates with every value form, saves, a tracked change, update_fields with the
 /// cqrs flag, a transaction saving twice, bulk_create, bulk_update, deletes; then SYNCs, broadcast
 /// and directed, that repair drift on the replica) and `cqrs consume -w 2` on a Rust replica.
@@ -228,10 +213,7 @@ fn django_master_to_rust_replica(zone: &str) {
     ]);
     wait_for_same_rows(&master.db, &replica, Duration::from_secs(60));
 
-    assert_eq!(
-        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
-        0
-    );
+    assert_eq!(dead_letters(&broker), 0);
     drop(consumer);
 }
 
@@ -403,10 +385,7 @@ fn rust_master_to_django_consume() {
         &["sync", "-c", "interop_item", "-f", "{}"],
     ));
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
-    assert_eq!(
-        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
-        0
-    );
+    assert_eq!(dead_letters(&broker), 0);
     drop(consumer);
 }
 
@@ -576,6 +555,11 @@ fn accept_poison(db: &TestDb) {
         .unwrap();
 }
 
+/// Letters waiting in the test queue's dead-letter queue.
+fn dead_letters(broker: &TestBroker) -> u32 {
+    broker.count(&cqrs::transport::dead_letter_queue(&broker.queue))
+}
+
 #[track_caller]
 fn wait_for_dead_letters(broker: &TestBroker, n: u32) {
     let dlq = cqrs::transport::dead_letter_queue(&broker.queue);
@@ -615,19 +599,12 @@ fn a_rust_dead_letter_is_dumped_and_retried_by_django() {
     .expect("a dumped letter is a JSON body");
     assert_eq!(letter["cqrs_id"], "interop_item");
     assert_eq!(letter["instance_data"]["name"], "poison");
-    assert_eq!(
-        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
-        1,
-        "dump keeps it"
-    );
+    assert_eq!(dead_letters(&broker), 1, "dump keeps it");
 
     accept_poison(&replica);
     tools.manage(&["cqrs_dead_letters", "retry"]);
     wait_for_same_rows(&master.db, &replica, Duration::from_secs(60));
-    assert_eq!(
-        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
-        0
-    );
+    assert_eq!(dead_letters(&broker), 0);
     drop(consumer);
 }
 
@@ -666,9 +643,6 @@ fn a_django_dead_letter_is_dumped_and_retried_by_cqrs() {
     accept_poison(&replica.db);
     succeed(&mut cqrs(&broker, &master, &["dead-letters", "retry"]));
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
-    assert_eq!(
-        broker.count(&cqrs::transport::dead_letter_queue(&broker.queue)),
-        0
-    );
+    assert_eq!(dead_letters(&broker), 0);
     drop(consumer);
 }

@@ -8,7 +8,7 @@
 //! never skip.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::{Kind, TestBroker, TestDb, amqp_url};
@@ -40,10 +40,12 @@ pub fn venv() -> &'static Path {
         std::fs::create_dir_all(parent).expect("the venv's parent directory");
         let building = parent.join(format!(".venv-building-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&building);
-        run(Command::new("python3").arg("-m").arg("venv").arg(&building));
-        run(Command::new(building.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(REQUIREMENTS));
+        succeed(Command::new("python3").arg("-m").arg("venv").arg(&building));
+        succeed(
+            Command::new(building.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(REQUIREMENTS),
+        );
         std::fs::write(building.join("cqrs-requirements.txt"), &wanted).expect("marker written");
         let _ = std::fs::remove_dir_all(&dir);
         if std::fs::rename(&building, &dir).is_err() {
@@ -54,9 +56,10 @@ pub fn venv() -> &'static Path {
     })
 }
 
-/// Run `command`; panic (failing the test) with its output unless it succeeds.
+/// Run `command` to the end; panic (failing the test) with its output unless it succeeds; its
+/// stdout.
 #[track_caller]
-fn run(command: &mut Command) -> Output {
+pub fn succeed(command: &mut Command) -> String {
     let out = command
         .stdin(Stdio::null())
         .output()
@@ -68,7 +71,7 @@ fn run(command: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The Django project's role.
@@ -113,7 +116,7 @@ impl Django {
     /// `manage.py <args>`; panics with its output unless it succeeds; its stdout.
     #[track_caller]
     pub fn manage(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&run(&mut self.command(args)).stdout).into_owned()
+        succeed(&mut self.command(args))
     }
 
     /// `manage.py <args>` left running (e.g. `cqrs_consume`) until the returned guard drops.

@@ -29,16 +29,15 @@ impl std::fmt::Debug for Listener {
 
 impl Listener {
     /// Listen on `channel` (an identifier: letters, digits, `_`) of the database at `url`; on
-    /// SQLite, watch the file for other connections' commits (the channel is not used). Always
-    /// `Some`; an `Option` so a backend without any wake-up can say so.
-    pub fn listen(url: &str, channel: &str) -> Result<Option<Listener>> {
+    /// SQLite, watch the file for other connections' commits (the channel is not used).
+    pub fn listen(url: &str, channel: &str) -> Result<Listener> {
         let (backend, target) = parse_database_url(url)?;
         if backend == Backend::Sqlite {
             let mut db = super::Db::connect(url)?;
             let version = db.data_version()?;
-            return Ok(Some(Listener {
+            return Ok(Listener {
                 source: Source::Sqlite { db, version },
-            }));
+            });
         }
         if channel.is_empty()
             || !channel
@@ -52,9 +51,9 @@ impl Listener {
         diesel::sql_query(format!("LISTEN {channel}"))
             .execute(&mut conn)
             .map_err(|e| Error::from_diesel(e, "LISTEN"))?;
-        Ok(Some(Listener {
+        Ok(Listener {
             source: Source::Pg(conn),
-        }))
+        })
     }
 
     /// Whether a notification arrived since the last call; consumes every one waiting. An error
