@@ -76,3 +76,8 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The README's Rust examples, compiled by `cargo test --doc` so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

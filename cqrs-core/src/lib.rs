@@ -84,6 +84,8 @@ pub mod __private {
     pub use crate::model::{
         ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaHooks, ReplicaModel, TableSpec,
     };
+    pub use crate::capture::MasterTable;
     pub use crate::value::ColumnType;
+    pub use diesel;
     pub use serde_json;
 }

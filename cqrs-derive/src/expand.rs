@@ -85,9 +85,32 @@ pub fn master(input: &DeriveInput) -> TokenStream {
         option_path(&model.attrs.delete_custom),
         option_path(&model.attrs.serializer),
     );
+    let table_path = model.attrs.table_name.get().expect("checked");
+    let key_ty = model
+        .field_by_column(&model.primary_key()[0])
+        .expect("checked")
+        .ty;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
         const _: () = {
+            // The model's Diesel table knows its model, so `tx.insert_into(items::table)` needs
+            // no type annotation.
+            #[automatically_derived]
+            impl #impl_generics #krate::__private::MasterTable<#ident #ty_generics> for #table_path::table #where_clause {
+                type Key = #key_ty;
+                type ByKeys = #krate::__private::diesel::dsl::EqAny<
+                    <#table_path::table as #krate::__private::diesel::Table>::PrimaryKey,
+                    ::std::vec::Vec<#key_ty>,
+                >;
+
+                fn by_keys(keys: ::std::vec::Vec<#key_ty>) -> Self::ByKeys {
+                    #krate::__private::diesel::ExpressionMethods::eq_any(
+                        #krate::__private::diesel::Table::primary_key(&#table_path::table),
+                        keys,
+                    )
+                }
+            }
+
             #[automatically_derived]
             impl #impl_generics #krate::__private::MasterModel for #ident #ty_generics #where_clause {
                 const CQRS_ID: &'static str = #cqrs_id;

@@ -1031,7 +1031,7 @@ fn transaction(db: &mut Db, rows: usize, capture: bool, first: u64) -> cqrs::Res
     if capture {
         atomic(db, |tx| {
             for k in first..first + rows as u64 {
-                tx.create::<SoakItem, String, Error>(|c| {
+                tx.create_with::<SoakItem, String, Error>(|c| {
                     Ok(c.load_text(insert, binds(k))?.remove(0))
                 })?;
             }

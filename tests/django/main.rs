@@ -248,7 +248,7 @@ fn plain_item(name: &str) -> NewItem {
 /// Insert `new` on the Rust master, captured; its key.
 fn create_item(conn: &mut PgConnection, new: &NewItem) -> i64 {
     cqrs::atomic(conn, |tx| {
-        tx.create::<Item, _, diesel::result::Error>(|c| {
+        tx.create_with::<Item, _, diesel::result::Error>(|c| {
             diesel::insert_into(schema::items::table)
                 .values(new)
                 .returning(schema::items::id)
@@ -276,7 +276,7 @@ fn rust_workload(url: &str) -> Vec<i64> {
     let labels: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
     cqrs::atomic(&mut conn, |tx| {
         for (i, id) in labels.iter().enumerate() {
-            tx.create::<Label, _, diesel::result::Error>(|c| {
+            tx.create_with::<Label, _, diesel::result::Error>(|c| {
                 diesel::insert_into(schema::labels::table)
                     .values(Label {
                         id: *id,
@@ -316,7 +316,7 @@ fn rust_workload(url: &str) -> Vec<i64> {
     use schema::items::dsl as it;
     for (n, id) in keys[..10].iter().enumerate() {
         cqrs::atomic(&mut conn, |tx| {
-            tx.update::<Item, _, diesel::result::Error>(id, |c| {
+            tx.update_with::<Item, _, diesel::result::Error>(id, |c| {
                 diesel::update(it::items.find(*id))
                     .set((
                         it::value.eq(it::value + 1),
@@ -330,7 +330,7 @@ fn rust_workload(url: &str) -> Vec<i64> {
     // Two changes of one row in one transaction: one SAVE with the final state.
     cqrs::atomic(&mut conn, |tx| {
         for flag in [true, false] {
-            tx.update::<Item, _, diesel::result::Error>(&keys[12], |c| {
+            tx.update_with::<Item, _, diesel::result::Error>(&keys[12], |c| {
                 diesel::update(it::items.find(keys[12]))
                     .set((it::flag.eq(flag), it::value.eq(12)))
                     .execute(c)
@@ -341,9 +341,9 @@ fn rust_workload(url: &str) -> Vec<i64> {
     .expect("two updates captured");
     cqrs::atomic(&mut conn, |tx| {
         for id in &keys[20..25] {
-            assert!(tx.delete::<Item>(id)?);
+            assert!(tx.delete_key::<Item>(id)?);
         }
-        assert!(tx.delete::<Label>(&labels[3])?);
+        assert!(tx.delete_key::<Label>(&labels[3])?);
         Ok(())
     })
     .expect("deletes captured");

@@ -11,6 +11,19 @@ use cqrs::{Consumer, Db, Error, Message, Registry, Relay, Settings, SignalType, 
 use cqrs_tests::*;
 use serde_json::{Value, json};
 
+diesel::table! {
+    m_items (id) {
+        id -> BigInt,
+        name -> Text,
+        value -> BigInt,
+        updated -> Timestamptz,
+        secret -> Text,
+        owner_id -> Nullable<BigInt>,
+        cqrs_revision -> Integer,
+        cqrs_updated -> Timestamptz,
+    }
+}
+
 /// The master model: `owner_id` goes on the wire as `owner` (a Django FK), `secret` never leaves.
 #[allow(dead_code)]
 #[derive(cqrs::Master)]
@@ -36,7 +49,7 @@ pub fn not_hidden(data: &serde_json::Map<String, Value>) -> bool {
 }
 
 fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cqrs::Result<i64> {
-    tx.create::<MItem, i64, Error>(|c| {
+    tx.create_with::<MItem, i64, Error>(|c| {
         let sql = sql_for(c, "INSERT INTO m_items (name, value, updated, secret, owner_id) VALUES ($1, $2, $3, 'sssh', $4) RETURNING CAST(id AS TEXT) AS j");
         let owner = owner.map_or(cqrs::value::SqlValue::Null(cqrs::value::ColumnType::BigInt), cqrs::value::SqlValue::BigInt);
         let rows = c.load_text(&sql, vec![name.into_sql(), cqrs::value::SqlValue::BigInt(value), cqrs::value::SqlValue::Timestamptz(at(value)), owner])?;
@@ -45,7 +58,7 @@ fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cq
 }
 
 fn set_value(tx: &mut Tx<'_, Db>, id: i64, value: i64) -> cqrs::Result<usize> {
-    tx.update::<MItem, usize, Error>(&id, |c| {
+    tx.update_with::<MItem, usize, Error>(&id, |c| {
         let sql = sql_for(c, "UPDATE m_items SET value = $1 WHERE id = $2");
         c.exec(
             &sql,
@@ -227,7 +240,7 @@ both!(
             let id = insert(tx, "a", 1, None)?;
             set_value(tx, id, 5)?;
             let gone = insert(tx, "gone", 1, None)?;
-            assert!(tx.delete::<MItem>(&gone)?);
+            assert!(tx.delete_key::<MItem>(&gone)?);
             Ok(id)
         })
         .unwrap();
@@ -252,7 +265,7 @@ both!(
         atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap(); // published rev 1
         atomic(&mut db, |tx| {
             set_value(tx, id, 3)?;
-            tx.delete::<MItem>(&id)
+            tx.delete_key::<MItem>(&id)
         })
         .unwrap();
         let msgs = outbox_messages(&mut db);
@@ -269,7 +282,7 @@ both!(
         );
         // A plain delete of a row at revision 0 sends revision 1.
         let other = atomic(&mut db, |tx| insert(tx, "b", 1, None)).unwrap();
-        atomic(&mut db, |tx| tx.delete::<MItem>(&other)).unwrap();
+        atomic(&mut db, |tx| tx.delete_key::<MItem>(&other)).unwrap();
         assert_eq!(
             outbox_messages(&mut db).last().unwrap().revision().unwrap(),
             1
@@ -351,7 +364,7 @@ both!(
         })
         .unwrap();
         assert!(outbox_messages(&mut db).is_empty(), "no SYNC");
-        atomic(&mut db, |tx| tx.delete::<MItem>(&id)).unwrap();
+        atomic(&mut db, |tx| tx.delete_key::<MItem>(&id)).unwrap();
         assert!(outbox_messages(&mut db).is_empty(), "no DELETE");
     }
 );
@@ -463,7 +476,7 @@ fn messages_match_the_captured_django_forms() {
     broker.declare_replica_queue("q", &["item"]);
     let id = atomic(&mut db, |tx| insert(tx, "widget", 42, None)).unwrap();
     atomic(&mut db, |tx| set_value(tx, id, 43)).unwrap();
-    atomic(&mut db, |tx| tx.delete::<MItem>(&id)).unwrap();
+    atomic(&mut db, |tx| tx.delete_key::<MItem>(&id)).unwrap();
     let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
     relay.run_once().unwrap();
     let ours: Vec<Value> = broker
@@ -606,7 +619,7 @@ fn triple_shuffle_from_capture(kind: Kind, cases: u32) {
                         (0, _) | (_, None) => live.push(insert(tx, "p", v, Some(v))?),
                         (1, Some(id)) => { set_value(tx, id, v)?; }
                         (2, Some(_)) => { let some: Vec<i64> = live.iter().copied().filter(|id| id % 2 == v % 2).collect(); tx.touch_many::<MItem>(&some)?; }
-                        (3, Some(id)) => { tx.delete::<MItem>(&id)?; live.retain(|l| *l != id); }
+                        (3, Some(id)) => { tx.delete_key::<MItem>(&id)?; live.retain(|l| *l != id); }
                         (_, Some(id)) => tx.sync::<MItem>(&id, None)?,
                     }
                 }
@@ -706,14 +719,14 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let id = atomic(&mut db, |tx| {
-        tx.create::<HookedItem, _, Error>(|c| {
+        tx.create_with::<HookedItem, _, Error>(|c| {
             let sql = sql_for(c, "INSERT INTO m_items (name, value, updated) VALUES ($1, 5, $2) RETURNING CAST(id AS TEXT) AS j");
             Ok::<i64, Error>(c.load_text(&sql, vec!["h".into_sql(), cqrs::value::SqlValue::Timestamptz(at(0))])?[0].parse().unwrap())
         })
     })
     .unwrap();
         atomic(&mut db, |tx| tx.sync::<HookedItem>(&id, Some("replica_a"))).unwrap();
-        atomic(&mut db, |tx| tx.delete::<HookedItem>(&id)).unwrap();
+        atomic(&mut db, |tx| tx.delete_key::<HookedItem>(&id)).unwrap();
         let msgs = outbox_messages(&mut db);
         assert_eq!(
             msgs[1].correlation_id.as_deref(),

@@ -24,6 +24,8 @@ fn example_master_replicates_into_example_replica() {
     for (id, _) in &pairs[..10] {
         example_master::set_value(&mut pg, *id, id * 100).unwrap();
     }
+    // Items 10..14 hold values 10..14 (the first ten were raised to id * 100 above).
+    assert_eq!(example_master::raise_to(&mut pg, 15).unwrap(), 5);
     for (_, typed) in &pairs[15..] {
         assert!(example_master::delete_typed(&mut pg, *typed).unwrap());
     }

@@ -34,3 +34,4 @@ mod property;
 mod protocol;
 mod reconnect;
 mod rules;
+mod statements;

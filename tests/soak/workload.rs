@@ -171,7 +171,7 @@ fn apply(db: &mut Db, plan: &[Change]) -> cqrs::Result<Vec<i64>> {
         for change in plan {
             match change {
                 Change::Create { name, value, note } => {
-                    let id = tx.create::<SoakItem, i64, Error>(|c| {
+                    let id = tx.create_with::<SoakItem, i64, Error>(|c| {
                         let row = c.load_text(
                             insert,
                             vec![
@@ -190,7 +190,7 @@ fn apply(db: &mut Db, plan: &[Change]) -> cqrs::Result<Vec<i64>> {
                     delta,
                     note,
                 } => {
-                    tx.update::<SoakItem, usize, Error>(id, |c| {
+                    tx.update_with::<SoakItem, usize, Error>(id, |c| {
                         c.exec(
                             update,
                             vec![
@@ -203,7 +203,7 @@ fn apply(db: &mut Db, plan: &[Change]) -> cqrs::Result<Vec<i64>> {
                     })?;
                 }
                 Change::Delete(id) => {
-                    tx.delete::<SoakItem>(id)?;
+                    tx.delete_key::<SoakItem>(id)?;
                 }
                 Change::Sync(id) => tx.sync::<SoakItem>(id, None)?,
             }

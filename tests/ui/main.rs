@@ -11,3 +11,9 @@ fn master_derive_misuse() {
     let t = trybuild::TestCases::new();
     t.compile_fail("ui/master/*.rs");
 }
+
+#[test]
+fn captured_writes_misuse() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("ui/capture/*.rs");
+}

@@ -51,7 +51,7 @@ fn create(master: &mut Db, rows: usize, progress: &mut dyn FnMut(&str)) -> cqrs:
                             .parse()
                             .expect("a decimal"),
                     );
-                    tx.create::<DemoItem, i64, Error>(|c| {
+                    tx.create_with::<DemoItem, i64, Error>(|c| {
                         let row = c.load_text(
                             insert,
                             vec![
@@ -83,7 +83,7 @@ fn update_every_other(
     let mut n = 0;
     for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
         atomic(master, |tx| {
-            tx.update::<DemoItem, usize, Error>(id, |c| c.exec(update, vec![SqlValue::BigInt(*id)]))
+            tx.update_with::<DemoItem, usize, Error>(id, |c| c.exec(update, vec![SqlValue::BigInt(*id)]))
         })?;
         n += 1;
         if i % 500 == 0 {

@@ -1,11 +1,13 @@
 //! Stage 1: Capture: a transaction wrapper that bumps revisions, remembers what was touched and writes
 //! one outbox row per touched row with its final state, in the same transaction (ARCHITECTURE.md §4).
 //!
-//! The application writes its rows with Diesel (or any SQL) on [`Tx::conn`] and tells capture
-//! which rows it touches: [`Tx::create`] / [`Tx::created`] after an insert, [`Tx::update`] /
-//! [`Tx::touch`] before an update, [`Tx::delete`] to delete, [`Tx::sync`] to re-send. Rows changed
-//! with raw SQL that capture is not told about are outside capture: nothing is sent for them until
-//! the next captured change or a [`Tx::sync`].
+//! The application writes its rows with Diesel on the [`Tx`]: [`Tx::insert_into`], [`Tx::update`]
+//! and [`Tx::delete`] take what Diesel's own functions take and do the capture step each needs
+//! (`statements.rs`). For statements those cannot express it writes on [`Tx::conn`] and tells
+//! capture which rows it touches: [`Tx::created`] after an insert, [`Tx::touch`] before an update,
+//! [`Tx::delete_key`] to delete, [`Tx::sync`] to re-send. Rows changed with raw SQL that capture
+//! is not told about are outside capture: nothing is sent for them until the next captured change
+//! or a [`Tx::sync`].
 //!
 //! Rules kept here: the first touch of an existing row runs `UPDATE .. SET cqrs_revision =
 //! cqrs_revision + 1, cqrs_updated = <wall clock>` (the database increments, the row is locked);
@@ -15,11 +17,17 @@
 //! before commit the final states are read in one query per model; create-then-delete sends
 //! nothing; update-then-delete sends one DELETE with the last published revision + 1.
 //!
-//! Here: [`atomic`] and the [`Tx`] operations; `commit.rs` builds the messages written at commit;
-//! `open.rs` finds the capture a nested [`atomic`] joins.
+//! Here: [`atomic`] and the [`Tx`] operations by key; `statements.rs` the Diesel statements;
+//! `commit.rs` builds the messages written at commit; `open.rs` finds the capture a nested
+//! [`atomic`] joins.
 
 mod commit;
 mod open;
+mod statements;
+
+pub use statements::{
+    DeleteFrom, InsertInto, InsertReturning, InsertValues, MasterTable, UpdateSet, UpdateSource,
+};
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -232,8 +240,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             })
     }
 
-    /// Insert a row with `insert` (which returns its primary key) and capture it as created.
-    pub fn create<M: MasterModel, K: Serialize, E: Into<Error>>(
+    /// Insert a row with `insert` (which returns its primary key) and capture it as created: for
+    /// a statement [`Tx::insert_into`] cannot express (an upsert, raw SQL).
+    pub fn create_with<M: MasterModel, K: Serialize, E: Into<Error>>(
         &mut self,
         insert: impl FnOnce(&mut C) -> std::result::Result<K, E>,
     ) -> Result<K> {
@@ -277,8 +286,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         self.created_many::<M>(std::slice::from_ref(key))
     }
 
-    /// Capture a row, then run the application's `update` on it.
-    pub fn update<M: MasterModel, R, E: Into<Error>>(
+    /// Capture a row, then run the application's `update` on it: for a statement [`Tx::update`]
+    /// cannot express (raw SQL, a join).
+    pub fn update_with<M: MasterModel, R, E: Into<Error>>(
         &mut self,
         key: &impl Serialize,
         update: impl FnOnce(&mut C) -> std::result::Result<R, E>,
@@ -297,6 +307,17 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// tracked values are remembered; later touches in the transaction change nothing. Returns
     /// how many rows were touched for the first time.
     pub fn touch_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
+        self.touch_keys::<M>(keys, true)
+    }
+
+    /// [`Tx::touch_many`] of keys selected a moment ago: a row deleted since is skipped, as the
+    /// update that follows would skip it.
+    fn touch_present<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
+        self.touch_keys::<M>(keys, false)
+    }
+
+    /// Both of the above: `strict` fails when a key names no row.
+    fn touch_keys<M: MasterModel>(&mut self, keys: &[impl Serialize], strict: bool) -> Result<usize> {
         let spec = self.spec::<M>();
         let mut fresh = Vec::new();
         for k in keys {
@@ -319,6 +340,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         let backend = self.conn.backend();
         let tracked: Vec<usize> = spec.tracked_indexes().collect();
         let key_col = t.key_index();
+        let mut touched = 0;
         for chunk in fresh.chunks(backend.bind_limit() - 1) {
             let mut sql = format!(
                 "UPDATE {} SET cqrs_revision = cqrs_revision + 1, cqrs_updated = ",
@@ -333,9 +355,10 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
             sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
             let returned = self.conn.load_text(&sql, binds)?;
-            if returned.len() != chunk.len() {
+            if strict && returned.len() != chunk.len() {
                 return Err(missing(M::CQRS_ID, "touched", chunk.len(), returned.len()));
             }
+            touched += returned.len();
             for text in returned {
                 let row = rows::typed_row(t, &text)?;
                 let key = row[key_col].clone().expect("key selected");
@@ -349,11 +372,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 );
             }
         }
-        Ok(fresh.len())
+        Ok(touched)
     }
 
-    /// Delete a row and capture it; returns false if it did not exist.
-    pub fn delete<M: MasterModel>(&mut self, key: &impl Serialize) -> Result<bool> {
+    /// Delete a row by key and capture it; returns false if it did not exist.
+    pub fn delete_key<M: MasterModel>(&mut self, key: &impl Serialize) -> Result<bool> {
         self.delete_many::<M>(std::slice::from_ref(key))
             .map(|n| n == 1)
     }

@@ -111,43 +111,46 @@ pub fn create_pair(
     price: &str,
 ) -> cqrs::Result<(i64, uuid::Uuid)> {
     cqrs::atomic(conn, |tx| {
-        let id = tx.create::<Item, _, diesel::result::Error>(|c| {
-            diesel::insert_into(items::table)
-                .values(&NewItem { name, value })
-                .returning(items::id)
-                .get_result::<i64>(c)
-        })?;
-        let typed_id = uuid::Uuid::new_v4();
-        tx.create::<Typed, _, diesel::result::Error>(|c| {
-            diesel::insert_into(typed::table)
-                .values((
-                    typed::id.eq(typed_id),
-                    typed::price.eq(price.parse::<BigDecimal>().expect("a decimal")),
-                    typed::day.eq(NaiveDate::from_ymd_opt(2024, 2, 29).expect("a date")),
-                    typed::note.eq(None::<String>),
-                    typed::owner_id.eq(Some(id)),
-                ))
-                .returning(typed::id)
-                .get_result::<uuid::Uuid>(c)
-        })?;
-        Ok((id, typed_id))
+        let item: Item = tx
+            .insert_into(items::table)
+            .values(&NewItem { name, value })
+            .get_result()?;
+        let typed_id = tx
+            .insert_into(typed::table)
+            .values((
+                typed::id.eq(uuid::Uuid::new_v4()),
+                typed::price.eq(price.parse::<BigDecimal>().expect("a decimal")),
+                typed::day.eq(NaiveDate::from_ymd_opt(2024, 2, 29).expect("a date")),
+                typed::note.eq(None::<String>),
+                typed::owner_id.eq(Some(item.id)),
+            ))
+            .returning(typed::id)
+            .get_result()?;
+        Ok((item.id, typed_id))
     })
 }
 
 /// Change an item's value (revision +1, `previous_data` carries the old value).
 pub fn set_value(conn: &mut PgConnection, id: i64, value: i64) -> cqrs::Result<usize> {
     cqrs::atomic(conn, |tx| {
-        tx.update::<Item, _, diesel::result::Error>(&id, |c| {
-            diesel::update(items::table.find(id))
-                .set(items::value.eq(value))
-                .execute(c)
-        })
+        tx.update(items::table.find(id))
+            .set(items::value.eq(value))
+            .execute()
+    })
+}
+
+/// Raise every item below `floor` to it, in one captured bulk update (each row: revision +1).
+pub fn raise_to(conn: &mut PgConnection, floor: i64) -> cqrs::Result<usize> {
+    cqrs::atomic(conn, |tx| {
+        tx.update(items::table.filter(items::value.lt(floor)))
+            .set(items::value.eq(floor))
+            .execute()
     })
 }
 
 /// Delete a typed row (its DELETE carries the UUID as a string, unlike django-cqrs 3.1.0).
 pub fn delete_typed(conn: &mut PgConnection, id: uuid::Uuid) -> cqrs::Result<bool> {
-    cqrs::atomic(conn, |tx| tx.delete::<Typed>(&id))
+    cqrs::atomic(conn, |tx| Ok(tx.delete(typed::table.find(id)).execute()? == 1))
 }
 
 /// Every item, by id (for comparisons).

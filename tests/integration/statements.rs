@@ -1,0 +1,314 @@
+//! Captured writes in Diesel's vocabulary (`tx.insert_into`, `tx.update`, `tx.delete`) on the
+//! application's own `PgConnection` / `SqliteConnection`: the messages they leave in the outbox
+//! keep every capture rule (ARCHITECTURE.md §4), asserted on the outbox rows and the table.
+
+use chrono::{DateTime, Utc};
+use cqrs::{Db, SignalType, atomic};
+use cqrs_tests::*;
+use diesel::prelude::*;
+use serde_json::json;
+
+diesel::table! {
+    s_items (id) {
+        id -> BigInt,
+        name -> Text,
+        value -> BigInt,
+        owner_id -> Nullable<BigInt>,
+        cqrs_revision -> Integer,
+        cqrs_updated -> Timestamptz,
+    }
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, cqrs::Master)]
+#[diesel(table_name = s_items)]
+#[cqrs(id = "s_item")]
+struct SItem {
+    id: i64,
+    name: String,
+    #[cqrs(track)]
+    value: i64,
+    #[cqrs(rename = "owner")]
+    owner_id: Option<i64>,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = s_items)]
+struct NewSItem<'a> {
+    name: &'a str,
+    value: i64,
+}
+
+fn create_table(db: &mut Db) {
+    let sql = match db {
+        Db::Pg(_) => {
+            "CREATE TABLE s_items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, value BIGINT NOT NULL,
+             owner_id BIGINT, cqrs_revision INTEGER NOT NULL DEFAULT 0,
+             cqrs_updated TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
+        }
+        Db::Sqlite(_) => {
+            "CREATE TABLE s_items (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+             value BIGINT NOT NULL, owner_id BIGINT, cqrs_revision INTEGER NOT NULL DEFAULT 0,
+             cqrs_updated TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')))"
+        }
+    };
+    db.execute(sql, vec![]).unwrap();
+}
+
+/// Revision and value of every row, by name.
+fn table_state(db: &mut Db) -> Vec<(String, i32, i64)> {
+    let rows = cqrs::db::SqlConn::load_text(
+        db,
+        "SELECT name || ':' || CAST(cqrs_revision AS TEXT) || ':' || CAST(value AS TEXT) AS j FROM s_items ORDER BY name",
+        vec![],
+    )
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            let p: Vec<&str> = r.split(':').collect();
+            (p[0].to_string(), p[1].parse().unwrap(), p[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// (signal, name, revision, value, previous_data) of each outbox message, in order.
+fn sent(db: &mut Db) -> Vec<(SignalType, String, i32, serde_json::Value, serde_json::Value)> {
+    outbox_messages(db)
+        .into_iter()
+        .map(|m| {
+            (
+                m.signal_type,
+                m.instance_data
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                m.revision().unwrap(),
+                m.instance_data
+                    .get("value")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                json!(m.previous_data),
+            )
+        })
+        .collect()
+}
+
+/// Run `$body` with `$conn` bound to the Diesel connection inside `$db` (the same body compiled
+/// for each backend).
+macro_rules! with_diesel {
+    ($db:expr, |$conn:ident| $body:block) => {
+        match $db {
+            Db::Pg($conn) => $body,
+            Db::Sqlite($conn) => $body,
+        }
+    };
+}
+
+both!(
+    fn diesel_statements_keep_the_capture_rules(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        create_table(&mut db);
+        let a = with_diesel!(&mut db, |conn| {
+            // Inserts: one row returning its key, a batch, and a batch returning columns.
+            let a = atomic(conn, |tx| {
+                let a: i64 = tx
+                    .insert_into(s_items::table)
+                    .values(&NewSItem { name: "a", value: 1 })
+                    .returning(s_items::id)
+                    .get_result()?;
+                let n = tx
+                    .insert_into(s_items::table)
+                    .values(&vec![
+                        NewSItem { name: "b", value: 1 },
+                        NewSItem { name: "c", value: 2 },
+                        NewSItem { name: "d", value: 3 },
+                    ])
+                    .execute()?;
+                assert_eq!(n, 3);
+                let e: Vec<(i64, String)> = tx
+                    .insert_into(s_items::table)
+                    .values((s_items::name.eq("e"), s_items::value.eq(5)))
+                    .returning((s_items::id, s_items::name))
+                    .get_results()?;
+                assert_eq!(e[0].1, "e");
+                Ok(a)
+            })
+            .unwrap();
+            // Updates by key (twice: one bump) and by filter, deletes by key and by filter, a row
+            // created and deleted in the transaction, statements that match nothing.
+            atomic(conn, |tx| {
+                let one = tx
+                    .update(s_items::table.find(a))
+                    .set(s_items::value.eq(10))
+                    .execute()?;
+                let again = tx
+                    .update(s_items::table.find(a))
+                    .set(s_items::value.eq(11))
+                    .execute()?;
+                assert_eq!((one, again), (1, 1));
+                let bulk = tx
+                    .update(s_items::table.filter(s_items::name.eq_any(["b", "c"])))
+                    .set((s_items::value.eq(0), s_items::owner_id.eq(Some(a))))
+                    .execute()?;
+                assert_eq!(bulk, 2);
+                let none = tx
+                    .update(s_items::table.filter(s_items::value.gt(1000)))
+                    .set(s_items::value.eq(0))
+                    .execute()?;
+                assert_eq!(none, 0);
+                let d = tx
+                    .delete(s_items::table.filter(s_items::name.eq("d")))
+                    .execute()?;
+                let e = tx
+                    .delete(s_items::table.filter(s_items::name.eq("e")))
+                    .execute()?;
+                assert_eq!((d, e), (1, 1));
+                let f: i64 = tx
+                    .insert_into(s_items::table)
+                    .values(&NewSItem { name: "f", value: 6 })
+                    .returning(s_items::id)
+                    .get_result()?;
+                tx.update(s_items::table.find(f))
+                    .set(s_items::value.eq(7))
+                    .execute()?;
+                assert_eq!(tx.delete(s_items::table.find(f)).execute()?, 1);
+                assert_eq!(tx.delete(s_items::table.find(f)).execute()?, 0);
+                Ok(())
+            })
+            .unwrap();
+            a
+        });
+        let msgs = sent(&mut db);
+        let (save, delete) = (SignalType::Save, SignalType::Delete);
+        let no_prev = json!({"value": null});
+        assert_eq!(
+            msgs[..5],
+            [
+                (save, "a".into(), 0, json!(1), no_prev.clone()),
+                (save, "b".into(), 0, json!(1), no_prev.clone()),
+                (save, "c".into(), 0, json!(2), no_prev.clone()),
+                (save, "d".into(), 0, json!(3), no_prev.clone()),
+                (save, "e".into(), 0, json!(5), no_prev.clone()),
+            ]
+        );
+        // One message per touched row with its final state; the DELETEs carry the last
+        // published revision + 1; nothing for f.
+        let mut second = msgs[5..].to_vec();
+        second.sort_by(|x, y| x.1.cmp(&y.1));
+        assert_eq!(
+            second,
+            [
+                (delete, "".into(), 1, serde_json::Value::Null, json!(null)),
+                (delete, "".into(), 1, serde_json::Value::Null, json!(null)),
+                (save, "a".into(), 1, json!(11), json!({"value": 1})),
+                (save, "b".into(), 1, json!(0), json!({"value": 1})),
+                (save, "c".into(), 1, json!(0), json!({"value": 2})),
+            ]
+        );
+        let deleted: Vec<_> = outbox_messages(&mut db)
+            .into_iter()
+            .filter(|m| m.signal_type == delete)
+            .map(|m| m.instance_pk)
+            .collect();
+        assert_eq!(deleted, [json!(a + 3), json!(a + 4)], "d and e");
+        let owners: Vec<_> = outbox_messages(&mut db)
+            .into_iter()
+            .filter(|m| m.instance_data.get("name") == Some(&json!("b")))
+            .map(|m| m.instance_data["owner"].clone())
+            .collect();
+        assert_eq!(owners, [json!(null), json!(1)], "renamed column, new state");
+        assert_eq!(
+            table_state(&mut db),
+            [
+                ("a".to_string(), 1, 11),
+                ("b".to_string(), 1, 0),
+                ("c".to_string(), 1, 0)
+            ]
+        );
+    }
+);
+
+both!(
+    fn a_failed_diesel_statement_rolls_back_its_capture(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        create_table(&mut db);
+        with_diesel!(&mut db, |conn| {
+            atomic(conn, |tx| {
+                tx.insert_into(s_items::table)
+                    .values(&NewSItem { name: "a", value: 1 })
+                    .execute()
+            })
+            .unwrap();
+            // The savepoint's last insert fails (NOT NULL): its inserts and touches are undone
+            // with it, and the outer transaction commits what it did before.
+            atomic(conn, |tx| {
+                tx.update(s_items::table)
+                    .set(s_items::value.eq(2))
+                    .execute()?;
+                let failed = tx.savepoint(|tx| {
+                    tx.insert_into(s_items::table)
+                        .values(&NewSItem { name: "b", value: 9 })
+                        .execute()?;
+                    tx.update(s_items::table)
+                        .set(s_items::value.eq(3))
+                        .execute()?;
+                    // No name: NOT NULL refuses it.
+                    tx.insert_into(s_items::table)
+                        .values(s_items::value.eq(4))
+                        .execute()
+                });
+                assert!(failed.is_err());
+                Ok(())
+            })
+            .unwrap();
+        });
+        let msgs = sent(&mut db);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert_eq!(
+            (msgs[1].0, msgs[1].1.as_str(), msgs[1].2, msgs[1].3.clone()),
+            (SignalType::Save, "a", 1, json!(2))
+        );
+        assert_eq!(table_state(&mut db), [("a".to_string(), 1, 2)]);
+    }
+);
+
+/// What Diesel returns for an insert without `returning` is the whole row: the same here.
+#[test]
+fn insert_returns_whole_rows_as_diesel_does() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    let Db::Pg(conn) = &mut db else {
+        unreachable!()
+    };
+    let (one, many, selected) = atomic(conn, |tx| {
+        let one: SItem = tx
+            .insert_into(s_items::table)
+            .values(&NewSItem { name: "a", value: 1 })
+            .get_result()?;
+        let many: Vec<SItem> = tx
+            .insert_into(s_items::table)
+            .values(&vec![NewSItem { name: "b", value: 2 }, NewSItem { name: "c", value: 3 }])
+            .get_results()?;
+        let selected: SItem = tx
+            .insert_into(s_items::table)
+            .values(&NewSItem { name: "d", value: 4 })
+            .returning(SItem::as_returning())
+            .get_result()?;
+        Ok((one, many, selected))
+    })
+    .unwrap();
+    assert_eq!((one.name.as_str(), one.value, one.cqrs_revision), ("a", 1, 0));
+    assert_eq!(many.iter().map(|r| r.value).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(selected.name, "d");
+    let msgs = outbox_messages(&mut db);
+    assert_eq!(
+        msgs.iter().map(|m| m.instance_pk.clone()).collect::<Vec<_>>(),
+        [one.id, many[0].id, many[1].id, selected.id].map(|id| json!(id))
+    );
+}
