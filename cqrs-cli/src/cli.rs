@@ -76,6 +76,8 @@ pub enum Command {
     Relay(RelayArgs),
     /// Inspect and recover this replica's dead letters: dump, retry, purge
     DeadLetters(DeadLettersArgs),
+    /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"`
+    Triggers(TriggersArgs),
     /// Write every row of a master model in django-cqrs's dump format (needs master models)
     BulkDump(BulkDumpArgs),
     /// Load a dump into the replica it names (needs replica models)
@@ -202,6 +204,27 @@ pub struct DeadLettersArgs {
     /// At most this many letters
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `cqrs triggers`.
+#[derive(Debug, Args)]
+pub struct TriggersArgs {
+    /// install: create or replace the triggers; check: report any that is missing, disabled or
+    /// differs from its model, and exit 1 if one does
+    #[arg(value_enum)]
+    pub action: TriggerAction,
+    /// Only these models (repeatable; default: every master with `capture = "trigger"`)
+    #[arg(short = 'c', long = "cqrs-id")]
+    pub cqrs_ids: Vec<String>,
+}
+
+/// What `triggers` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TriggerAction {
+    /// Create or replace
+    Install,
+    /// Compare with the models
+    Check,
 }
 
 /// What `dead-letters` does.

@@ -81,10 +81,11 @@ pub use shutdown::Shutdown;
 /// Support items for generated code; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::model::{
-        ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaHooks, ReplicaModel, TableSpec,
-    };
     pub use crate::capture::MasterTable;
+    pub use crate::model::{
+        CaptureMode, ColumnSpec, MasterHooks, MasterModel, MasterSpec, ReplicaHooks, ReplicaModel,
+        TableSpec,
+    };
     pub use crate::value::ColumnType;
     pub use diesel;
     pub use serde_json;

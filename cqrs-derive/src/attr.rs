@@ -5,8 +5,8 @@ use syn::{Attribute, Ident, LitStr, Path, Token, meta::ParseNestedMeta};
 
 use crate::ctxt::Ctxt;
 use crate::symbol::{
-    AFTER_APPLY, COLUMN_NAME, CORRELATION_ID, CQRS, CRATE, DELETE_CUSTOM, DIESEL, FILTER, ID,
-    IS_SYNC_INSTANCE, JSON, MAPPING, META, ONLY_DIRECT_SYNCS, OPTIONAL, PRIMARY_KEY, PRODUCE,
+    AFTER_APPLY, CAPTURE, COLUMN_NAME, CORRELATION_ID, CQRS, CRATE, DELETE_CUSTOM, DIESEL, FILTER,
+    ID, IS_SYNC_INSTANCE, JSON, MAPPING, META, ONLY_DIRECT_SYNCS, OPTIONAL, PRIMARY_KEY, PRODUCE,
     RENAME, RETRY, SERIALIZER, SKIP, Symbol, TABLE_NAME, TRACK, TRACKED, TRACKED_FIELDS,
 };
 
@@ -56,6 +56,8 @@ pub struct Container {
     pub correlation_id: Attr<Path>,
     pub delete_custom: Attr<Path>,
     pub serializer: Attr<Path>,
+    /// `capture = "trigger"`: true; `"atomic"`: false.
+    pub capture_trigger: Attr<bool>,
     /// Replica options.
     pub after_apply: Attr<Path>,
     pub retry: Attr<Path>,
@@ -64,7 +66,7 @@ pub struct Container {
     pub primary_key: Attr<Vec<Ident>>,
 }
 
-const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`, `serializer = \"fn\"`, and on replicas `after_apply = \"fn\"`, `retry = \"fn\"`, `only_direct_syncs`";
+const CONTAINER_KEYS: &str = "`id = \"...\"`, `crate = \"path\"`, and on masters `produce = false`, `filter = \"fn\"`, `meta = \"fn\"`, `correlation_id = \"fn\"`, `delete_custom = \"fn\"`, `serializer = \"fn\"`, `capture = \"atomic\" | \"trigger\"`, and on replicas `after_apply = \"fn\"`, `retry = \"fn\"`, `only_direct_syncs`";
 const FIELD_KEYS: &str = "`rename = \"wire_name\"`, `skip`, `track`, `optional`, `json`";
 
 impl Container {
@@ -78,6 +80,7 @@ impl Container {
             correlation_id: Attr::none(CORRELATION_ID),
             delete_custom: Attr::none(DELETE_CUSTOM),
             serializer: Attr::none(SERIALIZER),
+            capture_trigger: Attr::none(CAPTURE),
             after_apply: Attr::none(AFTER_APPLY),
             retry: Attr::none(RETRY),
             only_direct_syncs: Attr::none(ONLY_DIRECT_SYNCS),
@@ -110,6 +113,17 @@ impl Container {
                         if on {
                             c.only_direct_syncs
                                 .set(cx, meta.path.get_ident().unwrap().span(), ());
+                        }
+                    } else if meta.path == CAPTURE {
+                        let s: LitStr = meta.value()?.parse()?;
+                        match s.value().as_str() {
+                            "atomic" => c.capture_trigger.set(cx, s.span(), false),
+                            "trigger" => c.capture_trigger.set(cx, s.span(), true),
+                            _ => cx.error(
+                                &s,
+                                "unknown capture mode",
+                                "use `capture = \"atomic\"` (the default: writes through `cqrs::atomic`) or `capture = \"trigger\"` (PostgreSQL triggers capture every write)",
+                            ),
                         }
                     } else if meta.path == PRODUCE {
                         let b: syn::LitBool = meta.value()?.parse()?;

@@ -51,6 +51,7 @@ pub fn replica(cx: &Ctxt, m: &Model<'_>) {
 pub fn master(cx: &Ctxt, m: &Model<'_>) {
     common(cx, m);
     replica_options_are_not_on_a_master(cx, m);
+    trigger_capture_has_no_hooks(cx, m);
     for f in &m.fields {
         tracked_field_is_not_skipped(cx, f);
         optional_is_not_on_a_master(cx, f);
@@ -294,6 +295,7 @@ fn track_is_not_on_a_replica(cx: &Ctxt, f: &Field<'_>) {
 fn master_options_are_not_on_a_replica(cx: &Ctxt, m: &Model<'_>) {
     for span in [
         m.attrs.produce.span(),
+        m.attrs.capture_trigger.span(),
         m.attrs.filter.span(),
         m.attrs.meta.span(),
         m.attrs.correlation_id.span(),
@@ -324,6 +326,29 @@ fn replica_options_are_not_on_a_master(cx: &Ctxt, m: &Model<'_>) {
         cx.push(syn::Error::new(
             span,
             "this is an option of #[derive(Replica)]\n\nhelp: remove it from the master model",
+        ));
+    }
+}
+
+/// Trigger capture builds each message in SQL, inside the writing statement, where a Rust function
+/// cannot run: accepting a hook would send messages it never shaped.
+fn trigger_capture_has_no_hooks(cx: &Ctxt, m: &Model<'_>) {
+    if m.attrs.capture_trigger.get() != Some(&true) {
+        return;
+    }
+    for span in [
+        m.attrs.filter.span(),
+        m.attrs.meta.span(),
+        m.attrs.correlation_id.span(),
+        m.attrs.delete_custom.span(),
+        m.attrs.serializer.span(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cx.push(syn::Error::new(
+            span,
+            "`capture = \"trigger\"` builds messages in SQL, where this Rust hook cannot run\n\nhelp: remove the hook, or capture the model with `cqrs::atomic` (`capture = \"atomic\"`, the default)",
         ));
     }
 }

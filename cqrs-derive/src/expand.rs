@@ -78,6 +78,12 @@ pub fn master(input: &DeriveInput) -> TokenStream {
             quote!(.track(#column).expect("a tracked field is a column"))
         });
     let produce = model.attrs.produce.get().map(|on| quote!(.produce(#on)));
+    let capture = (model.attrs.capture_trigger.get() == Some(&true)).then(|| {
+        quote! {
+            .capture(#krate::__private::CaptureMode::Trigger)
+            .expect("the derive refuses hooks with trigger capture")
+        }
+    });
     let (filter, meta, correlation_id, delete_custom, serializer) = (
         option_path(&model.attrs.filter),
         option_path(&model.attrs.meta),
@@ -126,6 +132,7 @@ pub fn master(input: &DeriveInput) -> TokenStream {
                             delete_custom: #delete_custom,
                             serializer: #serializer,
                         })
+                        #capture
                 }
             }
         };

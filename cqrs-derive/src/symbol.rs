@@ -30,6 +30,7 @@ pub const SERIALIZER: Symbol = Symbol("serializer");
 pub const AFTER_APPLY: Symbol = Symbol("after_apply");
 pub const RETRY: Symbol = Symbol("retry");
 pub const ONLY_DIRECT_SYNCS: Symbol = Symbol("only_direct_syncs");
+pub const CAPTURE: Symbol = Symbol("capture");
 
 // `#[diesel(..)]` on the struct.
 pub const TABLE_NAME: Symbol = Symbol("table_name");

@@ -35,3 +35,4 @@ mod protocol;
 mod reconnect;
 mod rules;
 mod statements;
+mod triggers;

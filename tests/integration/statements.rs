@@ -68,13 +68,25 @@ fn table_state(db: &mut Db) -> Vec<(String, i32, i64)> {
     rows.iter()
         .map(|r| {
             let p: Vec<&str> = r.split(':').collect();
-            (p[0].to_string(), p[1].parse().unwrap(), p[2].parse().unwrap())
+            (
+                p[0].to_string(),
+                p[1].parse().unwrap(),
+                p[2].parse().unwrap(),
+            )
         })
         .collect()
 }
 
 /// (signal, name, revision, value, previous_data) of each outbox message, in order.
-fn sent(db: &mut Db) -> Vec<(SignalType, String, i32, serde_json::Value, serde_json::Value)> {
+fn sent(
+    db: &mut Db,
+) -> Vec<(
+    SignalType,
+    String,
+    i32,
+    serde_json::Value,
+    serde_json::Value,
+)> {
     outbox_messages(db)
         .into_iter()
         .map(|m| {
@@ -117,15 +129,27 @@ both!(
             let a = atomic(conn, |tx| {
                 let a: i64 = tx
                     .insert_into(s_items::table)
-                    .values(&NewSItem { name: "a", value: 1 })
+                    .values(&NewSItem {
+                        name: "a",
+                        value: 1,
+                    })
                     .returning(s_items::id)
                     .get_result()?;
                 let n = tx
                     .insert_into(s_items::table)
                     .values(&vec![
-                        NewSItem { name: "b", value: 1 },
-                        NewSItem { name: "c", value: 2 },
-                        NewSItem { name: "d", value: 3 },
+                        NewSItem {
+                            name: "b",
+                            value: 1,
+                        },
+                        NewSItem {
+                            name: "c",
+                            value: 2,
+                        },
+                        NewSItem {
+                            name: "d",
+                            value: 3,
+                        },
                     ])
                     .execute()?;
                 assert_eq!(n, 3);
@@ -169,7 +193,10 @@ both!(
                 assert_eq!((d, e), (1, 1));
                 let f: i64 = tx
                     .insert_into(s_items::table)
-                    .values(&NewSItem { name: "f", value: 6 })
+                    .values(&NewSItem {
+                        name: "f",
+                        value: 6,
+                    })
                     .returning(s_items::id)
                     .get_result()?;
                 tx.update(s_items::table.find(f))
@@ -240,7 +267,10 @@ both!(
         with_diesel!(&mut db, |conn| {
             atomic(conn, |tx| {
                 tx.insert_into(s_items::table)
-                    .values(&NewSItem { name: "a", value: 1 })
+                    .values(&NewSItem {
+                        name: "a",
+                        value: 1,
+                    })
                     .execute()
             })
             .unwrap();
@@ -252,7 +282,10 @@ both!(
                     .execute()?;
                 let failed = tx.savepoint(|tx| {
                     tx.insert_into(s_items::table)
-                        .values(&NewSItem { name: "b", value: 9 })
+                        .values(&NewSItem {
+                            name: "b",
+                            value: 9,
+                        })
                         .execute()?;
                     tx.update(s_items::table)
                         .set(s_items::value.eq(3))
@@ -289,26 +322,46 @@ fn insert_returns_whole_rows_as_diesel_does() {
     let (one, many, selected) = atomic(conn, |tx| {
         let one: SItem = tx
             .insert_into(s_items::table)
-            .values(&NewSItem { name: "a", value: 1 })
+            .values(&NewSItem {
+                name: "a",
+                value: 1,
+            })
             .get_result()?;
         let many: Vec<SItem> = tx
             .insert_into(s_items::table)
-            .values(&vec![NewSItem { name: "b", value: 2 }, NewSItem { name: "c", value: 3 }])
+            .values(&vec![
+                NewSItem {
+                    name: "b",
+                    value: 2,
+                },
+                NewSItem {
+                    name: "c",
+                    value: 3,
+                },
+            ])
             .get_results()?;
         let selected: SItem = tx
             .insert_into(s_items::table)
-            .values(&NewSItem { name: "d", value: 4 })
+            .values(&NewSItem {
+                name: "d",
+                value: 4,
+            })
             .returning(SItem::as_returning())
             .get_result()?;
         Ok((one, many, selected))
     })
     .unwrap();
-    assert_eq!((one.name.as_str(), one.value, one.cqrs_revision), ("a", 1, 0));
+    assert_eq!(
+        (one.name.as_str(), one.value, one.cqrs_revision),
+        ("a", 1, 0)
+    );
     assert_eq!(many.iter().map(|r| r.value).collect::<Vec<_>>(), [2, 3]);
     assert_eq!(selected.name, "d");
     let msgs = outbox_messages(&mut db);
     assert_eq!(
-        msgs.iter().map(|m| m.instance_pk.clone()).collect::<Vec<_>>(),
+        msgs.iter()
+            .map(|m| m.instance_pk.clone())
+            .collect::<Vec<_>>(),
         [one.id, many[0].id, many[1].id, selected.id].map(|id| json!(id))
     );
 }

@@ -9,6 +9,7 @@ mod diff;
 mod migrate;
 mod models;
 mod relay;
+mod triggers;
 
 use cqrs::{Error, Registry, Settings};
 
@@ -34,6 +35,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
+        Command::Triggers(args) => triggers::run(require_models(registry)?, &settings, &args),
         Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
         Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
         Command::Sync(args) => bulk::sync(require_models(registry)?, &settings, &args),

@@ -83,7 +83,9 @@ fn update_every_other(
     let mut n = 0;
     for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
         atomic(master, |tx| {
-            tx.update_with::<DemoItem, usize, Error>(id, |c| c.exec(update, vec![SqlValue::BigInt(*id)]))
+            tx.update_with::<DemoItem, usize, Error>(id, |c| {
+                c.exec(update, vec![SqlValue::BigInt(*id)])
+            })
         })?;
         n += 1;
         if i % 500 == 0 {

@@ -24,6 +24,7 @@
 mod commit;
 mod open;
 mod statements;
+pub mod triggers;
 
 pub use statements::{
     DeleteFrom, InsertInto, InsertReturning, InsertValues, MasterTable, UpdateSet, UpdateSource,
@@ -193,13 +194,26 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         self.conn
     }
 
-    fn spec<M: MasterModel>(&mut self) -> Arc<MasterSpec> {
+    /// The model's spec, remembered for the transaction. A trigger-captured model's triggers are
+    /// checked the first time: without them its writes would be sent by nobody.
+    fn spec<M: MasterModel>(&mut self) -> Result<Arc<MasterSpec>> {
+        if let Some(spec) = self.cap.borrow().specs.get(M::CQRS_ID) {
+            return Ok(spec.clone());
+        }
+        let spec = Arc::new(M::master_spec());
+        if triggers::captures(&spec, self.conn.backend()) {
+            triggers::require_installed(self.conn, &spec)?;
+        }
         self.cap
             .borrow_mut()
             .specs
-            .entry(M::CQRS_ID.to_string())
-            .or_insert_with(|| Arc::new(M::master_spec()))
-            .clone()
+            .insert(M::CQRS_ID.to_string(), spec.clone());
+        Ok(spec)
+    }
+
+    /// True when the database's triggers capture the model, so this transaction must not.
+    fn by_trigger(&self, spec: &MasterSpec) -> bool {
+        triggers::captures(spec, self.conn.backend())
     }
 
     fn key(spec: &MasterSpec, key: &impl Serialize) -> Result<SqlValue> {
@@ -255,7 +269,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// stamp is written at commit by the statement that also reads the rows' final state (one
     /// round trip for both); a key that names no row fails the commit.
     pub fn created_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<()> {
-        let spec = self.spec::<M>();
+        let spec = self.spec::<M>()?;
         let keys = keys
             .iter()
             .map(|k| Self::key(&spec, k))
@@ -268,6 +282,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     key.canonical_key()
                 )));
             }
+        }
+        if self.by_trigger(&spec) {
+            return Ok(());
         }
         for key in keys {
             self.remember(
@@ -317,8 +334,16 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// Both of the above: `strict` fails when a key names no row.
-    fn touch_keys<M: MasterModel>(&mut self, keys: &[impl Serialize], strict: bool) -> Result<usize> {
-        let spec = self.spec::<M>();
+    fn touch_keys<M: MasterModel>(
+        &mut self,
+        keys: &[impl Serialize],
+        strict: bool,
+    ) -> Result<usize> {
+        let spec = self.spec::<M>()?;
+        if self.by_trigger(&spec) {
+            // The update that follows fires the trigger, which bumps and captures.
+            return Ok(0);
+        }
         let mut fresh = Vec::new();
         for k in keys {
             let key = Self::key(&spec, k)?;
@@ -383,7 +408,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
 
     /// Delete rows and capture them (a bulk delete); returns how many existed.
     pub fn delete_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
-        let spec = self.spec::<M>();
+        let spec = self.spec::<M>()?;
         let t = spec.table();
         let backend = self.conn.backend();
         let mut keys = keys
@@ -393,7 +418,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         keys.sort_by_key(SqlValue::canonical_key);
         keys.dedup();
         let mut deleted = 0;
+        let by_trigger = self.by_trigger(&spec);
         for chunk in keys.chunks(backend.bind_limit()) {
+            if by_trigger {
+                deleted += self.delete_rows(t, chunk)?;
+                continue;
+            }
             let mut sql = format!(
                 "SELECT {} FROM {} WHERE {}",
                 rows::json_expr(backend, t, rows::all_columns(t)),
@@ -404,14 +434,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             push_list(backend, &mut sql, &mut binds, 1, t, chunk)?;
             sql.push_str(backend.for_update());
             let current = self.conn.load_text(&sql, binds.clone())?;
-            let mut sql = format!(
-                "DELETE FROM {} WHERE {}",
-                quote(t.table()),
-                quote(&t.key_column().name)
-            );
-            let mut del_binds = Vec::new();
-            push_list(backend, &mut sql, &mut del_binds, 1, t, chunk)?;
-            deleted += self.conn.exec(&sql, del_binds)?;
+            deleted += self.delete_rows(t, chunk)?;
             let at = now();
             for text in current {
                 let row = rows::typed_row(t, &text)?;
@@ -454,6 +477,19 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         Ok(deleted)
     }
 
+    /// `DELETE` the rows of `keys` (one chunk); how many there were.
+    fn delete_rows(&mut self, t: &crate::model::TableSpec, keys: &[SqlValue]) -> Result<usize> {
+        let backend = self.conn.backend();
+        let mut sql = format!(
+            "DELETE FROM {} WHERE {}",
+            quote(t.table()),
+            quote(&t.key_column().name)
+        );
+        let mut binds = Vec::new();
+        push_list(backend, &mut sql, &mut binds, 1, t, keys)?;
+        self.conn.exec(&sql, binds)
+    }
+
     /// Send the row's current state as a SYNC at commit: broadcast (`queue` None) or directed to
     /// one replica's queue. The revision does not change.
     pub fn sync<M: MasterModel>(
@@ -461,7 +497,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         key: &impl Serialize,
         queue: Option<&str>,
     ) -> Result<()> {
-        let spec = self.spec::<M>();
+        let spec = self.spec::<M>()?;
         let key = Self::key(&spec, key)?;
         self.cap.borrow_mut().syncs.push(SyncRequest {
             cqrs_id: M::CQRS_ID.to_string(),

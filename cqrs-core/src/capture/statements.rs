@@ -184,7 +184,10 @@ where
     where
         Returning<InsertStatement<T, U>, T::PrimaryKey>: Query + LoadQuery<'q, C, T::Key>,
     {
-        let keys: Vec<T::Key> = self.statement.returning(self.pk).get_results(self.tx.conn)?;
+        let keys: Vec<T::Key> = self
+            .statement
+            .returning(self.pk)
+            .get_results(self.tx.conn)?;
         self.tx.created_many::<M>(&keys)?;
         Ok(keys.len())
     }

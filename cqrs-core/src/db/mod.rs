@@ -210,6 +210,8 @@ pub trait SqlConn {
     fn backend(&self) -> Backend;
     /// Execute one statement with typed binds; returns the affected row count.
     fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize>;
+    /// Execute several statements without binds (a script: DDL, function bodies).
+    fn exec_script(&mut self, sql: &str) -> Result<()>;
     /// Rows of a query whose single column `j` is text (JSON documents built in SQL).
     fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>>;
     /// Begin a write transaction (`BEGIN IMMEDIATE` on SQLite), or a savepoint when one is open.
@@ -243,6 +245,9 @@ macro_rules! sql_conn_impl {
                 $bind(diesel::sql_query(sql).into_boxed(), binds)
                     .execute(self)
                     .map_err(Error::from)
+            }
+            fn exec_script(&mut self, sql: &str) -> Result<()> {
+                diesel::connection::SimpleConnection::batch_execute(self, sql).map_err(Error::from)
             }
             fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>> {
                 $bind(diesel::sql_query(sql).into_boxed(), binds)
@@ -309,6 +314,9 @@ impl SqlConn for Db {
     }
     fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
         self.execute(sql, binds)
+    }
+    fn exec_script(&mut self, sql: &str) -> Result<()> {
+        self.batch_execute(sql)
     }
     fn load_text(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<Vec<String>> {
         match self {

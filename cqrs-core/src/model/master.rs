@@ -54,6 +54,17 @@ pub struct MasterHooks {
     pub delete_custom: Option<fn(&InstanceData) -> Option<serde_json::Value>>,
 }
 
+impl MasterHooks {
+    /// True if any hook is set.
+    pub fn any(&self) -> bool {
+        self.filter.is_some()
+            || self.meta.is_some()
+            || self.correlation_id.is_some()
+            || self.serializer.is_some()
+            || self.delete_custom.is_some()
+    }
+}
+
 impl std::fmt::Debug for MasterHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterHooks")
@@ -64,6 +75,18 @@ impl std::fmt::Debug for MasterHooks {
             .field("serializer", &self.serializer.is_some())
             .finish()
     }
+}
+
+/// Who writes a master model's outbox rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaptureMode {
+    /// [`crate::atomic`] does, in Rust: only writes made through its [`crate::Tx`] are captured.
+    #[default]
+    Atomic,
+    /// PostgreSQL triggers on the table do (installed by `cqrs triggers install`), so every write
+    /// is captured, whoever makes it; `atomic` leaves those rows to them. On SQLite, which has no
+    /// such triggers here, `atomic` captures as in [`CaptureMode::Atomic`].
+    Trigger,
 }
 
 /// A master table: the columns that go on the wire, which are tracked, and the master options.
@@ -87,6 +110,7 @@ pub struct MasterSpec {
     tracked: Vec<bool>,
     produce: bool,
     hooks: MasterHooks,
+    capture: CaptureMode,
 }
 
 impl MasterSpec {
@@ -98,6 +122,7 @@ impl MasterSpec {
             tracked,
             produce: true,
             hooks: MasterHooks::default(),
+            capture: CaptureMode::Atomic,
         }
     }
 
@@ -122,6 +147,26 @@ impl MasterSpec {
     pub fn produce(mut self, on: bool) -> Self {
         self.produce = on;
         self
+    }
+
+    /// Choose who captures the model's changes. Trigger capture runs in SQL, where the Rust hooks
+    /// (`filter`, `meta`, `correlation_id`, `serializer`, `delete_custom`) cannot: a spec with
+    /// both is refused.
+    pub fn capture(mut self, mode: CaptureMode) -> Result<Self> {
+        if mode == CaptureMode::Trigger && self.hooks.any() {
+            return Err(Error::config(format!(
+                "master `{}`: trigger capture runs in SQL and cannot call the model's Rust hooks ({:?}): capture it with atomic",
+                self.table.cqrs_id(),
+                self.hooks
+            )));
+        }
+        self.capture = mode;
+        Ok(self)
+    }
+
+    /// Who captures the model's changes.
+    pub fn capture_mode(&self) -> CaptureMode {
+        self.capture
     }
 
     /// Set the hooks.

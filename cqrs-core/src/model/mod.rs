@@ -8,7 +8,9 @@ pub mod master;
 pub mod replica;
 pub mod spec;
 
-pub use master::{Correlation, CorrelationId, MasterHooks, MasterModel, MasterSpec, Serializer};
+pub use master::{
+    CaptureMode, Correlation, CorrelationId, MasterHooks, MasterModel, MasterSpec, Serializer,
+};
 pub use replica::{
     AfterApply, ApplyStats, BatchReport, Change, Outcome, Replica, ReplicaHooks, ReplicaModel,
     Retry,

@@ -150,7 +150,9 @@ pub fn raise_to(conn: &mut PgConnection, floor: i64) -> cqrs::Result<usize> {
 
 /// Delete a typed row (its DELETE carries the UUID as a string, unlike django-cqrs 3.1.0).
 pub fn delete_typed(conn: &mut PgConnection, id: uuid::Uuid) -> cqrs::Result<bool> {
-    cqrs::atomic(conn, |tx| Ok(tx.delete(typed::table.find(id)).execute()? == 1))
+    cqrs::atomic(conn, |tx| {
+        Ok(tx.delete(typed::table.find(id)).execute()? == 1)
+    })
 }
 
 /// Every item, by id (for comparisons).
