@@ -210,7 +210,8 @@ pub struct DeadLettersArgs {
 #[derive(Debug, Args)]
 pub struct TriggersArgs {
     /// install: create or replace the triggers; check: report any that is missing, disabled or
-    /// differs from its model, and exit 1 if one does
+    /// differs from its model, and exit 1 if one does; uninstall: drop them (capture returns to
+    /// atomic only once the model no longer says `capture = "trigger"`)
     #[arg(value_enum)]
     pub action: TriggerAction,
     /// Only these models (repeatable; default: every master with `capture = "trigger"`)
@@ -225,6 +226,8 @@ pub enum TriggerAction {
     Install,
     /// Compare with the models
     Check,
+    /// Drop
+    Uninstall,
 }
 
 /// What `dead-letters` does.

@@ -38,9 +38,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cqrs::capture::triggers;
 use cqrs::db::{Db, SqlConn};
 use cqrs::value::SqlValue;
-use cqrs::{Error, Relay, atomic};
+use cqrs::{Error, MasterModel, Relay, atomic};
 use cqrs_tests::items::{self, CQRS_ID, MASTER_TABLE, REPLICA_TABLE, SoakItem};
 use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
 
@@ -400,16 +401,49 @@ impl Bench {
         Ok(vec![pg, sqlite])
     }
 
-    /// Capture against the same inserts without capture: rows (1 row/txn: transactions) per second.
+    /// Capture by `atomic` and by triggers against the same inserts without capture: rows (1
+    /// row/txn: transactions) per second.
     fn capture(&mut self, args: &Args, writers: usize, rows: usize) -> cqrs::Result<()> {
-        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut with, mut without, mut by_trigger) = (Vec::new(), Vec::new(), Vec::new());
+        let trigger_spec = SoakItem::master_spec()
+            .capture(cqrs::model::CaptureMode::Trigger)
+            .expect("the soak model has no hooks");
         for _ in 0..args.runs {
             self.clear_master()?;
-            without.push(write(&self.master.url, writers, rows, false, args.seconds)?);
+            without.push(write(
+                &self.master.url,
+                writers,
+                rows,
+                Capture::None,
+                args.seconds,
+            )?);
             self.clear_master()?;
-            with.push(write(&self.master.url, writers, rows, true, args.seconds)?);
+            with.push(write(
+                &self.master.url,
+                writers,
+                rows,
+                Capture::Atomic,
+                args.seconds,
+            )?);
+            self.clear_master()?;
+            // Installed for this measurement only: the other figures capture with atomic, and
+            // clearing the table truncates it (which the triggers refuse).
+            triggers::install(&mut self.master.connect(), &trigger_spec)?;
+            let rate = write(&self.master.url, writers, rows, Capture::None, args.seconds);
+            triggers::uninstall(&mut self.master.connect(), &trigger_spec)?;
+            by_trigger.push(rate?);
+            let (written, queued) = (
+                count(&self.master.url, MASTER_TABLE),
+                count(&self.master.url, "cqrs_outbox"),
+            );
+            if written != queued {
+                self.problems.push(format!(
+                    "capture by triggers: {written} rows written but {queued} messages queued"
+                ));
+            }
         }
         self.clear_master()?;
+        let without = median(without);
         let unit = if rows == 1 { "txn/s" } else { "rows/s" };
         let plural = if writers == 1 { "" } else { "s" };
         let rows_plural = if rows == 1 { "" } else { "s" };
@@ -418,7 +452,14 @@ impl Bench {
             median(with),
             unit,
             &format!("BEGIN; {rows}× INSERT; COMMIT, {writers} writer{plural}"),
-            Some(median(without)),
+            Some(without),
+        );
+        self.add(
+            format!("capture by triggers, {rows} row{rows_plural}/txn, {writers} writer{plural}"),
+            median(by_trigger),
+            unit,
+            &format!("BEGIN; {rows}× INSERT; COMMIT, {writers} writer{plural}"),
+            Some(without),
         );
         Ok(())
     }
@@ -559,7 +600,13 @@ impl Bench {
         let (mut alone, mut through) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
             stack.clear_master()?;
-            alone.push(write(&stack.master, 4, rows, true, args.seconds)?);
+            alone.push(write(
+                &stack.master,
+                4,
+                rows,
+                Capture::Atomic,
+                args.seconds,
+            )?);
             stack.clear_master()?;
             stack.clear_replica()?;
             let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
@@ -572,7 +619,7 @@ impl Bench {
             // Both connected and idle before the load starts.
             std::thread::sleep(Duration::from_millis(1500));
             let started = Instant::now();
-            let written = write(&stack.master, 4, rows, true, args.seconds)
+            let written = write(&stack.master, 4, rows, Capture::Atomic, args.seconds)
                 .map(|rate| (rate * args.seconds).round() as usize);
             let done = written.as_ref().is_ok_and(|n| {
                 wait_for(Duration::from_secs(300), || {
@@ -991,7 +1038,7 @@ impl Bench {
 
 /// `writers` threads writing transactions of `rows` inserts for `secs`, captured or not; rows/s
 /// (with 1 row per transaction, transactions/s).
-fn write(url: &str, writers: usize, rows: usize, capture: bool, secs: f64) -> cqrs::Result<f64> {
+fn write(url: &str, writers: usize, rows: usize, capture: Capture, secs: f64) -> cqrs::Result<f64> {
     let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     std::thread::scope(|s| -> cqrs::Result<()> {
@@ -1018,8 +1065,17 @@ fn write(url: &str, writers: usize, rows: usize, capture: bool, secs: f64) -> cq
     Ok(done.load(Ordering::Relaxed) as f64 / secs)
 }
 
+/// Whether a bench transaction captures its rows through `atomic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// A plain transaction: nothing captures, or the table's triggers do.
+    None,
+    /// Through `atomic`.
+    Atomic,
+}
+
 /// One transaction of `rows` inserts (the application's statement), captured or not.
-fn transaction(db: &mut Db, rows: usize, capture: bool, first: u64) -> cqrs::Result<()> {
+fn transaction(db: &mut Db, rows: usize, capture: Capture, first: u64) -> cqrs::Result<()> {
     let (insert, _) = items::statements(db.backend());
     let binds = |k: u64| {
         vec![
@@ -1028,7 +1084,7 @@ fn transaction(db: &mut Db, rows: usize, capture: bool, first: u64) -> cqrs::Res
             SqlValue::Null(cqrs::value::ColumnType::Text),
         ]
     };
-    if capture {
+    if capture == Capture::Atomic {
         atomic(db, |tx| {
             for k in first..first + rows as u64 {
                 tx.create_with::<SoakItem, String, Error>(|c| {
@@ -1061,7 +1117,7 @@ fn generate(db: &mut Db, table: &str, n: usize) -> cqrs::Result<()> {
 fn fill(url: &str, n: usize) -> cqrs::Result<()> {
     let mut db = Db::connect(url)?;
     for start in (0..n).step_by(100) {
-        transaction(&mut db, 100.min(n - start), true, start as u64)?;
+        transaction(&mut db, 100.min(n - start), Capture::Atomic, start as u64)?;
     }
     Ok(())
 }
@@ -1082,7 +1138,7 @@ fn offered(url: &str, writers: usize, rate: f64, secs: f64) -> cqrs::Result<usiz
                         if let Some(wait) = (pace * i as u32).checked_sub(origin.elapsed()) {
                             std::thread::sleep(wait);
                         }
-                        transaction(&mut db, 1, true, (w * n + i) as u64)?;
+                        transaction(&mut db, 1, Capture::Atomic, (w * n + i) as u64)?;
                     }
                     Ok(mine)
                 })

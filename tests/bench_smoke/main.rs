@@ -34,6 +34,8 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
     for wanted in [
         "capture, 1 row/txn, 1 writer",
         "capture, 100 rows/txn, 4 writers",
+        "capture by triggers, 1 row/txn, 1 writer",
+        "capture by triggers, 100 rows/txn, 4 writers",
         "relay alone",
         "consume -w 1",
         "consume -w 2",

@@ -520,4 +520,16 @@ fn check_reports_triggers_that_differ_from_the_model() {
     assert_eq!(cli("install"), std::process::ExitCode::SUCCESS);
     assert_eq!(cli("check"), std::process::ExitCode::SUCCESS);
     assert!(triggers::check(&mut db, &spec).unwrap().is_empty());
+    assert_eq!(cli("uninstall"), std::process::ExitCode::SUCCESS);
+    assert_eq!(
+        triggers::check(&mut db, &spec).unwrap().len(),
+        10,
+        "5 functions, 5 triggers"
+    );
+    db.batch_execute("INSERT INTO t_items (id, name) VALUES (1, 'a')")
+        .unwrap();
+    assert!(
+        sent(&mut db).is_empty(),
+        "nothing captures plain SQL any more"
+    );
 }

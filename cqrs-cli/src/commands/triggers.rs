@@ -27,6 +27,17 @@ pub(crate) fn run(
             }
             Ok(())
         }
+        TriggerAction::Uninstall => {
+            for spec in &specs {
+                triggers::uninstall(&mut db, spec)?;
+                eprintln!(
+                    "removed the triggers of {} from table {}",
+                    spec.table().cqrs_id(),
+                    spec.table().table()
+                );
+            }
+            Ok(())
+        }
         TriggerAction::Check => {
             let mut problems = 0;
             for spec in &specs {

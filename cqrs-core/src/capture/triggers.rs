@@ -87,6 +87,28 @@ pub fn install_sql(spec: &MasterSpec) -> Result<String> {
     Ok(sql)
 }
 
+/// The script that removes a model's triggers and their functions (back to capture by `atomic`).
+pub fn uninstall_sql(spec: &MasterSpec) -> Result<String> {
+    let g = generate(spec)?;
+    Ok(g.functions
+        .iter()
+        .map(|(name, _)| {
+            format!(
+                "DROP TRIGGER IF EXISTS {n} ON {t};\nDROP FUNCTION IF EXISTS {n}();\n",
+                n = quote(name),
+                t = quote(&g.table)
+            )
+        })
+        .collect())
+}
+
+/// Remove a model's triggers, in one transaction.
+pub fn uninstall<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<()> {
+    postgres_only(conn, spec)?;
+    let sql = uninstall_sql(spec)?;
+    crate::db::in_transaction(conn, |c| c.exec_script(&sql))
+}
+
 /// Install (or replace) a model's triggers, in one transaction.
 pub fn install<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<()> {
     postgres_only(conn, spec)?;
