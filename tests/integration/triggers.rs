@@ -282,7 +282,7 @@ fn plain_sql_writes_are_captured_with_the_rules_of_atomic() {
         ),
         (
             "BEGIN; DELETE FROM t_items WHERE id = 1; INSERT INTO t_items (id, name) VALUES (1, 'again'); COMMIT;",
-            "re-creating it in the same transaction",
+            "inserted again: re-creating it in the same transaction is not captured",
         ),
     ] {
         let err = db.batch_execute(sql).unwrap_err();

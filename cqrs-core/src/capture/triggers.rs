@@ -269,9 +269,6 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
         "
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF EXISTS ({pending_new}) THEN
-            RAISE EXCEPTION 'cqrs: % pk % was deleted earlier in this transaction: re-creating it in the same transaction is not captured', {lit}, {pk_new};
-        END IF;
         NEW.cqrs_revision := 0;
         NEW.cqrs_updated := clock_timestamp();
         RETURN NEW;
@@ -291,18 +288,26 @@ BEGIN
     RETURN NEW;
 END
 ",
-        pending_new = pending("NEW"),
         pending_old = pending("OLD"),
         pk_new = pk_text("NEW"),
         pk_old = pk_text("OLD"),
     );
 
+    // A key with a pending row of the transaction was deleted earlier in it (a row created and
+    // deleted leaves none): found by the unique index instead of a lookup per row.
     let inserted = format!(
         "
+DECLARE
+    queued bigint;
 BEGIN
     {insert_into}
     SELECT gen_random_uuid(), {lit}, 'SAVE', {pk}, {lit}, {body}, txid_current(), NULL
-    FROM cqrs_new AS n;
+    FROM cqrs_new AS n
+    {on_conflict} DO NOTHING;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued < (SELECT count(*) FROM cqrs_new) THEN
+        RAISE EXCEPTION 'cqrs: a % key deleted earlier in this transaction was inserted again: re-creating it in the same transaction is not captured', {lit};
+    END IF;
     RETURN NULL;
 END
 ",
