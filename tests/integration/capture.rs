@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs::db::SqlConn;
 use cqrs::transport::memory::MemoryBroker;
-use cqrs::{Consumer, Db, Error, Message, Registry, Relay, Settings, SignalType, Tx, atomic};
+use cqrs::{
+    Consumer, Db, Error, MasterModel, Message, Registry, Relay, Settings, SignalType, Tx, atomic,
+};
 use cqrs_tests::*;
 use serde_json::{Value, json};
 
@@ -43,13 +45,73 @@ struct MItem {
     cqrs_updated: DateTime<Utc>,
 }
 
+/// The same table captured by PostgreSQL triggers (`capture = "trigger"`: no hooks).
+#[allow(dead_code)]
+#[derive(cqrs::Master)]
+#[diesel(table_name = m_items)]
+#[cqrs(id = "item", capture = "trigger")]
+struct MItemByTrigger {
+    id: i64,
+    name: String,
+    #[cqrs(track)]
+    value: i64,
+    updated: DateTime<Utc>,
+    #[cqrs(skip)]
+    secret: String,
+    #[cqrs(rename = "owner", track)]
+    owner_id: Option<i64>,
+    cqrs_revision: i32,
+    cqrs_updated: DateTime<Utc>,
+}
+
+/// A master of `m_items` the capture rule tests run with, in each capture mode.
+trait RuleModel: MasterModel {
+    /// True when the table's triggers capture.
+    const BY_TRIGGER: bool = false;
+    /// Make the test database ready for this mode.
+    fn prepare(_db: &mut Db) {}
+}
+
+impl RuleModel for MItem {}
+
+impl RuleModel for MItemByTrigger {
+    const BY_TRIGGER: bool = true;
+    fn prepare(db: &mut Db) {
+        cqrs::capture::triggers::install(db, &Self::master_spec()).unwrap();
+    }
+}
+
+/// A capture rule test, run captured by atomic on both backends and by triggers on PostgreSQL:
+/// `name::postgres`, `name::sqlite`, `name::postgres_by_trigger`.
+macro_rules! modes {
+    ($(#[$meta:meta])* fn $name:ident<M>($kind:ident: Kind) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run<M: RuleModel>($kind: Kind) $body
+            #[test]
+            fn postgres() { run::<MItem>(Kind::Postgres) }
+            #[test]
+            fn sqlite() { run::<MItem>(Kind::Sqlite) }
+            #[test]
+            fn postgres_by_trigger() { run::<MItemByTrigger>(Kind::Postgres) }
+        }
+    };
+}
+
 /// is_sync_instance: rows named "hidden" are not sent.
 pub fn not_hidden(data: &serde_json::Map<String, Value>) -> bool {
     data.get("name") != Some(&json!("hidden"))
 }
 
-fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cqrs::Result<i64> {
-    tx.create_with::<MItem, i64, Error>(|c| {
+fn insert<M: MasterModel>(
+    tx: &mut Tx<'_, Db>,
+    name: &str,
+    value: i64,
+    owner: Option<i64>,
+) -> cqrs::Result<i64> {
+    tx.create_with::<M, i64, Error>(|c| {
         let sql = sql_for(c, "INSERT INTO m_items (name, value, updated, secret, owner_id) VALUES ($1, $2, $3, 'sssh', $4) RETURNING CAST(id AS TEXT) AS j");
         let owner = owner.map_or(cqrs::value::SqlValue::Null(cqrs::value::ColumnType::BigInt), cqrs::value::SqlValue::BigInt);
         let rows = c.load_text(&sql, vec![name.into_sql(), cqrs::value::SqlValue::BigInt(value), cqrs::value::SqlValue::Timestamptz(at(value)), owner])?;
@@ -57,8 +119,8 @@ fn insert(tx: &mut Tx<'_, Db>, name: &str, value: i64, owner: Option<i64>) -> cq
     })
 }
 
-fn set_value(tx: &mut Tx<'_, Db>, id: i64, value: i64) -> cqrs::Result<usize> {
-    tx.update_with::<MItem, usize, Error>(&id, |c| {
+fn set_value<M: MasterModel>(tx: &mut Tx<'_, Db>, id: i64, value: i64) -> cqrs::Result<usize> {
+    tx.update_with::<M, usize, Error>(&id, |c| {
         let sql = sql_for(c, "UPDATE m_items SET value = $1 WHERE id = $2");
         c.exec(
             &sql,
@@ -83,11 +145,12 @@ fn revision(db: &mut Db, id: i64) -> i32 {
     master_items(db)[&id].3
 }
 
-both!(
-    fn create_sends_one_save_at_revision_0(kind: Kind) {
+modes!(
+    fn create_sends_one_save_at_revision_0<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "widget", 42, Some(7))).unwrap();
+        M::prepare(&mut db);
+        let id = atomic(&mut db, |tx| insert::<M>(tx, "widget", 42, Some(7))).unwrap();
         let msgs = outbox_messages(&mut db);
         assert_eq!(msgs.len(), 1);
         let m = &msgs[0];
@@ -113,7 +176,7 @@ both!(
         let t = TestDb::new(kind);
         let mut db = t.connect();
         let err = atomic(&mut db, |tx| {
-            insert(tx, "kept?", 1, None)?;
+            insert::<MItem>(tx, "kept?", 1, None)?;
             tx.created::<MItem>(&987_654_i64)
         })
         .unwrap_err();
@@ -130,8 +193,8 @@ both!(
         // A created row updated and synced in its own transaction: one SAVE at revision 0 with
         // the final values, and the SYNC of the same state.
         let id = atomic(&mut db, |tx| {
-            let id = insert(tx, "a", 1, None)?;
-            set_value(tx, id, 5)?;
+            let id = insert::<MItem>(tx, "a", 1, None)?;
+            set_value::<MItem>(tx, id, 5)?;
             tx.sync::<MItem>(&id, None)?;
             Ok(id)
         })
@@ -148,15 +211,16 @@ both!(
     }
 );
 
-both!(
-    fn updates_in_separate_transactions_bump_once_each(kind: Kind) {
+modes!(
+    fn updates_in_separate_transactions_bump_once_each<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
-        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap();
+        M::prepare(&mut db);
+        let id = atomic(&mut db, |tx| insert::<M>(tx, "a", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value::<M>(tx, id, 2)).unwrap();
         atomic(&mut db, |tx| {
-            set_value(tx, id, 3)?;
-            set_value(tx, id, 4) // same row twice in one transaction: one bump, one message
+            set_value::<M>(tx, id, 3)?;
+            set_value::<M>(tx, id, 4) // same row twice in one transaction: one bump, one message
         })
         .unwrap();
         let msgs = outbox_messages(&mut db);
@@ -184,12 +248,13 @@ both!(
     }
 );
 
-both!(
-    fn rollback_writes_no_outbox_row(kind: Kind) {
+modes!(
+    fn rollback_writes_no_outbox_row<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
+        M::prepare(&mut db);
         let r: cqrs::Result<()> = atomic(&mut db, |tx| {
-            insert(tx, "a", 1, None)?;
+            insert::<M>(tx, "a", 1, None)?;
             Err(Error::apply("the application changed its mind"))
         });
         assert!(r.is_err());
@@ -198,19 +263,23 @@ both!(
     }
 );
 
-both!(
-    fn savepoint_rolled_back_inside_a_committed_transaction(kind: Kind) {
+modes!(
+    fn savepoint_rolled_back_inside_a_committed_transaction<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
+        M::prepare(&mut db);
         let (a, b) = atomic(&mut db, |tx| {
-            Ok((insert(tx, "a", 1, None)?, insert(tx, "b", 1, None)?))
+            Ok((
+                insert::<M>(tx, "a", 1, None)?,
+                insert::<M>(tx, "b", 1, None)?,
+            ))
         })
         .unwrap();
         atomic(&mut db, |tx| {
-            set_value(tx, a, 10)?;
+            set_value::<M>(tx, a, 10)?;
             let inner: cqrs::Result<()> = tx.savepoint(|tx| {
-                set_value(tx, b, 20)?;
-                set_value(tx, a, 11)?;
+                set_value::<M>(tx, b, 20)?;
+                set_value::<M>(tx, a, 11)?;
                 Err(Error::apply("rolled back"))
             });
             assert!(inner.is_err());
@@ -232,15 +301,16 @@ both!(
     }
 );
 
-both!(
-    fn create_then_update_stays_at_revision_0_and_create_then_delete_sends_nothing(kind: Kind) {
+modes!(
+    fn create_then_update_stays_at_revision_0_and_create_then_delete_sends_nothing<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
+        M::prepare(&mut db);
         let id = atomic(&mut db, |tx| {
-            let id = insert(tx, "a", 1, None)?;
-            set_value(tx, id, 5)?;
-            let gone = insert(tx, "gone", 1, None)?;
-            assert!(tx.delete_key::<MItem>(&gone)?);
+            let id = insert::<M>(tx, "a", 1, None)?;
+            set_value::<M>(tx, id, 5)?;
+            let gone = insert::<M>(tx, "gone", 1, None)?;
+            assert!(tx.delete_key::<M>(&gone)?);
             Ok(id)
         })
         .unwrap();
@@ -257,15 +327,16 @@ both!(
     }
 );
 
-both!(
-    fn update_then_delete_sends_one_delete_with_last_published_plus_one(kind: Kind) {
+modes!(
+    fn update_then_delete_sends_one_delete_with_last_published_plus_one<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
-        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap(); // published rev 1
+        M::prepare(&mut db);
+        let id = atomic(&mut db, |tx| insert::<M>(tx, "a", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value::<M>(tx, id, 2)).unwrap(); // published rev 1
         atomic(&mut db, |tx| {
-            set_value(tx, id, 3)?;
-            tx.delete_key::<MItem>(&id)
+            set_value::<M>(tx, id, 3)?;
+            tx.delete_key::<M>(&id)
         })
         .unwrap();
         let msgs = outbox_messages(&mut db);
@@ -281,8 +352,8 @@ both!(
             (json!(id), 2)
         );
         // A plain delete of a row at revision 0 sends revision 1.
-        let other = atomic(&mut db, |tx| insert(tx, "b", 1, None)).unwrap();
-        atomic(&mut db, |tx| tx.delete_key::<MItem>(&other)).unwrap();
+        let other = atomic(&mut db, |tx| insert::<M>(tx, "b", 1, None)).unwrap();
+        atomic(&mut db, |tx| tx.delete_key::<M>(&other)).unwrap();
         assert_eq!(
             outbox_messages(&mut db).last().unwrap().revision().unwrap(),
             1
@@ -290,13 +361,14 @@ both!(
     }
 );
 
-both!(
-    fn bulk_create_update_delete(kind: Kind) {
+modes!(
+    fn bulk_create_update_delete<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
+        M::prepare(&mut db);
         let ids = atomic(&mut db, |tx| {
             (0..3)
-                .map(|i| insert(tx, "bulk", i, None))
+                .map(|i| insert::<M>(tx, "bulk", i, None))
                 .collect::<cqrs::Result<Vec<_>>>()
         })
         .unwrap();
@@ -308,7 +380,7 @@ both!(
             3
         );
         let touched = atomic(&mut db, |tx| {
-            let n = tx.touch_many::<MItem>(&ids)?;
+            let n = tx.touch_many::<M>(&ids)?;
             let sql = sql_for(
                 tx.conn(),
                 "UPDATE m_items SET value = value + 100 WHERE name = $1",
@@ -317,7 +389,8 @@ both!(
             Ok(n)
         })
         .unwrap();
-        assert_eq!(touched, 3);
+        // A trigger-captured model is touched by the update's trigger, not by touch_many.
+        assert_eq!(touched, if M::BY_TRIGGER { 0 } else { 3 });
         let msgs = outbox_messages(&mut db);
         assert_eq!(
             msgs[3..]
@@ -329,14 +402,14 @@ both!(
                 .collect::<Vec<_>>(),
             [(1, true); 3]
         );
-        let empty = atomic(&mut db, |tx| tx.touch_many::<MItem>(&[] as &[i64])).unwrap();
+        let empty = atomic(&mut db, |tx| tx.touch_many::<M>(&[] as &[i64])).unwrap();
         assert_eq!(empty, 0);
         assert_eq!(
             outbox_messages(&mut db).len(),
             6,
             "an empty bulk update sends nothing"
         );
-        let deleted = atomic(&mut db, |tx| tx.delete_many::<MItem>(&ids)).unwrap();
+        let deleted = atomic(&mut db, |tx| tx.delete_many::<M>(&ids)).unwrap();
         assert_eq!(deleted, 3);
         let msgs = outbox_messages(&mut db);
         assert_eq!(
@@ -353,8 +426,8 @@ both!(
     fn filtered_rows_count_revisions_but_send_nothing(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "hidden", 1, None)).unwrap();
-        atomic(&mut db, |tx| set_value(tx, id, 2)).unwrap();
+        let id = atomic(&mut db, |tx| insert::<MItem>(tx, "hidden", 1, None)).unwrap();
+        atomic(&mut db, |tx| set_value::<MItem>(tx, id, 2)).unwrap();
         assert!(outbox_messages(&mut db).is_empty());
         assert_eq!(revision(&mut db, id), 1);
         // As django-cqrs: neither a SYNC nor the DELETE of a row the filter hides is sent.
@@ -392,7 +465,7 @@ both!(
     fn a_master_that_does_not_produce_sends_no_sync(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        let id = atomic(&mut db, |tx| insert::<MItem>(tx, "a", 1, None)).unwrap();
         db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
         atomic(&mut db, |tx| {
             tx.sync::<MQuiet>(&id, None)?;
@@ -403,14 +476,15 @@ both!(
     }
 );
 
-both!(
-    fn sync_broadcast_and_directed(kind: Kind) {
+modes!(
+    fn sync_broadcast_and_directed<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        M::prepare(&mut db);
+        let id = atomic(&mut db, |tx| insert::<M>(tx, "a", 1, None)).unwrap();
         atomic(&mut db, |tx| {
-            tx.sync::<MItem>(&id, None)?;
-            tx.sync::<MItem>(&id, Some("replica_a"))
+            tx.sync::<M>(&id, None)?;
+            tx.sync::<M>(&id, Some("replica_a"))
         })
         .unwrap();
         let broker = MemoryBroker::new();
@@ -444,7 +518,7 @@ both!(
 fn concurrent_updates_of_one_row_lose_no_increment_postgres() {
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
-    let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+    let id = atomic(&mut db, |tx| insert::<MItem>(tx, "a", 1, None)).unwrap();
     let barrier = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         for v in [10, 20] {
@@ -452,7 +526,7 @@ fn concurrent_updates_of_one_row_lose_no_increment_postgres() {
             s.spawn(move || {
                 let mut db = t.connect();
                 barrier.wait();
-                atomic(&mut db, |tx| set_value(tx, id, v)).unwrap();
+                atomic(&mut db, |tx| set_value::<MItem>(tx, id, v)).unwrap();
             });
         }
     });
@@ -474,8 +548,8 @@ fn messages_match_the_captured_django_forms() {
     let mut db = t.connect();
     let broker = MemoryBroker::new();
     broker.declare_replica_queue("q", &["item"]);
-    let id = atomic(&mut db, |tx| insert(tx, "widget", 42, None)).unwrap();
-    atomic(&mut db, |tx| set_value(tx, id, 43)).unwrap();
+    let id = atomic(&mut db, |tx| insert::<MItem>(tx, "widget", 42, None)).unwrap();
+    atomic(&mut db, |tx| set_value::<MItem>(tx, id, 43)).unwrap();
     atomic(&mut db, |tx| tx.delete_key::<MItem>(&id)).unwrap();
     let mut relay = Relay::new(t.connect(), broker.clone(), Settings::default());
     relay.run_once().unwrap();
@@ -533,13 +607,13 @@ both!(
         // A mixed workload: creates, updates, a bulk update, deletes, a sync.
         let ids: Vec<i64> = atomic(&mut db, |tx| {
             (0..40)
-                .map(|i| insert(tx, &format!("n{i}"), i, Some(i)))
+                .map(|i| insert::<MItem>(tx, &format!("n{i}"), i, Some(i)))
                 .collect()
         })
         .unwrap();
         for round in 0..3 {
             for id in ids.iter().filter(|id| *id % 3 == round) {
-                atomic(&mut db, |tx| set_value(tx, *id, id * 10 + round)).unwrap();
+                atomic(&mut db, |tx| set_value::<MItem>(tx, *id, id * 10 + round)).unwrap();
             }
         }
         atomic(&mut db, |tx| tx.touch_many::<MItem>(&ids[..10]).map(drop)).unwrap();
@@ -616,8 +690,8 @@ fn triple_shuffle_from_capture(kind: Kind, cases: u32) {
                 for &(op, slot, v) in ops {
                     let pick = (!live.is_empty()).then(|| live[slot % live.len()]);
                     match (op, pick) {
-                        (0, _) | (_, None) => live.push(insert(tx, "p", v, Some(v))?),
-                        (1, Some(id)) => { set_value(tx, id, v)?; }
+                        (0, _) | (_, None) => live.push(insert::<MItem>(tx, "p", v, Some(v))?),
+                        (1, Some(id)) => { set_value::<MItem>(tx, id, v)?; }
                         (2, Some(_)) => { let some: Vec<i64> = live.iter().copied().filter(|id| id % 2 == v % 2).collect(); tx.touch_many::<MItem>(&some)?; }
                         (3, Some(id)) => { tx.delete_key::<MItem>(&id)?; live.retain(|l| *l != id); }
                         (_, Some(id)) => tx.sync::<MItem>(&id, None)?,
@@ -777,7 +851,7 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
         // so, hence a pause rather than a wait).
         std::thread::sleep(Duration::from_millis(200));
         for i in 0..burst {
-            atomic(&mut db, |tx| insert(tx, &format!("n{i}"), i, None)).unwrap();
+            atomic(&mut db, |tx| insert::<MItem>(tx, &format!("n{i}"), i, None)).unwrap();
         }
         let during = broker.peek("q").len();
         let pending = cqrs::outbox::pending(&mut db).unwrap();
@@ -793,22 +867,23 @@ fn an_in_process_relay_is_not_starved_by_back_to_back_commits_sqlite() {
     );
 }
 
-both!(
+modes!(
     /// An `atomic` nested on the transaction's connection (application code that opens its own
     /// capture, called inside another) joins the outer capture: a row touched in both is bumped
     /// once and sent once with its final state; if the inner one fails, only its work is undone.
-    fn nested_atomic_joins_the_outer_capture(kind: Kind) {
+    fn nested_atomic_joins_the_outer_capture<M>(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "widget", 1, None)).unwrap();
+        M::prepare(&mut db);
+        let id = atomic(&mut db, |tx| insert::<M>(tx, "widget", 1, None)).unwrap();
         outbox_messages(&mut db);
         db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
         atomic(&mut db, |tx| {
-            set_value(tx, id, 2)?;
-            atomic(tx.conn(), |inner| set_value(inner, id, 3))?;
+            set_value::<M>(tx, id, 2)?;
+            atomic(tx.conn(), |inner| set_value::<M>(inner, id, 3))?;
             let failed: cqrs::Result<()> = atomic(tx.conn(), |inner| {
-                set_value(inner, id, 99)?;
-                insert(inner, "rolled back", 5, None)?;
+                set_value::<M>(inner, id, 99)?;
+                insert::<M>(inner, "rolled back", 5, None)?;
                 Err(Error::config("the inner work fails"))
             });
             assert!(failed.is_err());
@@ -835,7 +910,7 @@ both!(
     fn sync_on_a_live_master(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        let id = atomic(&mut db, |tx| insert::<MItem>(tx, "a", 1, None)).unwrap();
         db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
         let spec = std::sync::Arc::new(<MItem as cqrs::MasterModel>::master_spec());
         let gone = cqrs::value::SqlValue::BigInt(id + 1000);
@@ -907,7 +982,7 @@ both!(
     fn atomic_inside_a_serializer_is_refused(kind: Kind) {
         let t = TestDb::new(kind);
         let mut db = t.connect();
-        let id = atomic(&mut db, |tx| insert(tx, "a", 1, None)).unwrap();
+        let id = atomic(&mut db, |tx| insert::<MItem>(tx, "a", 1, None)).unwrap();
         db.batch_execute("DELETE FROM cqrs_outbox").unwrap();
         let spec = std::sync::Arc::new(<MItem as cqrs::MasterModel>::master_spec().hooks(
             cqrs::MasterHooks {
