@@ -293,18 +293,8 @@ fn track_is_not_on_a_replica(cx: &Ctxt, f: &Field<'_>) {
 /// The Replica derive never reads these options: accepting them would silently drop a filter,
 /// hook or serializer the author expected to run.
 fn master_options_are_not_on_a_replica(cx: &Ctxt, m: &Model<'_>) {
-    for span in [
-        m.attrs.produce.span(),
-        m.attrs.capture_trigger.span(),
-        m.attrs.filter.span(),
-        m.attrs.meta.span(),
-        m.attrs.correlation_id.span(),
-        m.attrs.delete_custom.span(),
-        m.attrs.serializer.span(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let options = [m.attrs.produce.span(), m.attrs.capture_trigger.span()];
+    for span in options.into_iter().chain(hook_spans(m)).flatten() {
         cx.push(syn::Error::new(
             span,
             "this is an option of #[derive(Master)]\n\nhelp: remove it from the replica model",
@@ -330,22 +320,24 @@ fn replica_options_are_not_on_a_master(cx: &Ctxt, m: &Model<'_>) {
     }
 }
 
-/// Trigger capture builds each message in SQL, inside the writing statement, where a Rust function
-/// cannot run: accepting a hook would send messages it never shaped.
-fn trigger_capture_has_no_hooks(cx: &Ctxt, m: &Model<'_>) {
-    if m.attrs.capture_trigger.get() != Some(&true) {
-        return;
-    }
-    for span in [
+/// Where the master's Rust hooks are given, if they are.
+fn hook_spans(m: &Model<'_>) -> [Option<proc_macro2::Span>; 5] {
+    [
         m.attrs.filter.span(),
         m.attrs.meta.span(),
         m.attrs.correlation_id.span(),
         m.attrs.delete_custom.span(),
         m.attrs.serializer.span(),
     ]
-    .into_iter()
-    .flatten()
-    {
+}
+
+/// Trigger capture builds each message in SQL, inside the writing statement, where a Rust function
+/// cannot run: accepting a hook would send messages it never shaped.
+fn trigger_capture_has_no_hooks(cx: &Ctxt, m: &Model<'_>) {
+    if m.attrs.capture_trigger.get() != Some(&true) {
+        return;
+    }
+    for span in hook_spans(m).into_iter().flatten() {
         cx.push(syn::Error::new(
             span,
             "`capture = \"trigger\"` builds messages in SQL, where this Rust hook cannot run\n\nhelp: remove the hook, or capture the model with `cqrs::atomic` (`capture = \"atomic\"`, the default)",

@@ -16,25 +16,17 @@ pub(crate) fn run(
     let specs = chosen(registry, &args.cqrs_ids)?;
     let mut db = Db::connect(settings.require_database_url()?)?;
     match args.action {
-        TriggerAction::Install => {
+        TriggerAction::Install | TriggerAction::Uninstall => {
+            let install = matches!(args.action, TriggerAction::Install);
             for spec in &specs {
-                triggers::install(&mut db, spec)?;
-                eprintln!(
-                    "installed the triggers of {} on table {}",
-                    spec.table().cqrs_id(),
-                    spec.table().table()
-                );
-            }
-            Ok(())
-        }
-        TriggerAction::Uninstall => {
-            for spec in &specs {
-                triggers::uninstall(&mut db, spec)?;
-                eprintln!(
-                    "removed the triggers of {} from table {}",
-                    spec.table().cqrs_id(),
-                    spec.table().table()
-                );
+                let (t, id) = (spec.table().table(), spec.table().cqrs_id());
+                if install {
+                    triggers::install(&mut db, spec)?;
+                    eprintln!("installed the triggers of {id} on table {t}");
+                } else {
+                    triggers::uninstall(&mut db, spec)?;
+                    eprintln!("removed the triggers of {id} from table {t}");
+                }
             }
             Ok(())
         }
