@@ -533,3 +533,62 @@ fn check_reports_triggers_that_differ_from_the_model() {
         "nothing captures plain SQL any more"
     );
 }
+
+/// A table wider than one `jsonb_build_object` call (50 pairs): its body is built by several,
+/// joined, and equals what `atomic` reads for the same row.
+#[test]
+fn a_64_column_master_is_captured_by_its_triggers() {
+    use cqrs::value::{ColumnType, SqlValue};
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    let cols: Vec<String> = (0..61).map(|i| format!("c{i}")).collect();
+    db.batch_execute(&format!(
+        "CREATE TABLE wide64 (id BIGINT PRIMARY KEY, {}, cqrs_revision INTEGER NOT NULL DEFAULT 0, \
+         cqrs_updated TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+        cols.iter()
+            .map(|c| format!("{c} BIGINT"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .unwrap();
+    let mut table = cqrs::TableSpec::new("wide64", "wide64").key("id", ColumnType::BigInt);
+    for c in &cols {
+        table = table.column(cqrs::ColumnSpec::new(c.as_str(), ColumnType::BigInt));
+    }
+    let spec = cqrs::MasterSpec::new(table.build().unwrap())
+        .track("c60")
+        .unwrap()
+        .capture(cqrs::model::CaptureMode::Trigger)
+        .unwrap();
+    triggers::install(&mut db, &spec).unwrap();
+    let values: Vec<String> = (0..61).map(|i| i.to_string()).collect();
+    db.batch_execute(&format!(
+        "INSERT INTO wide64 (id, {}) VALUES (1, {})",
+        cols.join(", "),
+        values.join(", ")
+    ))
+    .unwrap();
+    db.batch_execute("UPDATE wide64 SET c60 = 600 WHERE id = 1")
+        .unwrap();
+    let spec = std::sync::Arc::new(spec);
+    atomic(&mut db, |tx| {
+        tx.sync_rows(&spec, &[SqlValue::BigInt(1)], None);
+        Ok(())
+    })
+    .unwrap();
+    let msgs = sent(&mut db);
+    assert_eq!(msgs.len(), 3, "SAVE, SAVE, SYNC");
+    assert_eq!(msgs[1].instance_data.len(), 64);
+    assert_eq!(
+        (
+            msgs[1].instance_data["c0"].clone(),
+            msgs[1].instance_data["c60"].clone()
+        ),
+        (json!(0), json!(600))
+    );
+    assert_eq!(json!(msgs[1].previous_data), json!({"c60": 60}));
+    assert_eq!(
+        msgs[1].instance_data, msgs[2].instance_data,
+        "as atomic reads it"
+    );
+}

@@ -17,6 +17,7 @@
 //! Values are written by the `cqrs_json_*` functions of the migrations, in the forms the Rust
 //! encoder writes; the relay reads the body like any other.
 
+use crate::db::dialect::jsonb_object;
 use crate::db::{Backend, SqlConn};
 use crate::error::{Error, Result};
 use crate::model::{CaptureMode, MasterSpec};
@@ -25,9 +26,6 @@ use crate::value::{ColumnType, SqlValue};
 
 /// PostgreSQL's identifier limit: a longer name would be cut, and `check` would not find it.
 const MAX_NAME: usize = 63;
-
-/// Pairs per `jsonb_build_object` call (PostgreSQL allows 100 arguments).
-const PAIRS_PER_CALL: usize = 50;
 
 /// The five functions (and their triggers) of one model, by name, with their bodies.
 struct Generated {
@@ -225,18 +223,18 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
     let pk_text = |r: &str| format!("({})::text", key_json(r));
     let tracked: Vec<usize> = spec.tracked_indexes().collect();
     let tracked_json = |r: &str| {
-        object(
-            tracked
+        jsonb_object(
+            &tracked
                 .iter()
                 .map(|&c| column_pair(spec, c, r))
                 .collect::<Vec<_>>(),
         )
     };
     let data = |r: &str| {
-        object(
-            (0..t.columns().len())
+        jsonb_object(
+            &(0..t.columns().len())
                 .map(|c| column_pair(spec, c, r))
-                .collect(),
+                .collect::<Vec<_>>(),
         )
     };
     let pending = |r: &str| {
@@ -414,18 +412,6 @@ fn column_pair(spec: &MasterSpec, c: usize, r: &str) -> String {
         literal(&col.wire),
         value_expr(col.ty, &format!("{r}.{}", quote(&col.name)))
     )
-}
-
-/// A JSON object of `'key', value` pairs, in calls of at most [`PAIRS_PER_CALL`] pairs.
-fn object(pairs: Vec<String>) -> String {
-    if pairs.is_empty() {
-        return "'{}'::jsonb".to_string();
-    }
-    pairs
-        .chunks(PAIRS_PER_CALL)
-        .map(|chunk| format!("jsonb_build_object({})", chunk.join(", ")))
-        .collect::<Vec<_>>()
-        .join(" || ")
 }
 
 /// The wire form of a column's value as `jsonb` (SQL NULL for NULL): what

@@ -133,11 +133,7 @@ impl Backend {
             // (a float as a plain number, a json column normalised) but they read back through
             // the column types the same, except that -0.0 becomes 0.
             Backend::Postgres if pairs.len() > PG_MAX_PAIRS => {
-                let parts: Vec<String> = pairs
-                    .chunks(PG_MAX_PAIRS)
-                    .map(|c| format!("jsonb_build_object({})", c.join(", ")))
-                    .collect();
-                format!("CAST(({}) AS TEXT) AS j", parts.join(" || "))
+                format!("CAST(({}) AS TEXT) AS j", jsonb_object(pairs))
             }
             Backend::Postgres => {
                 format!("CAST(json_build_object({}) AS TEXT) AS j", pairs.join(", "))
@@ -161,6 +157,14 @@ impl Backend {
         match self {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
+        }
+    }
+
+    /// Seconds from the timestamp `col` to now, as a number.
+    pub fn age_seconds(self, col: &str) -> String {
+        match self {
+            Backend::Postgres => format!("EXTRACT(EPOCH FROM (clock_timestamp() - {col}))"),
+            Backend::Sqlite => format!("((julianday('now') - julianday({col})) * 86400.0)"),
         }
     }
 
@@ -310,6 +314,19 @@ impl Backend {
 
 /// Most `'name', value` pairs one PostgreSQL `json_build_object` call takes (100 arguments).
 const PG_MAX_PAIRS: usize = 50;
+
+/// A PostgreSQL `jsonb` object of `pairs` (`'name', expression`), built in calls of at most
+/// [`PG_MAX_PAIRS`] pairs joined with `||` (a function takes at most 100 arguments).
+pub(crate) fn jsonb_object(pairs: &[String]) -> String {
+    if pairs.is_empty() {
+        return "'{}'::jsonb".to_string();
+    }
+    pairs
+        .chunks(PG_MAX_PAIRS)
+        .map(|c| format!("jsonb_build_object({})", c.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
 
 /// How [`Backend::text_match`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
