@@ -41,6 +41,18 @@ pub struct CommonArgs {
     /// Configuration file [env: CQRS_CONFIG] [default: cqrs.toml if present]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Log lines on stderr: text (for people) or json (one object per line, for collectors)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-04T18:00:00Z  INFO cqrs::relay: published 500 …`
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":…},"target":…}`
+    Json,
 }
 
 impl CommonArgs {
@@ -78,6 +90,10 @@ pub enum Command {
     DeadLetters(DeadLettersArgs),
     /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"`
     Triggers(TriggersArgs),
+    /// The master's outbox: `status` prints the backlog per model (pending, leased, oldest age)
+    Outbox(OutboxArgs),
+    /// The replica's tombstones: `prune` deletes those past the retention (`consume` does it hourly)
+    Tombstones(TombstonesArgs),
     /// Write every row of a master model in django-cqrs's dump format (needs master models)
     BulkDump(BulkDumpArgs),
     /// Load a dump into the replica it names (needs replica models)
@@ -204,6 +220,40 @@ pub struct DeadLettersArgs {
     /// At most this many letters
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `cqrs outbox`.
+#[derive(Debug, Args)]
+pub struct OutboxArgs {
+    /// status: the backlog per model
+    #[arg(value_enum)]
+    pub action: OutboxAction,
+}
+
+/// What `outbox` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutboxAction {
+    /// Print the backlog
+    Status,
+}
+
+/// `cqrs tombstones`.
+#[derive(Debug, Args)]
+pub struct TombstonesArgs {
+    /// prune: delete the tombstones recorded longer ago than the retention
+    #[arg(value_enum)]
+    pub action: TombstoneAction,
+    /// The retention, in days (default: `tombstone_retention_days`, 14); refused if shorter than
+    /// the time a message can still arrive in
+    #[arg(long)]
+    pub older_than_days: Option<u64>,
+}
+
+/// What `tombstones` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TombstoneAction {
+    /// Delete those past the retention
+    Prune,
 }
 
 /// `cqrs triggers`.

@@ -47,7 +47,7 @@ where
             return ExitCode::from(code);
         }
     };
-    init_logging();
+    init_logging(cli.common.log_format);
     match commands::dispatch(cli, &registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,16 +65,22 @@ pub fn exit_code(e: &Error) -> u8 {
 /// The log filter when `CQRS_LOG` is not set.
 pub const DEFAULT_LOG_FILTER: &str = "info,lapin::returned_messages=error";
 
-fn init_logging() {
+fn init_logging(format: cli::LogFormat) {
     use tracing_subscriber::EnvFilter;
     // lapin logs every message the broker returns, body and all, at WARN; the relay already
     // counts unroutable messages per cqrs_id (one line per batch), so by default only its line shows.
     let filter =
         EnvFilter::try_from_env("CQRS_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
+    // Colours only for a person at a terminal, not in a file or a collector's pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        cli::LogFormat::Text => logs.try_init(),
+        cli::LogFormat::Json => logs.json().try_init(),
+    };
 }
 
 /// The README's Rust examples, compiled by `cargo test --doc` so they stay true.

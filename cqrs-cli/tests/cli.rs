@@ -294,3 +294,212 @@ fn a_queue_name_that_cannot_be_bound_safely_exits_2() {
     let o = cqrs(&["config", "--queue", "billing.items_v2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `$n` placeholders as the backend wants them.
+fn sql(kind: Kind, sql: &str) -> String {
+    match kind {
+        Kind::Postgres => sql.to_string(),
+        Kind::Sqlite => sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"),
+    }
+}
+
+fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
+    use chrono::{Duration, Utc};
+    use cqrs::value::SqlValue;
+    let t = TestDb::new(kind);
+    let mut db = t.connect();
+    let empty = cqrs(&["outbox", "status", "--database-url", &t.url]);
+    assert!(empty.status.success(), "{}", stderr(&empty));
+    assert_eq!(stdout(&empty), "outbox: 0 pending, 0 leased, oldest -\n");
+    let row = |id: &str| cqrs::outbox::NewRow {
+        message_id: uuid::Uuid::new_v4(),
+        cqrs_id: id.into(),
+        signal_type: cqrs::SignalType::Save,
+        pk: "1".into(),
+        routing_key: id.into(),
+        body: "{}".into(),
+    };
+    cqrs::outbox::enqueue(
+        &mut db,
+        &[row("item"), row("item"), row("item"), row("typed")],
+    )
+    .unwrap();
+    // The first item row waited 100 s and a relay holds a lease on it.
+    db.execute(
+        &sql(
+            kind,
+            "UPDATE cqrs_outbox SET created_at = $1, leased_until = $2 WHERE id = (SELECT min(id) FROM cqrs_outbox)",
+        ),
+        vec![
+            SqlValue::Timestamptz(Utc::now() - Duration::seconds(100)),
+            SqlValue::Timestamptz(Utc::now() + Duration::seconds(60)),
+        ],
+    )
+    .unwrap();
+    let o = cqrs(&["outbox", "status", "--database-url", &t.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let age = |line: &str| -> f64 {
+        line.rsplit_once("oldest ")
+            .and_then(|(_, a)| a.strip_suffix(" s"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no age in {line:?}"))
+    };
+    assert!(
+        lines[0].starts_with("outbox: 4 pending, 1 leased, oldest "),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("  item: 3 pending, 1 leased, oldest "),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("  typed: 1 pending, 0 leased, oldest "),
+        "{out}"
+    );
+    assert!((99.0..160.0).contains(&age(lines[0])), "{out}");
+    assert!((99.0..160.0).contains(&age(lines[1])), "{out}");
+    assert!(age(lines[2]) < 60.0, "{out}");
+}
+
+#[test]
+fn outbox_status_shows_the_backlog_per_model_postgres() {
+    outbox_status_shows_the_backlog_per_model(Kind::Postgres);
+}
+
+#[test]
+fn outbox_status_shows_the_backlog_per_model_sqlite() {
+    outbox_status_shows_the_backlog_per_model(Kind::Sqlite);
+}
+
+fn tombstones_prune_removes_only_those_past_retention(kind: Kind) {
+    use chrono::{Duration, Utc};
+    use cqrs::value::SqlValue;
+    let t = TestDb::new(kind);
+    let mut db = t.connect();
+    for (pk, days) in [("1", 20), ("2", 13), ("3", 0)] {
+        db.execute(
+            &sql(
+                kind,
+                "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ('item', $1, 1, $2, $3)",
+            ),
+            vec![
+                SqlValue::Text(pk.into()),
+                SqlValue::Timestamptz(Utc::now()),
+                SqlValue::Timestamptz(Utc::now() - Duration::days(days)),
+            ],
+        )
+        .unwrap();
+    }
+    let left = |db: &mut cqrs::Db| {
+        let mut pks =
+            cqrs::db::SqlConn::load_text(db, "SELECT pk AS j FROM cqrs_tombstones", vec![])
+                .unwrap();
+        pks.sort();
+        pks
+    };
+    let o = cqrs(&["tombstones", "prune", "--database-url", &t.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "pruned 1 tombstone(s) older than 14 days\n");
+    assert_eq!(left(&mut db), ["2", "3"]);
+    // Shorter than a message can still arrive in (1 + 10 days of TTLs, then the retries): refused.
+    let o = cqrs(&[
+        "tombstones",
+        "prune",
+        "--older-than-days",
+        "5",
+        "--database-url",
+        &t.url,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("tombstone_retention_days = 5 is too short"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(left(&mut db), ["2", "3"], "nothing pruned");
+    let o = cqrs(&[
+        "tombstones",
+        "prune",
+        "--older-than-days",
+        "12",
+        "--database-url",
+        &t.url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(left(&mut db), ["3"]);
+}
+
+#[test]
+fn tombstones_prune_removes_only_those_past_retention_postgres() {
+    tombstones_prune_removes_only_those_past_retention(Kind::Postgres);
+}
+
+#[test]
+fn tombstones_prune_removes_only_those_past_retention_sqlite() {
+    tombstones_prune_removes_only_those_past_retention(Kind::Sqlite);
+}
+
+/// `--log-format json`: every line on stderr is one JSON object; a URL's password is not printed.
+#[test]
+fn json_logs_are_one_object_per_line_without_credentials() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .args([
+            "--log-format",
+            "json",
+            "relay",
+            "--database-url",
+            "postgres://app:s3cret@127.0.0.1:1/nowhere",
+            "--broker-url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_CONFIG")
+        .env_remove("CQRS_LOG")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the cqrs binary runs");
+    // The relay waits for its database, logging each attempt; two seconds give a few lines.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(!lines.is_empty(), "the relay logged nothing");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("\"WARN\"")), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// Text logs written to a pipe carry no terminal colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .args(["relay", "--database-url", "postgres://127.0.0.1:1/nowhere"])
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_CONFIG")
+        .env_remove("CQRS_LOG")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the cqrs binary runs");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    child.kill().unwrap();
+    let err = stderr(&child.wait_with_output().unwrap());
+    assert!(err.contains(" WARN cqrs::service: database"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

@@ -606,6 +606,35 @@ fn clear_tombstones(spec: &TableSpec, db: &mut Db, keys: &[&str]) -> Result<()> 
     Ok(())
 }
 
+/// Tombstones deleted per statement when pruning: a short transaction each, so replicas applying
+/// at the same time wait for none of them long.
+const PRUNE_BATCH: usize = 10_000;
+
+/// Delete the tombstones recorded more than `retention` ago; returns how many. Keep `retention`
+/// longer than anything that can still deliver an old message (see
+/// [`Settings::tombstone_retention`](crate::config::Settings::tombstone_retention)): a tombstone
+/// pruned earlier would let a late SAVE of a deleted row bring it back.
+pub fn prune_tombstones(db: &mut Db, retention: std::time::Duration) -> Result<usize> {
+    let cutoff = Utc::now()
+        - chrono::Duration::from_std(retention)
+            .map_err(|_| Error::config("tombstone retention is too long"))?;
+    let backend = db.backend();
+    let mut sql = String::from(
+        "DELETE FROM cqrs_tombstones WHERE (cqrs_id, pk) IN \
+         (SELECT cqrs_id, pk FROM cqrs_tombstones WHERE deleted_at < ",
+    );
+    backend.placeholder(1, &mut sql);
+    sql.push_str(&format!(" LIMIT {PRUNE_BATCH})"));
+    let mut pruned = 0;
+    loop {
+        let n = db.write_transaction(|db| db.execute(&sql, vec![SqlValue::Timestamptz(cutoff)]))?;
+        pruned += n;
+        if n < PRUNE_BATCH {
+            return Ok(pruned);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

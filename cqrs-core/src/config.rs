@@ -22,6 +22,7 @@
 //! | relay lease (ms) | — | — | `relay_lease_ms` | 60000 |
 //! | local consumer lease (ms) | — | — | `local_lease_ms` | 30000 |
 //! | keep unroutable messages | — | — | `keep_unroutable` | false (dropped, as django-cqrs) |
+//! | tombstone retention (days) | — | `CQRS_TOMBSTONE_RETENTION_DAYS` | `tombstone_retention_days` | 14 |
 //! | TLS CA file (amqps) | `--tls-ca-file` | `CQRS_TLS_CA_FILE` | `tls_ca_file` | public roots only |
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// Seconds in a day (`_days` settings).
+const DAY: u64 = 86_400;
 
 /// The default config file, read if present in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "cqrs.toml";
@@ -154,6 +158,12 @@ settings! {
     /// declared their queues.
     keep_unroutable: bool = false,
         key keep_unroutable: bool => |v| v;
+    /// How long a replica keeps a tombstone before `consume` (hourly) or `cqrs tombstones prune`
+    /// removes it. Must be longer than anything that can still deliver an old message (message
+    /// TTL + dead-letter TTL + the longest retry chain), so a re-driven dead letter cannot bring a
+    /// deleted row back.
+    tombstone_retention: Duration = Duration::from_secs(14 * DAY),
+        key tombstone_retention_days: u64, env ["CQRS_TOMBSTONE_RETENTION_DAYS"] => |v| Duration::from_secs(v.saturating_mul(DAY));
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
     tls_ca_file: Option<PathBuf> = None,
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
@@ -216,7 +226,9 @@ trait Show {
 
 /// A duration in the unit of `key`.
 fn in_unit(d: &Duration, key: &str) -> String {
-    if key.ends_with("_seconds") {
+    if key.ends_with("_days") {
+        (d.as_secs() / DAY).to_string()
+    } else if key.ends_with("_seconds") {
         d.as_secs().to_string()
     } else {
         d.as_millis().to_string()
@@ -294,13 +306,19 @@ impl FromVar for PathBuf {
     }
 }
 
-impl FromVar for usize {
-    fn from_var(text: &str) -> std::result::Result<Self, String> {
-        text.trim()
-            .parse()
-            .map_err(|e| format!("expected a whole number: {e}"))
-    }
+macro_rules! from_var_number {
+    ($($ty:ty),*) => {$(
+        impl FromVar for $ty {
+            fn from_var(text: &str) -> std::result::Result<Self, String> {
+                text.trim()
+                    .parse()
+                    .map_err(|e| format!("expected a whole number: {e}"))
+            }
+        }
+    )*};
 }
+
+from_var_number!(usize, u64);
 
 /// The first of `names` that is set and not empty, parsed.
 fn first_var<T: FromVar>(
@@ -403,7 +421,23 @@ impl Settings {
         if let Some(queue) = &s.queue {
             crate::transport::routing::check_queue_name(queue).map_err(Error::config)?;
         }
+        let reach = s.message_reach();
+        if s.tombstone_retention <= reach {
+            return Err(Error::config(format!(
+                "tombstone_retention_days = {} is too short: a tombstone must outlive every message that can still arrive \
+                 (message TTL + dead-letter TTL + the longest retry chain: {:.1} days)",
+                s.tombstone_retention.as_secs() / DAY,
+                reach.as_secs_f64() / DAY as f64
+            )));
+        }
         Ok(s)
+    }
+
+    /// How long after its capture a message can still be delivered: its TTL, then a dead
+    /// letter's TTL (it may be re-driven at the end), then every retry's delay.
+    pub fn message_reach(&self) -> Duration {
+        let retries: Duration = (1..=self.max_retries).map(|r| self.retry_delay(r)).sum();
+        self.message_ttl + self.dead_letter_ttl + retries
     }
 
     /// The delay before retry number `retry` (1-based); the last level repeats.

@@ -218,6 +218,52 @@ pub fn pending<C: SqlConn + ?Sized>(conn: &mut C) -> Result<usize> {
     Ok(rows.first().and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
+/// The backlog of one model (`cqrs outbox status`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Backlog {
+    /// The model.
+    pub cqrs_id: String,
+    /// Rows waiting to be published.
+    pub pending: u64,
+    /// Of those, rows a relay holds a lease on now (being published, or held by a relay that
+    /// died until the lease runs out).
+    pub leased: u64,
+    /// Seconds since the oldest row was written.
+    pub oldest_age_seconds: f64,
+}
+
+/// The outbox's backlog per model, by `cqrs_id`.
+pub fn status<C: SqlConn + ?Sized>(conn: &mut C) -> Result<Vec<Backlog>> {
+    let backend = conn.backend();
+    let pairs = [
+        "'cqrs_id', cqrs_id".to_string(),
+        "'pending', count(*)".to_string(),
+        format!(
+            "'leased', sum(CASE WHEN leased_until IS NOT NULL AND {} < 0 THEN 1 ELSE 0 END)",
+            backend.age_seconds("leased_until")
+        ),
+        format!(
+            "'oldest_age_seconds', max({})",
+            backend.age_seconds("created_at")
+        ),
+    ];
+    let sql = format!(
+        "SELECT {} FROM cqrs_outbox GROUP BY cqrs_id ORDER BY cqrs_id",
+        backend.json_object(&pairs)
+    );
+    conn.load_text(&sql, vec![])?
+        .iter()
+        .map(|row| {
+            serde_json::from_str(row).map_err(|e| {
+                Error::new(
+                    ErrorKind::Database,
+                    format!("reading the outbox status {row}: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Rows among `ids` still in the outbox (not yet confirmed by the broker).
 pub fn pending_of<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
     let backend = conn.backend();

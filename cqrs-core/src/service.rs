@@ -5,6 +5,9 @@
 //! exponential), reconnects, re-declares the topology and resumes; unacked deliveries come back
 //! from the broker and re-apply idempotently (revisions), so nothing is lost or applied twice.
 
+use std::time::Duration;
+
+use crate::apply;
 use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::consumer::{Consumer, ConsumerStats};
@@ -56,6 +59,11 @@ pub fn consume(
     let prefetch = (settings.batch_size * 2).min(u16::MAX as usize) as u16;
     let together = shutdown.child();
     let results: Vec<Result<ConsumerStats>> = std::thread::scope(|s| {
+        let (url, together_ref) = (db_url.as_str(), &together);
+        std::thread::Builder::new()
+            .name("cqrs-housekeeper".into())
+            .spawn_scoped(s, move || housekeeper(settings, url, together_ref))
+            .expect("spawning the housekeeping thread");
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let (transport, ids, queue, db_url, together) =
@@ -101,6 +109,34 @@ pub fn consume(
     match first_error {
         Some(e) => Err(e),
         None => Ok(total),
+    }
+}
+
+/// How often `consume` prunes the replica's tombstones.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// `consume`'s housekeeping until `shutdown`: prune the tombstones past their retention at start
+/// and every [`PRUNE_EVERY`]. A failure is logged and tried again at the next turn: the workers
+/// do not depend on it (tombstones only grow meanwhile).
+fn housekeeper(settings: &Settings, db_url: &str, shutdown: &Shutdown) {
+    loop {
+        match Db::connect(db_url)
+            .and_then(|mut db| apply::prune_tombstones(&mut db, settings.tombstone_retention))
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                retention_days = settings.tombstone_retention.as_secs() / 86_400,
+                "pruned tombstones past their retention"
+            ),
+            Err(e) => tracing::warn!(
+                "pruning tombstones failed: {e}; trying again in {} min",
+                PRUNE_EVERY.as_secs() / 60
+            ),
+        }
+        if shutdown.sleep(PRUNE_EVERY) {
+            return;
+        }
     }
 }
 

@@ -250,3 +250,45 @@ fn dead_letters_dump_retry_purge_on_the_local_transport() {
     assert_eq!(r.done, 1);
     assert_eq!(t.count(&dlq).unwrap(), 0);
 }
+
+/// `consume` prunes the replica's tombstones past their retention when it starts (and hourly),
+/// and keeps the others.
+#[test]
+fn consume_prunes_tombstones_past_their_retention() {
+    use cqrs::value::SqlValue;
+    let (_dir, queue_url) = queue_file();
+    let replica = TestDb::new(Kind::Sqlite);
+    let mut db = replica.connect();
+    for (pk, days) in [("1", 15), ("2", 1)] {
+        db.execute(
+            "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ('item', ?, 1, ?, ?)",
+            vec![
+                SqlValue::Text(pk.into()),
+                SqlValue::Timestamptz(chrono::Utc::now()),
+                SqlValue::Timestamptz(chrono::Utc::now() - chrono::Duration::days(days)),
+            ],
+        )
+        .unwrap();
+    }
+    let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+    let settings = Settings {
+        database_url: Some(replica.url.clone()),
+        broker_url: Some(queue_url),
+        queue: Some("q".into()),
+        ..Settings::default()
+    };
+    let shutdown = cqrs::Shutdown::new();
+    let left = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
+        let consume = s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
+        wait_until(
+            Duration::from_secs(20),
+            "consume to prune the old tombstone",
+            || !tombstones(&mut replica.connect(), "item").contains_key("1"),
+        );
+        shutdown.trigger();
+        consume.join().unwrap().unwrap();
+        tombstones(&mut replica.connect(), "item")
+    });
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["2"]);
+}

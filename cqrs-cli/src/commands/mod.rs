@@ -6,6 +6,7 @@ mod consume;
 mod dead_letters;
 mod demo;
 mod diff;
+mod housekeeping;
 mod migrate;
 mod models;
 mod relay;
@@ -21,6 +22,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(a) => layer.batch_size = a.batch_size,
         Command::Relay(a) => layer.batch_size = a.batch_size,
         Command::Sync(a) => layer.batch_size = a.batch,
+        Command::Tombstones(a) => layer.tombstone_retention_days = a.older_than_days,
         _ => {}
     }
     if let Command::Config = cli.command {
@@ -35,6 +37,8 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
+        Command::Outbox(_) => housekeeping::outbox_status(&settings),
+        Command::Tombstones(_) => housekeeping::prune_tombstones(&settings),
         Command::Triggers(args) => triggers::run(require_models(registry)?, &settings, &args),
         Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
         Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
