@@ -314,6 +314,9 @@ pub struct ConsumeArgs {
     /// Most messages applied in one transaction [env: CQRS_BATCH_SIZE] [default: 500]
     #[arg(short = 'b', long)]
     pub batch_size: Option<usize>,
+    /// Serve /metrics, /healthz and /readyz on this host:port [env: CQRS_METRICS_ADDR] [default: off]
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 /// `cqrs relay`.
@@ -322,4 +325,7 @@ pub struct RelayArgs {
     /// Most outbox rows published per batch (the window of outstanding confirms) [env: CQRS_BATCH_SIZE] [default: 500]
     #[arg(short = 'b', long)]
     pub batch_size: Option<usize>,
+    /// Serve /metrics, /healthz and /readyz on this host:port [env: CQRS_METRICS_ADDR] [default: off]
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }

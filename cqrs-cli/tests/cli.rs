@@ -503,3 +503,21 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
     assert!(err.contains(" WARN cqrs::service: database"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+/// A metrics address that is not `host:port` is a usage error, before anything starts.
+#[test]
+fn a_bad_metrics_address_exits_2() {
+    let o = cqrs(&[
+        "relay",
+        "--metrics-addr",
+        "not an address",
+        "--database-url",
+        "sqlite://unused.db",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("metrics_addr \"not an address\" is not a host:port"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -23,6 +23,7 @@
 //! | local consumer lease (ms) | — | — | `local_lease_ms` | 30000 |
 //! | keep unroutable messages | — | — | `keep_unroutable` | false (dropped, as django-cqrs) |
 //! | tombstone retention (days) | — | `CQRS_TOMBSTONE_RETENTION_DAYS` | `tombstone_retention_days` | 14 |
+//! | metrics and health listener | `consume`/`relay --metrics-addr` | `CQRS_METRICS_ADDR` | `metrics_addr` | off |
 //! | TLS CA file (amqps) | `--tls-ca-file` | `CQRS_TLS_CA_FILE` | `tls_ca_file` | public roots only |
 
 use std::path::{Path, PathBuf};
@@ -164,6 +165,10 @@ settings! {
     /// deleted row back.
     tombstone_retention: Duration = Duration::from_secs(14 * DAY),
         key tombstone_retention_days: u64, env ["CQRS_TOMBSTONE_RETENTION_DAYS"] => |v| Duration::from_secs(v.saturating_mul(DAY));
+    /// Where `relay` and `consume` serve `/metrics`, `/healthz` and `/readyz` (`host:port`);
+    /// off when unset.
+    metrics_addr: Option<String> = None,
+        key metrics_addr: String, env ["CQRS_METRICS_ADDR"] => |v| Some(v);
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
     tls_ca_file: Option<PathBuf> = None,
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
@@ -421,6 +426,9 @@ impl Settings {
         if let Some(queue) = &s.queue {
             crate::transport::routing::check_queue_name(queue).map_err(Error::config)?;
         }
+        if let Some(addr) = &s.metrics_addr {
+            s.metrics_socket(addr)?;
+        }
         let reach = s.message_reach();
         if s.tombstone_retention <= reach {
             return Err(Error::config(format!(
@@ -431,6 +439,15 @@ impl Settings {
             )));
         }
         Ok(s)
+    }
+
+    /// The metrics listener's address, parsed (`host:port`, resolved).
+    pub fn metrics_socket(&self, addr: &str) -> Result<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Error::config(format!("metrics_addr {addr:?} is not a host:port")))
     }
 
     /// How long after its capture a message can still be delivered: its TTL, then a dead

@@ -23,6 +23,7 @@ use crate::message::{Expires, Message, SignalType};
 use crate::model::{ApplyStats, Change, Outcome, Retry};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
+use crate::telemetry::Readiness;
 use crate::transport::{
     Delivery, HEADER_DIRECTED, HEADER_ERROR, HEADER_ERROR_KIND, Headers, Inbox, directed_key,
 };
@@ -123,6 +124,8 @@ pub struct Consumer<'a, I: Inbox> {
     reconnect_url: Option<String>,
     shutdown: Shutdown,
     stats: ConsumerStats,
+    /// Where to report whether the database answers, and as which part.
+    readiness: Option<(Readiness, String)>,
 }
 
 impl<'a, I: Inbox> Consumer<'a, I> {
@@ -137,6 +140,20 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             reconnect_url: None,
             shutdown: Shutdown::new(),
             stats: ConsumerStats::default(),
+            readiness: None,
+        }
+    }
+
+    /// Report to `readiness`, as `part`, whether this consumer's database answers (not while it
+    /// redoes a batch after a lost connection).
+    pub fn report_to(mut self, readiness: Readiness, part: impl Into<String>) -> Self {
+        self.readiness = Some((readiness, part.into()));
+        self
+    }
+
+    fn ready(&self, state: std::result::Result<(), String>) {
+        if let Some((readiness, part)) = &self.readiness {
+            readiness.set(part, state);
         }
     }
 
@@ -186,7 +203,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         self.stats.received += deliveries.len();
         let started = std::time::Instant::now();
+        let before = self.stats;
         self.process(&deliveries)?;
+        record(&before, &self.stats, deliveries.len(), started.elapsed());
         tracing::debug!(
             queue = self.inbox.queue(),
             messages = deliveries.len(),
@@ -204,6 +223,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 Ok(change) if self.ignores(&change) => {
                     tracing::debug!(cqrs_id = %change.message.cqrs_id, pk = %change.message.instance_pk, "broadcast SYNC ignored: the model takes only directed SYNCs");
                     self.stats.apply.skipped += 1;
+                    metrics::counter!("cqrs_consumer_messages_total", "outcome" => "ignored")
+                        .increment(1);
                     fates[at] = Some(Fate::Done);
                 }
                 Ok(change) => valid.push(Valid { at, change }),
@@ -228,8 +249,24 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             return self.inbox.requeue_unacked();
         };
         crate::crash::point("consumer.after_commit");
+        let now = Utc::now();
         for (i, outcome) in outcomes {
             let v = &valid[i];
+            if let Outcome::Applied = outcome
+                && let Ok(updated) = v.change.message.updated()
+            {
+                // Commit on the master to apply here, as the master's clock stamped it.
+                let lag = (now - updated).to_std().unwrap_or_default();
+                metrics::histogram!("cqrs_consumer_lag_seconds").record(lag.as_secs_f64());
+            }
+            if let Outcome::Skipped(why) = outcome {
+                let kind = if why.contains("duplicate") {
+                    "duplicate"
+                } else {
+                    "stale"
+                };
+                metrics::counter!("cqrs_consumer_messages_total", "outcome" => kind).increment(1);
+            }
             fates[v.at] = Some(match outcome {
                 Outcome::Applied | Outcome::Skipped(_) => Fate::Done,
                 Outcome::Failed(err) => self.retry_or_dead_letter(&v.change, err),
@@ -334,9 +371,13 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         let mut backoff = Backoff::redo();
         loop {
             match self.apply_split(valid, items) {
-                Ok(outcomes) => return Ok(Some(outcomes)),
+                Ok(outcomes) => {
+                    self.ready(Ok(()));
+                    return Ok(Some(outcomes));
+                }
                 Err(e) if e.is_transient() => {
                     self.stats.transient_redos += 1;
+                    self.ready(Err(format!("database: {e}")));
                     tracing::warn!(
                         queue = self.inbox.queue(),
                         pause_ms = backoff.peek().as_millis() as u64,
@@ -500,6 +541,30 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         Ok(())
     }
+}
+
+/// Count one batch's outcomes (what `stats` gained while it was processed), its size and the
+/// time it took. Skips are counted where their reason is known.
+fn record(before: &ConsumerStats, after: &ConsumerStats, size: usize, took: Duration) {
+    let gained = |a: usize, b: usize| (b - a) as u64;
+    for (outcome, n) in [
+        ("applied", gained(before.apply.applied, after.apply.applied)),
+        ("retried", gained(before.retried, after.retried)),
+        (
+            "dead_lettered",
+            gained(before.dead_lettered, after.dead_lettered),
+        ),
+    ] {
+        if n > 0 {
+            metrics::counter!("cqrs_consumer_messages_total", "outcome" => outcome).increment(n);
+        }
+    }
+    let redos = gained(before.transient_redos, after.transient_redos);
+    if redos > 0 {
+        metrics::counter!("cqrs_consumer_transient_redos_total").increment(redos);
+    }
+    metrics::histogram!("cqrs_consumer_batch_size").record(size as f64);
+    metrics::histogram!("cqrs_consumer_batch_seconds").record(took.as_secs_f64());
 }
 
 /// Best effort: the `cqrs_id` of a body that failed to decode, for routing its dead letter.

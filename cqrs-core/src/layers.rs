@@ -19,6 +19,7 @@ pub(crate) const ORDER: &[&str] = &[
     "crash",
     "shutdown",
     "backoff",
+    "telemetry",
     "message",
     "value",
     "turns",

@@ -53,6 +53,7 @@ pub mod relay;
 pub mod rows;
 pub mod service;
 pub mod shutdown;
+pub mod telemetry;
 pub mod transport;
 pub mod turns;
 pub mod value;

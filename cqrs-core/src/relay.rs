@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::message::{Expires, Message, SignalType};
 use crate::outbox::{self, Claimed, Wakeup};
 use crate::shutdown::Shutdown;
+use crate::telemetry::Readiness;
 use crate::transport::{
     Confirm, HEADER_DIRECTED, HEADER_PRODUCER, Headers, Outgoing, Publisher, Sent,
 };
@@ -66,6 +67,7 @@ pub struct Relay<P: Publisher> {
     stats: RelayStats,
     unroutable: BTreeMap<String, usize>,
     reconnect_url: Option<String>,
+    readiness: Option<Readiness>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -78,7 +80,15 @@ impl<P: Publisher> Relay<P> {
             stats: RelayStats::default(),
             unroutable: BTreeMap::new(),
             reconnect_url: None,
+            readiness: None,
         }
+    }
+
+    /// Report to `readiness` (as part `relay`) whether each turn of [`Relay::run`] worked.
+    pub fn report_to(mut self, readiness: Readiness) -> Self {
+        readiness.set("relay", Err("starting".into()));
+        self.readiness = Some(readiness);
+        self
     }
 
     /// After a transient database error, [`Relay::run`] replaces a connection that no longer
@@ -180,19 +190,23 @@ impl<P: Publisher> Relay<P> {
             return Ok(None);
         }
         self.stats.claimed += rows.len();
+        metrics::counter!("cqrs_relay_claimed_total").increment(rows.len() as u64);
         let messages = rows
             .iter()
             .map(|row| self.outgoing(row))
             .collect::<Result<Vec<_>>>()?;
         let claimed_at = Instant::now();
         match self.publisher.send(&messages) {
-            Ok(sent) => Ok(Some(InFlight {
-                rows,
-                messages,
-                sent,
-                claim_ms: ms(claimed_at - started),
-                send_ms: ms(claimed_at.elapsed()),
-                sent_at: Instant::now(),
+            Ok(sent) => Ok(Some({
+                metrics::counter!("cqrs_relay_published_total").increment(messages.len() as u64);
+                InFlight {
+                    rows,
+                    messages,
+                    sent,
+                    claim_ms: ms(claimed_at - started),
+                    send_ms: ms(claimed_at.elapsed()),
+                    sent_at: Instant::now(),
+                }
             })),
             Err(e) => Err(self.publish_failed(&rows, e)),
         }
@@ -201,6 +215,8 @@ impl<P: Publisher> Relay<P> {
     /// Give a batch whose publish failed back to the outbox, to be tried after [`RETRY_DELAY`].
     fn publish_failed(&mut self, rows: &[Claimed], e: Error) -> Error {
         self.stats.failed += rows.len();
+        metrics::counter!("cqrs_relay_messages_total", "outcome" => "failed")
+            .increment(rows.len() as u64);
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let retry_at = Utc::now() + chrono::Duration::from_std(RETRY_DELAY).unwrap_or_default();
         if let Err(release) = self
@@ -243,11 +259,15 @@ impl<P: Publisher> Relay<P> {
             match confirm {
                 Confirm::Delivered => {
                     self.stats.published += 1;
+                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "confirmed")
+                        .increment(1);
                     done.push(row.id);
                 }
                 Confirm::Unroutable => {
                     tracing::debug!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key");
                     self.stats.unroutable += 1;
+                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "unroutable")
+                        .increment(1);
                     *unroutable.entry(row.cqrs_id.as_str()).or_default() += 1;
                     if self.settings.keep_unroutable {
                         kept.push(row.id);
@@ -258,6 +278,8 @@ impl<P: Publisher> Relay<P> {
                 Confirm::Failed(why) => {
                     tracing::warn!(routing_key = %msg.routing_key, attempts = row.attempts, "publish not confirmed, will retry: {why}");
                     self.stats.failed += 1;
+                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "failed")
+                        .increment(1);
                     failed.push(row.id);
                 }
             }
@@ -397,6 +419,12 @@ impl<P: Publisher> Relay<P> {
             } else {
                 self.settle_due(&mut in_flight, false).map(|()| 0)
             };
+            if let Some(ready) = &self.readiness {
+                ready.set(
+                    "relay",
+                    turn.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                );
+            }
             match turn {
                 Ok(n) if n > 0 => {
                     idle = Duration::from_millis(10);
@@ -417,6 +445,7 @@ impl<P: Publisher> Relay<P> {
                     if shutdown.sleep(RETRY_DELAY) {
                         break;
                     }
+                    metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
                     if e.is_transient()
                         && let Some(url) = &self.reconnect_url
                         && let Err(e) = self.db.heal(url)

@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Registry;
 use crate::relay::{Relay, RelayStats};
 use crate::shutdown::Shutdown;
+use crate::telemetry::{self, Readiness};
 use crate::transport::{self, Broker};
 
 /// The replicas to consume: all registered, or the `only` ones (each must be registered).
@@ -53,6 +54,11 @@ pub fn consume(
     if workers == 0 {
         return Err(Error::config("--workers must be at least 1"));
     }
+    let readiness = Readiness::default();
+    for w in 0..workers {
+        readiness.set(&worker_part(w), Err("starting".into()));
+    }
+    let _server = observe(settings, &readiness, None, shutdown)?;
     let transport = transport::connect_until(settings, "consumer", shutdown, u32::MAX)?;
     transport.declare_replica(&queue, &ids, &settings.retry_delays)?;
     // Prefetch two batches: one being applied, one arriving.
@@ -68,13 +74,22 @@ pub fn consume(
             .map(|w| {
                 let (transport, ids, queue, db_url, together) =
                     (transport.as_ref(), &ids, &queue, &db_url, &together);
+                let readiness = readiness.clone();
                 std::thread::Builder::new()
                     .name(format!("cqrs-worker-{w}"))
                     .spawn_scoped(s, move || {
                         // However this worker ends (shutdown, error, panic), the others stop.
                         let _stop_all = StopOnExit(together);
                         let r = worker(
-                            registry, settings, transport, queue, ids, db_url, prefetch, together,
+                            registry,
+                            settings,
+                            transport,
+                            queue,
+                            ids,
+                            db_url,
+                            prefetch,
+                            together,
+                            (&readiness, &worker_part(w)),
                         );
                         if let Err(e) = &r {
                             tracing::error!(
@@ -159,6 +174,7 @@ fn worker(
     db_url: &str,
     prefetch: u16,
     shutdown: &Shutdown,
+    (readiness, part): (&Readiness, &str),
 ) -> Result<ConsumerStats> {
     let mut backoff = Backoff::reconnect();
     let mut total = ConsumerStats::default();
@@ -171,8 +187,10 @@ fn worker(
             };
             transport.declare_replica(queue, ids, &settings.retry_delays)?;
             let inbox = transport.inbox(queue, prefetch, &settings.retry_delays)?;
-            let mut consumer =
-                Consumer::new(registry, settings, conn, inbox).reconnect_with(db_url);
+            let mut consumer = Consumer::new(registry, settings, conn, inbox)
+                .reconnect_with(db_url)
+                .report_to(readiness.clone(), part);
+            readiness.set(part, Ok(()));
             let result = consumer.run(shutdown);
             let stats = consumer.stats();
             total += stats;
@@ -186,6 +204,8 @@ fn worker(
         match attempt {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
+                readiness.set(part, Err(e.to_string()));
+                metrics::counter!("cqrs_reconnects_total", "role" => "consumer").increment(1);
                 tracing::warn!(
                     queue,
                     "worker lost its connection: {e}; reconnecting in {} ms",
@@ -207,10 +227,73 @@ pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     let Some(db) = database_until(url, shutdown)? else {
         return Ok(RelayStats::default());
     };
+    let readiness = Readiness::default();
+    readiness.set("relay", Err("connecting".into()));
+    let (backlog_url, seen) = (url.to_string(), std::sync::Mutex::default());
+    let _server = observe(
+        settings,
+        &readiness,
+        Some(Box::new(move || backlog_gauges(&backlog_url, &seen))),
+        shutdown,
+    )?;
     let transport = transport::connect_until(settings, "relay", shutdown, u32::MAX)?;
-    let mut relay = Relay::new(db, transport.publisher()?, settings.clone()).reconnect_with(url);
+    let mut relay = Relay::new(db, transport.publisher()?, settings.clone())
+        .reconnect_with(url)
+        .report_to(readiness);
     relay.run(shutdown)?;
     Ok(relay.stats())
+}
+
+/// The readiness part of consumer worker `w`.
+fn worker_part(w: usize) -> String {
+    format!("worker {w}")
+}
+
+/// Serve metrics and health if the settings ask for it (`metrics_addr`); stops with `shutdown`.
+fn observe(
+    settings: &Settings,
+    readiness: &Readiness,
+    before_scrape: Option<telemetry::BeforeScrape>,
+    shutdown: &Shutdown,
+) -> Result<Option<telemetry::Server>> {
+    let Some(addr) = &settings.metrics_addr else {
+        return Ok(None);
+    };
+    let addr = settings.metrics_socket(addr)?;
+    telemetry::serve(addr, readiness.clone(), before_scrape, shutdown).map(Some)
+}
+
+/// Set the outbox gauges from the database (before a scrape): pending and leased rows and the
+/// oldest pending row's age, per model; 0 for a model `seen` before that has none now. A
+/// database that does not answer leaves them as they were.
+fn backlog_gauges(url: &str, seen: &std::sync::Mutex<std::collections::BTreeSet<String>>) {
+    let backlog = match Db::connect(url).and_then(|mut db| crate::outbox::status(&mut db)) {
+        Ok(backlog) => backlog,
+        Err(e) => {
+            tracing::debug!("outbox gauges not refreshed: {e}");
+            return;
+        }
+    };
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let gone: Vec<String> = seen
+        .iter()
+        .filter(|id| !backlog.iter().any(|b| &b.cqrs_id == *id))
+        .cloned()
+        .collect();
+    let empty = gone.into_iter().map(|cqrs_id| crate::outbox::Backlog {
+        cqrs_id,
+        pending: 0,
+        leased: 0,
+        oldest_age_seconds: 0.0,
+    });
+    for b in backlog.into_iter().chain(empty) {
+        let id = b.cqrs_id;
+        metrics::gauge!("cqrs_outbox_pending", "cqrs_id" => id.clone()).set(b.pending as f64);
+        metrics::gauge!("cqrs_outbox_leased", "cqrs_id" => id.clone()).set(b.leased as f64);
+        metrics::gauge!("cqrs_outbox_oldest_age_seconds", "cqrs_id" => id.clone())
+            .set(b.oldest_age_seconds);
+        seen.insert(id);
+    }
 }
 
 /// Connect to the database, waiting with the reconnect backoff while it is unreachable (started

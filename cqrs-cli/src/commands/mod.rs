@@ -19,8 +19,14 @@ use crate::cli::{Cli, Command};
 pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
     let mut layer = cli.common.layer();
     match &cli.command {
-        Command::Consume(a) => layer.batch_size = a.batch_size,
-        Command::Relay(a) => layer.batch_size = a.batch_size,
+        Command::Consume(a) => {
+            layer.batch_size = a.batch_size;
+            layer.metrics_addr = a.metrics_addr.clone();
+        }
+        Command::Relay(a) => {
+            layer.batch_size = a.batch_size;
+            layer.metrics_addr = a.metrics_addr.clone();
+        }
         Command::Sync(a) => layer.batch_size = a.batch,
         Command::Tombstones(a) => layer.tombstone_retention_days = a.older_than_days,
         _ => {}
