@@ -615,19 +615,24 @@ const PRUNE_BATCH: usize = 10_000;
 /// [`Settings::tombstone_retention`](crate::config::Settings::tombstone_retention)): a tombstone
 /// pruned earlier would let a late SAVE of a deleted row bring it back.
 pub fn prune_tombstones(db: &mut Db, retention: std::time::Duration) -> Result<usize> {
-    let cutoff = Utc::now()
-        - chrono::Duration::from_std(retention)
-            .map_err(|_| Error::config("tombstone retention is too long"))?;
+    let cutoff = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|r| Utc::now().checked_sub_signed(r))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let backend = db.backend();
-    let mut sql = String::from(
-        "DELETE FROM cqrs_tombstones WHERE (cqrs_id, pk) IN \
-         (SELECT cqrs_id, pk FROM cqrs_tombstones WHERE deleted_at < ",
-    );
+    // The outer condition again: a tombstone rewritten by an apply meanwhile is kept.
+    let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE deleted_at < ");
     backend.placeholder(1, &mut sql);
+    sql.push_str(
+        " AND (cqrs_id, pk) IN (SELECT cqrs_id, pk FROM cqrs_tombstones WHERE deleted_at < ",
+    );
+    backend.placeholder(2, &mut sql);
     sql.push_str(&format!(" LIMIT {PRUNE_BATCH})"));
+    let cutoff = SqlValue::Timestamptz(cutoff);
     let mut pruned = 0;
     loop {
-        let n = db.write_transaction(|db| db.execute(&sql, vec![SqlValue::Timestamptz(cutoff)]))?;
+        let binds = vec![cutoff.clone(), cutoff.clone()];
+        let n = db.write_transaction(|db| db.execute(&sql, binds))?;
         pruned += n;
         if n < PRUNE_BATCH {
             return Ok(pruned);

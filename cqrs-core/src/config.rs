@@ -450,8 +450,9 @@ impl Settings {
             .ok_or_else(|| Error::config(format!("metrics_addr {addr:?} is not a host:port")))
     }
 
-    /// How long after its capture a message can still be delivered: its TTL, then a dead
-    /// letter's TTL (it may be re-driven at the end), then every retry's delay.
+    /// How long a message can still be delivered once published: its TTL, then a dead letter's
+    /// TTL (it may be re-driven at the end), then every retry's delay. Not counted: time spent in
+    /// the outbox before publishing (the relay sets `expires`), and a re-driven letter's new TTL.
     pub fn message_reach(&self) -> Duration {
         let retries: Duration = (1..=self.max_retries).map(|r| self.retry_delay(r)).sum();
         self.message_ttl + self.dead_letter_ttl + retries

@@ -253,9 +253,11 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         for (i, outcome) in outcomes {
             let v = &valid[i];
             if let Outcome::Applied = outcome
+                && v.change.message.signal_type != SignalType::Sync
                 && let Ok(updated) = v.change.message.updated()
             {
-                // Commit on the master to apply here, as the master's clock stamped it.
+                // From the change on the master (its clock, at the row's first change in its
+                // transaction) to the apply here; a SYNC re-sends an old change, so it is left out.
                 let lag = (now - updated).to_std().unwrap_or_default();
                 metrics::histogram!("cqrs_consumer_lag_seconds").record(lag.as_secs_f64());
             }

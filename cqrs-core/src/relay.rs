@@ -445,7 +445,9 @@ impl<P: Publisher> Relay<P> {
                     if shutdown.sleep(RETRY_DELAY) {
                         break;
                     }
-                    metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
+                    if e.is_transient() {
+                        metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
+                    }
                     if e.is_transient()
                         && let Some(url) = &self.reconnect_url
                         && let Err(e) = self.db.heal(url)

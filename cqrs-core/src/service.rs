@@ -253,17 +253,17 @@ fn worker_part(w: usize) -> String {
 fn observe(
     settings: &Settings,
     readiness: &Readiness,
-    before_scrape: Option<telemetry::BeforeScrape>,
+    refresh: Option<telemetry::Refresh>,
     shutdown: &Shutdown,
 ) -> Result<Option<telemetry::Server>> {
     let Some(addr) = &settings.metrics_addr else {
         return Ok(None);
     };
     let addr = settings.metrics_socket(addr)?;
-    telemetry::serve(addr, readiness.clone(), before_scrape, shutdown).map(Some)
+    telemetry::serve(addr, readiness.clone(), refresh, shutdown).map(Some)
 }
 
-/// Set the outbox gauges from the database (before a scrape): pending and leased rows and the
+/// Set the outbox gauges from the database (every few seconds): pending and leased rows and the
 /// oldest pending row's age, per model; 0 for a model `seen` before that has none now. A
 /// database that does not answer leaves them as they were.
 fn backlog_gauges(url: &str, seen: &std::sync::Mutex<std::collections::BTreeSet<String>>) {

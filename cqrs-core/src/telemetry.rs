@@ -4,8 +4,9 @@
 //! (every part that needs the database or the broker has them now).
 //!
 //! The listener is plain `std::net`: three read-only routes, one request per connection, answered
-//! in order; a scrape renders the recorder's state, after an optional hook refreshes gauges that
-//! are read, not counted (the outbox backlog).
+//! in order; a scrape renders the recorder's state. Gauges that are read, not counted (the outbox
+//! backlog), are refreshed by a hook on a thread of their own every [`REFRESH`], so a database
+//! that does not answer never holds up `/healthz`.
 //!
 //! ```no_run
 //! let readiness = cqrs::telemetry::Readiness::default();
@@ -21,15 +22,18 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::shutdown::Shutdown;
 
-/// A hook run before each scrape (to set gauges read from the database).
-pub type BeforeScrape = Box<dyn Fn() + Send + Sync>;
+/// A hook run every [`REFRESH`] (to set gauges read from the database).
+pub type Refresh = Box<dyn Fn() + Send>;
+
+/// How often the refresh hook runs and the recorder's histograms are compacted.
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// The parts a process needs running, each ready or not with the reason.
 #[derive(Debug, Clone, Default)]
@@ -88,7 +92,7 @@ const SIZES: [f64; 8] = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 pub const METRICS: [(&str, &str); 13] = [
     (
         "cqrs_outbox_pending",
-        "Outbox rows waiting to be published, per cqrs_id (read at each scrape; relay)",
+        "Outbox rows waiting to be published, per cqrs_id (read every 5 s; relay)",
     ),
     (
         "cqrs_outbox_leased",
@@ -147,10 +151,11 @@ fn describe() {
     metrics::gauge!("cqrs_up").set(1.0);
 }
 
-/// The running listener; stops with the shutdown it was given.
+/// The running listener; stops when dropped or with the shutdown it was given.
 pub struct Server {
     addr: SocketAddr,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Shutdown,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -162,7 +167,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        // A process that ends on an error (not on its shutdown) must not wait for its listener.
+        self.stop.trigger();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -173,7 +180,7 @@ impl Drop for Server {
 pub fn serve(
     addr: SocketAddr,
     readiness: Readiness,
-    before_scrape: Option<BeforeScrape>,
+    refresh: Option<Refresh>,
     shutdown: &Shutdown,
 ) -> Result<Server> {
     let handle = recorder()?;
@@ -182,34 +189,58 @@ pub fn serve(
     let addr = listener.local_addr().map_err(io)?;
     // Accept polls so the thread notices the shutdown.
     listener.set_nonblocking(true).map_err(io)?;
-    let shutdown = shutdown.clone();
-    let thread = std::thread::Builder::new()
-        .name("cqrs-metrics".into())
-        .spawn(move || {
-            while !shutdown.is_triggered() {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = answer(stream, handle, &readiness, before_scrape.as_deref())
-                        {
-                            tracing::debug!("metrics request: {e}");
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        shutdown.sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => {
-                        tracing::warn!("metrics listener: {e}");
-                        shutdown.sleep(Duration::from_millis(500));
+    let stop = shutdown.child();
+    let mut threads = Vec::new();
+    let listening = stop.clone();
+    let listen = move || {
+        let mut upkeep = Instant::now();
+        while !listening.is_triggered() {
+            if upkeep.elapsed() >= REFRESH {
+                // Histogram samples wait in the recorder until rendered: compact them even when
+                // nobody scrapes.
+                handle.run_upkeep();
+                upkeep = Instant::now();
+            }
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = answer(stream, handle, &readiness) {
+                        tracing::debug!("metrics request: {e}");
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    listening.sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!("metrics listener: {e}");
+                    listening.sleep(Duration::from_millis(500));
+                }
             }
-        })
-        .map_err(io)?;
+        }
+    };
+    threads.push(spawn("cqrs-metrics", listen)?);
+    if let Some(refresh) = refresh {
+        // Once before returning, so the first scrape has the gauges.
+        refresh();
+        let refreshing = stop.clone();
+        threads.push(spawn("cqrs-metrics-refresh", move || {
+            while !refreshing.sleep(REFRESH) {
+                refresh();
+            }
+        })?);
+    }
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(Server {
         addr,
-        thread: Some(thread),
+        stop,
+        threads,
     })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(io)
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -221,10 +252,10 @@ fn answer(
     mut stream: TcpStream,
     handle: &PrometheusHandle,
     readiness: &Readiness,
-    before_scrape: Option<&(dyn Fn() + Send + Sync)>,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
@@ -238,12 +269,7 @@ fn answer(
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, kind, body) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => {
-            if let Some(hook) = before_scrape {
-                hook();
-            }
-            ("200 OK", "text/plain; version=0.0.4", handle.render())
-        }
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", handle.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", "/readyz") => match readiness.check() {
             Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),

@@ -96,11 +96,18 @@ pub fn master(input: &DeriveInput) -> TokenStream {
         .field_by_column(&model.primary_key()[0])
         .expect("checked")
         .ty;
+    let key_column = quote::format_ident!("{}", model.primary_key()[0]);
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     quote! {
         const _: () = {
             // The model's Diesel table knows its model, so `tx.insert_into(items::table)` needs
             // no type annotation.
+            // The model's key must be the table's primary key: captured writes select and return
+            // the one, capture keys rows by the other.
+            const _: fn(
+                <#table_path::table as #krate::__private::diesel::Table>::PrimaryKey,
+            ) -> #table_path::#key_column = |key| key;
+
             #[automatically_derived]
             impl #impl_generics #krate::__private::MasterTable<#ident #ty_generics> for #table_path::table #where_clause {
                 type Key = #key_ty;

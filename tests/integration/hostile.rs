@@ -224,7 +224,7 @@ impl cqrs::Replica for FailsOnce {
 
 /// `consume -w 2` where one worker stops on a fatal error: the process does not run on degraded
 /// with one worker — every worker stops and `consume` returns the error (the CLI exits 1 for a
-/// supervisor to restart it).
+/// supervisor to restart it), its metrics listener included.
 #[test]
 fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
     let b = TestBroker::new();
@@ -235,6 +235,7 @@ fn a_worker_that_fails_stops_consume_instead_of_running_degraded() {
     });
     let settings = Settings {
         database_url: Some(t.url.clone()),
+        metrics_addr: Some("127.0.0.1:0".into()),
         ..b.settings()
     };
     // Bound before anything is published (consume declares the same again).

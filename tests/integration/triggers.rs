@@ -273,6 +273,29 @@ fn plain_sql_writes_are_captured_with_the_rules_of_atomic() {
         (2, json!(30))
     );
 
+    // The application's own BEFORE trigger changes a row the client's update left as it was: the
+    // stamp fires after it, so the change is captured with a new revision.
+    db.execute("DELETE FROM cqrs_outbox", vec![]).unwrap();
+    db.batch_execute(
+        "CREATE FUNCTION t_items_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN NEW.name := NEW.name || '!'; RETURN NEW; END $$;
+         CREATE TRIGGER t_items_touch BEFORE UPDATE ON t_items FOR EACH ROW EXECUTE FUNCTION t_items_touch();",
+    )
+    .unwrap();
+    db.batch_execute("UPDATE t_items SET value = value WHERE id = 1")
+        .unwrap();
+    db.batch_execute("DROP TRIGGER t_items_touch ON t_items")
+        .unwrap();
+    let msgs = sent(&mut db);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(
+        (
+            msgs[0].revision().unwrap(),
+            msgs[0].instance_data["name"].clone()
+        ),
+        (3, json!("renamed!"))
+    );
+
     // What cannot be captured is refused, and says so.
     for (sql, says) in [
         ("TRUNCATE t_items", "TRUNCATE of t_items is not captured"),
@@ -474,7 +497,7 @@ fn atomic_leaves_a_trigger_captured_model_to_its_triggers() {
         "one message per change, none twice"
     );
     // Without its triggers, a trigger-captured model refuses to be written through atomic.
-    db.batch_execute("DROP TRIGGER cqrs_t_items_stamp ON t_items")
+    db.batch_execute("DROP TRIGGER cqrs_t_items_deleted ON t_items")
         .unwrap();
     let err = atomic(&mut conn, |tx| tx.touch::<TItem>(&1)).unwrap_err();
     assert!(

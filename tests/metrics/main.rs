@@ -93,9 +93,8 @@ fn counters_and_readiness_during_a_real_sync() {
             get(consume_port, "/readyz").0 == 200
         });
         assert_eq!(get(consume_port, "/healthz"), (200, "ok\n".into()));
-        let relay = s.spawn(|| cqrs::service::relay(&relay_settings, &shutdown));
-
-        // A real sync: 100 rows, 3 of them poison.
+        // A real sync: 100 rows, 3 of them poison, queued before the relay starts (its backlog
+        // gauge is read once as it starts, then every 5 s).
         let spec = std::sync::Arc::new(MasterSpec::new(item_spec()));
         let keys: Vec<SqlValue> = (1..=100).map(SqlValue::BigInt).collect();
         atomic(&mut db, |tx| {
@@ -103,6 +102,16 @@ fn counters_and_readiness_during_a_real_sync() {
             Ok(())
         })
         .unwrap();
+        let relay = s.spawn(|| cqrs::service::relay(&relay_settings, &shutdown));
+        wait_until(Duration::from_secs(15), "the relay's listener", || {
+            get(relay_port, "/healthz").0 == 200
+        });
+        let early = get(relay_port, "/metrics").1;
+        assert_eq!(
+            sample(&early, "cqrs_outbox_pending{cqrs_id=\"item\"}"),
+            100.0,
+            "{early}"
+        );
         wait_until(
             Duration::from_secs(60),
             "97 applied and 3 dead letters",
@@ -118,10 +127,14 @@ fn counters_and_readiness_during_a_real_sync() {
             "{relayed}"
         );
         assert_eq!(sample(&relayed, "cqrs_relay_published_total"), 100.0);
-        assert_eq!(
-            sample(&relayed, "cqrs_outbox_pending{cqrs_id=\"item\"}"),
-            0.0,
-            "the backlog is read at the scrape"
+        // Read again within 5 s: nothing waits any more.
+        wait_until(
+            Duration::from_secs(15),
+            "the backlog gauge to drop to 0",
+            || {
+                let relayed = get(relay_port, "/metrics").1;
+                relayed.contains("cqrs_outbox_pending{cqrs_id=\"item\"} 0")
+            },
         );
         let consumed = get(consume_port, "/metrics").1;
         for (outcome, n) in [("applied", 97.0), ("dead_lettered", 3.0)] {
@@ -134,9 +147,37 @@ fn counters_and_readiness_during_a_real_sync() {
                 "{consumed}"
             );
         }
+        // A SYNC re-sends an old change: no lag is taken from it. Captured changes have one.
         assert_eq!(
             sample(&consumed, "cqrs_consumer_lag_seconds_count"),
-            97.0,
+            0.0,
+            "{consumed}"
+        );
+        atomic(&mut db, |tx| {
+            tx.touch_many::<ItemMaster>(&[1_i64, 2, 4, 5, 7])?;
+            tx.conn()
+                .execute(
+                    "UPDATE items SET name = name || '+' WHERE id IN (1, 2, 4, 5, 7)",
+                    vec![],
+                )
+                .map(drop)
+        })
+        .unwrap();
+        wait_until(Duration::from_secs(30), "the five captured changes", || {
+            let consumed = get(consume_port, "/metrics").1;
+            sample(
+                &consumed,
+                "cqrs_consumer_messages_total{outcome=\"applied\"}",
+            ) == 102.0
+        });
+        let consumed = get(consume_port, "/metrics").1;
+        assert_eq!(
+            sample(&consumed, "cqrs_consumer_lag_seconds_count"),
+            5.0,
+            "{consumed}"
+        );
+        assert!(
+            sample(&consumed, "cqrs_consumer_lag_seconds_sum") < 60.0,
             "{consumed}"
         );
         assert!(sample(&consumed, "cqrs_consumer_batch_size_count") >= 1.0);
@@ -170,6 +211,16 @@ fn counters_and_readiness_during_a_real_sync() {
     });
     // The listeners closed with their processes' shutdown.
     assert_eq!(get(consume_port, "/healthz").0, 0);
+}
+
+/// The master side of `items`, for capture.
+struct ItemMaster;
+
+impl cqrs::MasterModel for ItemMaster {
+    const CQRS_ID: &'static str = "item";
+    fn master_spec() -> MasterSpec {
+        MasterSpec::new(item_spec())
+    }
 }
 
 fn count_rows(db: &TestDb) -> usize {

@@ -13,7 +13,9 @@ pub(crate) fn run(
     settings: &Settings,
     args: &TriggersArgs,
 ) -> Result<(), Error> {
-    let specs = chosen(registry, &args.cqrs_ids)?;
+    // Uninstall also serves a model switched back to atomic capture.
+    let any_mode = matches!(args.action, TriggerAction::Uninstall);
+    let specs = chosen(registry, &args.cqrs_ids, any_mode)?;
     let mut db = Db::connect(settings.require_database_url()?)?;
     match args.action {
         TriggerAction::Install | TriggerAction::Uninstall => {
@@ -54,7 +56,11 @@ pub(crate) fn run(
 }
 
 /// The named masters (each must be trigger-captured), or every trigger-captured master.
-fn chosen(registry: &Registry, ids: &[String]) -> Result<Vec<Arc<MasterSpec>>, Error> {
+fn chosen(
+    registry: &Registry,
+    ids: &[String],
+    any_mode: bool,
+) -> Result<Vec<Arc<MasterSpec>>, Error> {
     let by_trigger = |s: &Arc<MasterSpec>| s.capture_mode() == CaptureMode::Trigger;
     if ids.is_empty() {
         let specs: Vec<_> = registry
@@ -73,7 +79,7 @@ fn chosen(registry: &Registry, ids: &[String]) -> Result<Vec<Arc<MasterSpec>>, E
     ids.iter()
         .map(|id| {
             let spec = registry.master_named(id)?;
-            if by_trigger(spec) {
+            if any_mode || by_trigger(spec) {
                 Ok(spec.clone())
             } else {
                 Err(Error::config(format!(

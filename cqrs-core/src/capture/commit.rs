@@ -134,8 +134,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 }
                 state => {
                     let Some(row) = finals.get(k) else {
-                        tracing::warn!(cqrs_id = %k.0, pk = %k.1, "captured row no longer exists at commit (deleted outside capture): nothing sent");
-                        continue;
+                        // Its DELETE (or its new key's SAVE) would be sent by nobody.
+                        return Err(Error::config(format!(
+                            "{} pk {} was changed in this transaction but is gone at commit: it was deleted, or its primary key changed, outside capture (delete with tx.delete or tx.delete_key; primary keys cannot change)",
+                            k.0, k.1
+                        )));
                     };
                     let mut data = rows::instance_data(t, row);
                     if let Some(serialize) = spec.hooks_ref().serializer {

@@ -255,7 +255,9 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// Insert a row with `insert` (which returns its primary key) and capture it as created: for
-    /// a statement [`Tx::insert_into`] cannot express (an upsert, raw SQL).
+    /// an insert [`Tx::insert_into`] cannot express (raw SQL). Only for rows the statement
+    /// inserted: a row that existed would be stamped revision 0. For an upsert, [`Tx::touch_many`]
+    /// the keys that may exist first, then call [`Tx::created_many`] with the new ones.
     pub fn create_with<M: MasterModel, K: Serialize, E: Into<Error>>(
         &mut self,
         insert: impl FnOnce(&mut C) -> std::result::Result<K, E>,
@@ -287,6 +289,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             return Ok(());
         }
         for key in keys {
+            if self.state(M::CQRS_ID, &key).is_some() {
+                // Touched before in this transaction (an upsert that updated it): it keeps its
+                // bumped revision and tracked values; a created row stays created.
+                continue;
+            }
             self.remember(
                 M::CQRS_ID,
                 Touch {
@@ -422,6 +429,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         for chunk in keys.chunks(backend.bind_limit()) {
             if by_trigger {
                 deleted += self.delete_rows(t, chunk)?;
+                // A sync asked for earlier in the transaction has nothing left to send.
+                self.cap
+                    .borrow_mut()
+                    .syncs
+                    .retain(|s| !(s.cqrs_id == M::CQRS_ID && chunk.contains(&s.key)));
                 continue;
             }
             let mut sql = format!(

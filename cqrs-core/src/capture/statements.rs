@@ -59,6 +59,10 @@ pub trait MasterTable<M: MasterModel>: Table {
     fn by_keys(keys: Vec<Self::Key>) -> Self::ByKeys;
 }
 
+/// Keys per narrowed update: far below SQLite's bind limit, which the caller's filter and
+/// changes share (PostgreSQL binds the list as one array).
+const KEYS_PER_UPDATE: usize = 10_000;
+
 /// The primary key column of a source's table.
 type Pk<S> = <<S as HasTable>::Table as Table>::PrimaryKey;
 
@@ -327,7 +331,7 @@ where
         } = self;
         let keys = tx.keys_of::<_, M>(source.clone())?;
         let mut updated = 0;
-        for chunk in keys.chunks(tx.conn.backend().bind_limit() - 1) {
+        for chunk in keys.chunks(KEYS_PER_UPDATE) {
             tx.touch_present::<M>(chunk)?;
             let narrowed = source.clone().filter(S::Table::by_keys(chunk.to_vec()));
             updated += diesel::update(narrowed)

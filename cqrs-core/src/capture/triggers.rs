@@ -63,7 +63,7 @@ const TRIGGERS: [(&str, &str); 5] = [
 /// .capture(CaptureMode::Trigger)
 /// .unwrap();
 /// let sql = cqrs::capture::triggers::install_sql(&spec).unwrap();
-/// assert!(sql.contains("CREATE TRIGGER \"cqrs_items_stamp\""));
+/// assert!(sql.contains("CREATE TRIGGER \"zz_cqrs_items_stamp\""));
 /// ```
 pub fn install_sql(spec: &MasterSpec) -> Result<String> {
     let g = generate(spec)?;
@@ -74,27 +74,30 @@ pub fn install_sql(spec: &MasterSpec) -> Result<String> {
             quote(name)
         ));
     }
-    for ((name, _), (_, when)) in g.functions.iter().zip(TRIGGERS) {
+    for ((name, _), (what, when)) in g.functions.iter().zip(TRIGGERS) {
         let when = when.replace("{t}", &quote(&g.table));
         sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS {n} ON {t};\nCREATE TRIGGER {n} {when} EXECUTE FUNCTION {n}();\n",
-            n = quote(name),
+            "DROP TRIGGER IF EXISTS {tg} ON {t};\nCREATE TRIGGER {tg} {when} EXECUTE FUNCTION {f}();\n",
+            tg = quote(&trigger_name(&g.table, what)),
+            f = quote(name),
             t = quote(&g.table),
         ));
     }
     Ok(sql)
 }
 
-/// The script that removes a model's triggers and their functions (back to capture by `atomic`).
+/// The script that removes the triggers of a model's table and their functions (back to capture
+/// by `atomic`); whatever the model's capture mode is now.
 pub fn uninstall_sql(spec: &MasterSpec) -> Result<String> {
-    let g = generate(spec)?;
-    Ok(g.functions
+    let table = spec.table().table();
+    Ok(TRIGGERS
         .iter()
-        .map(|(name, _)| {
+        .map(|(what, _)| {
             format!(
-                "DROP TRIGGER IF EXISTS {n} ON {t};\nDROP FUNCTION IF EXISTS {n}();\n",
-                n = quote(name),
-                t = quote(&g.table)
+                "DROP TRIGGER IF EXISTS {tg} ON {t};\nDROP FUNCTION IF EXISTS {f}();\n",
+                tg = quote(&trigger_name(table, what)),
+                f = quote(&function_name(table, what)),
+                t = quote(table)
             )
         })
         .collect())
@@ -120,7 +123,8 @@ pub fn check<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<Vec
     postgres_only(conn, spec)?;
     let g = generate(spec)?;
     let mut problems = Vec::new();
-    for ((name, body), _) in g.functions.iter().zip(TRIGGERS) {
+    for ((name, body), (what, _)) in g.functions.iter().zip(TRIGGERS) {
+        let trigger = trigger_name(&g.table, what);
         let installed = conn.load_text(
             "SELECT p.prosrc AS j FROM pg_proc p WHERE p.proname = $1 AND p.pronamespace = current_schema()::regnamespace",
             vec![SqlValue::Text(name.clone())],
@@ -134,13 +138,13 @@ pub fn check<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<Vec
         }
         let state = conn.load_text(
             "SELECT t.tgenabled::text AS j FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2",
-            vec![SqlValue::Text(quote(&g.table)), SqlValue::Text(name.clone())],
+            vec![SqlValue::Text(quote(&g.table)), SqlValue::Text(trigger.clone())],
         )?;
         match state.first().map(String::as_str) {
-            None => problems.push(format!("trigger {name} is not on table {}", g.table)),
+            None => problems.push(format!("trigger {trigger} is not on table {}", g.table)),
             Some("O" | "A") => {}
             Some(other) => problems.push(format!(
-                "trigger {name} on table {} is disabled (tgenabled = {other})",
+                "trigger {trigger} on table {} is disabled (tgenabled = {other})",
                 g.table
             )),
         }
@@ -153,25 +157,30 @@ pub(crate) fn captures(spec: &MasterSpec, backend: Backend) -> bool {
     spec.capture_mode() == CaptureMode::Trigger && backend == Backend::Postgres
 }
 
-/// Fails unless the table's stamp trigger is installed and enabled: without it, writes to a
-/// trigger-captured model would be sent by nobody.
+/// Fails unless the table's five triggers are installed and enabled: without them, writes to a
+/// trigger-captured model would be sent by nobody (`cqrs triggers check` also compares the
+/// functions with the model).
 pub(crate) fn require_installed<C: SqlConn + ?Sized>(
     conn: &mut C,
     spec: &MasterSpec,
 ) -> Result<()> {
     let table = spec.table().table();
+    let mut binds = vec![SqlValue::Text(quote(table))];
+    binds.extend(
+        TRIGGERS
+            .iter()
+            .map(|(what, _)| SqlValue::Text(trigger_name(table, what))),
+    );
     let found = conn.load_text(
-        "SELECT t.tgenabled::text AS j FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2",
-        vec![
-            SqlValue::Text(quote(table)),
-            SqlValue::Text(function_name(table, "stamp")),
-        ],
+        "SELECT CAST(count(*) AS TEXT) AS j FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) \
+         AND t.tgname IN ($2, $3, $4, $5, $6) AND t.tgenabled IN ('O', 'A')",
+        binds,
     )?;
-    if matches!(found.first().map(String::as_str), Some("O" | "A")) {
+    if found.first().map(String::as_str) == Some("5") {
         return Ok(());
     }
     Err(Error::config(format!(
-        "master `{}` is captured by triggers (capture = \"trigger\") but table {table} has none enabled: run `cqrs triggers install`",
+        "master `{}` is captured by triggers (capture = \"trigger\") but table {table} does not have its five enabled: run `cqrs triggers install` (`cqrs triggers check` says which)",
         spec.table().cqrs_id()
     )))
 }
@@ -188,6 +197,16 @@ fn postgres_only<C: SqlConn + ?Sized>(conn: &C, spec: &MasterSpec) -> Result<()>
 
 fn function_name(table: &str, what: &str) -> String {
     format!("cqrs_{table}_{what}")
+}
+
+/// The trigger of a function. PostgreSQL fires a table's BEFORE row triggers in the order of
+/// their names: the stamp's sorts after the application's own (`set_updated_at`, `items_…`), so
+/// it sees the row they leave and bumps the revision of a change they make.
+fn trigger_name(table: &str, what: &str) -> String {
+    match what {
+        "stamp" => format!("zz_cqrs_{table}_stamp"),
+        _ => function_name(table, what),
+    }
 }
 
 fn generate(spec: &MasterSpec) -> Result<Generated> {
@@ -209,8 +228,16 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
         )));
     }
     let table = t.table().to_string();
+    // A name holding the body's dollar-quote tag would end the body early.
+    for name in std::iter::once(id).chain(t.columns().iter().map(|c| c.wire.as_str())) {
+        if name.contains("$cqrs$") {
+            return Err(Error::config(format!(
+                "master `{id}`: the name {name:?} cannot be used in trigger capture"
+            )));
+        }
+    }
     for (what, _) in TRIGGERS {
-        let name = function_name(&table, what);
+        let name = trigger_name(&table, what);
         if name.len() > MAX_NAME {
             return Err(Error::config(format!(
                 "master `{id}`: the trigger name {name} is longer than PostgreSQL's {MAX_NAME} bytes"
