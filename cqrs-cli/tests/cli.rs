@@ -446,19 +446,11 @@ fn tombstones_prune_removes_only_those_past_retention_sqlite() {
     tombstones_prune_removes_only_those_past_retention(Kind::Sqlite);
 }
 
-/// `--log-format json`: every line on stderr is one JSON object; a URL's password is not printed.
-#[test]
-fn json_logs_are_one_object_per_line_without_credentials() {
+/// What `cqrs <args>` logs in `secs` seconds (a relay waiting for an unreachable database logs each
+/// attempt), then killed.
+fn logs_of(args: &[&str], secs: u64) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs"))
-        .args([
-            "--log-format",
-            "json",
-            "relay",
-            "--database-url",
-            "postgres://app:s3cret@127.0.0.1:1/nowhere",
-            "--broker-url",
-            "amqp://guest:guest@127.0.0.1:1/%2f",
-        ])
+        .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("CQRS_CONFIG")
         .env_remove("CQRS_LOG")
@@ -466,11 +458,26 @@ fn json_logs_are_one_object_per_line_without_credentials() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the cqrs binary runs");
-    // The relay waits for its database, logging each attempt; two seconds give a few lines.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(std::time::Duration::from_secs(secs));
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
+    stderr(&child.wait_with_output().unwrap())
+}
+
+/// `--log-format json`: every line on stderr is one JSON object; a URL's password is not printed.
+#[test]
+fn json_logs_are_one_object_per_line_without_credentials() {
+    let err = logs_of(
+        &[
+            "--log-format",
+            "json",
+            "relay",
+            "--database-url",
+            "postgres://app:s3cret@127.0.0.1:1/nowhere",
+            "--broker-url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+        ],
+        2,
+    );
     let lines: Vec<&str> = err.lines().collect();
     assert!(!lines.is_empty(), "the relay logged nothing");
     for line in &lines {
@@ -488,18 +495,10 @@ fn json_logs_are_one_object_per_line_without_credentials() {
 /// Text logs written to a pipe carry no terminal colour codes.
 #[test]
 fn text_logs_to_a_pipe_have_no_colour_codes() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cqrs"))
-        .args(["relay", "--database-url", "postgres://127.0.0.1:1/nowhere"])
-        .env_remove("DATABASE_URL")
-        .env_remove("CQRS_CONFIG")
-        .env_remove("CQRS_LOG")
-        .current_dir(std::env::temp_dir())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the cqrs binary runs");
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    child.kill().unwrap();
-    let err = stderr(&child.wait_with_output().unwrap());
+    let err = logs_of(
+        &["relay", "--database-url", "postgres://127.0.0.1:1/nowhere"],
+        1,
+    );
     assert!(err.contains(" WARN cqrs::service: database"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
