@@ -299,14 +299,6 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `$n` placeholders as the backend wants them.
-fn sql(kind: Kind, sql: &str) -> String {
-    match kind {
-        Kind::Postgres => sql.to_string(),
-        Kind::Sqlite => sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"),
-    }
-}
-
 fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
     use chrono::{Duration, Utc};
     use cqrs::value::SqlValue;
@@ -330,8 +322,8 @@ fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
     .unwrap();
     // The first item row waited 100 s and a relay holds a lease on it.
     db.execute(
-        &sql(
-            kind,
+        &cqrs_tests::sql_for(
+            &db,
             "UPDATE cqrs_outbox SET created_at = $1, leased_until = $2 WHERE id = (SELECT min(id) FROM cqrs_outbox)",
         ),
         vec![
@@ -385,8 +377,8 @@ fn tombstones_prune_removes_only_those_past_retention(kind: Kind) {
     let mut db = t.connect();
     for (pk, days) in [("1", 20), ("2", 13), ("3", 0)] {
         db.execute(
-            &sql(
-                kind,
+            &cqrs_tests::sql_for(
+                &db,
                 "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ('item', $1, 1, $2, $3)",
             ),
             vec![

@@ -250,6 +250,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         };
         crate::crash::point("consumer.after_commit");
         let now = Utc::now();
+        // Duplicates and stale messages, counted once for the batch.
+        let mut skipped = [0u64; 2];
         for (i, outcome) in outcomes {
             let v = &valid[i];
             if let Outcome::Applied = outcome
@@ -262,17 +264,18 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 metrics::histogram!("cqrs_consumer_lag_seconds").record(lag.as_secs_f64());
             }
             if let Outcome::Skipped(why) = outcome {
-                let kind = if why.contains("duplicate") {
-                    "duplicate"
-                } else {
-                    "stale"
-                };
-                metrics::counter!("cqrs_consumer_messages_total", "outcome" => kind).increment(1);
+                skipped[usize::from(!why.contains("duplicate"))] += 1;
             }
+
             fates[v.at] = Some(match outcome {
                 Outcome::Applied | Outcome::Skipped(_) => Fate::Done,
                 Outcome::Failed(err) => self.retry_or_dead_letter(&v.change, err),
             });
+        }
+        for (kind, n) in ["duplicate", "stale"].into_iter().zip(skipped) {
+            if n > 0 {
+                metrics::counter!("cqrs_consumer_messages_total", "outcome" => kind).increment(n);
+            }
         }
         self.settle(deliveries, fates)
     }

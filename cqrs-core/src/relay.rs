@@ -255,19 +255,16 @@ impl<P: Publisher> Relay<P> {
         let confirmed_at = Instant::now();
         let (mut done, mut failed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let mut unroutable: BTreeMap<&str, usize> = BTreeMap::new();
+        let before = self.stats;
         for ((row, msg), confirm) in rows.iter().zip(&messages).zip(confirms) {
             match confirm {
                 Confirm::Delivered => {
                     self.stats.published += 1;
-                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "confirmed")
-                        .increment(1);
                     done.push(row.id);
                 }
                 Confirm::Unroutable => {
                     tracing::debug!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key");
                     self.stats.unroutable += 1;
-                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "unroutable")
-                        .increment(1);
                     *unroutable.entry(row.cqrs_id.as_str()).or_default() += 1;
                     if self.settings.keep_unroutable {
                         kept.push(row.id);
@@ -278,10 +275,19 @@ impl<P: Publisher> Relay<P> {
                 Confirm::Failed(why) => {
                     tracing::warn!(routing_key = %msg.routing_key, attempts = row.attempts, "publish not confirmed, will retry: {why}");
                     self.stats.failed += 1;
-                    metrics::counter!("cqrs_relay_messages_total", "outcome" => "failed")
-                        .increment(1);
                     failed.push(row.id);
                 }
+            }
+        }
+        // Counted once per batch: the recorder looks each series up by name.
+        for (outcome, n) in [
+            ("confirmed", self.stats.published - before.published),
+            ("unroutable", self.stats.unroutable - before.unroutable),
+            ("failed", self.stats.failed - before.failed),
+        ] {
+            if n > 0 {
+                metrics::counter!("cqrs_relay_messages_total", "outcome" => outcome)
+                    .increment(n as u64);
             }
         }
         for (cqrs_id, n) in unroutable {

@@ -276,24 +276,27 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             .iter()
             .map(|k| Self::key(&spec, k))
             .collect::<Result<Vec<_>>>()?;
-        for key in &keys {
-            if let Some(Touched::Deleted) = self.state(M::CQRS_ID, key) {
-                return Err(Error::config(format!(
-                    "{} pk {} was deleted earlier in this transaction: re-creating a pk in the transaction that deleted it is not supported",
-                    M::CQRS_ID,
-                    key.canonical_key()
-                )));
+        // All checked before any is remembered. A key touched before in this transaction (an
+        // upsert that updated it) keeps its bumped revision and tracked values; a created row
+        // stays created.
+        let mut fresh = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.state(M::CQRS_ID, &key) {
+                Some(Touched::Deleted) => {
+                    return Err(Error::config(format!(
+                        "{} pk {} was deleted earlier in this transaction: re-creating a pk in the transaction that deleted it is not supported",
+                        M::CQRS_ID,
+                        key.canonical_key()
+                    )));
+                }
+                Some(_) => {}
+                None => fresh.push(key),
             }
         }
         if self.by_trigger(&spec) {
             return Ok(());
         }
-        for key in keys {
-            if self.state(M::CQRS_ID, &key).is_some() {
-                // Touched before in this transaction (an upsert that updated it): it keeps its
-                // bumped revision and tracked values; a created row stays created.
-                continue;
-            }
+        for key in fresh {
             self.remember(
                 M::CQRS_ID,
                 Touch {
