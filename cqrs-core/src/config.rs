@@ -25,7 +25,10 @@
 //! | tombstone retention (days) | — | `CQRS_TOMBSTONE_RETENTION_DAYS` | `tombstone_retention_days` | 14 |
 //! | metrics and health listener | `consume`/`relay --metrics-addr` | `CQRS_METRICS_ADDR` | `metrics_addr` | off |
 //! | TLS CA file (amqps) | `--tls-ca-file` | `CQRS_TLS_CA_FILE` | `tls_ca_file` | public roots only |
+//! | statement timeout while applying (ms) | — | `CQRS_QUERY_TIMEOUT_MS` | `query_timeout_ms` | none |
+//! | one model's own settings | — | — | `[models.<cqrs_id>]` ([`ModelLayer`]) | the global ones |
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,6 +175,98 @@ settings! {
     /// A PEM file of CA certificates to trust for `amqps://` (a private CA).
     tls_ca_file: Option<PathBuf> = None,
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
+    /// The replica's statement timeout while it applies messages (PostgreSQL's
+    /// `statement_timeout`, django-cqrs's `CQRS_QUERY_TIMEOUT`): a statement that runs longer is
+    /// cancelled and its messages retried, then dead-lettered. Unset or 0: none.
+    query_timeout: Option<Duration> = None,
+        key query_timeout_ms: u64, env ["CQRS_QUERY_TIMEOUT_MS"] => |v| (v > 0).then(|| Duration::from_millis(v));
+    /// Settings of one model that differ from the global ones: `[models.<cqrs_id>]` in
+    /// `cqrs.toml` (see [`ModelLayer`]).
+    models: BTreeMap<String, ModelLayer> = BTreeMap::new(),
+        key models: BTreeMap<String, ModelLayer> => |v| v;
+}
+
+/// One model's own settings, `[models.<cqrs_id>]` in `cqrs.toml`; what it leaves unset is the
+/// global value. A model's value beats the global one from the environment or the file; a
+/// command-line flag (`--batch-size`, `--batch`) beats both.
+///
+/// ```toml
+/// [models.audit_event]
+/// max_retries = 5
+/// retry_delays_ms = [500, 5000]
+/// message_ttl_seconds = 3600
+/// batch_size = 50
+/// query_timeout_ms = 2000
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLayer {
+    /// Most of this model's rows per `sync` transaction and per apply statement of the consumer.
+    pub batch_size: Option<usize>,
+    /// Retries before this model's message is dead-lettered.
+    pub max_retries: Option<u32>,
+    /// Delays before this model's retries (the last repeats).
+    pub retry_delays_ms: Option<Vec<u64>>,
+    /// TTL the relay gives this model's messages (and the replica assumes when none is sent).
+    pub message_ttl_seconds: Option<u64>,
+    /// Statement timeout while this model's messages are applied; 0: none.
+    pub query_timeout_ms: Option<u64>,
+}
+
+/// The effective settings of one model: its `[models.<cqrs_id>]` values over the global ones.
+/// Borrowed, so asking per message costs one map lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSettings<'a> {
+    global: &'a Settings,
+    own: Option<&'a ModelLayer>,
+}
+
+impl ModelSettings<'_> {
+    /// Most of this model's rows per transaction or statement.
+    pub fn batch_size(&self) -> usize {
+        self.own
+            .and_then(|m| m.batch_size)
+            .unwrap_or(self.global.batch_size)
+    }
+
+    /// Retries before a message is dead-lettered.
+    pub fn max_retries(&self) -> u32 {
+        self.own
+            .and_then(|m| m.max_retries)
+            .unwrap_or(self.global.max_retries)
+    }
+
+    /// The delay before retry number `retry` (1-based); the last level repeats.
+    pub fn retry_delay(&self, retry: u32) -> Duration {
+        let level = |n: usize| (retry.max(1) as usize - 1).min(n - 1);
+        match self.own.and_then(|m| m.retry_delays_ms.as_deref()) {
+            Some(ms) => Duration::from_millis(ms[level(ms.len())]),
+            None => self.global.retry_delays[level(self.global.retry_delays.len())],
+        }
+    }
+
+    /// The TTL of a message of this model.
+    pub fn message_ttl(&self) -> Duration {
+        self.own
+            .and_then(|m| m.message_ttl_seconds)
+            .map_or(self.global.message_ttl, Duration::from_secs)
+    }
+
+    /// The statement timeout while applying this model, if any.
+    pub fn query_timeout(&self) -> Option<Duration> {
+        match self.own.and_then(|m| m.query_timeout_ms) {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => self.global.query_timeout,
+        }
+    }
+
+    /// How long a message of this model can still be delivered once published: its TTL, then a
+    /// dead letter's TTL (it may be re-driven at the end), then every retry's delay.
+    fn reach(&self) -> Duration {
+        let retries: Duration = (1..=self.max_retries()).map(|r| self.retry_delay(r)).sum();
+        self.message_ttl() + self.global.dead_letter_ttl + retries
+    }
 }
 
 /// The URL without its secrets, for messages: the password of `user:password@` and the value of
@@ -268,6 +363,22 @@ show_as! {
     Option<PathBuf> => |v, _k| v
         .as_ref()
         .map_or_else(|| "(not set)".into(), |p| format!("{:?}", p.display().to_string()));
+    Option<Duration> => |v, k| v.as_ref().map_or_else(|| "(not set)".into(), |d| in_unit(d, k));
+    // An inline table, so the line can be pasted into the file like the others.
+    BTreeMap<String, ModelLayer> => |v, _k| {
+        let models = v.iter().map(|(id, m)| {
+            let set = [
+                m.batch_size.map(|n| format!("batch_size = {n}")),
+                m.max_retries.map(|n| format!("max_retries = {n}")),
+                m.retry_delays_ms.as_ref().map(|d| format!("retry_delays_ms = {d:?}")),
+                m.message_ttl_seconds.map(|n| format!("message_ttl_seconds = {n}")),
+                m.query_timeout_ms.map(|n| format!("query_timeout_ms = {n}")),
+            ];
+            let set: Vec<String> = set.into_iter().flatten().collect();
+            format!("{id:?} = {{ {} }}", set.join(", "))
+        });
+        format!("{{ {} }}", models.collect::<Vec<_>>().join(", ")).replace("{  }", "{}")
+    };
 }
 
 /// Where a setting's value came from.
@@ -406,7 +517,15 @@ impl Settings {
                 (*key, source)
             })
             .collect();
-        Ok((Settings::from_layer(flags.over(env).over(file))?, sources))
+        let by_flag = flags.batch_size.is_some();
+        let mut settings = Settings::from_layer(flags.over(env).over(file))?;
+        if by_flag {
+            // A flag is this run's explicit choice: it beats the models' own values too.
+            for m in settings.models.values_mut() {
+                m.batch_size = None;
+            }
+        }
+        Ok((settings, sources))
     }
 
     /// Fill unset values of `layer` with the defaults and check them.
@@ -428,6 +547,21 @@ impl Settings {
         }
         if let Some(addr) = &s.metrics_addr {
             s.metrics_socket(addr)?;
+        }
+        for (id, m) in &s.models {
+            let at = |key: &str| format!("models.{id}.{key}");
+            if m.batch_size == Some(0) {
+                return Err(Error::config(format!(
+                    "{} must be at least 1",
+                    at("batch_size")
+                )));
+            }
+            if m.retry_delays_ms.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Error::config(format!(
+                    "{} must list at least one delay",
+                    at("retry_delays_ms")
+                )));
+            }
         }
         let reach = s.message_reach();
         if s.tombstone_retention <= reach {
@@ -453,15 +587,64 @@ impl Settings {
     /// How long a message can still be delivered once published: its TTL, then a dead letter's
     /// TTL (it may be re-driven at the end), then every retry's delay. Not counted: time spent in
     /// the outbox before publishing (the relay sets `expires`), and a re-driven letter's new TTL.
+    /// The longest over the global settings and every model's own.
     pub fn message_reach(&self) -> Duration {
-        let retries: Duration = (1..=self.max_retries).map(|r| self.retry_delay(r)).sum();
-        self.message_ttl + self.dead_letter_ttl + retries
+        let models = self.models.keys().map(|id| self.model(id).reach());
+        models.fold(self.global_model().reach(), Duration::max)
     }
 
-    /// The delay before retry number `retry` (1-based); the last level repeats.
+    /// The delay before retry number `retry` (1-based) of a model without its own delays; the
+    /// last level repeats.
     pub fn retry_delay(&self, retry: u32) -> Duration {
-        let i = (retry.max(1) as usize - 1).min(self.retry_delays.len() - 1);
-        self.retry_delays[i]
+        self.global_model().retry_delay(retry)
+    }
+
+    fn global_model(&self) -> ModelSettings<'_> {
+        ModelSettings {
+            global: self,
+            own: None,
+        }
+    }
+
+    /// The effective settings of the model `cqrs_id` (the global ones where it has none).
+    pub fn model(&self, cqrs_id: &str) -> ModelSettings<'_> {
+        ModelSettings {
+            global: self,
+            own: self.models.get(cqrs_id),
+        }
+    }
+
+    /// Every retry delay any model may use: the levels a replica's queue needs.
+    pub fn retry_levels(&self) -> Vec<Duration> {
+        let own = self
+            .models
+            .values()
+            .filter_map(|m| m.retry_delays_ms.as_ref());
+        let mut levels: Vec<Duration> = own
+            .flatten()
+            .map(|ms| Duration::from_millis(*ms))
+            .chain(self.retry_delays.iter().copied())
+            .collect();
+        levels.sort();
+        levels.dedup();
+        levels
+    }
+
+    /// A config error if `[models.<cqrs_id>]` names a model this binary does not know (a typo
+    /// would otherwise leave the model on the global settings without a word).
+    pub fn check_models(&self, known: &[&str]) -> Result<()> {
+        for id in self.models.keys() {
+            if !known.contains(&id.as_str()) {
+                let mut names = known.to_vec();
+                names.sort();
+                names.dedup();
+                return Err(Error::config(format!(
+                    "[models.{id}] in the config file: no model with cqrs_id {id:?} is registered (known: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The database URL or a config error naming the flag and variable to set.
@@ -528,6 +711,93 @@ mod tests {
     fn unknown_file_keys_are_named() {
         let err = toml::from_str::<Layer>("exchnage = \"x\"").unwrap_err();
         assert!(err.message().contains("exchnage"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_models_own_values_beat_the_global_ones() {
+        let file: Layer = toml::from_str(
+            "max_retries = 4\nquery_timeout_ms = 3000\n\
+             [models.audit]\nmax_retries = 1\nretry_delays_ms = [250, 500]\n\
+             message_ttl_seconds = 60\nbatch_size = 9\nquery_timeout_ms = 0\n\
+             [models.item]\nquery_timeout_ms = 800\n",
+        )
+        .unwrap();
+        let s = Settings::from_layer(file).unwrap();
+        let audit = s.model("audit");
+        assert_eq!(audit.max_retries(), 1);
+        assert_eq!(audit.retry_delay(1), Duration::from_millis(250));
+        assert_eq!(audit.retry_delay(7), Duration::from_millis(500));
+        assert_eq!(audit.message_ttl(), Duration::from_secs(60));
+        assert_eq!(audit.batch_size(), 9);
+        assert_eq!(
+            audit.query_timeout(),
+            None,
+            "0 turns the global timeout off"
+        );
+        let item = s.model("item");
+        assert_eq!(item.query_timeout(), Some(Duration::from_millis(800)));
+        assert_eq!(item.max_retries(), 4);
+        assert_eq!(item.retry_delay(1), Duration::from_secs(2));
+        let other = s.model("other");
+        assert_eq!(other.query_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(other.batch_size(), 500);
+        let levels: Vec<u64> = s
+            .retry_levels()
+            .iter()
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(levels, [250, 500, 2000, 4000, 8000, 16000, 32000, 60000]);
+        assert_eq!(
+            Show::show(&s.models, "models"),
+            "{ \"audit\" = { batch_size = 9, max_retries = 1, retry_delays_ms = [250, 500], \
+             message_ttl_seconds = 60, query_timeout_ms = 0 }, \"item\" = { query_timeout_ms = 800 } }"
+        );
+        assert_eq!(Show::show(&Settings::default().models, "models"), "{}");
+    }
+
+    #[test]
+    fn bad_model_settings_are_named() {
+        for (toml, says) in [
+            (
+                "[models.a]\nbatch_size = 0",
+                "models.a.batch_size must be at least 1",
+            ),
+            (
+                "[models.a]\nretry_delays_ms = []",
+                "models.a.retry_delays_ms must list",
+            ),
+            ("[models.a]\nmax_retry = 3", "max_retry"),
+        ] {
+            let err = match toml::from_str::<Layer>(toml) {
+                Ok(layer) => Settings::from_layer(layer).unwrap_err().to_string(),
+                Err(e) => e.message().to_string(),
+            };
+            assert!(err.contains(says), "{toml}: {err}");
+        }
+        let s = Settings::from_layer(toml::from_str("[models.itme]\nmax_retries = 1").unwrap())
+            .unwrap();
+        let err = s.check_models(&["item", "order"]).unwrap_err().to_string();
+        assert!(
+            err.contains("\"itme\"") && err.contains("known: item, order"),
+            "{err}"
+        );
+        s.check_models(&["itme"]).unwrap();
+    }
+
+    #[test]
+    fn tombstones_must_outlive_the_longest_reach_of_any_model() {
+        // A model whose messages live 30 days needs tombstones kept longer than the default 14.
+        let layer: Layer = toml::from_str("[models.slow]\nmessage_ttl_seconds = 2592000").unwrap();
+        let err = Settings::from_layer(layer).unwrap_err().to_string();
+        assert!(
+            err.contains("tombstone_retention_days = 14 is too short"),
+            "{err}"
+        );
+        let layer: Layer = toml::from_str(
+            "tombstone_retention_days = 45\n[models.slow]\nmessage_ttl_seconds = 2592000",
+        )
+        .unwrap();
+        Settings::from_layer(layer).unwrap();
     }
 
     #[test]

@@ -336,8 +336,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         if message.expires == Expires::Absent {
             // An older master sent no expiry: the replica's own TTL starts at receipt (as django-cqrs).
-            let ttl = chrono::Duration::from_std(self.settings.message_ttl)
-                .unwrap_or(chrono::Duration::days(1));
+            let ttl =
+                chrono::Duration::from_std(self.settings.model(&message.cqrs_id).message_ttl())
+                    .unwrap_or(chrono::Duration::days(1));
             message.expires = Expires::At(now + ttl);
         }
         Ok(Change { message, directed })
@@ -436,28 +437,33 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 .or_default()
                 .push(i);
         }
-        let registry = self.registry;
+        let (registry, settings) = (self.registry, self.settings);
         let (outcomes, stats) = self.db.write_transaction(|db| {
             let mut out = Vec::with_capacity(items.len());
             let mut stats = ApplyStats::default();
+            let mut timeout = StatementTimeout::default();
             for ((_, id), idxs) in &groups {
                 let replica = registry.replica_for(id).expect("checked on receipt");
-                let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
-                let report = replica
-                    .apply(db, &changes)
-                    .map_err(|e| e.context(format!("applying {id}")))?;
-                if report.outcomes.len() != idxs.len() {
-                    return Err(Error::new(
-                        ErrorKind::Database,
-                        format!(
-                            "replica {id} returned {} outcomes for {} changes",
-                            report.outcomes.len(),
-                            idxs.len()
-                        ),
-                    ));
+                let model = settings.model(id);
+                timeout.set(db, model.query_timeout())?;
+                for idxs in idxs.chunks(model.batch_size()) {
+                    let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
+                    let report = replica
+                        .apply(db, &changes)
+                        .map_err(|e| e.context(format!("applying {id}")))?;
+                    if report.outcomes.len() != idxs.len() {
+                        return Err(Error::new(
+                            ErrorKind::Database,
+                            format!(
+                                "replica {id} returned {} outcomes for {} changes",
+                                report.outcomes.len(),
+                                idxs.len()
+                            ),
+                        ));
+                    }
+                    stats += report.stats;
+                    out.extend(idxs.iter().copied().zip(report.outcomes));
                 }
-                stats += report.stats;
-                out.extend(idxs.iter().copied().zip(report.outcomes));
             }
             Ok((out, stats))
         })?;
@@ -473,9 +479,10 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             .registry
             .replica_for(&msg.cqrs_id)
             .map_or(Retry::Default, |r| r.retry(msg, &err));
+        let model = self.settings.model(&msg.cqrs_id);
         let delay = match decision {
-            Retry::Default if msg.retries < self.settings.max_retries => {
-                Some(self.settings.retry_delay(msg.retries.saturating_add(1)))
+            Retry::Default if msg.retries < model.max_retries() => {
+                Some(model.retry_delay(msg.retries.saturating_add(1)))
             }
             Retry::After(d) => Some(d),
             Retry::Default | Retry::DeadLetter => None,
@@ -570,6 +577,33 @@ fn record(before: &ConsumerStats, after: &ConsumerStats, size: usize, took: Dura
     }
     metrics::histogram!("cqrs_consumer_batch_size").record(size as f64);
     metrics::histogram!("cqrs_consumer_batch_seconds").record(took.as_secs_f64());
+}
+
+/// The statement timeout of one apply transaction, set per model as its group starts (PostgreSQL;
+/// SQLite has none, `consume` says so at start). `SET LOCAL` ends with the transaction.
+#[derive(Default)]
+struct StatementTimeout {
+    /// What this transaction set last; `None`: nothing yet (the session's own).
+    current: Option<Option<Duration>>,
+}
+
+impl StatementTimeout {
+    fn set(&mut self, db: &mut Db, timeout: Option<Duration>) -> Result<()> {
+        if db.backend() != crate::db::Backend::Postgres
+            || self.current == Some(timeout)
+            || (self.current.is_none() && timeout.is_none())
+        {
+            return Ok(());
+        }
+        // Whole milliseconds from the settings, not user text.
+        let sql = match timeout {
+            Some(t) => format!("SET LOCAL statement_timeout = {}", t.as_millis().max(1)),
+            None => "SET LOCAL statement_timeout TO DEFAULT".to_string(),
+        };
+        db.batch_execute(&sql)?;
+        self.current = Some(timeout);
+        Ok(())
+    }
 }
 
 /// Best effort: the `cqrs_id` of a body that failed to decode, for routing its dead letter.

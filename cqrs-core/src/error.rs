@@ -185,6 +185,9 @@ fn classify_message(message: &str) -> ErrorKind {
         "invalid byte sequence",
         "unsupported unicode escape sequence",
         "has no equivalent in encoding",
+        // `query_timeout_ms` (PostgreSQL's statement_timeout): retried with a delay, then
+        // dead-lettered, as django-cqrs counts CQRS_QUERY_TIMEOUT against the message.
+        "canceling statement due to statement timeout",
     ];
     let lower = message.to_ascii_lowercase();
     if TRANSIENT.iter().any(|t| lower.contains(t)) {

@@ -123,6 +123,12 @@ impl Registry {
         self.replicas.keys().map(String::as_str)
     }
 
+    /// A config error if `settings` has `[models.<cqrs_id>]` for a model not registered here.
+    pub fn check_settings(&self, settings: &crate::config::Settings) -> Result<()> {
+        let known: Vec<&str> = self.master_ids().chain(self.replica_ids()).collect();
+        settings.check_models(&known)
+    }
+
     /// True if no model is registered.
     pub fn is_empty(&self) -> bool {
         self.replicas.is_empty() && self.masters.is_empty()

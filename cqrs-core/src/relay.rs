@@ -346,7 +346,7 @@ impl<P: Publisher> Relay<P> {
         };
         // Set at publish time, not at capture: a relay outage longer than the TTL must not
         // dead-letter the backlog.
-        let ttl = chrono::Duration::from_std(self.settings.message_ttl)
+        let ttl = chrono::Duration::from_std(self.settings.model(&row.cqrs_id).message_ttl())
             .map_err(|e| Error::config(e.to_string()))?;
         m.expires = Expires::At(Utc::now() + ttl);
         m.retries = 0;

@@ -49,7 +49,15 @@ pub fn consume(
     shutdown: &Shutdown,
 ) -> Result<ConsumerStats> {
     let ids = consumed_ids(registry, only)?;
+    registry.check_settings(settings)?;
     let db_url = settings.require_database_url()?.to_string();
+    if crate::db::parse_database_url(&db_url)?.0 == crate::db::Backend::Sqlite
+        && ids
+            .iter()
+            .any(|id| settings.model(id).query_timeout().is_some())
+    {
+        tracing::warn!("query_timeout_ms is not applied on SQLite (it has no statement timeout)");
+    }
     let queue = settings.require_queue("consume")?.to_string();
     if workers == 0 {
         return Err(Error::config("--workers must be at least 1"));
@@ -60,7 +68,7 @@ pub fn consume(
     }
     let _server = observe(settings, &readiness, None, shutdown)?;
     let transport = transport::connect_until(settings, "consumer", shutdown, u32::MAX)?;
-    transport.declare_replica(&queue, &ids, &settings.retry_delays)?;
+    transport.declare_replica(&queue, &ids, &settings.retry_levels())?;
     // Prefetch two batches: one being applied, one arriving.
     let prefetch = (settings.batch_size * 2).min(u16::MAX as usize) as u16;
     let together = shutdown.child();
@@ -185,8 +193,9 @@ fn worker(
                 Some(c) => c,
                 None => Db::connect(db_url)?,
             };
-            transport.declare_replica(queue, ids, &settings.retry_delays)?;
-            let inbox = transport.inbox(queue, prefetch, &settings.retry_delays)?;
+            let levels = settings.retry_levels();
+            transport.declare_replica(queue, ids, &levels)?;
+            let inbox = transport.inbox(queue, prefetch, &levels)?;
             let mut consumer = Consumer::new(registry, settings, conn, inbox)
                 .reconnect_with(db_url)
                 .report_to(readiness.clone(), part);

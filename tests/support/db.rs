@@ -23,7 +23,7 @@ pub fn pg_server_url() -> String {
 }
 
 /// A name no other test (in this process or another) uses: `<prefix>_<pid>_<n>_<nanos>`.
-pub(crate) fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

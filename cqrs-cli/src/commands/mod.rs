@@ -32,9 +32,12 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         _ => {}
     }
     if let Command::Config = cli.command {
-        return config::run(layer, cli.common.config.as_deref());
+        return config::run(layer, cli.common.config.as_deref(), registry);
     }
     let settings = Settings::resolve(layer, cli.common.config.as_deref())?;
+    if !registry.is_empty() {
+        registry.check_settings(&settings)?;
+    }
     match cli.command {
         Command::Config => unreachable!("handled above: it explains the settings it resolves"),
         Command::Migrate => migrate::run(&settings),

@@ -154,7 +154,11 @@ fn prepare(opts: &Options) -> cqrs::Result<Setup> {
         .with_replica(timed);
 
     let broker = transport::connect(&settings, "demo")?;
-    broker.declare_replica(&opts.queue, &[CQRS_ID.to_string()], &settings.retry_delays)?;
+    broker.declare_replica(
+        &opts.queue,
+        &[CQRS_ID.to_string()],
+        &settings.retry_levels(),
+    )?;
     // A queue file is the demo's own; a queue on a RabbitMQ someone named may hold other work.
     if broker_url.starts_with("sqlite:") {
         broker.purge(&opts.queue)?;
@@ -204,7 +208,7 @@ fn stream(
             Ok(relay.stats().published)
         });
         let consumer = s.spawn(|| -> cqrs::Result<()> {
-            let inbox = broker.inbox(&opts.queue, 1000, &settings.retry_delays)?;
+            let inbox = broker.inbox(&opts.queue, 1000, &settings.retry_levels())?;
             Consumer::new(registry, settings, Db::connect(replica_url)?, inbox).run(&shutdown)
         });
         let outcome = workload::run(master, rows, &opts.queue, progress).and_then(|messages| {

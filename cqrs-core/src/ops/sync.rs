@@ -47,7 +47,7 @@ pub fn run(
         spec,
         filter,
         settings.queue.as_deref(),
-        settings.batch_size,
+        settings.model(spec.table().cqrs_id()).batch_size(),
         progress,
     )?;
     if let Some(broker) = broker {
