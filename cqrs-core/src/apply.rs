@@ -219,14 +219,15 @@ enum State {
 }
 
 /// Apply one message to `state` by the rules of ARCHITECTURE.md §5: the next state, or why it is skipped.
-fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str> {
+fn step(state: State, p: &Prepared, change: &Change) -> Result<State, &'static str> {
+    let (cqrs_id, message_id) = (&change.message.cqrs_id, change.message_id.as_deref());
     let next_row = State::Row(p.rev, p.upd);
     match (&p.op, state) {
         (Op::Save { directed: true, .. }, s) => {
             if let State::Row(have, _) = s
                 && p.rev < have
             {
-                tracing::warn!(cqrs_id, pk = %p.canon, from = have, to = p.rev, "directed SYNC downgrades the replica row");
+                tracing::warn!(cqrs_id, pk = %p.canon, revision = p.rev, message_id, from = have, "directed SYNC downgrades the replica row");
             }
             Ok(next_row)
         }
@@ -234,7 +235,7 @@ fn step(state: State, p: &Prepared, cqrs_id: &str) -> Result<State, &'static str
         (Op::Save { sync, .. }, State::Row(have, _)) => {
             if p.rev > have {
                 if p.rev > have + 1 {
-                    tracing::info!(cqrs_id, pk = %p.canon, have, got = p.rev, "revision gap: messages lost or filtered on the master");
+                    tracing::info!(cqrs_id, pk = %p.canon, revision = p.rev, message_id, have, "revision gap: messages lost or filtered on the master");
                 }
                 Ok(next_row)
             } else if *sync && p.rev == have {
@@ -404,7 +405,7 @@ pub fn apply_table(spec: &TableSpec, db: &mut Db, changes: &[&Change]) -> Result
         let mut writer = None;
         for &i in idxs {
             let p = &prepared[i];
-            match step(state, p, cqrs_id) {
+            match step(state, p, changes[p.idx]) {
                 Ok(next) => {
                     writer = matches!(next, State::Row(..)).then_some(i);
                     state = next;

@@ -83,6 +83,9 @@ enum Fate {
 /// A delivery refused by the envelope checks, with what is known of it.
 struct Rejected {
     cqrs_id: Option<String>,
+    /// The key and revision, when the body decoded.
+    pk: Option<String>,
+    revision: Option<i32>,
     directed: Option<bool>,
     error: Error,
 }
@@ -221,7 +224,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         for (at, d) in deliveries.iter().enumerate() {
             match self.check(d) {
                 Ok(change) if self.ignores(&change) => {
-                    tracing::debug!(cqrs_id = %change.message.cqrs_id, pk = %change.message.instance_pk, "broadcast SYNC ignored: the model takes only directed SYNCs");
+                    let m = &change.message;
+                    tracing::debug!(cqrs_id = %m.cqrs_id, pk = %m.instance_pk, revision = m.revision().ok(), message_id = d.message_id.as_deref(), "broadcast SYNC ignored: the model takes only directed SYNCs");
                     self.stats.apply.skipped += 1;
                     metrics::counter!("cqrs_consumer_messages_total", "outcome" => "ignored")
                         .increment(1);
@@ -230,10 +234,12 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 Ok(change) => valid.push(Valid { at, change }),
                 Err(Rejected {
                     cqrs_id,
+                    pk,
+                    revision,
                     directed,
                     error,
                 }) => {
-                    tracing::warn!(queue = self.inbox.queue(), routing_key = %d.routing_key, kind = %error.kind(), "dead-lettering at once: {error}");
+                    tracing::warn!(queue = self.inbox.queue(), routing_key = %d.routing_key, kind = %error.kind(), cqrs_id = cqrs_id.as_deref(), pk = pk.as_deref(), revision, message_id = d.message_id.as_deref(), "dead-lettering at once: {error}");
                     fates[at] = Some(Fate::DeadLetter {
                         cqrs_id,
                         kind: error.kind(),
@@ -284,6 +290,16 @@ impl<'a, I: Inbox> Consumer<'a, I> {
     fn check(&self, d: &Delivery) -> std::result::Result<Change, Rejected> {
         let reject = |cqrs_id, directed, error| Rejected {
             cqrs_id,
+            pk: None,
+            revision: None,
+            directed,
+            error,
+        };
+        // Refused after decoding: the key and revision are known for the logs.
+        let refuse = |m: &Message, directed, error| Rejected {
+            cqrs_id: Some(m.cqrs_id.clone()),
+            pk: Some(m.instance_pk.to_string()),
+            revision: m.revision().ok(),
             directed,
             error,
         };
@@ -304,12 +320,11 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         let mut message =
             Message::decode(&d.body).map_err(|e| reject(sniff_cqrs_id(&d.body), None, e))?;
-        let id = Some(message.cqrs_id.clone());
         let directed = self.judge_directed(d, &message);
         let sync = (message.signal_type == SignalType::Sync).then_some(directed);
         if self.registry.replica_for(&message.cqrs_id).is_none() {
-            return Err(reject(
-                id,
+            return Err(refuse(
+                &message,
                 sync,
                 Error::new(
                     ErrorKind::UnknownModel,
@@ -319,8 +334,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
         let now = Utc::now();
         if message.is_expired(now) {
-            return Err(reject(
-                id,
+            return Err(refuse(
+                &message,
                 sync,
                 Error::new(
                     ErrorKind::Expired,
@@ -341,7 +356,11 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     .unwrap_or(chrono::Duration::days(1));
             message.expires = Expires::At(now + ttl);
         }
-        Ok(Change { message, directed })
+        Ok(Change {
+            message,
+            directed,
+            message_id: d.message_id.clone(),
+        })
     }
 
     /// A broadcast SYNC for a model that takes only directed ones: acknowledged, not applied.
@@ -493,7 +512,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             copy.retries = copy.retries.saturating_add(1);
             let mut headers = Headers::new();
             directed_header(&mut headers, sync.then_some(change.directed));
-            tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = copy.retries, "apply failed, retrying: {err}");
+            tracing::info!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, revision = msg.revision().ok(), message_id = change.message_id.as_deref(), retries = copy.retries, "apply failed, retrying: {err}");
             Fate::Retry {
                 cqrs_id: msg.cqrs_id.clone(),
                 body: copy.encode(),
@@ -501,7 +520,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 delay,
             }
         } else {
-            tracing::warn!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, retries = msg.retries, "apply failed after the last retry, dead-lettering: {err}");
+            tracing::warn!(cqrs_id = %msg.cqrs_id, pk = %msg.instance_pk, revision = msg.revision().ok(), message_id = change.message_id.as_deref(), retries = msg.retries, "apply failed after the last retry, dead-lettering: {err}");
             Fate::DeadLetter {
                 cqrs_id: Some(msg.cqrs_id.clone()),
                 kind: ErrorKind::Apply,
@@ -523,7 +542,8 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     headers,
                     delay,
                 } => {
-                    self.inbox.publish_retry(&cqrs_id, body, headers, delay)?;
+                    self.inbox
+                        .publish_retry(d, &cqrs_id, body, headers, delay)?;
                     self.stats.retried += 1;
                 }
                 Fate::DeadLetter {

@@ -263,7 +263,10 @@ impl<P: Publisher> Relay<P> {
                     done.push(row.id);
                 }
                 Confirm::Unroutable => {
-                    tracing::debug!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, "no queue is bound for this routing key");
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let (pk, revision) = pk_and_revision(row);
+                        tracing::debug!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, pk, revision, message_id = %row.message_id, "no queue is bound for this routing key");
+                    }
                     self.stats.unroutable += 1;
                     *unroutable.entry(row.cqrs_id.as_str()).or_default() += 1;
                     if self.settings.keep_unroutable {
@@ -273,7 +276,8 @@ impl<P: Publisher> Relay<P> {
                     }
                 }
                 Confirm::Failed(why) => {
-                    tracing::warn!(routing_key = %msg.routing_key, attempts = row.attempts, "publish not confirmed, will retry: {why}");
+                    let (pk, revision) = pk_and_revision(row);
+                    tracing::warn!(routing_key = %msg.routing_key, cqrs_id = %row.cqrs_id, pk, revision, message_id = %row.message_id, attempts = row.attempts, "publish not confirmed, will retry: {why}");
                     self.stats.failed += 1;
                     failed.push(row.id);
                 }
@@ -335,7 +339,7 @@ impl<P: Publisher> Relay<P> {
                 // Not written by capture (edited by hand, another writer): it must not hold up
                 // every row behind it. It goes out as it is; a replica dead-letters it as
                 // malformed, where it can be read.
-                tracing::error!(outbox_id = row.id, cqrs_id = %row.cqrs_id, "outbox row is not a valid message, published unchanged: {e}");
+                tracing::error!(outbox_id = row.id, cqrs_id = %row.cqrs_id, message_id = %row.message_id, "outbox row is not a valid message, published unchanged: {e}");
                 return Ok(Outgoing {
                     routing_key: row.routing_key.clone(),
                     body: row.body.clone().into_bytes(),
@@ -558,5 +562,14 @@ impl Idle {
                 self.retry_at = Instant::now() + LISTEN_RETRY;
             }
         }
+    }
+}
+
+/// The key and revision a claimed row's body names, for a line about that message (decoded
+/// again: only the rare paths log one).
+fn pk_and_revision(row: &Claimed) -> (Option<String>, Option<i32>) {
+    match Message::decode(row.body.as_bytes()) {
+        Ok(m) => (Some(m.instance_pk.to_string()), m.revision().ok()),
+        Err(_) => (None, None),
     }
 }

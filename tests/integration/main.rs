@@ -30,6 +30,7 @@ mod filters;
 mod fuzz;
 mod hostile;
 mod local;
+mod logs;
 mod model_settings;
 mod property;
 mod protocol;

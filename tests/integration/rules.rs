@@ -14,8 +14,8 @@ fn apply_changes(db: &mut Db, spec: &TableSpec, changes: Vec<Change>) -> BatchRe
 
 fn directed(msg: Message) -> Change {
     Change {
-        message: msg,
         directed: true,
+        ..Change::new(msg)
     }
 }
 
@@ -321,7 +321,14 @@ both!(
             for (routing_key, body) in capture(&file) {
                 let message = Message::decode(&body).unwrap();
                 let directed = routing_key.starts_with("cqrs.");
-                let r = apply_changes(&mut db, &spec, vec![Change { message, directed }]);
+                let r = apply_changes(
+                    &mut db,
+                    &spec,
+                    vec![Change {
+                        directed,
+                        ..Change::new(message)
+                    }],
+                );
                 assert!(r.outcomes[0].is_final(), "{file}: {:?}", r.outcomes[0]);
             }
         }

@@ -17,6 +17,9 @@ pub struct Change {
     /// A SYNC aimed at this replica (header `cqrs-directed`, or a Django master's directed routing
     /// key on first delivery): it may write an older state (ARCHITECTURE.md §5).
     pub directed: bool,
+    /// The delivery's message id (the master's outbox row), for logs; `None` when the publisher
+    /// set none (django-cqrs sets none).
+    pub message_id: Option<String>,
 }
 
 impl Change {
@@ -25,6 +28,7 @@ impl Change {
         Change {
             message,
             directed: false,
+            message_id: None,
         }
     }
 }

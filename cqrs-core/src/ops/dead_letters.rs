@@ -95,7 +95,12 @@ pub fn run(
             Action::Retry => match decoded {
                 Ok(mut m) => {
                     let body = retried_body(&mut m);
+                    let (message_id, revision) = (letter.message_id.as_deref(), m.revision().ok());
                     tracing::info!(
+                        cqrs_id = %m.cqrs_id,
+                        pk = %m.instance_pk,
+                        revision,
+                        message_id,
                         "retrying {}/{}: {} pk {}",
                         report.matched,
                         report.total,
@@ -103,9 +108,13 @@ pub fn run(
                         m.instance_pk
                     );
                     let key = directed_key(queue, &m.cqrs_id);
-                    if !pass.republish(&key, &body, &retry_headers(&letter, &m))? {
+                    if !pass.republish(&letter, &key, &body, &retry_headers(&letter, &m))? {
                         // A model this queue does not consume (yet): the letter waits for it.
                         tracing::warn!(
+                            cqrs_id = %m.cqrs_id,
+                            pk = %m.instance_pk,
+                            revision,
+                            message_id,
                             "dead letter of {} left in the queue: no queue is bound for {key:?}",
                             m.cqrs_id
                         );
@@ -119,7 +128,10 @@ pub fn run(
                     report.done += 1;
                 }
                 Err(e) => {
-                    tracing::warn!("dead letter left in the queue: it cannot be retried: {e}");
+                    tracing::warn!(
+                        message_id = letter.message_id.as_deref(),
+                        "dead letter left in the queue: it cannot be retried: {e}"
+                    );
                     report.left += 1;
                 }
             },

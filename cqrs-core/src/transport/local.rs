@@ -384,6 +384,7 @@ impl Inbox for LocalInbox {
 
     fn publish_retry(
         &mut self,
+        original: &Delivery,
         cqrs_id: &str,
         body: Vec<u8>,
         headers: Headers,
@@ -395,7 +396,7 @@ impl Inbox for LocalInbox {
             routing_key: &key,
             body: &body,
             headers: &headers,
-            message_id: None,
+            message_id: original.message_id.as_deref(),
             visible_at: visible,
             expires_at: None,
         };
@@ -513,18 +514,25 @@ impl Letters for LocalLetters {
                     routing_key: r.routing_key,
                     body: r.body.into_bytes(),
                     headers: serde_json::from_str(&r.headers).unwrap_or_default(),
+                    message_id: r.message_id,
                 }));
             }
         }
         Ok(None)
     }
 
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool> {
+    fn republish(
+        &mut self,
+        letter: &Letter,
+        routing_key: &str,
+        body: &[u8],
+        headers: &Headers,
+    ) -> Result<bool> {
         let message = NewMessage {
             routing_key,
             body,
             headers,
-            message_id: None,
+            message_id: letter.message_id.as_deref(),
             visible_at: now_ms(),
             expires_at: None,
         };

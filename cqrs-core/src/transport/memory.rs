@@ -22,6 +22,8 @@ pub struct StoredMessage {
     pub redelivered: bool,
     /// Expiration as set by the publisher (dead letters), in milliseconds.
     pub expiration_ms: Option<u64>,
+    /// The AMQP-style `message_id` (the relay's outbox row id, kept by retry and dead-letter copies).
+    pub message_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -118,12 +120,24 @@ impl MemoryBroker {
 
     /// Publish through the exchange; returns the number of queues that got the message.
     pub fn publish(&self, routing_key: &str, body: Vec<u8>, headers: Headers) -> usize {
+        self.publish_with_id(routing_key, body, headers, None)
+    }
+
+    /// [`MemoryBroker::publish`] with a `message_id`, as the relay publishes.
+    pub fn publish_with_id(
+        &self,
+        routing_key: &str,
+        body: Vec<u8>,
+        headers: Headers,
+        message_id: Option<String>,
+    ) -> usize {
         let n = self.lock().route(StoredMessage {
             routing_key: routing_key.to_string(),
             body,
             headers,
             redelivered: false,
             expiration_ms: None,
+            message_id,
         });
         self.inner.1.notify_all();
         n
@@ -168,8 +182,8 @@ impl Publisher for MemoryBroker {
         Ok(messages
             .iter()
             .map(|m| {
-                match MemoryBroker::publish(self, &m.routing_key, m.body.clone(), m.headers.clone())
-                {
+                let id = Some(m.message_id.clone());
+                match self.publish_with_id(&m.routing_key, m.body.clone(), m.headers.clone(), id) {
                     0 => Confirm::Unroutable,
                     _ => Confirm::Delivered,
                 }
@@ -233,7 +247,7 @@ impl Inbox for MemoryInbox {
                 body: msg.body.clone(),
                 headers: msg.headers.clone(),
                 redelivered: msg.redelivered,
-                message_id: None,
+                message_id: msg.message_id.clone(),
             });
             self.unacked.insert(self.next_tag, msg);
         }
@@ -254,6 +268,7 @@ impl Inbox for MemoryInbox {
 
     fn publish_retry(
         &mut self,
+        original: &Delivery,
         cqrs_id: &str,
         body: Vec<u8>,
         headers: Headers,
@@ -265,6 +280,7 @@ impl Inbox for MemoryInbox {
             headers,
             redelivered: false,
             expiration_ms: None,
+            message_id: original.message_id.clone(),
         };
         self.broker
             .lock()
@@ -290,6 +306,7 @@ impl Inbox for MemoryInbox {
             headers,
             redelivered: false,
             expiration_ms: Some(ttl.as_millis() as u64),
+            message_id: original.message_id.clone(),
         };
         let mut s = self.broker.lock();
         let routed = if cqrs_id.is_some() {
@@ -355,8 +372,11 @@ mod tests {
     fn retry_copies_come_back_after_their_delay() {
         let b = MemoryBroker::new();
         b.declare_replica_queue("q", &["item"]);
+        b.publish_with_id("item", b"x".to_vec(), Headers::new(), Some("m-1".into()));
         let mut i = b.inbox("q");
+        let original = i.receive(1, Duration::ZERO).unwrap().remove(0);
         i.publish_retry(
+            &original,
             "item",
             b"x".to_vec(),
             Headers::new(),
@@ -366,5 +386,10 @@ mod tests {
         assert!(i.receive(1, Duration::ZERO).unwrap().is_empty());
         let got = i.receive(1, Duration::from_secs(2)).unwrap();
         assert_eq!(got[0].routing_key, "cqrs.q.item");
+        assert_eq!(
+            got[0].message_id.as_deref(),
+            Some("m-1"),
+            "the copy keeps the id"
+        );
     }
 }

@@ -68,10 +68,12 @@ pub trait Inbox: Send {
     /// Acknowledge every unacknowledged delivery with a tag up to and including `tag`.
     fn ack_up_to(&mut self, tag: u64) -> Result<()>;
 
-    /// Publish a retry copy with `body` (its `retries` already incremented) routed back to this
-    /// queue with [`directed_key`] after `delay`.
+    /// Publish a retry copy of `original` with `body` (its `retries` already incremented)
+    /// routed back to this queue with [`directed_key`] after `delay`; it keeps `original`'s
+    /// message id, so the logs of every attempt name the same message.
     fn publish_retry(
         &mut self,
+        original: &Delivery,
         cqrs_id: &str,
         body: Vec<u8>,
         headers: Headers,
@@ -181,12 +183,13 @@ impl<I: Inbox + ?Sized> Inbox for Box<I> {
     }
     fn publish_retry(
         &mut self,
+        original: &Delivery,
         cqrs_id: &str,
         body: Vec<u8>,
         headers: Headers,
         delay: Duration,
     ) -> Result<()> {
-        (**self).publish_retry(cqrs_id, body, headers, delay)
+        (**self).publish_retry(original, cqrs_id, body, headers, delay)
     }
     fn publish_dead_letter(
         &mut self,
@@ -222,6 +225,8 @@ pub struct Letter {
     pub body: Vec<u8>,
     /// Its headers (`cqrs-error`, `cqrs-error-kind`, `cqrs-directed`, ...).
     pub headers: Headers,
+    /// The message id it was published with, if any.
+    pub message_id: Option<String>,
 }
 
 /// One pass over a replica's dead-letter queue (`dead-letters dump|retry|purge`): reads the
@@ -231,9 +236,16 @@ pub trait Letters {
     fn total(&self) -> usize;
     /// The next letter, or `None` when every letter present at the start was read.
     fn next_letter(&mut self) -> Result<Option<Letter>>;
-    /// Publish `body` through the exchange with `routing_key`; returns once it is confirmed:
-    /// `true` if a queue took it, `false` if none is bound for the key (the letter should stay).
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool>;
+    /// Publish `body` of `letter` through the exchange with `routing_key` (keeping the letter's
+    /// message id); returns once it is confirmed: `true` if a queue took it, `false` if none is
+    /// bound for the key (the letter should stay).
+    fn republish(
+        &mut self,
+        letter: &Letter,
+        routing_key: &str,
+        body: &[u8],
+        headers: &Headers,
+    ) -> Result<bool>;
     /// Remove a letter.
     fn remove(&mut self, letter: &Letter) -> Result<()>;
     /// Remove every letter; returns how many.

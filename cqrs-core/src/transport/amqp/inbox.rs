@@ -170,6 +170,7 @@ impl Inbox for AmqpInbox {
 
     fn publish_retry(
         &mut self,
+        original: &Delivery,
         cqrs_id: &str,
         body: Vec<u8>,
         mut headers: Headers,
@@ -187,7 +188,7 @@ impl Inbox for AmqpInbox {
             })?;
         }
         headers.insert(HEADER_DELAY.into(), delay.as_millis().to_string());
-        let props = properties(&headers, None);
+        let props = properties(&headers, original.message_id.as_deref());
         let key = directed_key(&self.queue, cqrs_id);
         self.publish_confirmed(&retry_exchange(&self.queue), &key, &body, props)
     }

@@ -92,20 +92,27 @@ impl Letters for LetterPass {
                 tag: d.delivery_tag,
                 routing_key: d.routing_key.to_string(),
                 headers: headers_of(&d.properties),
+                message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
                 body: d.data,
             }
         }))
     }
 
     /// Publish `body` to the main exchange with `routing_key` and wait for the confirm.
-    fn republish(&mut self, routing_key: &str, body: &[u8], headers: &Headers) -> Result<bool> {
+    fn republish(
+        &mut self,
+        letter: &Letter,
+        routing_key: &str,
+        body: &[u8],
+        headers: &Headers,
+    ) -> Result<bool> {
         let (ch, exchange) = (self.publish.clone(), self.transport.config.exchange.clone());
         match self.transport.runtime.block_on(publish_confirmed(
             &ch,
             &exchange,
             routing_key,
             body,
-            properties(headers, None),
+            properties(headers, letter.message_id.as_deref()),
         ))? {
             Confirm::Delivered => Ok(true),
             Confirm::Unroutable => Ok(false),
