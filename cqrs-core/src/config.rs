@@ -201,7 +201,8 @@ settings! {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelLayer {
-    /// Most of this model's rows per `sync` transaction and per apply statement of the consumer.
+    /// Most of this model's rows per `sync` transaction (the consumer's transactions mix models:
+    /// their size is the global `batch_size`).
     pub batch_size: Option<usize>,
     /// Retries before this model's message is dead-lettered.
     pub max_retries: Option<u32>,
@@ -222,7 +223,7 @@ pub struct ModelSettings<'a> {
 }
 
 impl ModelSettings<'_> {
-    /// Most of this model's rows per transaction or statement.
+    /// Most of this model's rows per `sync` transaction.
     pub fn batch_size(&self) -> usize {
         self.own
             .and_then(|m| m.batch_size)

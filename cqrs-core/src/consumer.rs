@@ -463,26 +463,25 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             let mut timeout = StatementTimeout::default();
             for ((_, id), idxs) in &groups {
                 let replica = registry.replica_for(id).expect("checked on receipt");
-                let model = settings.model(id);
-                timeout.set(db, model.query_timeout())?;
-                for idxs in idxs.chunks(model.batch_size()) {
-                    let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
-                    let report = replica
-                        .apply(db, &changes)
-                        .map_err(|e| e.context(format!("applying {id}")))?;
-                    if report.outcomes.len() != idxs.len() {
-                        return Err(Error::new(
-                            ErrorKind::Database,
-                            format!(
-                                "replica {id} returned {} outcomes for {} changes",
-                                report.outcomes.len(),
-                                idxs.len()
-                            ),
-                        ));
-                    }
-                    stats += report.stats;
-                    out.extend(idxs.iter().copied().zip(report.outcomes));
+                // One apply per model: its row locks are taken at once, in order, so two
+                // workers cannot deadlock on them.
+                timeout.set(db, settings.model(id).query_timeout())?;
+                let changes: Vec<&Change> = idxs.iter().map(|&i| &valid[i].change).collect();
+                let report = replica
+                    .apply(db, &changes)
+                    .map_err(|e| e.context(format!("applying {id}")))?;
+                if report.outcomes.len() != idxs.len() {
+                    return Err(Error::new(
+                        ErrorKind::Database,
+                        format!(
+                            "replica {id} returned {} outcomes for {} changes",
+                            report.outcomes.len(),
+                            idxs.len()
+                        ),
+                    ));
                 }
+                stats += report.stats;
+                out.extend(idxs.iter().copied().zip(report.outcomes));
             }
             Ok((out, stats))
         })?;

@@ -424,11 +424,16 @@ impl<P: Publisher> Relay<P> {
         // commit has been signalled since the last claim.
         let mut claim = true;
         while !shutdown.is_triggered() {
-            let turn = if claim {
+            let mut turn = if claim {
                 self.step(&mut in_flight, false)
             } else {
                 self.settle_due(&mut in_flight, false).map(|()| 0)
             };
+            if matches!(turn, Ok(0)) && in_flight.is_empty() {
+                // Nothing published this turn: ask the broker link itself, so readiness turns
+                // false while it is down (and the link is back before the next commit).
+                turn = self.publisher.check().map(|()| 0);
+            }
             if let Some(ready) = &self.readiness {
                 ready.set(
                     "relay",

@@ -11,6 +11,7 @@ use cqrs::message::Expires;
 use cqrs::outbox::{NewRow, enqueue};
 use cqrs::transport::memory::MemoryBroker;
 use cqrs::transport::{HEADER_ERROR, Headers, dead_letter_queue};
+use cqrs::value::SqlValue;
 use cqrs::{Consumer, Message, Registry, Relay, Settings, SignalType, TableReplica};
 use cqrs_tests::*;
 use serde_json::json;
@@ -68,7 +69,7 @@ fn dead_letters(broker: &MemoryBroker) -> Vec<(String, i64, u32, String)> {
 both!(
     /// `wide` is dead-lettered after its own 0 retries, `item` waits out its own 10-minute delay
     /// (the global 20 ms would have brought it back within the drain), and `item`'s batch size of
-    /// 10 splits its 35 rows into 4 statements where the global 500 needs one.
+    /// 10 makes `sync` write its 35 rows in 4 transactions where the global 500 takes one.
     fn a_models_retries_delays_and_batch_size_are_its_own(kind: Kind) {
         let t = TestDb::new(kind);
         let broker = MemoryBroker::new();
@@ -118,21 +119,36 @@ both!(
         assert_eq!(items(c.db()).len(), 34);
         assert_eq!(count(c.db(), "SELECT count(*) AS n FROM wide"), 4);
 
-        // Alone in a batch, item's 35 rows take 4 statements (10 each); wide's 5 take one.
-        let t2 = TestDb::new(kind);
-        let broker = MemoryBroker::new();
-        broker.declare_replica_queue("rq", &["item", "wide"]);
+        // item's batch size of 10 is its rows per `sync` transaction (the global one is 500).
+        let master = TestDb::new(kind);
+        let mut db = master.connect();
         for id in 0..35i64 {
-            publish(&broker, &ItemState::new(id, 0, at(id)).save());
+            let sql = sql_for(
+                &db,
+                "INSERT INTO items (id, name, value, updated, cqrs_revision, cqrs_updated) \
+                 VALUES ($1, 'n', $2, $3, 0, $4)",
+            );
+            db.execute(
+                &sql,
+                vec![
+                    SqlValue::BigInt(id),
+                    SqlValue::BigInt(id),
+                    SqlValue::Timestamptz(at(id)),
+                    SqlValue::Timestamptz(at(id)),
+                ],
+            )
+            .unwrap();
         }
-        for id in 0..5i64 {
-            publish(&broker, &wide(id, Some("c")));
-        }
-        let mut c = Consumer::new(&registry, &settings, t2.connect(), broker.inbox("rq"));
-        assert_eq!(c.poll(Duration::ZERO).unwrap(), 40);
-        assert_eq!(c.stats().batches, 1);
-        assert_eq!(c.stats().apply.upsert_statements, 4 + 1);
-        assert_eq!(items(c.db()).len(), 35);
+        let settings = Settings {
+            database_url: Some(master.url.clone()),
+            ..settings
+        };
+        let spec = std::sync::Arc::new(cqrs::MasterSpec::new(item_spec()));
+        let mut steps = Vec::new();
+        let synced =
+            cqrs::ops::sync::run(&settings, None, &spec, "{}", &mut |n| steps.push(n)).unwrap();
+        assert_eq!(synced, (35, 35));
+        assert_eq!(steps, [10, 20, 30, 35]);
     }
 );
 

@@ -60,7 +60,7 @@ fn counters_and_readiness_during_a_real_sync() {
     )
     .unwrap();
 
-    // The consumer reaches RabbitMQ through a proxy the test can cut.
+    // The consumer and the relay reach RabbitMQ through a proxy the test can cut.
     let rabbit = amqp_url();
     let host = rabbit
         .split('@')
@@ -70,15 +70,17 @@ fn counters_and_readiness_during_a_real_sync() {
         .to_string();
     let proxy = ChaosProxy::start(host.parse().unwrap());
     let (consume_port, relay_port) = (free_port(), free_port());
+    let proxied = rabbit.replace(&host, &format!("127.0.0.1:{}", proxy.port));
     let consume_settings = Settings {
         database_url: Some(replica.url.clone()),
-        broker_url: Some(rabbit.replace(&host, &format!("127.0.0.1:{}", proxy.port))),
+        broker_url: Some(proxied.clone()),
         metrics_addr: Some(format!("127.0.0.1:{consume_port}")),
         max_retries: 0,
         ..b.settings()
     };
     let relay_settings = Settings {
         database_url: Some(master.url.clone()),
+        broker_url: Some(proxied),
         metrics_addr: Some(format!("127.0.0.1:{relay_port}")),
         queue: None,
         ..b.settings()
@@ -188,16 +190,47 @@ fn counters_and_readiness_during_a_real_sync() {
         assert_eq!(sample(&consumed, "cqrs_up"), 1.0);
         assert_eq!(get(relay_port, "/readyz").0, 200);
 
-        // The broker link cut: not ready while it is down, ready again when it is back.
+        // The broker link cut: not ready while it is down, ready again when it is back; the
+        // relay too, idle (nothing to publish) when the link goes.
         proxy.cut();
         wait_until(Duration::from_secs(30), "readiness to turn false", || {
             get(consume_port, "/readyz").0 == 503
         });
+        wait_until(
+            Duration::from_secs(30),
+            "the idle relay's readiness to turn false",
+            || get(relay_port, "/readyz").0 == 503,
+        );
+        let (_, why) = get(relay_port, "/readyz");
+        assert!(why.contains("relay"), "{why}");
         proxy.heal();
         wait_until(
             Duration::from_secs(60),
             "readiness to turn true again",
-            || get(consume_port, "/readyz").0 == 200,
+            || get(consume_port, "/readyz").0 == 200 && get(relay_port, "/readyz").0 == 200,
+        );
+        // Back for real: a change committed now is relayed and applied.
+        atomic(&mut db, |tx| {
+            tx.touch_many::<ItemMaster>(&[8_i64])?;
+            tx.conn()
+                .execute(
+                    "UPDATE items SET name = 'after the cut' WHERE id = 8",
+                    vec![],
+                )
+                .map(drop)
+        })
+        .unwrap();
+        wait_until(Duration::from_secs(30), "the change after the cut", || {
+            let consumed = get(consume_port, "/metrics").1;
+            sample(
+                &consumed,
+                "cqrs_consumer_messages_total{outcome=\"applied\"}",
+            ) == 103.0
+        });
+        let relayed = get(relay_port, "/metrics").1;
+        assert!(
+            sample(&relayed, "cqrs_reconnects_total{role=\"relay\"}") >= 1.0,
+            "{relayed}"
         );
         let consumed = get(consume_port, "/metrics").1;
         assert!(

@@ -131,6 +131,13 @@ pub trait Publisher: Send {
     fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
         self.publish(messages).map(Sent::ready)
     }
+
+    /// `Ok` if the next publish can reach the broker now, reconnecting if the link dropped; the
+    /// idle relay asks, so its readiness follows the broker between publishes. A transport with
+    /// no link to lose (the queue file, memory) is always reachable.
+    fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A batch sent by [`Publisher::send`] whose confirms may not be in yet.
@@ -211,6 +218,9 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
     }
     fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
         (**self).send(messages)
+    }
+    fn check(&mut self) -> Result<()> {
+        (**self).check()
     }
 }
 

@@ -39,9 +39,7 @@ impl Publisher for AmqpPublisher {
     }
 
     fn send(&mut self, messages: &[Outgoing]) -> Result<Sent> {
-        if !self.channel.status().connected() {
-            self.channel = self.transport.channel(true)?;
-        }
+        self.check()?;
         let ch = self.channel.clone();
         let exchange = self.transport.config.exchange.clone();
         let batch = messages.to_vec();
@@ -65,6 +63,15 @@ impl Publisher for AmqpPublisher {
                 ))
             })
         }))
+    }
+
+    fn check(&mut self) -> Result<()> {
+        // lapin marks the channel closed when its connection's socket ends (a cut link, a broker
+        // restart) or a heartbeat is missed; a new one reconnects first.
+        if !self.channel.status().connected() {
+            self.channel = self.transport.channel(true)?;
+        }
+        Ok(())
     }
 }
 
