@@ -159,7 +159,7 @@ pub struct SyncArgs {
     /// Django-style lookups as a JSON object, e.g. '{"id__in": [1, 2]}'; '{}' for all rows
     #[arg(short = 'f', long)]
     pub filter: String,
-    /// Rows per transaction [env: CQRS_BATCH_SIZE] [default: batch_size, 500]
+    /// Rows per transaction [env: CQRS_BATCH_SIZE] [default: the model's batch_size in cqrs.toml, else batch_size, 500]
     #[arg(short = 'b', long)]
     pub batch: Option<usize>,
     /// Report progress on stderr

@@ -177,7 +177,7 @@ settings! {
         key tls_ca_file: PathBuf, env ["CQRS_TLS_CA_FILE"] => |v| Some(v);
     /// The replica's statement timeout while it applies messages (PostgreSQL's
     /// `statement_timeout`, django-cqrs's `CQRS_QUERY_TIMEOUT`): a statement that runs longer is
-    /// cancelled and its messages retried, then dead-lettered. Unset or 0: none.
+    /// cancelled and its messages retried, then dead-lettered. Unset or 0: the server's own.
     query_timeout: Option<Duration> = None,
         key query_timeout_ms: u64, env ["CQRS_QUERY_TIMEOUT_MS"] => |v| (v > 0).then(|| Duration::from_millis(v));
     /// Settings of one model that differ from the global ones: `[models.<cqrs_id>]` in
@@ -210,7 +210,8 @@ pub struct ModelLayer {
     pub retry_delays_ms: Option<Vec<u64>>,
     /// TTL the relay gives this model's messages (and the replica assumes when none is sent).
     pub message_ttl_seconds: Option<u64>,
-    /// Statement timeout while this model's messages are applied; 0: none.
+    /// Statement timeout while this model's messages are applied; 0: none, not even the
+    /// server's.
     pub query_timeout_ms: Option<u64>,
 }
 
@@ -253,13 +254,13 @@ impl ModelSettings<'_> {
             .map_or(self.global.message_ttl, Duration::from_secs)
     }
 
-    /// The statement timeout while applying this model, if any.
+    /// The statement timeout while applying this model: `None` leaves the server's own,
+    /// `Some(ZERO)` turns any off.
     pub fn query_timeout(&self) -> Option<Duration> {
-        match self.own.and_then(|m| m.query_timeout_ms) {
-            Some(0) => None,
-            Some(ms) => Some(Duration::from_millis(ms)),
-            None => self.global.query_timeout,
-        }
+        self.own
+            .and_then(|m| m.query_timeout_ms)
+            .map(Duration::from_millis)
+            .or(self.global.query_timeout)
     }
 
     /// How long a message of this model can still be delivered once published: its TTL, then a
@@ -549,8 +550,23 @@ impl Settings {
         if let Some(addr) = &s.metrics_addr {
             s.metrics_socket(addr)?;
         }
+        // PostgreSQL takes a statement_timeout up to i32::MAX milliseconds (24.8 days).
+        let too_long = |ms: Option<u64>| ms.is_some_and(|ms| ms > i32::MAX as u64);
+        if too_long(s.query_timeout.map(|d| d.as_millis() as u64)) {
+            return Err(Error::config(format!(
+                "query_timeout_ms must be at most {} (24.8 days)",
+                i32::MAX
+            )));
+        }
         for (id, m) in &s.models {
             let at = |key: &str| format!("models.{id}.{key}");
+            if too_long(m.query_timeout_ms) {
+                return Err(Error::config(format!(
+                    "{} must be at most {} (24.8 days)",
+                    at("query_timeout_ms"),
+                    i32::MAX
+                )));
+            }
             if m.batch_size == Some(0) {
                 return Err(Error::config(format!(
                     "{} must be at least 1",
@@ -732,8 +748,8 @@ mod tests {
         assert_eq!(audit.batch_size(), 9);
         assert_eq!(
             audit.query_timeout(),
-            None,
-            "0 turns the global timeout off"
+            Some(Duration::ZERO),
+            "0 turns any timeout off"
         );
         let item = s.model("item");
         assert_eq!(item.query_timeout(), Some(Duration::from_millis(800)));
@@ -768,6 +784,14 @@ mod tests {
                 "models.a.retry_delays_ms must list",
             ),
             ("[models.a]\nmax_retry = 3", "max_retry"),
+            (
+                "[models.a]\nquery_timeout_ms = 2147483648",
+                "models.a.query_timeout_ms must be at most 2147483647",
+            ),
+            (
+                "query_timeout_ms = 2147483648",
+                "query_timeout_ms must be at most 2147483647",
+            ),
         ] {
             let err = match toml::from_str::<Layer>(toml) {
                 Ok(layer) => Settings::from_layer(layer).unwrap_err().to_string(),
@@ -799,6 +823,21 @@ mod tests {
         )
         .unwrap();
         Settings::from_layer(layer).unwrap();
+    }
+
+    #[test]
+    fn a_flag_beats_a_models_own_batch_size() {
+        let path = std::env::temp_dir().join(format!("cqrs-flag-{}.toml", std::process::id()));
+        std::fs::write(&path, "[models.item]\nbatch_size = 10\n").unwrap();
+        let (s, _) = Settings::explain(Layer::default(), Some(&path)).unwrap();
+        assert_eq!(s.model("item").batch_size(), 10);
+        let flags = Layer {
+            batch_size: Some(7),
+            ..Layer::default()
+        };
+        let (s, _) = Settings::explain(flags, Some(&path)).unwrap();
+        assert_eq!(s.model("item").batch_size(), 7);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -599,7 +599,8 @@ fn record(before: &ConsumerStats, after: &ConsumerStats, size: usize, took: Dura
 }
 
 /// The statement timeout of one apply transaction, set per model as its group starts (PostgreSQL;
-/// SQLite has none, `consume` says so at start). `SET LOCAL` ends with the transaction.
+/// SQLite has none, `consume` says so at start). `SET LOCAL` ends with the transaction; its
+/// `COMMIT` (and deferred constraint checks) run under the last group's timeout.
 #[derive(Default)]
 struct StatementTimeout {
     /// What this transaction set last; `None`: nothing yet (the session's own).
@@ -614,9 +615,10 @@ impl StatementTimeout {
         {
             return Ok(());
         }
-        // Whole milliseconds from the settings, not user text.
+        // Whole milliseconds from the settings (checked to fit PostgreSQL's int), not user text;
+        // 0 turns the server's own timeout off.
         let sql = match timeout {
-            Some(t) => format!("SET LOCAL statement_timeout = {}", t.as_millis().max(1)),
+            Some(t) => format!("SET LOCAL statement_timeout = {}", t.as_millis()),
             None => "SET LOCAL statement_timeout TO DEFAULT".to_string(),
         };
         db.batch_execute(&sql)?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::db::listen::Listener;
@@ -423,23 +424,26 @@ impl<P: Publisher> Relay<P> {
         // Whether to claim this turn: always, except while batches await their confirms and no
         // commit has been signalled since the last claim.
         let mut claim = true;
+        let mut link = BrokerLink::default();
         while !shutdown.is_triggered() {
-            let mut turn = if claim {
+            let turn = if claim {
                 self.step(&mut in_flight, false)
             } else {
                 self.settle_due(&mut in_flight, false).map(|()| 0)
             };
             if matches!(turn, Ok(0)) && in_flight.is_empty() {
                 // Nothing published this turn: ask the broker link itself, so readiness turns
-                // false while it is down (and the link is back before the next commit).
-                turn = self.publisher.check().map(|()| 0);
+                // false while it is down and the link is back before the next commit.
+                if let Err(e) = self.publisher.check() {
+                    self.ready(Err(format!("broker: {e}")));
+                    if link.lost(&e, shutdown) {
+                        break;
+                    }
+                    continue;
+                }
+                link.up();
             }
-            if let Some(ready) = &self.readiness {
-                ready.set(
-                    "relay",
-                    turn.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-                );
-            }
+            self.ready(turn.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             match turn {
                 Ok(n) if n > 0 => {
                     idle = Duration::from_millis(10);
@@ -478,6 +482,12 @@ impl<P: Publisher> Relay<P> {
         Ok(())
     }
 
+    fn ready(&self, state: std::result::Result<(), String>) {
+        if let Some(ready) = &self.readiness {
+            ready.set("relay", state);
+        }
+    }
+
     /// Relay until the outbox has nothing available, with batches in flight as [`Relay::run`]
     /// has them; returns how many rows were relayed.
     pub fn drain(&mut self) -> Result<usize> {
@@ -492,6 +502,45 @@ impl<P: Publisher> Relay<P> {
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// The idle relay's view of its broker link: one warning and one counted reconnect per lost
+/// link, retried with the reconnect backoff (a database error is not the broker's: no heal).
+struct BrokerLink {
+    down: bool,
+    backoff: Backoff,
+}
+
+impl Default for BrokerLink {
+    fn default() -> Self {
+        BrokerLink {
+            down: false,
+            backoff: Backoff::reconnect(),
+        }
+    }
+}
+
+impl BrokerLink {
+    /// The link failed its check: say so once, then wait the backoff; `true` if `shutdown` fired.
+    fn lost(&mut self, e: &Error, shutdown: &Shutdown) -> bool {
+        if !self.down {
+            self.down = true;
+            metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
+            tracing::warn!("relay: lost the broker link while idle, reconnecting: {e}");
+        } else {
+            tracing::debug!("relay: broker still unreachable: {e}");
+        }
+        self.backoff.sleep(shutdown)
+    }
+
+    /// The link answered.
+    fn up(&mut self) {
+        if self.down {
+            tracing::info!("relay: broker link back");
+            self.down = false;
+            self.backoff.reset();
         }
     }
 }

@@ -52,9 +52,12 @@ pub fn consume(
     registry.check_settings(settings)?;
     let db_url = settings.require_database_url()?.to_string();
     if crate::db::parse_database_url(&db_url)?.0 == crate::db::Backend::Sqlite
-        && ids
-            .iter()
-            .any(|id| settings.model(id).query_timeout().is_some())
+        && ids.iter().any(|id| {
+            settings
+                .model(id)
+                .query_timeout()
+                .is_some_and(|t| !t.is_zero())
+        })
     {
         tracing::warn!("query_timeout_ms is not applied on SQLite (it has no statement timeout)");
     }

@@ -30,8 +30,10 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
         .chain(dead_letter_copies("21_replica_expired_to_dead_letter.json"))
         .collect();
     assert_eq!(letters.len(), 2);
-    for l in &letters {
-        b.publish_raw(&dl_key, l);
+    // The first as our consumer dead-letters (with the master's message id), the second as
+    // django-cqrs does (none).
+    for (l, id) in letters.iter().zip([Some("outbox-row-1"), None]) {
+        b.publish_raw_with_id(&dl_key, l, id);
     }
     let dlq = dead_letter_queue(&b.queue);
 
@@ -106,6 +108,14 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
         })
         .collect();
     assert_eq!(retried.len(), django.len());
+    let ids: Vec<Option<String>> = retried
+        .iter()
+        .map(|(_, props, _)| props.message_id().as_ref().map(|m| m.to_string()))
+        .collect();
+    assert!(
+        ids.contains(&Some("outbox-row-1".into())) && ids.contains(&None),
+        "a re-driven letter keeps its message id: {ids:?}"
+    );
     for ((key, _, body), (django_key, django_body)) in retried.iter().zip(&django) {
         let mut ours: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(key, django_key);
@@ -140,8 +150,10 @@ fn dead_letters_dump_retry_purge_like_django_cqrs() {
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [990002]);
     drop(c);
 
-    for l in &letters {
-        b.publish_raw(&dl_key, l);
+    // The first as our consumer dead-letters (with the master's message id), the second as
+    // django-cqrs does (none).
+    for (l, id) in letters.iter().zip([Some("outbox-row-1"), None]) {
+        b.publish_raw_with_id(&dl_key, l, id);
     }
     wait_until(
         Duration::from_secs(10),

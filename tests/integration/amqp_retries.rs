@@ -9,7 +9,8 @@ use cqrs_tests::*;
 use serde_json::json;
 
 /// A failing message takes the delay queues and comes back with `retries` + 1, then is
-/// dead-lettered with the reason; the rest of its batch applies.
+/// dead-lettered with the reason, its message id kept by every copy; the rest of its batch
+/// applies.
 #[test]
 fn apply_errors_retry_through_delay_queues_then_dead_letter() {
     let b = TestBroker::new();
@@ -17,7 +18,7 @@ fn apply_errors_retry_through_delay_queues_then_dead_letter() {
     let mut bad = ItemState::new(2, 0, at(0)).save();
     bad.instance_data.remove("name");
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
-    b.publish_raw("item", &bad.encode());
+    b.publish_raw_with_id("item", &bad.encode(), Some("outbox-row-7"));
     let mut c = r.consumer();
     wait_until(
         Duration::from_secs(20),
@@ -36,6 +37,15 @@ fn apply_errors_retry_through_delay_queues_then_dead_letter() {
     assert_eq!(key, &format!("cqrs.dead_letter_{}.item", b.queue));
     let m = Message::decode(body).unwrap();
     assert_eq!(m.retries, 2);
+    assert_eq!(
+        props
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .as_deref(),
+        Some("outbox-row-7"),
+        "two retry copies and the dead letter keep the id"
+    );
     let headers = props.headers().as_ref().unwrap();
     let header = |k: &str| {
         headers

@@ -122,12 +122,10 @@ fn a_failing_message_is_retried_then_dead_lettered() {
     t.declare_replica("q", &["item".into()]).unwrap();
     let mut bad = ItemState::new(2, 0, at(0)).save();
     bad.instance_data.remove("name");
+    let bad = outgoing(&bad);
     t.publisher()
         .unwrap()
-        .publish(&[
-            outgoing(&ItemState::new(1, 0, at(0)).save()),
-            outgoing(&bad),
-        ])
+        .publish(&[outgoing(&ItemState::new(1, 0, at(0)).save()), bad.clone()])
         .unwrap();
     let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
     let settings = Settings {
@@ -147,6 +145,17 @@ fn a_failing_message_is_retried_then_dead_lettered() {
     assert_eq!(t.count(&dead_letter_queue("q")).unwrap(), 1);
     let kinds = dir.connect_queue(&url).load_kinds();
     assert_eq!(kinds, ["apply"]);
+    let ids = cqrs::db::SqlConn::load_text(
+        &mut dir.connect_queue(&url),
+        "SELECT message_id AS j FROM cqrs_local_messages WHERE queue LIKE 'dead_letter_%'",
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        ids,
+        [bad.message_id],
+        "its retry copies kept the message id"
+    );
 }
 
 trait QueueDb {
@@ -176,10 +185,9 @@ fn dead_letters_dump_retry_purge_on_the_local_transport() {
     t.declare_replica("q", &["item".into()]).unwrap();
     let mut expired = ItemState::new(7, 0, at(0)).save();
     expired.expires = cqrs::message::Expires::At(at(0));
-    t.publisher()
-        .unwrap()
-        .publish(&[outgoing(&expired)])
-        .unwrap();
+    let first = outgoing(&expired);
+    let expired_id = first.message_id.clone();
+    t.publisher().unwrap().publish(&[first]).unwrap();
     let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
     let settings = Settings::default();
     let consume = || {
@@ -213,16 +221,34 @@ fn dead_letters_dump_retry_purge_on_the_local_transport() {
     );
     assert_eq!(t.count(&dlq).unwrap(), 1, "dump keeps the letter");
 
-    let r = run(
-        &mut t.letters("q").unwrap(),
-        "q",
-        Action::Retry,
-        &Filter::default(),
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let (r, lines) = capture_json_logs(|| {
+        run(
+            &mut t.letters("q").unwrap(),
+            "q",
+            Action::Retry,
+            &Filter::default(),
+            &mut Vec::new(),
+        )
+        .unwrap()
+    });
     assert_eq!(r.done, 1);
     assert_eq!(t.count(&dlq).unwrap(), 0);
+    // The re-drive's log line names the message, its id the original's.
+    let line = log_line(&lines, "retrying 1/1").expect("a line about the re-driven letter");
+    assert_eq!(
+        (
+            &line["fields"]["cqrs_id"],
+            &line["fields"]["pk"],
+            &line["fields"]["revision"],
+            &line["fields"]["message_id"]
+        ),
+        (
+            &serde_json::json!("item"),
+            &serde_json::json!("7"),
+            &serde_json::json!(0),
+            &serde_json::json!(expired_id)
+        )
+    );
     consume();
     assert_eq!(
         items(&mut replica.connect())

@@ -2,30 +2,15 @@
 //! master's outbox row, carried by retry and dead-letter copies), read from the JSON lines a
 //! relay and a consumer write while they meet each kind of per-message event.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cqrs::model::ReplicaHooks;
 use cqrs::outbox::{NewRow, enqueue};
 use cqrs::transport::memory::MemoryBroker;
 use cqrs::transport::{HEADER_ERROR_KIND, dead_letter_queue};
 use cqrs::{Consumer, Message, Registry, Relay, Settings, SignalType, TableReplica};
 use cqrs_tests::*;
-use serde_json::{Value, json};
-
-/// A log sink the test reads back.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use serde_json::json;
 
 fn row(m: &Message, routing_key: &str) -> NewRow {
     NewRow {
@@ -46,6 +31,7 @@ const EXPECTED: &[&str] = &[
     "dead-lettering at once",
     "revision gap",
     "directed SYNC downgrades the replica row",
+    "broadcast SYNC ignored",
 ];
 
 both!(
@@ -57,6 +43,8 @@ both!(
         sync.signal_type = SignalType::Sync;
         let mut unknown = ItemState::new(9, 4, at(9)).save();
         unknown.cqrs_id = "gone".into();
+        let mut broadcast = ItemState::new(5, 2, at(5)).save();
+        (broadcast.cqrs_id, broadcast.signal_type) = ("wide".into(), SignalType::Sync);
         let rows = [
             row(&ItemState::new(1, 0, at(1)).save(), "item"),
             row(&poison.save(), "item"),
@@ -65,26 +53,26 @@ both!(
             row(&sync, "cqrs.rq.item"),
             row(&unknown, "cqrs.rq.gone"),
             row(&ItemState::new(8, 0, at(8)).save(), "nobody_listens"),
+            row(&broadcast, "wide"),
         ];
         let ids: Vec<String> = rows.iter().map(|r| r.message_id.to_string()).collect();
         enqueue(&mut master.connect(), &rows).unwrap();
         let broker = MemoryBroker::new();
-        broker.declare_replica_queue("rq", &["item", "gone"]);
+        broker.declare_replica_queue("rq", &["item", "gone", "wide"]);
         let settings = Settings {
             max_retries: 1,
             retry_delays: vec![Duration::from_millis(10)],
             ..Settings::default()
         };
-        let registry = Registry::new().with_replica(TableReplica::new(item_spec()));
+        let only_direct = ReplicaHooks {
+            only_direct_syncs: true,
+            ..ReplicaHooks::default()
+        };
+        let registry = Registry::new()
+            .with_replica(TableReplica::new(item_spec()))
+            .with_replica(TableReplica::new(wide_spec()).with_hooks(only_direct));
 
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let ((), lines) = capture_json_logs(|| {
             let mut relay = Relay::new(master.connect(), broker.clone(), settings.clone());
             assert_eq!(relay.run_once().unwrap(), rows.len());
             let mut c = Consumer::new(&registry, &settings, replica.connect(), broker.inbox("rq"));
@@ -109,16 +97,9 @@ both!(
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 3]);
         assert_eq!(got[&3].rev, 1, "the directed SYNC downgraded row 3");
 
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
         for want in EXPECTED {
-            let line = lines
-                .iter()
-                .find(|l| l["fields"]["message"].as_str().unwrap_or("").contains(want))
-                .unwrap_or_else(|| panic!("no line {want:?} in:\n{text}"));
+            let line = log_line(&lines, want)
+                .unwrap_or_else(|| panic!("no line {want:?} in:\n{lines:#?}"));
             for field in ["cqrs_id", "pk", "revision", "message_id"] {
                 assert!(
                     !line["fields"][field].is_null(),

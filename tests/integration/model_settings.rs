@@ -152,12 +152,20 @@ both!(
     }
 );
 
-/// PostgreSQL's statement timeout per model, as django-cqrs's `CQRS_QUERY_TIMEOUT`: the global
-/// 300 ms cancels item's slow row (a trigger sleeps 0.6 s for it), which is dead-lettered with the
-/// reason while the other items apply; wide turns the timeout off (`query_timeout_ms = 0`) and
-/// its slow row (0.4 s) applies in the same transaction, after item's.
+/// PostgreSQL's statement timeout per model, as django-cqrs's `CQRS_QUERY_TIMEOUT`: 300 ms cancels
+/// item's slow row (a trigger sleeps 0.6 s for it), which is dead-lettered with the reason while
+/// the other items apply; wide turns any timeout off (`query_timeout_ms = 0`) and its slow row
+/// (0.4 s) applies in the same transaction, after item's. The 300 ms is ours (`query_timeout_ms`),
+/// then the database's own (`ALTER DATABASE … SET statement_timeout`, which an unset
+/// `query_timeout_ms` leaves in force and wide's 0 overrides).
 #[test]
 fn a_query_timeout_cancels_only_its_models_slow_statements() {
+    for server_side in [false, true] {
+        query_timeouts(server_side);
+    }
+}
+
+fn query_timeouts(server_side: bool) {
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     db.exec_script(
@@ -169,6 +177,25 @@ fn a_query_timeout_cancels_only_its_models_slow_statements() {
          CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON wide FOR EACH ROW EXECUTE FUNCTION slow_wide();",
     )
     .unwrap();
+    let mut settings = settings(&[(
+        "wide",
+        ModelLayer {
+            query_timeout_ms: Some(0),
+            ..ModelLayer::default()
+        },
+    )]);
+    settings.max_retries = 0;
+    let session_default = if server_side {
+        let name = t.url.rsplit('/').next().unwrap();
+        db.batch_execute(&format!(
+            "ALTER DATABASE {name} SET statement_timeout = 300"
+        ))
+        .unwrap();
+        "300ms"
+    } else {
+        settings.query_timeout = Some(Duration::from_millis(300));
+        "0"
+    };
     let broker = MemoryBroker::new();
     broker.declare_replica_queue("rq", &["item", "wide"]);
     for id in 0..10i64 {
@@ -179,20 +206,11 @@ fn a_query_timeout_cancels_only_its_models_slow_statements() {
         publish(&broker, &s.save());
     }
     publish(&broker, &wide(1, Some("slow")));
-    let mut settings = settings(&[(
-        "wide",
-        ModelLayer {
-            query_timeout_ms: Some(0),
-            ..ModelLayer::default()
-        },
-    )]);
-    settings.query_timeout = Some(Duration::from_millis(300));
-    settings.max_retries = 0;
     let registry = registry();
     let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
     c.drain(Duration::from_millis(300)).unwrap();
     let dead = dead_letters(&broker);
-    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead.len(), 1, "server side {server_side}: {dead:?}");
     assert_eq!((dead[0].0.as_str(), dead[0].1), ("item", 4));
     assert!(dead[0].3.contains("statement timeout"), "{}", dead[0].3);
     let got = items(&mut db);
@@ -200,14 +218,15 @@ fn a_query_timeout_cancels_only_its_models_slow_statements() {
     assert!(!got.contains_key(&4));
     assert_eq!(
         count(&mut db, "SELECT count(*) AS n FROM wide WHERE c = 'slow'"),
-        1
+        1,
+        "server side {server_side}"
     );
     // The setting lasted only as long as its transaction.
     let mut c_db = c.into_db();
     assert_eq!(
         c_db.load_text("SELECT current_setting('statement_timeout') AS j", vec![])
             .unwrap(),
-        ["0"]
+        [session_default]
     );
 }
 

@@ -202,7 +202,7 @@ fn counters_and_readiness_during_a_real_sync() {
             || get(relay_port, "/readyz").0 == 503,
         );
         let (_, why) = get(relay_port, "/readyz");
-        assert!(why.contains("relay"), "{why}");
+        assert!(why.contains("relay: broker"), "{why}");
         proxy.heal();
         wait_until(
             Duration::from_secs(60),

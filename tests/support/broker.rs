@@ -103,6 +103,11 @@ impl TestBroker {
 
     /// Publish raw bytes to the test exchange (no confirms needed: tests read state after).
     pub fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        self.publish_raw_with_id(routing_key, body, None);
+    }
+
+    /// [`TestBroker::publish_raw`] with an AMQP `message_id`, as our relay sets one.
+    pub fn publish_raw_with_id(&self, routing_key: &str, body: &[u8], message_id: Option<&str>) {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
         let ch = self.transport.channel(true).unwrap();
         let (ex, key, body) = (
@@ -110,13 +115,16 @@ impl TestBroker {
             routing_key.to_string(),
             body.to_vec(),
         );
+        let mut props = lapin::BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2);
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
         self.transport.block_on(async move {
             ch.confirm_select(ConfirmSelectOptions::default())
                 .await
                 .ok();
-            let props = lapin::BasicProperties::default()
-                .with_content_type("text/plain".into())
-                .with_delivery_mode(2);
             ch.basic_publish(
                 ex.as_str().into(),
                 key.as_str().into(),

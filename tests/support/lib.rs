@@ -9,6 +9,7 @@
 //! - [`broker`]: the machine's RabbitMQ with a unique exchange and queue ([`TestBroker`]).
 //! - [`consumer`]: a replica consuming a [`TestBroker`]'s queue ([`TestReplica`]).
 //! - [`wait`]: [`wait_until`] a state is reached; [`StopOnDrop`] for worker threads.
+//! - [`logs`]: the JSON log lines of code run on the test's thread.
 //! - [`examples`]: the example services' databases and rows.
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
 //! - [`postgres`]: a private PostgreSQL cluster for tests that stop and kill the database server.
@@ -25,6 +26,7 @@ pub mod django;
 pub mod examples;
 pub mod interop;
 pub mod items;
+pub mod logs;
 pub mod messages;
 pub mod models;
 pub mod postgres;
@@ -38,6 +40,7 @@ pub use broker::*;
 pub use consumer::*;
 pub use db::*;
 pub use examples::*;
+pub use logs::*;
 pub use messages::*;
 pub use models::*;
 pub use postgres::PrivatePostgres;
