@@ -434,6 +434,21 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             Err(e) if e.kind() == ErrorKind::Apply && items.len() == 1 => {
                 Ok(vec![(items[0], Outcome::Failed(e))])
             }
+            Err(e) if e.kind() == ErrorKind::Apply && e.is_statement_timeout() => {
+                // Halving would run up to log2(n) more statements into the timeout, each holding
+                // its row locks that long: one message per transaction finds the slow one in one.
+                self.stats.splits += 1;
+                // Worth a warning: a timeout too tight for whole batches makes every batch run twice.
+                tracing::warn!(
+                    size = items.len(),
+                    "batch timed out, applying its messages one by one: {e}"
+                );
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.extend(self.apply_split(valid, std::slice::from_ref(i))?);
+                }
+                Ok(out)
+            }
             Err(e) if e.kind() == ErrorKind::Apply => {
                 self.stats.splits += 1;
                 tracing::debug!(size = items.len(), "batch failed, splitting it: {e}");

@@ -113,6 +113,13 @@ impl Error {
         self.kind == ErrorKind::Transient
     }
 
+    /// True if the server cancelled a statement that ran past its timeout (`query_timeout_ms`).
+    pub fn is_statement_timeout(&self) -> bool {
+        self.message
+            .to_ascii_lowercase()
+            .contains(STATEMENT_TIMEOUT)
+    }
+
     /// Prefix the message with context (e.g. the model or the line it concerns), keeping the kind.
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -149,6 +156,9 @@ fn classify_diesel(err: &diesel::result::Error) -> ErrorKind {
         _ => ErrorKind::Database,
     }
 }
+
+/// PostgreSQL's words for a statement cancelled by `statement_timeout` (SQLSTATE 57014).
+const STATEMENT_TIMEOUT: &str = "canceling statement due to statement timeout";
 
 /// Diesel reports deadlocks, admin shutdowns, lost connections and SQLite's busy/locked states as
 /// "unknown"; the message text is all it keeps, so match on the server's stable wording.
@@ -187,7 +197,7 @@ fn classify_message(message: &str) -> ErrorKind {
         "has no equivalent in encoding",
         // `query_timeout_ms` (PostgreSQL's statement_timeout): retried with a delay, then
         // dead-lettered, as django-cqrs counts CQRS_QUERY_TIMEOUT against the message.
-        "canceling statement due to statement timeout",
+        STATEMENT_TIMEOUT,
     ];
     let lower = message.to_ascii_lowercase();
     if TRANSIENT.iter().any(|t| lower.contains(t)) {

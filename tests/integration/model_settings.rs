@@ -209,6 +209,11 @@ fn query_timeouts(server_side: bool) {
     let registry = registry();
     let mut c = Consumer::new(&registry, &settings, t.connect(), broker.inbox("rq"));
     c.drain(Duration::from_millis(300)).unwrap();
+    assert_eq!(
+        c.stats().splits,
+        1,
+        "a timed-out batch is applied one message per transaction, not halved"
+    );
     let dead = dead_letters(&broker);
     assert_eq!(dead.len(), 1, "server side {server_side}: {dead:?}");
     assert_eq!((dead[0].0.as_str(), dead[0].1), ("item", 4));

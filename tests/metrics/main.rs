@@ -155,22 +155,16 @@ fn counters_and_readiness_during_a_real_sync() {
             0.0,
             "{consumed}"
         );
-        atomic(&mut db, |tx| {
-            tx.touch_many::<ItemMaster>(&[1_i64, 2, 4, 5, 7])?;
-            tx.conn()
-                .execute(
-                    "UPDATE items SET name = name || '+' WHERE id IN (1, 2, 4, 5, 7)",
-                    vec![],
-                )
-                .map(drop)
-        })
-        .unwrap();
-        wait_until(Duration::from_secs(30), "the five captured changes", || {
+        let applied = || {
             let consumed = get(consume_port, "/metrics").1;
             sample(
                 &consumed,
                 "cqrs_consumer_messages_total{outcome=\"applied\"}",
-            ) == 102.0
+            )
+        };
+        rename(&mut db, &[1, 2, 4, 5, 7]);
+        wait_until(Duration::from_secs(30), "the five captured changes", || {
+            applied() == 102.0
         });
         let consumed = get(consume_port, "/metrics").1;
         assert_eq!(
@@ -210,22 +204,9 @@ fn counters_and_readiness_during_a_real_sync() {
             || get(consume_port, "/readyz").0 == 200 && get(relay_port, "/readyz").0 == 200,
         );
         // Back for real: a change committed now is relayed and applied.
-        atomic(&mut db, |tx| {
-            tx.touch_many::<ItemMaster>(&[8_i64])?;
-            tx.conn()
-                .execute(
-                    "UPDATE items SET name = 'after the cut' WHERE id = 8",
-                    vec![],
-                )
-                .map(drop)
-        })
-        .unwrap();
+        rename(&mut db, &[8]);
         wait_until(Duration::from_secs(30), "the change after the cut", || {
-            let consumed = get(consume_port, "/metrics").1;
-            sample(
-                &consumed,
-                "cqrs_consumer_messages_total{outcome=\"applied\"}",
-            ) == 103.0
+            applied() == 103.0
         });
         let relayed = get(relay_port, "/metrics").1;
         assert!(
@@ -244,6 +225,21 @@ fn counters_and_readiness_during_a_real_sync() {
     });
     // The listeners closed with their processes' shutdown.
     assert_eq!(get(consume_port, "/healthz").0, 0);
+}
+
+/// Rename the master's rows `ids`, captured: one SAVE each.
+fn rename(db: &mut cqrs::Db, ids: &[i64]) {
+    atomic(db, |tx| {
+        tx.touch_many::<ItemMaster>(ids)?;
+        for id in ids {
+            tx.conn().execute(
+                "UPDATE items SET name = name || '+' WHERE id = $1",
+                vec![SqlValue::BigInt(*id)],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// The master side of `items`, for capture.
