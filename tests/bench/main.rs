@@ -503,6 +503,7 @@ impl Bench {
                     self.sink.transport.purge(&self.sink.queue)?;
                     self.sink_twin.transport.purge(&self.sink_twin.queue)?;
                 }
+                let mut arrivals = Arrivals::new(&self.replica.url, &self.master.url)?;
                 let started = Instant::now();
                 let child = self.process(
                     &["consume", "-w", &workers.to_string()],
@@ -513,7 +514,6 @@ impl Bench {
                 // Timed from the first row applied: the process's start-up (connecting,
                 // declaring) is not draining.
                 let mut first: Option<(Instant, usize)> = None;
-                let mut arrivals = Arrivals::new(&self.replica.url, &self.master.url)?;
                 let done = wait_for(Duration::from_secs(300), || {
                     if first.is_none() && arrivals.any() {
                         first = Some((Instant::now(), arrivals.count()));
