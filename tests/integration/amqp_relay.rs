@@ -99,9 +99,32 @@ fn nacked_messages_stay_in_the_outbox() {
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+    let ids = outbox_message_ids(&mut db);
     let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
-    relay.run_once().unwrap();
+    let ((), lines) = capture_json_logs(|| {
+        relay.run_once().unwrap();
+    });
     assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+    // Each nacked message's line names it.
+    let nacked: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not confirmed"))
+        })
+        .collect();
+    assert_eq!(nacked.len(), 6, "{lines:#?}");
+    for line in nacked {
+        let f = &line["fields"];
+        assert_eq!(f["cqrs_id"], "item", "{line}");
+        assert!(f["pk"].is_string() && f["revision"] == 0, "{line}");
+        let id = f["message_id"].as_str().unwrap();
+        assert!(
+            ids[4..].iter().any(|i| i == id),
+            "{id} is one of the nacked rows'"
+        );
+    }
     assert_eq!(
         cqrs::outbox::pending(&mut db).unwrap(),
         6,
