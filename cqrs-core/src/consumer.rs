@@ -437,14 +437,21 @@ impl<'a, I: Inbox> Consumer<'a, I> {
             Err(e) if e.kind() == ErrorKind::Apply && e.is_statement_timeout() => {
                 // Halving would run up to log2(n) more statements into the timeout, each holding
                 // its row locks that long: one message per transaction finds the slow one in one.
+                // Parents before children (foreign-key order, as one transaction applies them).
                 self.stats.splits += 1;
-                // Worth a warning: a timeout too tight for whole batches makes every batch run twice.
+                // Worth a warning: a timeout too tight for whole batches makes each batch cost one
+                // timed-out transaction and then one per message.
                 tracing::warn!(
                     size = items.len(),
                     "batch timed out, applying its messages one by one: {e}"
                 );
+                let mut order = items.to_vec();
+                order.sort_by_key(|&i| {
+                    let id = valid[i].change.message.cqrs_id.as_str();
+                    (self.rank.get(id).copied().unwrap_or(usize::MAX), id)
+                });
                 let mut out = Vec::with_capacity(items.len());
-                for i in items {
+                for i in &order {
                     out.extend(self.apply_split(valid, std::slice::from_ref(i))?);
                 }
                 Ok(out)

@@ -155,7 +155,8 @@ both!(
 /// PostgreSQL's statement timeout per model, as django-cqrs's `CQRS_QUERY_TIMEOUT`: 300 ms cancels
 /// item's slow row (a trigger sleeps 0.6 s for it), which is dead-lettered with the reason while
 /// the other items apply; wide turns any timeout off (`query_timeout_ms = 0`) and its slow row
-/// (0.4 s) applies in the same transaction, after item's. The 300 ms is ours (`query_timeout_ms`),
+/// (0.4 s) applies, after item's (in the same transaction first, which times out on item's row,
+/// then alone). The 300 ms is ours (`query_timeout_ms`),
 /// then the database's own (`ALTER DATABASE … SET statement_timeout`, which an unset
 /// `query_timeout_ms` leaves in force and wide's 0 overrides).
 #[test]
