@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use cqrs_tests::{Kind, TestDb};
+use cqrs_tests::{Kind, TestDb, both};
 
 fn cqrs(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cqrs"))
@@ -57,43 +57,35 @@ fn migrate_without_database_exits_2_naming_the_flag() {
     assert!(stderr(&o).contains("unknown scheme"), "{}", stderr(&o));
 }
 
-fn migrate_creates_the_tables(kind: Kind) {
-    let t = TestDb::empty(kind);
-    let o = cqrs(&["migrate", "--database-url", &t.url]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    // Every migration of the backend's directory, newest included.
-    let dir = match kind {
-        Kind::Postgres => "postgres",
-        Kind::Sqlite => "sqlite",
-    };
-    let migrations = std::fs::read_dir(format!(
-        "{}/../migrations/{dir}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .filter(|e| e.as_ref().unwrap().path().join("up.sql").exists())
-    .count();
-    let expected = format!("applied {migrations} migration");
-    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
-    let mut db = t.connect();
-    for table in ["cqrs_outbox", "cqrs_tombstones"] {
-        db.execute(&format!("SELECT count(*) FROM {table}"), vec![])
-            .unwrap_or_else(|e| panic!("{table}: {e}"));
+both!(
+    fn migrate_creates_the_tables(kind: Kind) {
+        let t = TestDb::empty(kind);
+        let o = cqrs(&["migrate", "--database-url", &t.url]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        // Every migration of the backend's directory, newest included.
+        let dir = match kind {
+            Kind::Postgres => "postgres",
+            Kind::Sqlite => "sqlite",
+        };
+        let migrations = std::fs::read_dir(format!(
+            "{}/../migrations/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("up.sql").exists())
+        .count();
+        let expected = format!("applied {migrations} migration");
+        assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+        let mut db = t.connect();
+        for table in ["cqrs_outbox", "cqrs_tombstones"] {
+            db.execute(&format!("SELECT count(*) FROM {table}"), vec![])
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+        }
+        let again = cqrs(&["migrate", "--database-url", &t.url]);
+        assert_eq!(again.status.code(), Some(0));
+        assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
     }
-    let again = cqrs(&["migrate", "--database-url", &t.url]);
-    assert_eq!(again.status.code(), Some(0));
-    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
-}
-
-#[test]
-fn migrate_creates_the_tables_postgres() {
-    migrate_creates_the_tables(Kind::Postgres);
-}
-
-#[test]
-fn migrate_creates_the_tables_sqlite() {
-    migrate_creates_the_tables(Kind::Sqlite);
-}
+);
 
 #[test]
 fn database_url_comes_from_the_environment_and_the_config_file() {
@@ -299,29 +291,30 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
-    use chrono::{Duration, Utc};
-    use cqrs::value::SqlValue;
-    let t = TestDb::new(kind);
-    let mut db = t.connect();
-    let empty = cqrs(&["outbox", "status", "--database-url", &t.url]);
-    assert!(empty.status.success(), "{}", stderr(&empty));
-    assert_eq!(stdout(&empty), "outbox: 0 pending, 0 leased, oldest -\n");
-    let row = |id: &str| cqrs::outbox::NewRow {
-        message_id: uuid::Uuid::new_v4(),
-        cqrs_id: id.into(),
-        signal_type: cqrs::SignalType::Save,
-        pk: "1".into(),
-        routing_key: id.into(),
-        body: "{}".into(),
-    };
-    cqrs::outbox::enqueue(
-        &mut db,
-        &[row("item"), row("item"), row("item"), row("typed")],
-    )
-    .unwrap();
-    // The first item row waited 100 s and a relay holds a lease on it.
-    db.execute(
+both!(
+    fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
+        use chrono::{Duration, Utc};
+        use cqrs::value::SqlValue;
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        let empty = cqrs(&["outbox", "status", "--database-url", &t.url]);
+        assert!(empty.status.success(), "{}", stderr(&empty));
+        assert_eq!(stdout(&empty), "outbox: 0 pending, 0 leased, oldest -\n");
+        let row = |id: &str| cqrs::outbox::NewRow {
+            message_id: uuid::Uuid::new_v4(),
+            cqrs_id: id.into(),
+            signal_type: cqrs::SignalType::Save,
+            pk: "1".into(),
+            routing_key: id.into(),
+            body: "{}".into(),
+        };
+        cqrs::outbox::enqueue(
+            &mut db,
+            &[row("item"), row("item"), row("item"), row("typed")],
+        )
+        .unwrap();
+        // The first item row waited 100 s and a relay holds a lease on it.
+        db.execute(
         &cqrs_tests::sql_for(
             &db,
             "UPDATE cqrs_outbox SET created_at = $1, leased_until = $2 WHERE id = (SELECT min(id) FROM cqrs_outbox)",
@@ -332,51 +325,43 @@ fn outbox_status_shows_the_backlog_per_model(kind: Kind) {
         ],
     )
     .unwrap();
-    let o = cqrs(&["outbox", "status", "--database-url", &t.url]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    let age = |line: &str| -> f64 {
-        line.rsplit_once("oldest ")
-            .and_then(|(_, a)| a.strip_suffix(" s"))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no age in {line:?}"))
-    };
-    assert!(
-        lines[0].starts_with("outbox: 4 pending, 1 leased, oldest "),
-        "{out}"
-    );
-    assert!(
-        lines[1].starts_with("  item: 3 pending, 1 leased, oldest "),
-        "{out}"
-    );
-    assert!(
-        lines[2].starts_with("  typed: 1 pending, 0 leased, oldest "),
-        "{out}"
-    );
-    assert!((99.0..160.0).contains(&age(lines[0])), "{out}");
-    assert!((99.0..160.0).contains(&age(lines[1])), "{out}");
-    assert!(age(lines[2]) < 60.0, "{out}");
-}
+        let o = cqrs(&["outbox", "status", "--database-url", &t.url]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        let age = |line: &str| -> f64 {
+            line.rsplit_once("oldest ")
+                .and_then(|(_, a)| a.strip_suffix(" s"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no age in {line:?}"))
+        };
+        assert!(
+            lines[0].starts_with("outbox: 4 pending, 1 leased, oldest "),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("  item: 3 pending, 1 leased, oldest "),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("  typed: 1 pending, 0 leased, oldest "),
+            "{out}"
+        );
+        assert!((99.0..160.0).contains(&age(lines[0])), "{out}");
+        assert!((99.0..160.0).contains(&age(lines[1])), "{out}");
+        assert!(age(lines[2]) < 60.0, "{out}");
+    }
+);
 
-#[test]
-fn outbox_status_shows_the_backlog_per_model_postgres() {
-    outbox_status_shows_the_backlog_per_model(Kind::Postgres);
-}
-
-#[test]
-fn outbox_status_shows_the_backlog_per_model_sqlite() {
-    outbox_status_shows_the_backlog_per_model(Kind::Sqlite);
-}
-
-fn tombstones_prune_removes_only_those_past_retention(kind: Kind) {
-    use chrono::{Duration, Utc};
-    use cqrs::value::SqlValue;
-    let t = TestDb::new(kind);
-    let mut db = t.connect();
-    for (pk, days) in [("1", 20), ("2", 13), ("3", 0)] {
-        db.execute(
+both!(
+    fn tombstones_prune_removes_only_those_past_retention(kind: Kind) {
+        use chrono::{Duration, Utc};
+        use cqrs::value::SqlValue;
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        for (pk, days) in [("1", 20), ("2", 13), ("3", 0)] {
+            db.execute(
             &cqrs_tests::sql_for(
                 &db,
                 "INSERT INTO cqrs_tombstones (cqrs_id, pk, revision, cqrs_updated, deleted_at) VALUES ('item', $1, 1, $2, $3)",
@@ -388,55 +373,46 @@ fn tombstones_prune_removes_only_those_past_retention(kind: Kind) {
             ],
         )
         .unwrap();
+        }
+        let left = |db: &mut cqrs::Db| {
+            let mut pks =
+                cqrs::db::SqlConn::load_text(db, "SELECT pk AS j FROM cqrs_tombstones", vec![])
+                    .unwrap();
+            pks.sort();
+            pks
+        };
+        let o = cqrs(&["tombstones", "prune", "--database-url", &t.url]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "pruned 1 tombstone(s) older than 14 days\n");
+        assert_eq!(left(&mut db), ["2", "3"]);
+        // Shorter than a message can still arrive in (1 + 10 days of TTLs, then the retries): refused.
+        let o = cqrs(&[
+            "tombstones",
+            "prune",
+            "--older-than-days",
+            "5",
+            "--database-url",
+            &t.url,
+        ]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("tombstone_retention_days = 5 is too short"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(left(&mut db), ["2", "3"], "nothing pruned");
+        let o = cqrs(&[
+            "tombstones",
+            "prune",
+            "--older-than-days",
+            "12",
+            "--database-url",
+            &t.url,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(left(&mut db), ["3"]);
     }
-    let left = |db: &mut cqrs::Db| {
-        let mut pks =
-            cqrs::db::SqlConn::load_text(db, "SELECT pk AS j FROM cqrs_tombstones", vec![])
-                .unwrap();
-        pks.sort();
-        pks
-    };
-    let o = cqrs(&["tombstones", "prune", "--database-url", &t.url]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "pruned 1 tombstone(s) older than 14 days\n");
-    assert_eq!(left(&mut db), ["2", "3"]);
-    // Shorter than a message can still arrive in (1 + 10 days of TTLs, then the retries): refused.
-    let o = cqrs(&[
-        "tombstones",
-        "prune",
-        "--older-than-days",
-        "5",
-        "--database-url",
-        &t.url,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("tombstone_retention_days = 5 is too short"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(left(&mut db), ["2", "3"], "nothing pruned");
-    let o = cqrs(&[
-        "tombstones",
-        "prune",
-        "--older-than-days",
-        "12",
-        "--database-url",
-        &t.url,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(left(&mut db), ["3"]);
-}
-
-#[test]
-fn tombstones_prune_removes_only_those_past_retention_postgres() {
-    tombstones_prune_removes_only_those_past_retention(Kind::Postgres);
-}
-
-#[test]
-fn tombstones_prune_removes_only_those_past_retention_sqlite() {
-    tombstones_prune_removes_only_those_past_retention(Kind::Sqlite);
-}
+);
 
 /// What `cqrs <args>` logs in `secs` seconds (a relay waiting for an unreachable database logs each
 /// attempt), then killed.

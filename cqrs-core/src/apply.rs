@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{self, Db};
+use crate::db::{self, Backend, Db};
 use crate::error::{Error, Result};
 use crate::message::SignalType;
 use crate::model::{
@@ -621,14 +621,24 @@ pub fn prune_tombstones(db: &mut Db, retention: std::time::Duration) -> Result<u
         .and_then(|r| Utc::now().checked_sub_signed(r))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let backend = db.backend();
-    // The outer condition again: a tombstone rewritten by an apply meanwhile is kept.
-    let mut sql = String::from("DELETE FROM cqrs_tombstones WHERE deleted_at < ");
-    backend.placeholder(1, &mut sql);
-    sql.push_str(
-        " AND (cqrs_id, pk) IN (SELECT cqrs_id, pk FROM cqrs_tombstones WHERE deleted_at < ",
+    let (mut outer, mut inner) = (String::new(), String::new());
+    backend.placeholder(1, &mut outer);
+    backend.placeholder(2, &mut inner);
+    // What names a tombstone row: PostgreSQL's `ctid`; SQLite's table has no rowid (its key is
+    // the primary key), and its `IN (SELECT ..)` is a look-up per row already.
+    let (row, columns) = match backend {
+        Backend::Postgres => ("ctid", "ctid"),
+        Backend::Sqlite => ("(cqrs_id, pk)", "cqrs_id, pk"),
+    };
+    let batch = format!(
+        "SELECT {columns} FROM cqrs_tombstones WHERE deleted_at < {inner} LIMIT {PRUNE_BATCH}"
     );
-    backend.placeholder(2, &mut sql);
-    sql.push_str(&format!(" LIMIT {PRUNE_BATCH})"));
+    // The outer condition again: a tombstone rewritten by an apply meanwhile is kept. The
+    // batch is picked by row id (`in_subquery`: one look-up each, not a join over the table).
+    let sql = format!(
+        "DELETE FROM cqrs_tombstones WHERE deleted_at < {outer} AND {}",
+        backend.in_subquery(row, &batch)
+    );
     let cutoff = SqlValue::Timestamptz(cutoff);
     let mut pruned = 0;
     loop {

@@ -585,7 +585,7 @@ impl Settings {
             return Err(Error::config(format!(
                 "tombstone_retention_days = {} is too short: a tombstone must outlive every message that can still arrive \
                  (message TTL + dead-letter TTL + the longest retry chain: {:.1} days)",
-                s.tombstone_retention.as_secs() / DAY,
+                s.tombstone_retention_days(),
                 reach.as_secs_f64() / DAY as f64
             )));
         }
@@ -610,10 +610,9 @@ impl Settings {
         models.fold(self.global_model().reach(), Duration::max)
     }
 
-    /// The delay before retry number `retry` (1-based) of a model without its own delays; the
-    /// last level repeats.
-    pub fn retry_delay(&self, retry: u32) -> Duration {
-        self.global_model().retry_delay(retry)
+    /// `tombstone_retention` in whole days, as `tombstone_retention_days` sets it.
+    pub fn tombstone_retention_days(&self) -> u64 {
+        self.tombstone_retention.as_secs() / DAY
     }
 
     fn global_model(&self) -> ModelSettings<'_> {
@@ -843,6 +842,7 @@ mod tests {
     #[test]
     fn retry_delay_levels_repeat_the_last() {
         let s = Settings::default();
+        let s = s.model("any");
         assert_eq!(s.retry_delay(1), Duration::from_secs(2));
         assert_eq!(s.retry_delay(5), Duration::from_secs(32));
         assert_eq!(s.retry_delay(30), Duration::from_secs(60));

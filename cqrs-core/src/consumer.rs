@@ -221,14 +221,14 @@ impl<'a, I: Inbox> Consumer<'a, I> {
     fn process(&mut self, deliveries: &[Delivery]) -> Result<()> {
         let mut fates: Vec<Option<Fate>> = (0..deliveries.len()).map(|_| None).collect();
         let mut valid = Vec::with_capacity(deliveries.len());
+        let mut ignored = 0u64;
         for (at, d) in deliveries.iter().enumerate() {
             match self.check(d) {
                 Ok(change) if self.ignores(&change) => {
                     let m = &change.message;
                     tracing::debug!(cqrs_id = %m.cqrs_id, pk = %m.instance_pk, revision = m.revision().ok(), message_id = d.message_id.as_deref(), "broadcast SYNC ignored: the model takes only directed SYNCs");
                     self.stats.apply.skipped += 1;
-                    metrics::counter!("cqrs_consumer_messages_total", "outcome" => "ignored")
-                        .increment(1);
+                    ignored += 1;
                     fates[at] = Some(Fate::Done);
                 }
                 Ok(change) => valid.push(Valid { at, change }),
@@ -256,8 +256,9 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         };
         crate::crash::point("consumer.after_commit");
         let now = Utc::now();
-        // Duplicates and stale messages, counted once for the batch.
+        // Ignored, duplicate and stale messages, counted once for the batch.
         let mut skipped = [0u64; 2];
+        let lags = metrics::histogram!("cqrs_consumer_lag_seconds");
         for (i, outcome) in outcomes {
             let v = &valid[i];
             if let Outcome::Applied = outcome
@@ -267,7 +268,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 // From the change on the master (its clock, at the row's first change in its
                 // transaction) to the apply here; a SYNC re-sends an old change, so it is left out.
                 let lag = (now - updated).to_std().unwrap_or_default();
-                metrics::histogram!("cqrs_consumer_lag_seconds").record(lag.as_secs_f64());
+                lags.record(lag.as_secs_f64());
             }
             if let Outcome::Skipped(why) = outcome {
                 skipped[usize::from(!why.contains("duplicate"))] += 1;
@@ -278,7 +279,10 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                 Outcome::Failed(err) => self.retry_or_dead_letter(&v.change, err),
             });
         }
-        for (kind, n) in ["duplicate", "stale"].into_iter().zip(skipped) {
+        for (kind, n) in ["ignored", "duplicate", "stale"]
+            .into_iter()
+            .zip([ignored, skipped[0], skipped[1]])
+        {
             if n > 0 {
                 metrics::counter!("cqrs_consumer_messages_total", "outcome" => kind).increment(n);
             }
@@ -446,10 +450,7 @@ impl<'a, I: Inbox> Consumer<'a, I> {
                     "batch timed out, applying its messages one by one: {e}"
                 );
                 let mut order = items.to_vec();
-                order.sort_by_key(|&i| {
-                    let id = valid[i].change.message.cqrs_id.as_str();
-                    (self.rank.get(id).copied().unwrap_or(usize::MAX), id)
-                });
+                order.sort_by_key(|&i| self.apply_order(&valid[i].change.message.cqrs_id));
                 let mut out = Vec::with_capacity(items.len());
                 for i in &order {
                     out.extend(self.apply_split(valid, std::slice::from_ref(i))?);
@@ -468,15 +469,20 @@ impl<'a, I: Inbox> Consumer<'a, I> {
         }
     }
 
+    /// Where a model's messages go in a transaction: parents before children, then by cqrs_id.
+    fn apply_order<'s>(&self, cqrs_id: &'s str) -> (usize, &'s str) {
+        (
+            self.rank.get(cqrs_id).copied().unwrap_or(usize::MAX),
+            cqrs_id,
+        )
+    }
+
     /// One transaction: per model, in foreign-key order.
     fn apply_once(&mut self, valid: &[Valid], items: &[usize]) -> Result<Vec<(usize, Outcome)>> {
         let mut groups: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
         for &i in items {
             let id = valid[i].change.message.cqrs_id.as_str();
-            groups
-                .entry((self.rank.get(id).copied().unwrap_or(usize::MAX), id))
-                .or_default()
-                .push(i);
+            groups.entry(self.apply_order(id)).or_default().push(i);
         }
         let (registry, settings) = (self.registry, self.settings);
         let (outcomes, stats) = self.db.write_transaction(|db| {
@@ -625,16 +631,13 @@ fn record(before: &ConsumerStats, after: &ConsumerStats, size: usize, took: Dura
 /// `COMMIT` (and deferred constraint checks) run under the last group's timeout.
 #[derive(Default)]
 struct StatementTimeout {
-    /// What this transaction set last; `None`: nothing yet (the session's own).
-    current: Option<Option<Duration>>,
+    /// What this transaction set last; `None`: the session's own (`TO DEFAULT` restores it).
+    current: Option<Duration>,
 }
 
 impl StatementTimeout {
     fn set(&mut self, db: &mut Db, timeout: Option<Duration>) -> Result<()> {
-        if db.backend() != crate::db::Backend::Postgres
-            || self.current == Some(timeout)
-            || (self.current.is_none() && timeout.is_none())
-        {
+        if db.backend() != crate::db::Backend::Postgres || self.current == timeout {
             return Ok(());
         }
         // Whole milliseconds from the settings (checked to fit PostgreSQL's int), not user text;
@@ -644,7 +647,7 @@ impl StatementTimeout {
             None => "SET LOCAL statement_timeout TO DEFAULT".to_string(),
         };
         db.batch_execute(&sql)?;
-        self.current = Some(timeout);
+        self.current = timeout;
         Ok(())
     }
 }

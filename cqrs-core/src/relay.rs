@@ -466,12 +466,11 @@ impl<P: Publisher> Relay<P> {
                     }
                     if e.is_transient() {
                         metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
-                    }
-                    if e.is_transient()
-                        && let Some(url) = &self.reconnect_url
-                        && let Err(e) = self.db.heal(url)
-                    {
-                        tracing::warn!("relay: reconnecting to the database failed: {e}");
+                        if let Some(url) = &self.reconnect_url
+                            && let Err(e) = self.db.heal(url)
+                        {
+                            tracing::warn!("relay: reconnecting to the database failed: {e}");
+                        }
                     }
                 }
             }

@@ -152,7 +152,7 @@ fn housekeeper(settings: &Settings, db_url: &str, shutdown: &Shutdown) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 pruned = n,
-                retention_days = settings.tombstone_retention.as_secs() / 86_400,
+                retention_days = settings.tombstone_retention_days(),
                 "pruned tombstones past their retention"
             ),
             Err(e) => tracing::warn!(
@@ -241,11 +241,11 @@ pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     };
     let readiness = Readiness::default();
     readiness.set("relay", Err("connecting".into()));
-    let (backlog_url, seen) = (url.to_string(), std::sync::Mutex::default());
+    let mut gauges = BacklogGauges::new(url);
     let _server = observe(
         settings,
         &readiness,
-        Some(Box::new(move || backlog_gauges(&backlog_url, &seen))),
+        Some(Box::new(move || gauges.refresh())),
         shutdown,
     )?;
     let transport = transport::connect_until(settings, "relay", shutdown, u32::MAX)?;
@@ -275,36 +275,62 @@ fn observe(
     telemetry::serve(addr, readiness.clone(), refresh, shutdown).map(Some)
 }
 
-/// Set the outbox gauges from the database (every few seconds): pending and leased rows and the
+/// The outbox gauges, set from the database every few seconds on one connection of their own
+/// (dropped on an error, opened again at the next refresh): pending and leased rows and the
 /// oldest pending row's age, per model; 0 for a model `seen` before that has none now. A
 /// database that does not answer leaves them as they were.
-fn backlog_gauges(url: &str, seen: &std::sync::Mutex<std::collections::BTreeSet<String>>) {
-    let backlog = match Db::connect(url).and_then(|mut db| crate::outbox::status(&mut db)) {
-        Ok(backlog) => backlog,
-        Err(e) => {
-            tracing::debug!("outbox gauges not refreshed: {e}");
-            return;
+struct BacklogGauges {
+    url: String,
+    db: Option<Db>,
+    seen: std::collections::BTreeSet<String>,
+}
+
+impl BacklogGauges {
+    fn new(url: &str) -> Self {
+        BacklogGauges {
+            url: url.to_string(),
+            db: None,
+            seen: Default::default(),
         }
-    };
-    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    let gone: Vec<String> = seen
-        .iter()
-        .filter(|id| !backlog.iter().any(|b| &b.cqrs_id == *id))
-        .cloned()
-        .collect();
-    let empty = gone.into_iter().map(|cqrs_id| crate::outbox::Backlog {
-        cqrs_id,
-        pending: 0,
-        leased: 0,
-        oldest_age_seconds: 0.0,
-    });
-    for b in backlog.into_iter().chain(empty) {
-        let id = b.cqrs_id;
-        metrics::gauge!("cqrs_outbox_pending", "cqrs_id" => id.clone()).set(b.pending as f64);
-        metrics::gauge!("cqrs_outbox_leased", "cqrs_id" => id.clone()).set(b.leased as f64);
-        metrics::gauge!("cqrs_outbox_oldest_age_seconds", "cqrs_id" => id.clone())
-            .set(b.oldest_age_seconds);
-        seen.insert(id);
+    }
+
+    fn read(&mut self) -> Result<Vec<crate::outbox::Backlog>> {
+        let db = match &mut self.db {
+            Some(db) => db,
+            None => self.db.insert(Db::connect(&self.url)?),
+        };
+        crate::outbox::status(db)
+    }
+
+    fn refresh(&mut self) {
+        let backlog = match self.read() {
+            Ok(backlog) => backlog,
+            Err(e) => {
+                self.db = None;
+                tracing::debug!("outbox gauges not refreshed: {e}");
+                return;
+            }
+        };
+        let gone: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|id| !backlog.iter().any(|b| &b.cqrs_id == *id))
+            .cloned()
+            .collect();
+        let empty = gone.into_iter().map(|cqrs_id| crate::outbox::Backlog {
+            cqrs_id,
+            pending: 0,
+            leased: 0,
+            oldest_age_seconds: 0.0,
+        });
+        for b in backlog.into_iter().chain(empty) {
+            let id = b.cqrs_id;
+            metrics::gauge!("cqrs_outbox_pending", "cqrs_id" => id.clone()).set(b.pending as f64);
+            metrics::gauge!("cqrs_outbox_leased", "cqrs_id" => id.clone()).set(b.leased as f64);
+            metrics::gauge!("cqrs_outbox_oldest_age_seconds", "cqrs_id" => id.clone())
+                .set(b.oldest_age_seconds);
+            self.seen.insert(id);
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::shutdown::Shutdown;
 
 /// A hook run every [`REFRESH`] (to set gauges read from the database).
-pub type Refresh = Box<dyn Fn() + Send>;
+pub type Refresh = Box<dyn FnMut() + Send>;
 
 /// How often the refresh hook runs and the recorder's histograms are compacted.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -218,7 +218,7 @@ pub fn serve(
         }
     };
     threads.push(spawn("cqrs-metrics", listen)?);
-    if let Some(refresh) = refresh {
+    if let Some(mut refresh) = refresh {
         // Once before returning, so the first scrape has the gauges.
         refresh();
         let refreshing = stop.clone();

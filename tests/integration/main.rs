@@ -1,20 +1,6 @@
 //! Black-box integration tests against real PostgreSQL and SQLite (one binary, shared support).
 
-/// Define a test body once and run it on both backends: `name::postgres` and `name::sqlite`.
-macro_rules! both {
-    ($(#[$meta:meta])* fn $name:ident($kind:ident: Kind) $body:block) => {
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn run($kind: Kind) $body
-            #[test]
-            fn postgres() { run(Kind::Postgres) }
-            #[test]
-            fn sqlite() { run(Kind::Sqlite) }
-        }
-    };
-}
+// Tests on both backends use `cqrs_tests::both!` (each module imports `cqrs_tests::*`).
 
 mod amqp_dead_letters;
 mod amqp_end_to_end;

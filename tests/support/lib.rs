@@ -48,3 +48,20 @@ pub use proxy::ChaosProxy;
 pub use rabbit::PrivateRabbit;
 pub use rows::*;
 pub use wait::*;
+
+/// Define a test body once and run it on both backends: `name::postgres` and `name::sqlite`.
+#[macro_export]
+macro_rules! both {
+    ($(#[$meta:meta])* fn $name:ident($kind:ident: Kind) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($kind: $crate::Kind) $body
+            #[test]
+            fn postgres() { run($crate::Kind::Postgres) }
+            #[test]
+            fn sqlite() { run($crate::Kind::Sqlite) }
+        }
+    };
+}

@@ -43,7 +43,7 @@ pub(crate) fn prune_tombstones(settings: &Settings) -> Result<(), Error> {
     let pruned = apply::prune_tombstones(&mut db, settings.tombstone_retention)?;
     println!(
         "pruned {pruned} tombstone(s) older than {} days",
-        settings.tombstone_retention.as_secs() / 86_400
+        settings.tombstone_retention_days()
     );
     Ok(())
 }

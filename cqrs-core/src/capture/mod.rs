@@ -432,11 +432,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         for chunk in keys.chunks(backend.bind_limit()) {
             if by_trigger {
                 deleted += self.delete_rows(t, chunk)?;
-                // A sync asked for earlier in the transaction has nothing left to send.
-                self.cap
-                    .borrow_mut()
-                    .syncs
-                    .retain(|s| !(s.cqrs_id == M::CQRS_ID && chunk.contains(&s.key)));
                 continue;
             }
             let mut sql = format!(
@@ -488,6 +483,16 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     },
                 );
             }
+        }
+        if by_trigger {
+            // A sync asked for earlier in the transaction has nothing left to send (the atomic
+            // path drops those of the rows it found, one by one above). `keys` is sorted.
+            self.cap.borrow_mut().syncs.retain(|s| {
+                s.cqrs_id != M::CQRS_ID
+                    || keys
+                        .binary_search_by_key(&s.key.canonical_key(), SqlValue::canonical_key)
+                        .is_err()
+            });
         }
         Ok(deleted)
     }
