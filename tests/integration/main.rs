@@ -9,6 +9,7 @@ mod amqp_retries;
 mod amqp_tls;
 mod amqp_topology;
 mod capture;
+mod capture_edges;
 mod consumer;
 mod derive;
 mod examples;

@@ -3,19 +3,26 @@
 //! `UPDATE`, another service), keeping the rules [`atomic`](super::atomic) keeps
 //! (ARCHITECTURE.md §4):
 //!
-//! - `cqrs_<table>_stamp`, BEFORE INSERT OR UPDATE, per row: an insert gets revision 0 and
-//!   `cqrs_updated` now; an update that changes the row gets revision + 1 and `cqrs_updated` now
-//!   the first time the transaction changes it (a pending outbox row of the transaction says it
-//!   did), the values it had otherwise. A client's own `cqrs_revision`/`cqrs_updated` never count;
-//!   an update that changes nothing stays one.
-//! - `cqrs_<table>_inserted`, `_updated`, `_deleted`, AFTER, per statement over its transition
-//!   tables: one outbox row per changed row, keyed by (transaction, cqrs_id, pk), the last state
-//!   winning; `previous_data` from the tracked values before the transaction's first change;
-//!   create-then-delete removes the pending SAVE; a DELETE carries the last published revision + 1.
+//! - `cqrs_<table>_stamp`, BEFORE INSERT OR UPDATE OR DELETE, per row, fired after the
+//!   application's own BEFORE triggers (its name sorts last; `install` refuses a table with one
+//!   sorting after it). The first change of a row in a transaction writes its *claim*: the
+//!   outbox row keyed by (transaction, cqrs_id, pk), there before any statement the change sets
+//!   off runs. An update that changes the row gets revision + 1 and `cqrs_updated` now when it
+//!   writes the claim, the values it had otherwise (a client's own never count; an update that
+//!   changes nothing stays one). An insert gets revision 0 and `cqrs_updated` now, after waiting
+//!   for any transaction deleting the same key. A delete writes its DELETE (the last published
+//!   revision + 1), or removes the claim of a row created in the transaction (nothing is sent).
+//!   A key deleted and inserted again in one transaction continues at the DELETE's revision: to
+//!   the replicas, an update.
+//! - `cqrs_<table>_inserted`, `_updated`, AFTER, per statement: each claimed row's body, read
+//!   from the table as it is now (a statement run inside this one may have changed the row since),
+//!   `previous_data` from the tracked values before the transaction's first change. They run
+//!   with `extra_float_digits = 1`, so a body does not depend on the writer's session.
 //! - `cqrs_<table>_truncate`, BEFORE TRUNCATE: refused (no row-level record of what went).
 //!
 //! Values are written by the `cqrs_json_*` functions of the migrations, in the forms the Rust
-//! encoder writes; the relay reads the body like any other.
+//! encoder writes; the relay reads the body like any other. One table has one trigger-captured
+//! model: `install` refuses a second.
 
 use crate::db::dialect::jsonb_object;
 use crate::db::{Backend, SqlConn};
@@ -27,29 +34,37 @@ use crate::value::{ColumnType, SqlValue};
 /// PostgreSQL's identifier limit: a longer name would be cut, and `check` would not find it.
 const MAX_NAME: usize = 63;
 
-/// The five functions (and their triggers) of one model, by name, with their bodies.
+/// The functions (and their triggers) of one model, by name, with their bodies.
 struct Generated {
     table: String,
     functions: Vec<(String, String)>,
 }
 
 /// When each function's trigger fires.
-const TRIGGERS: [(&str, &str); 5] = [
-    ("stamp", "BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW"),
+const TRIGGERS: [(&str, &str); 4] = [
+    (
+        "stamp",
+        "BEFORE INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW",
+    ),
     (
         "inserted",
         "AFTER INSERT ON {t} REFERENCING NEW TABLE AS cqrs_new FOR EACH STATEMENT",
     ),
     (
         "updated",
-        "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS cqrs_old NEW TABLE AS cqrs_new FOR EACH STATEMENT",
-    ),
-    (
-        "deleted",
-        "AFTER DELETE ON {t} REFERENCING OLD TABLE AS cqrs_old FOR EACH STATEMENT",
+        "AFTER UPDATE ON {t} REFERENCING NEW TABLE AS cqrs_new FOR EACH STATEMENT",
     ),
     ("truncate", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT"),
 ];
+
+/// Triggers of earlier versions, dropped by `install` and `uninstall`.
+const RETIRED: [&str; 1] = ["deleted"];
+
+/// The session settings a function runs with, as `pg_proc.proconfig` lists them: the statement
+/// triggers write floats, whose text depends on `extra_float_digits`.
+fn settings(what: &str) -> Option<&'static str> {
+    matches!(what, "inserted" | "updated").then_some("extra_float_digits=1")
+}
 
 /// The install script of a trigger-captured model: `CREATE OR REPLACE` of its functions, its
 /// triggers dropped and created. Idempotent; an application's own migration may run it.
@@ -67,10 +82,12 @@ const TRIGGERS: [(&str, &str); 5] = [
 /// ```
 pub fn install_sql(spec: &MasterSpec) -> Result<String> {
     let g = generate(spec)?;
-    let mut sql = String::new();
-    for (name, body) in &g.functions {
+    let mut sql = retired_sql(&g.table);
+    for ((name, body), (what, _)) in g.functions.iter().zip(TRIGGERS) {
+        let set =
+            settings(what).map_or(String::new(), |s| format!(" SET {}", s.replace('=', " = ")));
         sql.push_str(&format!(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $cqrs${body}$cqrs$;\n",
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql{set} AS $cqrs${body}$cqrs$;\n",
             quote(name)
         ));
     }
@@ -86,13 +103,11 @@ pub fn install_sql(spec: &MasterSpec) -> Result<String> {
     Ok(sql)
 }
 
-/// The script that removes the triggers of a model's table and their functions (back to capture
-/// by `atomic`); whatever the model's capture mode is now.
-pub fn uninstall_sql(spec: &MasterSpec) -> Result<String> {
-    let table = spec.table().table();
-    Ok(TRIGGERS
-        .iter()
-        .map(|(what, _)| {
+/// `DROP` of the triggers and functions of `whats` on `table`.
+fn drop_sql<'a>(table: &str, whats: impl IntoIterator<Item = &'a str>) -> String {
+    whats
+        .into_iter()
+        .map(|what| {
             format!(
                 "DROP TRIGGER IF EXISTS {tg} ON {t};\nDROP FUNCTION IF EXISTS {f}();\n",
                 tg = quote(&trigger_name(table, what)),
@@ -100,38 +115,71 @@ pub fn uninstall_sql(spec: &MasterSpec) -> Result<String> {
                 t = quote(table)
             )
         })
-        .collect())
+        .collect()
 }
 
-/// Remove a model's triggers, in one transaction.
+fn retired_sql(table: &str) -> String {
+    drop_sql(table, RETIRED)
+}
+
+/// The script that removes the triggers of a model's table and their functions (back to capture
+/// by `atomic`); whatever the model's capture mode is now.
+pub fn uninstall_sql(spec: &MasterSpec) -> Result<String> {
+    let table = spec.table().table();
+    Ok(drop_sql(
+        table,
+        TRIGGERS.iter().map(|(what, _)| *what).chain(RETIRED),
+    ))
+}
+
+/// Remove a model's triggers, in one transaction. Refused when the table's triggers belong to
+/// another model.
 pub fn uninstall<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<()> {
     postgres_only(conn, spec)?;
+    if let Some(other) = installed_for_other(conn, spec)? {
+        return Err(other_model(spec, &other));
+    }
     let sql = uninstall_sql(spec)?;
     crate::db::in_transaction(conn, |c| c.exec_script(&sql))
 }
 
-/// Install (or replace) a model's triggers, in one transaction.
+/// Install (or replace) a model's triggers, in one transaction. Refused when another model's
+/// triggers capture the table (both would stamp the same rows, and each replace the other's
+/// functions), or when one of the application's BEFORE row triggers fires after the stamp (a
+/// change it made would go out at a revision the replicas already have).
 pub fn install<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<()> {
     postgres_only(conn, spec)?;
+    if let Some(other) = installed_for_other(conn, spec)? {
+        return Err(other_model(spec, &other));
+    }
+    if let Some(problem) = late_before_triggers(conn, spec)? {
+        return Err(Error::config(problem));
+    }
     let sql = install_sql(spec)?;
     crate::db::in_transaction(conn, |c| c.exec_script(&sql))
 }
 
 /// What differs between a model and the triggers installed for it: a missing or changed function
-/// (the model's columns changed since `install`), a missing or disabled trigger. Empty: in step.
+/// (the model's columns changed since `install`), a missing or disabled trigger, another model's
+/// triggers on the table, an application BEFORE row trigger firing after the stamp. Empty: in step.
 pub fn check<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<Vec<String>> {
     postgres_only(conn, spec)?;
     let g = generate(spec)?;
     let mut problems = Vec::new();
+    if let Some(other) = installed_for_other(conn, spec)? {
+        problems.push(other_model(spec, &other).to_string());
+    }
     for ((name, body), (what, _)) in g.functions.iter().zip(TRIGGERS) {
         let trigger = trigger_name(&g.table, what);
         let installed = conn.load_text(
-            "SELECT p.prosrc AS j FROM pg_proc p WHERE p.proname = $1 AND p.pronamespace = current_schema()::regnamespace",
+            "SELECT p.prosrc || '|' || COALESCE(array_to_string(p.proconfig, ','), '') AS j FROM pg_proc p \
+             WHERE p.proname = $1 AND p.pronamespace = current_schema()::regnamespace",
             vec![SqlValue::Text(name.clone())],
         )?;
+        let expected = format!("{body}|{}", settings(what).unwrap_or(""));
         match installed.first() {
             None => problems.push(format!("function {name}() is not installed")),
-            Some(src) if src != body => problems.push(format!(
+            Some(src) if *src != expected => problems.push(format!(
                 "function {name}() differs from the model (its columns or options changed since it was installed)"
             )),
             Some(_) => {}
@@ -149,7 +197,62 @@ pub fn check<C: SqlConn + ?Sized>(conn: &mut C, spec: &MasterSpec) -> Result<Vec
             )),
         }
     }
+    problems.extend(late_before_triggers(conn, spec)?);
     Ok(problems)
+}
+
+/// The cqrs_id whose triggers capture the model's table, when it is another model's.
+fn installed_for_other<C: SqlConn + ?Sized>(
+    conn: &mut C,
+    spec: &MasterSpec,
+) -> Result<Option<String>> {
+    let table = spec.table().table();
+    let found = conn.load_text(
+        "SELECT p.prosrc AS j FROM pg_proc p WHERE p.proname = $1 AND p.pronamespace = current_schema()::regnamespace",
+        vec![SqlValue::Text(function_name(table, "stamp"))],
+    )?;
+    let Some(src) = found.first() else {
+        return Ok(None);
+    };
+    let lit = literal(spec.table().cqrs_id());
+    // Bodies name their model on their first line; those of earlier versions only in queries.
+    if src.contains(&format!("-- cqrs model {lit}\n")) || src.contains(&format!("cqrs_id = {lit} "))
+    {
+        return Ok(None);
+    }
+    let other = src
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-- cqrs model "))
+        .map_or_else(|| "another model".to_string(), |id| format!("model {id}"));
+    Ok(Some(other))
+}
+
+fn other_model(spec: &MasterSpec, other: &str) -> Error {
+    Error::config(format!(
+        "table {} is captured by the triggers of {other}: one table has one trigger-captured model (capture the other with atomic, or uninstall its triggers first)",
+        spec.table().table()
+    ))
+}
+
+/// An application BEFORE row trigger on the model's table whose name sorts after the stamp's:
+/// PostgreSQL fires them in name order, so it would change rows after the stamp decided.
+fn late_before_triggers<C: SqlConn + ?Sized>(
+    conn: &mut C,
+    spec: &MasterSpec,
+) -> Result<Option<String>> {
+    let table = spec.table().table();
+    let stamp = trigger_name(table, "stamp");
+    let late = conn.load_text(
+        "SELECT t.tgname::text AS j FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND NOT t.tgisinternal \
+         AND (t.tgtype & 67) = 3 AND t.tgname::text COLLATE \"C\" > $2 COLLATE \"C\" ORDER BY 1",
+        vec![SqlValue::Text(quote(table)), SqlValue::Text(stamp.clone())],
+    )?;
+    Ok((!late.is_empty()).then(|| {
+        format!(
+            "table {table} has BEFORE row trigger(s) {} firing after {stamp} (PostgreSQL fires them in name order): a change they make would not be stamped; rename them to sort before it",
+            late.join(", ")
+        )
+    }))
 }
 
 /// True when the database's triggers capture this model's writes, so `atomic` must not.
@@ -157,7 +260,8 @@ pub(crate) fn captures(spec: &MasterSpec, backend: Backend) -> bool {
     spec.capture_mode() == CaptureMode::Trigger && backend == Backend::Postgres
 }
 
-/// Fails unless the table's five triggers are installed and enabled: without them, writes to a
+/// Fails unless the table's triggers are installed and enabled, and none of the application's
+/// BEFORE row triggers fires after the stamp: without them, writes to a
 /// trigger-captured model would be sent by nobody (`cqrs triggers check` also compares the
 /// functions with the model).
 pub(crate) fn require_installed<C: SqlConn + ?Sized>(
@@ -171,18 +275,26 @@ pub(crate) fn require_installed<C: SqlConn + ?Sized>(
             .iter()
             .map(|(what, _)| SqlValue::Text(trigger_name(table, what))),
     );
+    binds.push(SqlValue::Text(trigger_name(table, "stamp")));
+    // Ours enabled, and none of the application's BEFORE row triggers after the stamp.
     let found = conn.load_text(
-        "SELECT CAST(count(*) AS TEXT) AS j FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) \
-         AND t.tgname IN ($2, $3, $4, $5, $6) AND t.tgenabled IN ('O', 'A')",
+        "SELECT CAST(count(*) FILTER (WHERE t.tgname IN ($2, $3, $4, $5) AND t.tgenabled IN ('O', 'A')) AS TEXT) \
+         || ':' || CAST(count(*) FILTER (WHERE NOT t.tgisinternal AND (t.tgtype & 67) = 3 \
+         AND t.tgname::text COLLATE \"C\" > $6 COLLATE \"C\") AS TEXT) AS j \
+         FROM pg_trigger t WHERE t.tgrelid = to_regclass($1)",
         binds,
     )?;
-    if found.first().map(String::as_str) == Some("5") {
-        return Ok(());
+    match found.first().map(String::as_str) {
+        Some("4:0") => Ok(()),
+        Some(counts) if counts.starts_with("4:") => Err(Error::config(
+            late_before_triggers(conn, spec)?.unwrap_or_else(|| counts.to_string()),
+        )),
+        _ => Err(Error::config(format!(
+            "master `{}` is captured by triggers (capture = \"trigger\") but table {table} does not have its {} enabled: run `cqrs triggers install` (`cqrs triggers check` says which)",
+            spec.table().cqrs_id(),
+            TRIGGERS.len()
+        ))),
     }
-    Err(Error::config(format!(
-        "master `{}` is captured by triggers (capture = \"trigger\") but table {table} does not have its five enabled: run `cqrs triggers install` (`cqrs triggers check` says which)",
-        spec.table().cqrs_id()
-    )))
 }
 
 fn postgres_only<C: SqlConn + ?Sized>(conn: &C, spec: &MasterSpec) -> Result<()> {
@@ -264,12 +376,8 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
                 .collect::<Vec<_>>(),
         )
     };
-    let pending = |r: &str| {
-        format!(
-            "SELECT 1 FROM cqrs_outbox WHERE capture_tx = txid_current() AND cqrs_id = {lit} AND pk = {}",
-            pk_text(r)
-        )
-    };
+    let claim_of =
+        |pk: &str| format!("capture_tx = txid_current() AND cqrs_id = {lit} AND pk = {pk}");
     let body = |signal: &str, data: &str, previous: &str, key: &str| {
         format!(
             "jsonb_build_object('signal_type', '{signal}', 'cqrs_id', {lit}, 'instance_data', {data}, \
@@ -287,15 +395,75 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
             )
         }
     };
+    // On update: the tracked values from before the transaction's first change that differ now.
+    let previous = |first_old: &str, now: &str| {
+        if tracked.is_empty() {
+            "NULL::jsonb".to_string()
+        } else {
+            format!(
+                "CASE WHEN {first_old} IS NULL THEN {created} ELSE \
+                 (SELECT COALESCE(jsonb_object_agg(p.key, p.value), '{{}}'::jsonb) FROM jsonb_each({first_old}) AS p \
+                 WHERE p.value IS DISTINCT FROM {now} -> p.key) END",
+                created = created_previous(now)
+            )
+        }
+    };
     let insert_into = "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body, capture_tx, capture_previous)";
     let on_conflict = "ON CONFLICT (capture_tx, cqrs_id, pk) WHERE capture_tx IS NOT NULL";
+    let delete_body = |revision: &str| {
+        body(
+            "DELETE",
+            &format!(
+                "jsonb_build_object('id', {key_o}, 'cqrs_revision', {revision}, \
+                 'cqrs_updated', cqrs_json_timestamptz(clock_timestamp()))",
+                key_o = key_json("OLD")
+            ),
+            "NULL::jsonb",
+            &key_json("OLD"),
+        )
+    };
+    let table_q = quote(&table);
 
+    // The transaction's record of a row is its claim: the outbox row keyed by (transaction,
+    // cqrs_id, pk), written by this row trigger the moment the row first changes, so a statement
+    // run inside this one (an application trigger writing back to the row) sees it. Its body is
+    // written by the statement triggers below; `capture_previous` is NULL for a row created in
+    // the transaction, else the tracked values from before its first change.
     let stamp = format!(
         "
+-- cqrs model {lit}
+DECLARE
+    claim record;
 BEGIN
+    IF TG_OP = 'DELETE' THEN
+        {insert_into}
+        VALUES (gen_random_uuid(), {lit}, 'DELETE', {pk_old}, {lit}, {delete_first}, txid_current(), {tracked_old})
+        {on_conflict} DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT e.id, e.capture_previous INTO claim FROM cqrs_outbox AS e WHERE {claim_old};
+            IF claim.capture_previous IS NULL THEN
+                -- Created in this transaction: the replicas never heard of it.
+                DELETE FROM cqrs_outbox WHERE id = claim.id;
+            ELSE
+                -- Changed earlier in it: the DELETE keeps the revision that change took.
+                UPDATE cqrs_outbox SET signal_type = 'DELETE', body = {delete_again} WHERE id = claim.id;
+            END IF;
+        END IF;
+        RETURN OLD;
+    END IF;
     IF TG_OP = 'INSERT' THEN
+        -- A transaction deleting this key holds its row until it ends: wait for it, so this row's
+        -- stamp is later than that DELETE's (a replica re-creates a key by comparing the two).
+        PERFORM 1 FROM {table_q} WHERE {key} = NEW.{key} FOR KEY SHARE;
         NEW.cqrs_revision := 0;
         NEW.cqrs_updated := clock_timestamp();
+        SELECT e.id, e.body INTO claim FROM cqrs_outbox AS e WHERE {claim_new} AND e.signal_type = 'DELETE';
+        IF FOUND THEN
+            -- Deleted earlier in this transaction and inserted again: to the replicas an update,
+            -- at the revision its DELETE would have had.
+            NEW.cqrs_revision := (claim.body::jsonb -> 'instance_data' ->> 'cqrs_revision')::integer;
+            UPDATE cqrs_outbox SET signal_type = 'SAVE', body = 'cqrs:recreated' WHERE id = claim.id;
+        END IF;
         RETURN NEW;
     END IF;
     IF NEW.{key} IS DISTINCT FROM OLD.{key} THEN
@@ -303,116 +471,96 @@ BEGIN
     END IF;
     NEW.cqrs_revision := OLD.cqrs_revision;
     NEW.cqrs_updated := OLD.cqrs_updated;
-    IF NEW::text IS NOT DISTINCT FROM OLD::text THEN
+    -- Binary images: no session setting (extra_float_digits, DateStyle) changes the answer.
+    IF NEW *= OLD THEN
         RETURN NEW;
     END IF;
-    IF NOT EXISTS ({pending_old}) THEN
+    {insert_into}
+    VALUES (gen_random_uuid(), {lit}, 'SAVE', {pk_old}, {lit}, '', txid_current(), {tracked_old})
+    {on_conflict} DO NOTHING;
+    IF FOUND THEN
         NEW.cqrs_revision := OLD.cqrs_revision + 1;
         NEW.cqrs_updated := clock_timestamp();
     END IF;
     RETURN NEW;
 END
 ",
-        pending_old = pending("OLD"),
+        claim_old = claim_of(&pk_text("OLD")),
+        claim_new = claim_of(&pk_text("NEW")),
+        delete_first = delete_body("OLD.cqrs_revision + 1"),
+        delete_again = delete_body("OLD.cqrs_revision"),
         pk_new = pk_text("NEW"),
         pk_old = pk_text("OLD"),
+        tracked_old = tracked_json("OLD"),
     );
 
-    // A key with a pending row of the transaction was deleted earlier in it (a row created and
-    // deleted leaves none): found by the unique index instead of a lookup per row.
-    let inserted = format!(
-        "
-DECLARE
-    queued bigint;
-BEGIN
-    {insert_into}
-    SELECT gen_random_uuid(), {lit}, 'SAVE', {pk}, {lit}, {body}, txid_current(), NULL
-    FROM cqrs_new AS n
-    {on_conflict} DO NOTHING;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    IF queued < (SELECT count(*) FROM cqrs_new) THEN
-        RAISE EXCEPTION 'cqrs: a % key deleted earlier in this transaction was inserted again: re-creating it in the same transaction is not captured', {lit};
-    END IF;
-    RETURN NULL;
-END
-",
-        pk = pk_text("n"),
-        body = body(
-            "SAVE",
-            &data("n"),
-            &created_previous(&tracked_json("n")),
-            &key_json("n")
-        ),
-    );
-
-    let previous = if tracked.is_empty() {
-        "NULL::jsonb".to_string()
-    } else {
+    // The rows of a statement, as they are now in the table (not as the transition table holds
+    // them: a statement run inside this one may have changed them since; one it deleted is gone).
+    let current = |extra: &str| {
         format!(
-            "CASE WHEN c.first_old IS NULL THEN {created} ELSE \
-             (SELECT COALESCE(jsonb_object_agg(p.key, p.value), '{{}}'::jsonb) FROM jsonb_each(c.first_old) AS p \
-             WHERE p.value IS DISTINCT FROM c.now_tracked -> p.key) END",
-            created = created_previous("c.now_tracked")
+            "SELECT {pk_r} AS pk, {key_r} AS key, {data_r} AS data, {tracked_r} AS now_tracked{extra}
+        FROM cqrs_new AS n JOIN {table_q} AS r ON r.{key} = n.{key}",
+            pk_r = pk_text("r"),
+            key_r = key_json("r"),
+            data_r = data("r"),
+            tracked_r = tracked_json("r"),
         )
     };
-    let updated = format!(
+
+    // A claim already there for an inserted key: a key deleted and inserted again (the stamp made
+    // it `cqrs:recreated`, keeping the tracked values from before), or a row a statement inside
+    // this one changed after it was inserted (created all the same).
+    let inserted = format!(
         "
+-- cqrs model {lit}
 BEGIN
     {insert_into}
     SELECT gen_random_uuid(), {lit}, 'SAVE', c.pk, {lit}, {body}, txid_current(), c.first_old
     FROM (
-        SELECT {pk_n} AS pk, {key_n} AS key, {data_n} AS data, {tracked_n} AS now_tracked,
-               CASE WHEN e.id IS NULL THEN {tracked_o} ELSE e.capture_previous END AS first_old
-        FROM cqrs_new AS n
-        JOIN cqrs_old AS o ON o.{key} = n.{key}
-        LEFT JOIN cqrs_outbox AS e
-            ON e.capture_tx = txid_current() AND e.cqrs_id = {lit} AND e.pk = {pk_n}
-        WHERE n::text IS DISTINCT FROM o::text
+        {current}
+        LEFT JOIN cqrs_outbox AS e ON e.capture_tx = txid_current() AND e.cqrs_id = {lit}
+            AND e.pk = {pk_r} AND e.body = 'cqrs:recreated'
     ) AS c
     {on_conflict}
-    DO UPDATE SET body = EXCLUDED.body, capture_previous = EXCLUDED.capture_previous;
+    DO UPDATE SET body = EXCLUDED.body, capture_previous = EXCLUDED.capture_previous
+    WHERE cqrs_outbox.signal_type = 'SAVE';
     RETURN NULL;
 END
 ",
-        body = body("SAVE", "c.data", &previous, "c.key"),
-        pk_n = pk_text("n"),
-        key_n = key_json("n"),
-        data_n = data("n"),
-        tracked_n = tracked_json("n"),
-        tracked_o = tracked_json("o"),
+        body = body(
+            "SAVE",
+            "c.data",
+            &previous("c.first_old", "c.now_tracked"),
+            "c.key"
+        ),
+        current = current(", e.capture_previous AS first_old"),
+        pk_r = pk_text("r"),
     );
 
-    let delete_data = format!(
-        "jsonb_build_object('id', {key_o}, 'cqrs_revision', \
-         CASE WHEN e.id IS NULL THEN o.cqrs_revision + 1 ELSE o.cqrs_revision END, \
-         'cqrs_updated', cqrs_json_timestamptz(clock_timestamp()))",
-        key_o = key_json("o")
-    );
-    let deleted = format!(
+    // Rows the statement changed have their claims (the stamp wrote them); a row it left as it
+    // was has none, unless changed earlier in the transaction.
+    let updated = format!(
         "
+-- cqrs model {lit}
 BEGIN
-    -- Rows the transaction changed keep their bumped revision; the others take revision + 1.
-    -- Rows it created are skipped here and their pending SAVE removed below: nothing is sent.
-    {insert_into}
-    SELECT gen_random_uuid(), {lit}, 'DELETE', {pk_o}, {lit}, {body}, txid_current(), '{{}}'::jsonb
-    FROM cqrs_old AS o
-    LEFT JOIN cqrs_outbox AS e
-        ON e.capture_tx = txid_current() AND e.cqrs_id = {lit} AND e.pk = {pk_o}
-    WHERE e.id IS NULL OR e.capture_previous IS NOT NULL
-    {on_conflict}
-    DO UPDATE SET signal_type = 'DELETE', body = EXCLUDED.body, capture_previous = EXCLUDED.capture_previous;
-    DELETE FROM cqrs_outbox AS e USING cqrs_old AS o
-    WHERE e.capture_tx = txid_current() AND e.cqrs_id = {lit} AND e.pk = {pk_o}
-      AND e.capture_previous IS NULL;
+    UPDATE cqrs_outbox AS e SET body = {body}
+    FROM ({current}) AS c
+    WHERE e.capture_tx = txid_current() AND e.cqrs_id = {lit} AND e.pk = c.pk AND e.signal_type = 'SAVE';
     RETURN NULL;
 END
 ",
-        pk_o = pk_text("o"),
-        body = body("DELETE", &delete_data, "NULL::jsonb", &key_json("o")),
+        body = body(
+            "SAVE",
+            "c.data",
+            &previous("e.capture_previous", "c.now_tracked"),
+            "c.key"
+        ),
+        current = current(""),
     );
 
     let truncate = format!(
         "
+-- cqrs model {lit}
 BEGIN
     RAISE EXCEPTION 'cqrs: TRUNCATE of % is not captured (replicas would keep the rows): DELETE them, or truncate with the trigger disabled and run `cqrs sync`', {table_lit};
 END
@@ -420,7 +568,7 @@ END
         table_lit = literal(&table)
     );
 
-    let bodies = [stamp, inserted, updated, deleted, truncate];
+    let bodies = [stamp, inserted, updated, truncate];
     Ok(Generated {
         functions: TRIGGERS
             .iter()

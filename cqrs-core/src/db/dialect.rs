@@ -115,6 +115,14 @@ impl Backend {
                 format!("CAST({col} AS TEXT)")
             }
             (Backend::Sqlite, ColumnType::Json | ColumnType::Jsonb) => format!("json({col})"),
+            // A float's text depends on the session's extra_float_digits (with 0, fifteen
+            // digits, which lose the last bits): 17 significant digits in exponent form always
+            // read back as the same float, whatever the session says. The non-finite ones as
+            // their names.
+            (Backend::Postgres, ColumnType::Float | ColumnType::Double) => format!(
+                "CASE WHEN {col} IN ('NaN', 'Infinity', '-Infinity') THEN CAST({col} AS TEXT) \
+                 ELSE to_char(CAST({col} AS DOUBLE PRECISION), '9.9999999999999999EEEE') END"
+            ),
             (Backend::Postgres | Backend::Sqlite, _) => col.to_string(),
         }
     }
