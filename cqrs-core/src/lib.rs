@@ -88,6 +88,7 @@ pub mod __private {
         TableSpec,
     };
     pub use crate::value::ColumnType;
+    pub use chrono;
     pub use diesel;
     pub use serde_json;
 }

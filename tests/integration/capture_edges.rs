@@ -27,7 +27,7 @@ fn converges(master: &TestDb, replica: &Replica, table: &str) {
     );
 }
 
-fn pg(t: &TestDb) -> diesel::PgConnection {
+pub(super) fn pg(t: &TestDb) -> diesel::PgConnection {
     match t.connect() {
         Db::Pg(conn) => conn,
         Db::Sqlite(_) => unreachable!("a PostgreSQL test database"),
@@ -37,7 +37,7 @@ fn pg(t: &TestDb) -> diesel::PgConnection {
 /// An AFTER ROW trigger that lower-cases the name it was given, by an UPDATE of the same row
 /// (a statement inside the application's statement), and an AFTER STATEMENT trigger whose name
 /// sorts before capture's that trims names the same way.
-fn write_back_triggers(db: &mut Db, table: &str) {
+pub(super) fn write_back_triggers(db: &mut Db, table: &str) {
     db.batch_execute(&format!(
         "CREATE FUNCTION {table}_lower() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN UPDATE {table} SET name = lower(name) WHERE id = NEW.id AND name <> lower(name); RETURN NULL; END $$;
@@ -129,7 +129,7 @@ fn a_row_the_applications_triggers_write_back_to_is_sent_in_its_final_state() {
 }
 
 /// Waits until a statement starting with `sql` waits on a lock in the test's database.
-fn wait_until_blocked(control: &mut Db, sql: &str) {
+pub(super) fn wait_until_blocked(control: &mut Db, sql: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let n = cqrs::db::SqlConn::load_text(
@@ -404,4 +404,129 @@ fn a_before_trigger_firing_after_the_stamp_is_refused() {
         (msgs[0].revision().unwrap(), &msgs[0].instance_data["value"]),
         (1, &serde_json::json!(1))
     );
+}
+
+/// With trigger capture `tx.update` and `tx.delete` are Diesel's own statements: a filter on the
+/// revision (optimistic locking) means what it says.
+#[test]
+fn trigger_captured_statements_filter_as_diesel_does() {
+    let t = master_db();
+    let mut db = t.connect();
+    db.batch_execute("INSERT INTO t_items (id, name) VALUES (1, 'a'), (2, 'b')")
+        .unwrap();
+    let mut conn = pg(&t);
+    let (current, stale, gone) = atomic(&mut conn, |tx| {
+        let current = tx
+            .update(t_items::table.find(1).filter(t_items::cqrs_revision.eq(0)))
+            .set(t_items::value.eq(5))
+            .returning(t_items::cqrs_revision)
+            .get_result::<i32>()?;
+        let stale = tx
+            .update(t_items::table.find(2).filter(t_items::cqrs_revision.eq(7)))
+            .set(t_items::value.eq(5))
+            .execute()?;
+        let gone = tx
+            .delete(t_items::table.filter(t_items::cqrs_revision.eq(1)))
+            .execute()?;
+        Ok((current, stale, gone))
+    })
+    .unwrap();
+    assert_eq!((current, stale, gone), (1, 0, 1));
+    let msgs = sent(&mut db);
+    let got: Vec<_> = msgs
+        .iter()
+        .map(|m| {
+            (
+                m.signal_type.as_str(),
+                m.instance_pk.clone(),
+                m.revision().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("SAVE", serde_json::json!(1), 0),
+            ("SAVE", serde_json::json!(2), 0),
+            ("DELETE", serde_json::json!(1), 1)
+        ]
+    );
+}
+
+/// Writes no trigger saw (`TRUNCATE` with the triggers disabled, a session with
+/// `session_replication_role = replica`, a restore) are repaired by the deleted-rows pipeline
+/// (rows the master no longer has) then the diff pipeline (rows whose revision differs, among
+/// them keys inserted again at revision 0 below the replica's): README "Trigger capture".
+#[test]
+fn writes_no_trigger_saw_are_repaired_by_the_two_pipelines() {
+    use cqrs::ops::diff;
+    use std::io::Cursor;
+    let t = master_db();
+    let replica = Replica::new();
+    let mut db = t.connect();
+    db.batch_execute("INSERT INTO t_items (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .unwrap();
+    db.batch_execute("UPDATE t_items SET value = 5").unwrap();
+    converges(&t, &replica, "t_items");
+    db.batch_execute(
+        "BEGIN;
+         SET LOCAL session_replication_role = replica;
+         TRUNCATE t_items;
+         INSERT INTO t_items (id, name) VALUES (2, 'b again'), (4, 'new');
+         COMMIT;",
+    )
+    .unwrap();
+    replica.follow(&t);
+    assert_ne!(replica.read_copy(), replica.read(&t, "t_items"), "drifted");
+
+    let registry = cqrs::Registry::new()
+        .master::<TItem>()
+        .replica::<super::triggers::RItem>();
+    let (mut master, mut copy) = (t.connect(), replica.db.connect());
+    // Rows the master no longer has: replica -> master -> replica.
+    let mut listed = Vec::new();
+    diff::deleted_diff_replica(&mut copy, &registry, "t_item", 100, &mut listed).unwrap();
+    let mut gone = Vec::new();
+    diff::deleted_diff_master(&mut master, &registry, &mut Cursor::new(listed), &mut gone).unwrap();
+    assert_eq!(
+        diff::deleted_sync_replica(&mut copy, &registry, &mut Cursor::new(gone)).unwrap(),
+        2,
+        "keys 1 and 3"
+    );
+    // Revisions that differ: master -> replica -> master (directed SYNCs) -> the replica.
+    let mut revisions = Vec::new();
+    diff::diff_master(
+        &mut master,
+        &TItem::master_spec(),
+        None,
+        100,
+        &mut revisions,
+    )
+    .unwrap();
+    let mut differing = Vec::new();
+    diff::diff_replica(
+        &mut copy,
+        &registry,
+        "r",
+        &mut Cursor::new(revisions),
+        &mut differing,
+    )
+    .unwrap();
+    let (_, _, synced) = diff::diff_sync(
+        &mut master,
+        &registry,
+        &mut Cursor::new(differing),
+        &mut |_| {},
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(
+        synced, 2,
+        "key 2 (revision 0 below the replica's 1) and key 4"
+    );
+    converges(&t, &replica, "t_items");
+    // Captured changes go on from there.
+    db.batch_execute("UPDATE t_items SET value = 9 WHERE id = 2; DELETE FROM t_items WHERE id = 4")
+        .unwrap();
+    converges(&t, &replica, "t_items");
 }

@@ -2,43 +2,59 @@
 //! application's own `PgConnection` / `SqliteConnection`: the messages they leave in the outbox
 //! keep every capture rule (ARCHITECTURE.md §4), asserted on the outbox rows and the table.
 
-use chrono::{DateTime, Utc};
 use cqrs::{Db, SignalType, atomic};
 use cqrs_tests::*;
 use diesel::prelude::*;
 use serde_json::json;
 
-diesel::table! {
-    s_items (id) {
-        id -> BigInt,
-        name -> Text,
-        value -> BigInt,
-        owner_id -> Nullable<BigInt>,
-        cqrs_revision -> Integer,
-        cqrs_updated -> Timestamptz,
-    }
+/// The table and its models, declared once per backend as an application's schema would be
+/// (`cqrs_updated` is `Timestamptz` on PostgreSQL, `TimestamptzSqlite` on SQLite).
+macro_rules! schema {
+    ($updated:ident) => {
+        use chrono::{DateTime, Utc};
+        use diesel::prelude::*;
+
+        diesel::table! {
+            s_items (id) {
+                id -> BigInt,
+                name -> Text,
+                value -> BigInt,
+                owner_id -> Nullable<BigInt>,
+                cqrs_revision -> Integer,
+                cqrs_updated -> $updated,
+            }
+        }
+
+        #[allow(dead_code)]
+        #[derive(Debug, Clone, PartialEq, Queryable, Selectable, cqrs::Master)]
+        #[diesel(table_name = s_items)]
+        #[cqrs(id = "s_item")]
+        pub struct SItem {
+            pub id: i64,
+            pub name: String,
+            #[cqrs(track)]
+            pub value: i64,
+            #[cqrs(rename = "owner")]
+            pub owner_id: Option<i64>,
+            pub cqrs_revision: i32,
+            pub cqrs_updated: DateTime<Utc>,
+        }
+
+        #[derive(Insertable)]
+        #[diesel(table_name = s_items)]
+        pub struct NewSItem<'a> {
+            pub name: &'a str,
+            pub value: i64,
+        }
+    };
 }
 
-#[allow(dead_code)]
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, cqrs::Master)]
-#[diesel(table_name = s_items)]
-#[cqrs(id = "s_item")]
-struct SItem {
-    id: i64,
-    name: String,
-    #[cqrs(track)]
-    value: i64,
-    #[cqrs(rename = "owner")]
-    owner_id: Option<i64>,
-    cqrs_revision: i32,
-    cqrs_updated: DateTime<Utc>,
+mod pg {
+    schema!(Timestamptz);
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = s_items)]
-struct NewSItem<'a> {
-    name: &'a str,
-    value: i64,
+mod lite {
+    schema!(TimestamptzSqlite);
 }
 
 fn create_table(db: &mut Db) {
@@ -113,8 +129,16 @@ fn sent(
 macro_rules! with_diesel {
     ($db:expr, |$conn:ident| $body:block) => {
         match $db {
-            Db::Pg($conn) => $body,
-            Db::Sqlite($conn) => $body,
+            Db::Pg($conn) => {
+                #[allow(unused_imports)]
+                use pg::*;
+                $body
+            }
+            Db::Sqlite($conn) => {
+                #[allow(unused_imports)]
+                use lite::*;
+                $body
+            }
         }
     };
 }
@@ -313,6 +337,7 @@ both!(
 /// What Diesel returns for an insert without `returning` is the whole row: the same here.
 #[test]
 fn insert_returns_whole_rows_as_diesel_does() {
+    use pg::*;
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     create_table(&mut db);
@@ -365,3 +390,243 @@ fn insert_returns_whole_rows_as_diesel_does() {
         [one.id, many[0].id, many[1].id, selected.id].map(|id| json!(id))
     );
 }
+
+both!(
+    /// An update's filter is judged on the rows as they are when the update runs, not after
+    /// capture touched them: a filter on the revision (optimistic locking) or on `cqrs_updated`
+    /// changes the row it names, a stale one changes nothing and sends nothing; Diesel's own
+    /// results come back (`get_result`, `get_results`, `returning`).
+    fn an_update_filtering_on_what_capture_changes_keeps_its_meaning(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        create_table(&mut db);
+        with_diesel!(&mut db, |conn| {
+            let a: SItem = atomic(conn, |tx| {
+                tx.insert_into(s_items::table)
+                    .values(&NewSItem {
+                        name: "a",
+                        value: 1,
+                    })
+                    .get_result()
+            })
+            .unwrap();
+            // Optimistic locking: the revision the application read.
+            let updated: SItem = atomic(conn, |tx| {
+                tx.update(
+                    s_items::table
+                        .find(a.id)
+                        .filter(s_items::cqrs_revision.eq(a.cqrs_revision)),
+                )
+                .set(s_items::value.eq(5))
+                .get_result()
+            })
+            .unwrap();
+            assert_eq!((updated.value, updated.cqrs_revision), (5, 1));
+            let stale = atomic(conn, |tx| {
+                tx.update(
+                    s_items::table
+                        .find(a.id)
+                        .filter(s_items::cqrs_revision.eq(a.cqrs_revision)),
+                )
+                .set(s_items::value.eq(6))
+                .execute()
+            })
+            .unwrap();
+            assert_eq!(stale, 0, "a stale revision matches nothing");
+            // "Rows not changed since": a filter on cqrs_updated, then on the revision again in
+            // the same transaction (the row changed once: still one bump).
+            let (names, again): (Vec<String>, usize) = atomic(conn, |tx| {
+                let names = tx
+                    .update(s_items::table.filter(s_items::cqrs_updated.le(updated.cqrs_updated)))
+                    .set(s_items::value.eq(7))
+                    .returning(s_items::name)
+                    .get_results()?;
+                let again = tx
+                    .update(s_items::table.filter(s_items::cqrs_revision.eq(2)))
+                    .set(s_items::value.eq(8))
+                    .execute()?;
+                Ok((names, again))
+            })
+            .unwrap();
+            assert_eq!((names, again), (vec!["a".to_string()], 1));
+        });
+        let msgs = sent(&mut db);
+        let got: Vec<_> = msgs
+            .iter()
+            .map(|m| (m.2, m.3.clone(), m.4.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, json!(1), json!({"value": null})),
+                (1, json!(5), json!({"value": 1})),
+                (2, json!(8), json!({"value": 5})),
+            ],
+            "nothing for the stale update"
+        );
+        assert_eq!(table_state(&mut db), [("a".to_string(), 2, 8)]);
+    }
+);
+
+/// The application's own BEFORE UPDATE trigger maintains `owner_id` (a stand-in for
+/// `updated_at = now()`) and counts its firings in `value`: an update filtered on the column it
+/// maintains changes the row, and the trigger fires once.
+#[test]
+fn an_update_filtering_on_a_column_the_applications_trigger_maintains_changes_the_row() {
+    use pg::*;
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    db.batch_execute(
+        "INSERT INTO s_items (id, name, value, owner_id) VALUES (1, 'old', 0, 10);
+         CREATE FUNCTION s_items_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN NEW.owner_id := 99; NEW.value := OLD.value + 1; RETURN NEW; END $$;
+         CREATE TRIGGER s_items_stamp BEFORE UPDATE ON s_items FOR EACH ROW EXECUTE FUNCTION s_items_stamp();",
+    )
+    .unwrap();
+    let Db::Pg(conn) = &mut db else {
+        unreachable!()
+    };
+    let archived = atomic(conn, |tx| {
+        tx.update(s_items::table.filter(s_items::owner_id.lt(50)))
+            .set(s_items::name.eq("archived"))
+            .execute()
+    })
+    .unwrap();
+    assert_eq!(archived, 1, "the row the filter names");
+    assert_eq!(
+        table_state(&mut db),
+        [("archived".to_string(), 1, 1)],
+        "changed once, the application's trigger fired once"
+    );
+    let msgs = sent(&mut db);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!((msgs[0].1.as_str(), msgs[0].2), ("archived", 1));
+}
+
+/// A row that stops matching a delete's (or an update's) filter while the statement waits for
+/// its lock is left alone, as Diesel's own statement would leave it: a concurrent rename is not
+/// lost, and nothing is sent for the row.
+#[test]
+fn a_row_that_stops_matching_while_a_statement_waits_is_left_alone() {
+    use pg::*;
+    for delete in [true, false] {
+        let t = TestDb::new(Kind::Postgres);
+        let mut db = t.connect();
+        create_table(&mut db);
+        db.batch_execute("INSERT INTO s_items (id, name, value) VALUES (1, 'x', 1)")
+            .unwrap();
+        let mut other = t.connect();
+        other
+            .batch_execute("BEGIN; UPDATE s_items SET name = 'y' WHERE id = 1")
+            .unwrap();
+        let changed = std::thread::scope(|s| {
+            let statement = s.spawn(|| {
+                let Db::Pg(mut conn) = t.connect() else {
+                    unreachable!()
+                };
+                atomic(&mut conn, |tx| {
+                    if delete {
+                        tx.delete(s_items::table.filter(s_items::name.eq("x")))
+                            .execute()
+                    } else {
+                        tx.update(s_items::table.filter(s_items::name.eq("x")))
+                            .set(s_items::value.eq(2))
+                            .execute()
+                    }
+                })
+                .unwrap()
+            });
+            super::capture_edges::wait_until_blocked(&mut db, "SELECT");
+            other.batch_execute("COMMIT").unwrap();
+            statement.join().unwrap()
+        });
+        assert_eq!(changed, 0, "delete: {delete}");
+        assert_eq!(table_state(&mut db), [("y".to_string(), 0, 1)]);
+        assert!(sent(&mut db).is_empty(), "{:?}", sent(&mut db));
+    }
+}
+
+both!(
+    /// A nested `atomic` inside the application's own savepoint (`conn.transaction`) that then
+    /// rolls back leaves nothing captured: the row it updated is bumped by its next change, the
+    /// row it deleted (still there) gets no DELETE; one whose savepoint is released counts.
+    fn a_rolled_back_savepoint_of_the_applications_takes_its_nested_capture_with_it(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        create_table(&mut db);
+        with_diesel!(&mut db, |conn| {
+            let ids: Vec<i64> = atomic(conn, |tx| {
+                tx.insert_into(s_items::table)
+                    .values(&vec![
+                        NewSItem {
+                            name: "a",
+                            value: 1,
+                        },
+                        NewSItem {
+                            name: "b",
+                            value: 1,
+                        },
+                        NewSItem {
+                            name: "c",
+                            value: 1,
+                        },
+                    ])
+                    .returning(s_items::id)
+                    .get_results()
+            })
+            .unwrap();
+            let (a, b, c) = (ids[0], ids[1], ids[2]);
+            atomic(conn, |tx| {
+                let rolled_back = tx.conn().transaction(|conn| {
+                    atomic(conn, |tx| {
+                        tx.update(s_items::table.find(a))
+                            .set(s_items::value.eq(50))
+                            .execute()?;
+                        tx.delete(s_items::table.find(b)).execute()
+                    })
+                    .map_err(|_| diesel::result::Error::NotFound)?;
+                    Err::<(), _>(diesel::result::Error::RollbackTransaction)
+                });
+                assert!(rolled_back.is_err());
+                tx.update(s_items::table.find(a))
+                    .set(s_items::value.eq(60))
+                    .execute()?;
+                tx.conn()
+                    .transaction(|conn| {
+                        atomic(conn, |tx| {
+                            tx.update(s_items::table.find(c))
+                                .set(s_items::value.eq(70))
+                                .execute()
+                        })
+                        .map_err(|_| diesel::result::Error::NotFound)
+                    })
+                    .map_err(cqrs::Error::from)?;
+                tx.update(s_items::table.find(c))
+                    .set(s_items::value.eq(71))
+                    .execute()
+            })
+            .unwrap();
+        });
+        let msgs = sent(&mut db);
+        let got: Vec<_> = msgs[3..]
+            .iter()
+            .map(|m| (m.0, m.1.clone(), m.2, m.3.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (SignalType::Save, "a".to_string(), 1, json!(60)),
+                (SignalType::Save, "c".to_string(), 1, json!(71)),
+            ]
+        );
+        assert_eq!(
+            table_state(&mut db),
+            [
+                ("a".to_string(), 1, 60),
+                ("b".to_string(), 0, 1),
+                ("c".to_string(), 1, 71)
+            ]
+        );
+    }
+);

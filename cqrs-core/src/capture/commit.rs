@@ -18,6 +18,7 @@ use crate::value::SqlValue;
 impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// Read the final states of every touched row (one query per model) and build the messages.
     pub(super) fn final_rows(&mut self) -> Result<Vec<NewRow>> {
+        super::foreign::settle(self.conn, &self.cap)?;
         let cap = self.cap.clone();
         let cap = cap.borrow();
         // Per model: rows created here (stamped and read back by one UPDATE ... RETURNING) and

@@ -22,6 +22,7 @@
 //! [`atomic`] joins.
 
 mod commit;
+mod foreign;
 mod open;
 mod statements;
 pub mod triggers;
@@ -92,6 +93,11 @@ struct Capture {
     touched: BTreeMap<(String, String), Touch>,
     order: Vec<(String, String)>,
     syncs: Vec<SyncRequest>,
+    /// The transaction depths capture opened itself (its transaction, each savepoint), innermost
+    /// last: a deeper depth is a savepoint of the application's.
+    own: Vec<u32>,
+    /// Nested captures that returned inside a savepoint of the application's (`foreign.rs`).
+    watches: Vec<foreign::Watch>,
 }
 
 /// The capture side of one database transaction. See the module docs.
@@ -145,12 +151,26 @@ fn run<C: SqlConn + ?Sized, T>(
                 "cqrs::atomic inside a serializer hook is not supported: the capture is committing",
             ));
         }
-        // Nested: a savepoint of the outer transaction, sharing its capture.
-        return Tx { conn, cap }.savepoint(f).map(|v| (v, Vec::new()));
+        // Nested: a savepoint of the outer transaction, sharing its capture. Inside a
+        // savepoint of the application's, what it captures is watched until that one ends.
+        foreign::settle(conn, &cap)?;
+        let before = foreign::inside_foreign(conn, &cap)?.then(|| cap.borrow().clone());
+        let v = Tx {
+            conn: &mut *conn,
+            cap: cap.clone(),
+        }
+        .savepoint(f)?;
+        if let Some(before) = before {
+            foreign::watch(conn, &cap, before)?;
+        }
+        return Ok((v, Vec::new()));
     }
     let _turn = conn.write_turn()?;
     conn.begin()?;
-    let cap = Rc::new(RefCell::new(Capture::default()));
+    let cap = Rc::new(RefCell::new(Capture {
+        own: vec![conn.transaction_depth()?],
+        ..Capture::default()
+    }));
     let _opened = Opened::new(addr, &cap);
     let result = {
         let mut tx = Tx {
@@ -197,6 +217,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// The model's spec, remembered for the transaction. A trigger-captured model's triggers are
     /// checked the first time: without them its writes would be sent by nobody.
     fn spec<M: MasterModel>(&mut self) -> Result<Arc<MasterSpec>> {
+        foreign::settle(self.conn, &self.cap)?;
         if let Some(spec) = self.cap.borrow().specs.get(M::CQRS_ID) {
             return Ok(spec.clone());
         }
@@ -333,22 +354,8 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// then update): on first touch each row's revision is bumped by the database and its
     /// tracked values are remembered; later touches in the transaction change nothing. Returns
     /// how many rows were touched for the first time.
+    /// A key that names no row fails.
     pub fn touch_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
-        self.touch_keys::<M>(keys, true)
-    }
-
-    /// [`Tx::touch_many`] of keys selected a moment ago: a row deleted since is skipped, as the
-    /// update that follows would skip it.
-    fn touch_present<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<usize> {
-        self.touch_keys::<M>(keys, false)
-    }
-
-    /// Both of the above: `strict` fails when a key names no row.
-    fn touch_keys<M: MasterModel>(
-        &mut self,
-        keys: &[impl Serialize],
-        strict: bool,
-    ) -> Result<usize> {
         let spec = self.spec::<M>()?;
         if self.by_trigger(&spec) {
             // The update that follows fires the trigger, which bumps and captures.
@@ -390,7 +397,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
             sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
             let returned = self.conn.load_text(&sql, binds)?;
-            if strict && returned.len() != chunk.len() {
+            if returned.len() != chunk.len() {
                 return Err(missing(M::CQRS_ID, "touched", chunk.len(), returned.len()));
             }
             touched += returned.len();
@@ -434,67 +441,138 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 deleted += self.delete_rows(t, chunk)?;
                 continue;
             }
-            let mut sql = format!(
-                "SELECT {} FROM {} WHERE {}",
-                rows::json_expr(backend, t, rows::all_columns(t)),
-                quote(t.table()),
-                quote(&t.key_column().name)
-            );
-            let mut binds = Vec::new();
-            push_list(backend, &mut sql, &mut binds, 1, t, chunk)?;
-            sql.push_str(backend.for_update());
-            let current = self.conn.load_text(&sql, binds.clone())?;
+            let current = self.read_locked(t, rows::all_columns(t), chunk)?;
             deleted += self.delete_rows(t, chunk)?;
-            let at = now();
-            for text in current {
-                let row = rows::typed_row(t, &text)?;
-                let key = row[t.key_index()].clone().expect("key selected");
-                let stored_rev = match row[t.revision_index()] {
-                    Some(SqlValue::Integer(r)) => r,
-                    _ => 0,
-                };
-                let id = (M::CQRS_ID.to_string(), key.canonical_key());
-                let revision = {
-                    let mut cap = self.cap.borrow_mut();
-                    // A sync asked for earlier in the transaction has nothing left to send.
-                    cap.syncs.retain(|s| !(s.cqrs_id == id.0 && s.key == key));
-                    match cap.touched.get(&id).map(|t| &t.state) {
-                        Some(State::Created) => {
-                            // Created here: the replicas never heard of it, so nothing is sent.
-                            cap.touched.remove(&id);
-                            cap.order.retain(|o| *o != id);
-                            continue;
-                        }
-                        // Bumped here but never published: the DELETE takes the bumped number.
-                        Some(State::Updated { .. }) => stored_rev,
-                        _ => stored_rev + 1,
-                    }
-                };
-                let last = rows::instance_data(t, &row);
-                self.remember(
-                    M::CQRS_ID,
-                    Touch {
-                        key,
-                        state: State::Deleted {
-                            revision,
-                            updated: at,
-                            last,
-                        },
-                    },
-                );
-            }
+            self.record_deleted::<M>(t, current);
         }
         if by_trigger {
-            // A sync asked for earlier in the transaction has nothing left to send (the atomic
-            // path drops those of the rows it found, one by one above). `keys` is sorted.
-            self.cap.borrow_mut().syncs.retain(|s| {
-                s.cqrs_id != M::CQRS_ID
-                    || keys
-                        .binary_search_by_key(&s.key.canonical_key(), SqlValue::canonical_key)
-                        .is_err()
-            });
+            self.forget_syncs(M::CQRS_ID, keys);
         }
         Ok(deleted)
+    }
+
+    /// Syncs asked for earlier in the transaction of rows now deleted have nothing left to send
+    /// (the atomic path drops those of the rows it records, one by one).
+    fn forget_syncs(&mut self, cqrs_id: &str, mut keys: Vec<SqlValue>) {
+        keys.sort_by_key(SqlValue::canonical_key);
+        self.cap.borrow_mut().syncs.retain(|s| {
+            s.cqrs_id != cqrs_id
+                || keys
+                    .binary_search_by_key(&s.key.canonical_key(), SqlValue::canonical_key)
+                    .is_err()
+        });
+    }
+
+    /// The columns `cols` of the rows of `keys` (one chunk), locked until the transaction ends
+    /// (PostgreSQL; SQLite's write transaction already excludes other writers).
+    fn read_locked(
+        &mut self,
+        t: &crate::model::TableSpec,
+        cols: impl IntoIterator<Item = usize>,
+        keys: &[SqlValue],
+    ) -> Result<Vec<Vec<Option<SqlValue>>>> {
+        let backend = self.conn.backend();
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            rows::json_expr(backend, t, cols),
+            quote(t.table()),
+            quote(&t.key_column().name)
+        );
+        let mut binds = Vec::new();
+        push_list(backend, &mut sql, &mut binds, 1, t, keys)?;
+        sql.push_str(backend.for_update());
+        self.conn
+            .load_text(&sql, binds)?
+            .iter()
+            .map(|text| rows::typed_row(t, text))
+            .collect()
+    }
+
+    /// Rows just deleted, as read (locked) before: each DELETE carries the last published
+    /// revision + 1, or the one this transaction bumped; a row created here sends nothing.
+    fn record_deleted<M: MasterModel>(
+        &mut self,
+        t: &crate::model::TableSpec,
+        gone: Vec<Vec<Option<SqlValue>>>,
+    ) {
+        let at = now();
+        for row in gone {
+            let key = row[t.key_index()].clone().expect("key selected");
+            let stored_rev = match row[t.revision_index()] {
+                Some(SqlValue::Integer(r)) => r,
+                _ => 0,
+            };
+            let id = (M::CQRS_ID.to_string(), key.canonical_key());
+            let revision = {
+                let mut cap = self.cap.borrow_mut();
+                // A sync asked for earlier in the transaction has nothing left to send.
+                cap.syncs.retain(|s| !(s.cqrs_id == id.0 && s.key == key));
+                match cap.touched.get(&id).map(|t| &t.state) {
+                    Some(State::Created) => {
+                        // Created here: the replicas never heard of it, so nothing is sent.
+                        cap.touched.remove(&id);
+                        cap.order.retain(|o| *o != id);
+                        continue;
+                    }
+                    // Bumped here but never published: the DELETE takes the bumped number.
+                    Some(State::Updated { .. }) => stored_rev,
+                    _ => stored_rev + 1,
+                }
+            };
+            let last = rows::instance_data(t, &row);
+            self.remember(
+                M::CQRS_ID,
+                Touch {
+                    key,
+                    state: State::Deleted {
+                        revision,
+                        updated: at,
+                        last,
+                    },
+                },
+            );
+        }
+    }
+
+    /// The tracked values of rows about to change for the first time in this transaction, by
+    /// canonical key, read under lock: what `previous_data` compares their final state with.
+    fn tracked_before(
+        &mut self,
+        spec: &MasterSpec,
+        keys: &[SqlValue],
+    ) -> Result<BTreeMap<String, Vec<Option<SqlValue>>>> {
+        let t = spec.table();
+        let tracked: Vec<usize> = spec.tracked_indexes().collect();
+        let key_col = t.key_index();
+        let cols =
+            std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
+        Ok(self
+            .read_locked(t, cols, keys)?
+            .into_iter()
+            .map(|row| {
+                let key = row[key_col].as_ref().expect("key selected").canonical_key();
+                (key, tracked.iter().map(|&c| row[c].clone()).collect())
+            })
+            .collect())
+    }
+
+    /// Rows a statement changed for the first time in this transaction (it also bumped their
+    /// revision): remembered with their tracked values from before.
+    fn record_updated<M: MasterModel>(
+        &mut self,
+        mut before: BTreeMap<String, Vec<Option<SqlValue>>>,
+        changed: Vec<SqlValue>,
+    ) {
+        for key in changed {
+            let previous = before.remove(&key.canonical_key()).unwrap_or_default();
+            self.remember(
+                M::CQRS_ID,
+                Touch {
+                    key,
+                    state: State::Updated { previous },
+                },
+            );
+        }
     }
 
     /// `DELETE` the rows of `keys` (one chunk); how many there were.
@@ -552,9 +630,12 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     pub fn savepoint<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let snapshot = self.cap.borrow().clone();
         self.conn.begin()?;
+        let depth = self.conn.transaction_depth()?;
+        self.cap.borrow_mut().own.push(depth);
         match f(self) {
             Ok(v) => {
                 self.conn.commit()?;
+                self.cap.borrow_mut().own.pop();
                 Ok(v)
             }
             Err(e) => {

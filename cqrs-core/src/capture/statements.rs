@@ -6,30 +6,43 @@
 //! The model is found from the table: `#[derive(Master)]` implements [`MasterTable`] for its
 //! `#[diesel(table_name)]` table, so a write to any other table does not compile.
 //!
-//! What each adds to the Diesel statement it wraps (and why):
+//! What each adds to the Diesel statement it wraps (and why). The statement keeps Diesel's
+//! meaning: the rows it changes are the ones Diesel's own statement would change, judged on the
+//! rows as they are when it runs, and it returns what Diesel's returns.
 //! - insert: `RETURNING` the primary key beside what the caller asked for, to capture the rows as
 //!   created.
-//! - update: the keys the source selects are read first, touched (revision bumped once in the
-//!   transaction, tracked values remembered before they change), then the update runs on the
-//!   source narrowed to those keys, so a row that starts matching between the two statements is
-//!   not changed uncaptured.
-//! - delete: the keys the source selects are read and deleted through [`Tx::delete_many`], which
-//!   keeps each row's last state for its DELETE message.
+//! - update: the keys the source selects are read first and those of rows not yet changed in the
+//!   transaction locked, with their tracked values (for `previous_data`); then the update runs
+//!   on the source narrowed to those keys, the caller's filter judged again on the locked rows,
+//!   and for rows changed the first time the same statement bumps `cqrs_revision` and stamps
+//!   `cqrs_updated`. `RETURNING` says which rows it changed: only those are captured. A filter on
+//!   the revision (optimistic locking) or on a column the application's own triggers maintain
+//!   therefore means what it says, and the application's triggers fire once per row.
+//! - delete: the keys are read, the rows locked and read (each DELETE carries the row's last
+//!   state to the model's hooks), then the source narrowed to those keys is deleted, the filter
+//!   judged again: a row that stopped matching is not deleted.
+//!
+//! With trigger capture (`capture = "trigger"`) the statements run as Diesel's own: the
+//! database's triggers capture them.
 
 use std::marker::PhantomData;
 
+use chrono::{DateTime, Utc};
 use diesel::associations::HasTable;
 use diesel::dsl::{Filter, Returning, Select, Update};
-use diesel::query_builder::{AsChangeset, AsQuery, InsertStatement, IntoUpdateTarget, Query};
-use diesel::query_dsl::methods::{ExecuteDsl, FilterDsl, SelectDsl};
+use diesel::query_builder::{
+    AsChangeset, AsQuery, DeleteStatement, InsertStatement, IntoUpdateTarget, Query,
+};
+use diesel::query_dsl::methods::{FilterDsl, SelectDsl};
 use diesel::query_dsl::{LoadQuery, RunQueryDsl};
 use diesel::{Connection, Insertable, Table};
 use serde::Serialize;
 
-use super::Tx;
+use super::{Touched, Tx};
 use crate::db::SqlConn;
 use crate::error::{Error, Result};
 use crate::model::MasterModel;
+use crate::value::SqlValue;
 
 /// The Diesel table of a master model `M`: what `#[derive(Master)]` implements for the table its
 /// `#[diesel(table_name = ..)]` names, so that `tx.insert_into(items::table)` knows which model
@@ -41,6 +54,13 @@ use crate::model::MasterModel;
 ///     type ByKeys = diesel::dsl::EqAny<items::id, Vec<i64>>;
 ///     fn by_keys(keys: Vec<i64>) -> Self::ByKeys {
 ///         items::id.eq_any(keys)
+///     }
+///     type Bump = (
+///         diesel::dsl::Eq<items::cqrs_revision, diesel::dsl::Add<items::cqrs_revision, i32>>,
+///         diesel::dsl::Eq<items::cqrs_updated, chrono::DateTime<chrono::Utc>>,
+///     );
+///     fn bump(at: chrono::DateTime<chrono::Utc>) -> Self::Bump {
+///         (items::cqrs_revision.eq(items::cqrs_revision + 1), items::cqrs_updated.eq(at))
 ///     }
 /// }
 /// ```
@@ -57,6 +77,13 @@ pub trait MasterTable<M: MasterModel>: Table {
 
     /// `Self::table().primary_key().eq_any(keys)`: narrows an update to the rows it captured.
     fn by_keys(keys: Vec<Self::Key>) -> Self::ByKeys;
+
+    /// `cqrs_revision = cqrs_revision + 1, cqrs_updated = at`: added to an update's changes for
+    /// the rows it changes first in the transaction.
+    type Bump: AsChangeset<Target = Self>;
+
+    /// The changes of [`MasterTable::Bump`].
+    fn bump(at: DateTime<Utc>) -> Self::Bump;
 }
 
 /// Keys per narrowed update: far below SQLite's bind limit, which the caller's filter and
@@ -139,6 +166,36 @@ impl<'c, C: SqlConn + Connection> Tx<'c, C> {
     {
         let pk = S::table().primary_key();
         source.select(pk).load(self.conn).map_err(Error::from)
+    }
+}
+
+impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
+    /// The keys of rows not changed yet in this transaction (their first change bumps the
+    /// revision), typed and in key order (the order their locks are taken in), and those of
+    /// rows changed before. A key deleted in this transaction is an error.
+    fn split_touched<M: MasterModel, K: Serialize>(
+        &self,
+        spec: &crate::model::MasterSpec,
+        keys: Vec<K>,
+    ) -> Result<(Vec<(SqlValue, K)>, Vec<K>)> {
+        let mut fresh = Vec::new();
+        let mut again = Vec::new();
+        for k in keys {
+            let key = Self::key(spec, &k)?;
+            match self.state(M::CQRS_ID, &key) {
+                None => fresh.push((key, k)),
+                Some(Touched::Deleted) => {
+                    return Err(Error::config(format!(
+                        "{} pk {} was deleted in this transaction",
+                        M::CQRS_ID,
+                        key.canonical_key()
+                    )));
+                }
+                Some(_) => again.push(k),
+            }
+        }
+        fresh.sort_by_key(|(key, _)| key.canonical_key());
+        Ok((fresh, again))
     }
 }
 
@@ -299,7 +356,7 @@ where
     }
 }
 
-/// `tx.update(source).set(..)`: run it with `execute`.
+/// `tx.update(source).set(..)`: run it with `execute`, `get_result` or `get_results`.
 #[must_use = "an update does nothing until it is run"]
 pub struct UpdateSet<'t, 'c, C: SqlConn, S, M, V> {
     tx: &'t mut Tx<'c, C>,
@@ -308,20 +365,82 @@ pub struct UpdateSet<'t, 'c, C: SqlConn, S, M, V> {
     model: PhantomData<fn() -> M>,
 }
 
+/// The statement an update of rows first changed in the transaction runs: the caller's changes
+/// and the bump, `RETURNING` the key and `E`.
+type Bumped<S, M, V, E> = Returning<Update<ByKeys<S, M>, (V, BumpOf<S, M>)>, (Pk<S>, E)>;
+/// The same for rows changed before in the transaction: the caller's changes only.
+type Again<S, M, V, E> = Returning<Update<ByKeys<S, M>, V>, (Pk<S>, E)>;
+/// The caller's own statement, for a model its triggers capture.
+type Plain<S, V, E> = Returning<Update<S, V>, (Pk<S>, E)>;
+type BumpOf<S, M> = <<S as HasTable>::Table as MasterTable<M>>::Bump;
+/// All the columns of a source's table.
+type AllOf<S> = <<S as HasTable>::Table as Table>::AllColumns;
+
 impl<'t, 'c, C, S, M, V> UpdateSet<'t, 'c, C, S, M, V>
 where
     C: SqlConn + Connection,
-    S: HasTable + Clone + SelectDsl<Pk<S>> + FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+    S: HasTable
+        + Clone
+        + IntoUpdateTarget
+        + SelectDsl<Pk<S>>
+        + FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
     S::Table: MasterTable<M>,
     M: MasterModel,
     V: AsChangeset<Target = S::Table> + Clone,
     ByKeys<S, M>: IntoUpdateTarget<Table = S::Table>,
+    Update<ByKeys<S, M>, (V, BumpOf<S, M>)>: AsQuery,
+    Update<ByKeys<S, M>, V>: AsQuery,
+    Update<S, V>: AsQuery,
 {
     /// Update; returns the number of rows updated.
     pub fn execute<'q>(self) -> Result<usize>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Update<ByKeys<S, M>, V>: AsQuery + ExecuteDsl<C>,
+        Bumped<S, M, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
+        Again<S, M, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
+        Plain<S, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
+    {
+        self.run(|| S::table().primary_key()).map(|rows| rows.len())
+    }
+
+    /// Update; returns the first updated row (all the table's columns), as Diesel's
+    /// `get_result` does: `NotFound` when the update matched nothing.
+    pub fn get_result<'q, R>(self) -> Result<R>
+    where
+        Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Bumped<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Again<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Plain<S, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+    {
+        first(self.get_results()?)
+    }
+
+    /// Update; returns the updated rows (all the table's columns).
+    pub fn get_results<'q, R>(self) -> Result<Vec<R>>
+    where
+        Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Bumped<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Again<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Plain<S, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+    {
+        self.run(S::Table::all_columns)
+    }
+
+    /// What to return instead of the whole row (a column, a tuple, `Item::as_returning()`).
+    pub fn returning<E>(self, returned: E) -> UpdateReturning<'t, 'c, C, S, M, V, E> {
+        UpdateReturning {
+            update: self,
+            returned,
+        }
+    }
+
+    /// The update, returning `(key, returned)` per changed row; see the module docs.
+    fn run<'q, E, R>(self, returned: impl Fn() -> E) -> Result<Vec<R>>
+    where
+        Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
         let UpdateSet {
             tx,
@@ -329,17 +448,98 @@ where
             changes,
             ..
         } = self;
-        let keys = tx.keys_of::<_, M>(source.clone())?;
-        let mut updated = 0;
-        for chunk in keys.chunks(KEYS_PER_UPDATE) {
-            tx.touch_present::<M>(chunk)?;
-            let narrowed = source.clone().filter(S::Table::by_keys(chunk.to_vec()));
-            updated += diesel::update(narrowed)
-                .set(changes.clone())
-                .execute(tx.conn)?;
+        let pk = || S::table().primary_key();
+        let spec = tx.spec::<M>()?;
+        if tx.by_trigger(&spec) {
+            let rows: Vec<(KeyOf<S, M>, R)> = diesel::update(source)
+                .set(changes)
+                .returning((pk(), returned()))
+                .get_results(tx.conn)?;
+            return Ok(rows.into_iter().map(|(_, r)| r).collect());
         }
-        Ok(updated)
+        let keys = tx.keys_of::<_, M>(source.clone())?;
+        let (fresh, again) = tx.split_touched::<M, _>(&spec, keys)?;
+        let mut out = Vec::new();
+        for chunk in fresh.chunks(KEYS_PER_UPDATE) {
+            let (typed, keys): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
+            let before = tx.tracked_before(&spec, &typed)?;
+            let narrowed = source.clone().filter(S::Table::by_keys(keys));
+            let rows: Vec<(KeyOf<S, M>, R)> = diesel::update(narrowed)
+                .set((changes.clone(), S::Table::bump(super::now())))
+                .returning((pk(), returned()))
+                .get_results(tx.conn)?;
+            let changed = rows
+                .iter()
+                .map(|(k, _)| Tx::<C>::key(&spec, k))
+                .collect::<Result<Vec<_>>>()?;
+            tx.record_updated::<M>(before, changed);
+            out.extend(rows.into_iter().map(|(_, r)| r));
+        }
+        for chunk in again.chunks(KEYS_PER_UPDATE) {
+            let narrowed = source.clone().filter(S::Table::by_keys(chunk.to_vec()));
+            let rows: Vec<(KeyOf<S, M>, R)> = diesel::update(narrowed)
+                .set(changes.clone())
+                .returning((pk(), returned()))
+                .get_results(tx.conn)?;
+            out.extend(rows.into_iter().map(|(_, r)| r));
+        }
+        Ok(out)
     }
+}
+
+/// `tx.update(source).set(..).returning(..)`: run it with `get_result` or `get_results`.
+#[must_use = "an update does nothing until it is run"]
+pub struct UpdateReturning<'t, 'c, C: SqlConn, S, M, V, E> {
+    update: UpdateSet<'t, 'c, C, S, M, V>,
+    returned: E,
+}
+
+impl<'t, 'c, C, S, M, V, E> UpdateReturning<'t, 'c, C, S, M, V, E>
+where
+    C: SqlConn + Connection,
+    S: HasTable
+        + Clone
+        + IntoUpdateTarget
+        + SelectDsl<Pk<S>>
+        + FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+    S::Table: MasterTable<M>,
+    M: MasterModel,
+    V: AsChangeset<Target = S::Table> + Clone,
+    ByKeys<S, M>: IntoUpdateTarget<Table = S::Table>,
+    Update<ByKeys<S, M>, (V, BumpOf<S, M>)>: AsQuery,
+    Update<ByKeys<S, M>, V>: AsQuery,
+    Update<S, V>: AsQuery,
+    E: Clone,
+{
+    /// Update; returns what `returning` named of the first updated row (`NotFound`: none).
+    pub fn get_result<'q, R>(self) -> Result<R>
+    where
+        Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+    {
+        first(self.get_results()?)
+    }
+
+    /// Update; returns what `returning` named, per updated row.
+    pub fn get_results<'q, R>(self) -> Result<Vec<R>>
+    where
+        Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+    {
+        let returned = self.returned;
+        self.update.run(move || returned.clone())
+    }
+}
+
+/// Diesel's `get_result` of a statement's rows: the first, `NotFound` without one.
+fn first<R>(rows: Vec<R>) -> Result<R> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| Error::from(diesel::result::Error::NotFound))
 }
 
 /// `tx.delete(source)`: run it with `execute`.
@@ -350,20 +550,75 @@ pub struct DeleteFrom<'t, 'c, C: SqlConn, S, M> {
     model: PhantomData<fn() -> M>,
 }
 
+/// A delete `RETURNING` the key.
+type Deleting<S, T> =
+    Returning<DeleteStatement<<S as HasTable>::Table, <T as IntoUpdateTarget>::WhereClause>, Pk<S>>;
+
 impl<'t, 'c, C, S, M> DeleteFrom<'t, 'c, C, S, M>
 where
     C: SqlConn + Connection,
-    S: HasTable + SelectDsl<Pk<S>>,
+    S: HasTable
+        + Clone
+        + IntoUpdateTarget
+        + SelectDsl<Pk<S>>
+        + FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
     S::Table: MasterTable<M>,
     M: MasterModel,
+    ByKeys<S, M>: IntoUpdateTarget<Table = S::Table>,
 {
     /// Delete; returns the number of rows deleted.
     pub fn execute<'q>(self) -> Result<usize>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
+        Deleting<S, S>: Query + LoadQuery<'q, C, KeyOf<S, M>>,
+        Deleting<S, ByKeys<S, M>>: Query + LoadQuery<'q, C, KeyOf<S, M>>,
     {
-        let keys = self.tx.keys_of::<_, M>(self.source)?;
-        self.tx.delete_many::<M>(&keys)
+        let DeleteFrom { tx, source, .. } = self;
+        let pk = || S::table().primary_key();
+        let spec = tx.spec::<M>()?;
+        if tx.by_trigger(&spec) {
+            let gone: Vec<KeyOf<S, M>> = diesel::delete(source)
+                .returning(pk())
+                .get_results(tx.conn)?;
+            let typed = gone
+                .iter()
+                .map(|k| Tx::<C>::key(&spec, k))
+                .collect::<Result<Vec<_>>>()?;
+            tx.forget_syncs(M::CQRS_ID, typed);
+            return Ok(gone.len());
+        }
+        let t = spec.table();
+        let mut keys = tx
+            .keys_of::<_, M>(source.clone())?
+            .into_iter()
+            .map(|k| Ok((Tx::<C>::key(&spec, &k)?, k)))
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort_by_key(|(typed, _)| typed.canonical_key());
+        let mut deleted = 0;
+        for chunk in keys.chunks(KEYS_PER_UPDATE) {
+            let (typed, keys): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
+            let rows = tx.read_locked(t, crate::rows::all_columns(t), &typed)?;
+            let narrowed = source.clone().filter(S::Table::by_keys(keys));
+            let gone: Vec<KeyOf<S, M>> = diesel::delete(narrowed)
+                .returning(pk())
+                .get_results(tx.conn)?;
+            let mut gone = gone
+                .iter()
+                .map(|k| Ok(Tx::<C>::key(&spec, k)?.canonical_key()))
+                .collect::<Result<Vec<_>>>()?;
+            gone.sort();
+            deleted += gone.len();
+            // Only the rows the delete took: one that stopped matching stays, and is not sent.
+            let rows = rows
+                .into_iter()
+                .filter(|row| {
+                    let key = row[t.key_index()].as_ref().expect("key selected");
+                    gone.binary_search(&key.canonical_key()).is_ok()
+                })
+                .collect();
+            tx.record_deleted::<M>(t, rows);
+        }
+        Ok(deleted)
     }
 }
 

@@ -150,6 +150,30 @@ impl Backend {
         }
     }
 
+    /// The statements that leave mark `$1` in the innermost open savepoint, undone if it rolls
+    /// back (the mark is bound to the last one): a transaction-local setting on PostgreSQL, a row
+    /// of a temporary table on SQLite (whose DDL is transactional too).
+    pub(crate) fn set_mark(self) -> &'static [&'static str] {
+        match self {
+            Backend::Postgres => &["SELECT set_config('cqrs.mark_' || $1, 'on', true)"],
+            Backend::Sqlite => &[
+                "CREATE TEMP TABLE IF NOT EXISTS cqrs_capture_marks (mark TEXT PRIMARY KEY)",
+                "INSERT OR IGNORE INTO temp.cqrs_capture_marks (mark) VALUES (?)",
+            ],
+        }
+    }
+
+    /// The query that reads `on` (aliased `j`) while mark `$1` holds. On SQLite it fails once a
+    /// rollback took the temporary table with it, which also means the mark is gone.
+    pub(crate) fn probe_mark(self) -> &'static str {
+        match self {
+            Backend::Postgres => {
+                "SELECT COALESCE(current_setting('cqrs.mark_' || $1, true), '') AS j"
+            }
+            Backend::Sqlite => "SELECT 'on' AS j FROM temp.cqrs_capture_marks WHERE mark = ?",
+        }
+    }
+
     /// What follows a `SELECT` to lock the rows it reads until the transaction ends. SQLite has no
     /// row locks: its write transaction (`BEGIN IMMEDIATE`) already excludes other writers.
     pub fn for_update(self) -> &'static str {

@@ -220,6 +220,8 @@ pub trait SqlConn {
     fn commit(&mut self) -> Result<()>;
     /// Roll back the innermost transaction or savepoint.
     fn rollback(&mut self) -> Result<()>;
+    /// How many transactions and savepoints are open on it (Diesel's count: 0 outside one).
+    fn transaction_depth(&mut self) -> Result<u32>;
     /// This connection as a trait object (for hooks).
     fn as_dyn(&mut self) -> &mut dyn SqlConn;
     /// Wait for this process's turn to write, if this is a SQLite file outside a transaction
@@ -272,6 +274,12 @@ macro_rules! sql_conn_impl {
             fn rollback(&mut self) -> Result<()> {
                 AnsiTransactionManager::rollback_transaction(self)
                     .map_err(|e| Error::from_diesel(e, "rolling back"))
+            }
+            fn transaction_depth(&mut self) -> Result<u32> {
+                AnsiTransactionManager::transaction_manager_status_mut(self)
+                    .transaction_depth()
+                    .map(|d| d.map_or(0, |d| d.get()))
+                    .map_err(|e| Error::from_diesel(e, "reading the transaction state"))
             }
             fn as_dyn(&mut self) -> &mut dyn SqlConn {
                 self
@@ -340,6 +348,12 @@ impl SqlConn for Db {
         match self {
             Db::Pg(c) => c.rollback(),
             Db::Sqlite(c) => c.rollback(),
+        }
+    }
+    fn transaction_depth(&mut self) -> Result<u32> {
+        match self {
+            Db::Pg(c) => c.transaction_depth(),
+            Db::Sqlite(c) => c.transaction_depth(),
         }
     }
     fn as_dyn(&mut self) -> &mut dyn SqlConn {
