@@ -10,6 +10,7 @@ mod amqp_tls;
 mod amqp_topology;
 mod capture;
 mod capture_edges;
+mod capture_property;
 mod consumer;
 mod derive;
 mod examples;
