@@ -434,8 +434,13 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
 -- cqrs model {lit}
 DECLARE
     claim record;
+    recreated boolean := false;
 BEGIN
     IF TG_OP = 'DELETE' THEN
+        -- Tells inserts to look for a DELETE of their key (undone with a savepoint rolled back).
+        IF current_setting('cqrs.deleted', true) IS DISTINCT FROM 'on' THEN
+            PERFORM set_config('cqrs.deleted', 'on', true);
+        END IF;
         {insert_into}
         VALUES (gen_random_uuid(), {lit}, 'DELETE', {pk_old}, {lit}, {delete_first}, txid_current(), {tracked_old})
         {on_conflict} DO NOTHING;
@@ -457,8 +462,11 @@ BEGIN
         PERFORM 1 FROM {table_q} WHERE {key} = NEW.{key} FOR KEY SHARE;
         NEW.cqrs_revision := 0;
         NEW.cqrs_updated := clock_timestamp();
-        SELECT e.id, e.body INTO claim FROM cqrs_outbox AS e WHERE {claim_new} AND e.signal_type = 'DELETE';
-        IF FOUND THEN
+        IF current_setting('cqrs.deleted', true) IS NOT DISTINCT FROM 'on' THEN
+            SELECT e.id, e.body INTO claim FROM cqrs_outbox AS e WHERE {claim_new} AND e.signal_type = 'DELETE';
+            recreated := FOUND;
+        END IF;
+        IF recreated THEN
             -- Deleted earlier in this transaction and inserted again: to the replicas an update,
             -- at the revision its DELETE would have had.
             NEW.cqrs_revision := (claim.body::jsonb -> 'instance_data' ->> 'cqrs_revision')::integer;
