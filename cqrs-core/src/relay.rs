@@ -46,6 +46,9 @@ const CONFIRM_CHECK: Duration = Duration::from_millis(1);
 /// The shortest time [`Relay::drain_rows`] keeps trying before it reports what is left.
 const DRAIN_AT_LEAST: Duration = Duration::from_secs(10);
 
+/// How often a one-shot drain looks again for its rows while another relay publishes them.
+const OTHERS_POLL: Duration = Duration::from_millis(20);
+
 /// Counters of a relay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayStats {
@@ -368,14 +371,19 @@ impl<P: Publisher> Relay<P> {
 
     /// Relay until the outbox rows `ids` are published, failing if the broker did not confirm
     /// them all (one-shot commands that publish what they wrote: `sync`, `diff-sync`). Other
-    /// rows go out on the way, oldest first, but are not waited for.
+    /// rows go out on the way, oldest first, but are not waited for. A row another relay has
+    /// claimed is its to publish: this waits for it to go from the outbox (confirmed), or for
+    /// that relay's lease to lapse (then it is claimed here).
     pub fn drain_rows(&mut self, ids: &[i64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        // Rows the broker keeps refusing are retried with other traffic flowing: give up after a
-        // lease's worth of attempts rather than never return.
-        let deadline = std::time::Instant::now() + self.settings.relay_lease.max(DRAIN_AT_LEAST);
+        // Rows the broker keeps refusing are retried with other traffic flowing, and rows
+        // another relay holds may only come back when its lease lapses: give up after a lease
+        // and then some rather than never return.
+        let deadline = std::time::Instant::now()
+            + self.settings.relay_lease.max(DRAIN_AT_LEAST)
+            + DRAIN_AT_LEAST;
         let mut in_flight = VecDeque::new();
         let mut left = outbox::pending_of(&mut self.db, ids)?;
         while left > 0 && std::time::Instant::now() < deadline {
@@ -388,8 +396,10 @@ impl<P: Publisher> Relay<P> {
                 }
             };
             left = outbox::pending_of(&mut self.db, ids)?;
-            if n == 0 && in_flight.is_empty() {
-                break;
+            if left > 0 && n == 0 && in_flight.is_empty() {
+                // Nothing to claim, ours still there: leased by another relay (or set aside to
+                // retry later).
+                std::thread::sleep(OTHERS_POLL);
             }
         }
         // Other rows still in flight: settle them rather than leave them to their leases.

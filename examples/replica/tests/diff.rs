@@ -160,3 +160,100 @@ fn pipelines(kind: Kind) {
         .unwrap();
     assert_eq!(tombs, ["50"]);
 }
+
+/// `sync` and `diff-sync` with a relay process running beside them (as in production: it may
+/// claim and publish their rows first) exit 0 every time; a row that truly cannot be published
+/// (unroutable, kept by `keep_unroutable`) still makes them exit 1.
+#[test]
+fn sync_and_diff_sync_succeed_while_a_relay_runs() {
+    let (master, _replica) = setup(Kind::Postgres);
+    master.connect().migrate().unwrap();
+    let b = TestBroker::new();
+    let url = amqp_url();
+    let settings = cqrs::Settings {
+        broker_url: Some(url.clone()),
+        ..b.settings()
+    };
+    let broker = cqrs::transport::connect(&settings, "test").unwrap();
+    broker
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let broker_args = ["--broker-url", url.as_str(), "--exchange", &b.exchange];
+    let relay = Command::new(master_bin())
+        .arg("relay")
+        .args(broker_args)
+        .args(["--database-url", &master.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pipe = format!(
+        "{},{}\n[1,2,3,4,5,6,7,8,9,10]\n",
+        cqrs::ops::diff::header("item"),
+        b.queue
+    );
+    for i in 0..20 {
+        let sync = run(
+            &master_bin(),
+            &[
+                &["sync", "-c", "item", "-f", r#"{"id__lte": 20}"#][..],
+                &broker_args[..],
+            ]
+            .concat(),
+            &master,
+            None,
+        );
+        assert_eq!(
+            sync.status.code(),
+            Some(0),
+            "sync, run {i}: {}",
+            stderr(&sync)
+        );
+        let diff_sync = run(
+            &master_bin(),
+            &[&["diff-sync"][..], &broker_args[..]].concat(),
+            &master,
+            Some(pipe.as_bytes()),
+        );
+        assert_eq!(
+            diff_sync.status.code(),
+            Some(0),
+            "diff-sync, run {i}: {}",
+            stderr(&diff_sync)
+        );
+    }
+    let status = terminate(relay);
+    assert!(status.success(), "the relay exits 0 on SIGTERM: {status}");
+
+    // Nobody is bound for this queue's directed key, and the row is kept: it cannot be published.
+    let dir = std::env::temp_dir().join(format!("cqrs-diff-{}", b.queue));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cqrs.toml");
+    std::fs::write(&config, "keep_unroutable = true\nrelay_lease_ms = 500\n").unwrap();
+    let stuck = run(
+        &master_bin(),
+        &[
+            &[
+                "sync",
+                "-c",
+                "item",
+                "-f",
+                r#"{"id": 1}"#,
+                "--queue",
+                "nobody_binds_this",
+            ][..],
+            &broker_args[..],
+            &["--config", config.to_str().unwrap()][..],
+        ]
+        .concat(),
+        &master,
+        None,
+    );
+    assert_eq!(stuck.status.code(), Some(1), "{}", stderr(&stuck));
+    assert!(
+        stderr(&stuck).contains("1 outbox row(s) were not confirmed"),
+        "{}",
+        stderr(&stuck)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,11 +1,14 @@
 //! The example services as processes over the real RabbitMQ and PostgreSQL: crash points, restart,
 //! SIGTERM. The relay is run from this binary too (`relay` needs no models).
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::terminate;
 use cqrs::Db;
 use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, wait_until};
 
@@ -87,23 +90,6 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn terminate(mut child: Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut status = None;
-    wait_until(
-        Duration::from_secs(30),
-        "the process to stop on SIGTERM",
-        || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        },
-    );
-    status.unwrap()
 }
 
 /// Both sides' rows as comparable lines.

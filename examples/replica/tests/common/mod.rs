@@ -3,10 +3,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use cqrs::db::SqlConn;
-use cqrs_tests::{Kind, TestDb};
+use cqrs_tests::{Kind, TestDb, wait_until};
 
 pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
 
@@ -101,4 +102,22 @@ pub fn run(bin: &PathBuf, args: &[&str], db: &TestDb, stdin: Option<&[u8]>) -> O
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+/// SIGTERM, then the exit status (within 30 s).
+pub fn terminate(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the process to stop on SIGTERM",
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    status.unwrap()
 }
