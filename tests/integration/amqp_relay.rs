@@ -221,3 +221,46 @@ fn nacked_batches_in_flight_stay_in_the_outbox() {
         .unwrap();
     assert!(out.status.success());
 }
+
+/// README's in-process relay, started from inside the application's tokio runtime (what
+/// `#[tokio::main]` gives, multi-thread and current-thread): connecting, relaying a change and
+/// dropping the broker there neither panic nor block the runtime for good.
+#[test]
+fn the_readme_relay_runs_inside_a_tokio_runtime() {
+    for multi_thread in [true, false] {
+        let b = TestBroker::new();
+        b.declare(&["item"]);
+        let t = TestDb::new(Kind::Postgres);
+        let mut builder = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let rt = builder.enable_all().build().unwrap();
+        rt.block_on(async {
+            let settings = cqrs::Settings {
+                broker_url: Some(amqp_url()),
+                ..b.settings()
+            };
+            // As README's start_relay.
+            let broker = cqrs::transport::connect(&settings, "relay").unwrap();
+            let mut relay = Relay::new(t.connect(), broker.publisher().unwrap(), settings);
+            let shutdown = cqrs::Shutdown::new();
+            let stop = shutdown.clone();
+            let handle = std::thread::spawn(move || relay.run(&stop));
+            atomic(&mut t.connect(), |tx| insert_m_items(tx, 2)).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while cqrs::outbox::pending(&mut t.connect()).unwrap() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the relay published nothing"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            shutdown.trigger();
+            handle.join().unwrap().unwrap();
+            drop(broker);
+        });
+        assert_eq!(b.drain(&b.queue).len(), 2, "multi-thread: {multi_thread}");
+    }
+}

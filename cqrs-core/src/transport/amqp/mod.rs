@@ -78,9 +78,60 @@ pub fn retry_queue(queue: &str, delay: Duration) -> String {
 /// A connection to RabbitMQ with its own small tokio runtime, shared by the process's workers.
 /// Reconnects on demand: a channel asked for after the connection dropped opens a new connection.
 pub struct AmqpTransport {
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<OwnRuntime>,
     config: AmqpConfig,
     connection: Mutex<Option<Arc<lapin::Connection>>>,
+}
+
+/// The transport's own tokio runtime. Its public callers are blocking (a relay or a worker on a
+/// thread of its own), but an application may call them from inside its own runtime (an
+/// in-process relay started in `#[tokio::main]`): waiting and dropping both work there instead of
+/// panicking as tokio's would.
+pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only on drop")
+    }
+
+    /// `Runtime::block_on`, also from inside another runtime: on a multi-thread runtime's worker
+    /// the wait moves off it (`block_in_place`); on a current-thread runtime, whose one thread
+    /// cannot be given up, the wait runs on a thread of its own.
+    pub(crate) fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => self.rt().block_on(f),
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.rt().block_on(f)),
+            Ok(_) => std::thread::scope(|s| {
+                s.spawn(|| self.rt().block_on(f))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+        }
+    }
+
+    pub(crate) fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt().spawn(f)
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which tokio forbids inside another runtime.
+        if let Some(rt) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl AmqpTransport {
@@ -102,7 +153,7 @@ impl AmqpTransport {
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, format!("starting the AMQP runtime: {e}")))?;
         let t = Arc::new(AmqpTransport {
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(OwnRuntime(Some(runtime))),
             config,
             connection: Mutex::new(None),
         });
@@ -110,8 +161,13 @@ impl AmqpTransport {
         Ok(t)
     }
 
-    /// Run a future on the transport's runtime (for callers on plain threads).
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+    /// Run a future on the transport's runtime and wait for it: from a plain thread, or from
+    /// inside the caller's own tokio runtime (see [`OwnRuntime::block_on`]).
+    pub fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
         self.runtime.block_on(f)
     }
 
