@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Transport,
     /// Reading or writing a file.
     Io,
+    /// The application's own error, returned from inside [`atomic`](crate::atomic) to roll the
+    /// transaction back: [`Error::application`] wraps it, [`Error::application_error`] gives it back.
+    Application,
 }
 
 impl ErrorKind {
@@ -47,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Database => "database",
             ErrorKind::Transport => "transport",
             ErrorKind::Io => "io",
+            ErrorKind::Application => "application",
         }
     }
 }
@@ -91,6 +95,47 @@ impl Error {
     /// Shorthand for [`ErrorKind::Apply`].
     pub fn apply(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Apply, message)
+    }
+
+    /// The application's own error, to return from inside [`atomic`](crate::atomic): the
+    /// transaction rolls back, nothing is sent, and the caller gets it back with
+    /// [`Error::application_error`] or [`Error::into_application_error`].
+    ///
+    /// ```
+    /// #[derive(Debug, PartialEq)]
+    /// struct OutOfStock(i64);
+    /// impl std::fmt::Display for OutOfStock {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "product {} is out of stock", self.0)
+    ///     }
+    /// }
+    /// impl std::error::Error for OutOfStock {}
+    ///
+    /// let err = cqrs::Error::application(OutOfStock(7));
+    /// assert_eq!(err.kind(), cqrs::ErrorKind::Application);
+    /// assert_eq!(err.to_string(), "product 7 is out of stock");
+    /// assert_eq!(err.application_error::<OutOfStock>(), Some(&OutOfStock(7)));
+    /// assert_eq!(err.into_application_error::<OutOfStock>().ok(), Some(OutOfStock(7)));
+    /// ```
+    pub fn application(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::new(ErrorKind::Application, error.to_string()).with_source(error)
+    }
+
+    /// The application's error of type `E` this wraps, if it is one ([`Error::application`]).
+    pub fn application_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match (&self.kind, &self.source) {
+            (ErrorKind::Application, Some(source)) => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// [`Error::application_error`], by value: `Err(self)` when it is not one of type `E`.
+    pub fn into_application_error<E: std::error::Error + 'static>(self) -> Result<E, Self> {
+        if self.application_error::<E>().is_none() {
+            return Err(self);
+        }
+        let source = self.source.expect("checked");
+        Ok(*source.downcast::<E>().expect("checked"))
     }
 
     /// Shorthand for [`ErrorKind::Config`].

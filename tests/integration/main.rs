@@ -19,6 +19,7 @@ mod fuzz;
 mod hostile;
 mod local;
 mod logs;
+mod migrations;
 mod model_settings;
 mod property;
 mod protocol;

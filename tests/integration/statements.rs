@@ -630,3 +630,44 @@ both!(
         );
     }
 );
+
+/// The application's own error, returned from inside `atomic`.
+#[derive(Debug, PartialEq)]
+struct OutOfStock(i64);
+
+impl std::fmt::Display for OutOfStock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "product {} is out of stock", self.0)
+    }
+}
+
+impl std::error::Error for OutOfStock {}
+
+both!(
+    /// `atomic` aborted with the application's own error: everything rolls back, nothing is
+    /// sent, and the caller gets its error back by type.
+    fn an_application_error_rolls_atomic_back_and_comes_back_by_type(kind: Kind) {
+        let t = TestDb::new(kind);
+        let mut db = t.connect();
+        create_table(&mut db);
+        let err = with_diesel!(&mut db, |conn| {
+            atomic(conn, |tx| {
+                let id: i64 = tx
+                    .insert_into(s_items::table)
+                    .values(&NewSItem {
+                        name: "a",
+                        value: 0,
+                    })
+                    .returning(s_items::id)
+                    .get_result()?;
+                Err::<(), _>(cqrs::Error::application(OutOfStock(id)))
+            })
+            .unwrap_err()
+        });
+        assert_eq!(err.kind(), cqrs::ErrorKind::Application);
+        assert!(err.to_string().contains("out of stock"), "{err}");
+        assert!(err.into_application_error::<OutOfStock>().is_ok());
+        assert!(table_state(&mut db).is_empty(), "rolled back");
+        assert!(sent(&mut db).is_empty(), "nothing sent");
+    }
+);

@@ -10,17 +10,18 @@ use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{self as st, Nullable};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub mod dialect;
 pub mod listen;
+pub mod migrations;
 pub mod typed;
 
 /// Re-exported: messages about connections redact their URLs.
 pub use crate::config::redact;
 pub use dialect::Backend;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::turns::Turn;
 use crate::value::{ColumnType, SqlValue};
 
@@ -153,11 +154,10 @@ impl Db {
 
     /// Run the embedded cqrs migrations (`cqrs_outbox`, `cqrs_tombstones`); returns the versions applied.
     pub fn migrate(&mut self) -> Result<Vec<String>> {
-        let applied = match self {
-            Db::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(versions),
-            Db::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(versions),
-        };
-        applied.map_err(|e| Error::new(ErrorKind::Database, format!("running migrations: {e}")))
+        match self {
+            Db::Pg(c) => migrations::run(c, PG_MIGRATIONS),
+            Db::Sqlite(c) => migrations::run(c, SQLITE_MIGRATIONS),
+        }
     }
 
     /// Execute statements without binds (DDL, pragmas).
@@ -386,10 +386,6 @@ pub fn in_transaction<C: SqlConn + ?Sized, T>(
             Err(e)
         }
     }
-}
-
-fn versions(v: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
-    v.into_iter().map(|v| v.to_string()).collect()
 }
 
 fn bind_all_pg<'a>(
