@@ -88,7 +88,6 @@ pub mod __private {
         TableSpec,
     };
     pub use crate::value::ColumnType;
-    pub use chrono;
     pub use diesel;
     pub use serde_json;
 }

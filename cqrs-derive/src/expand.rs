@@ -122,29 +122,6 @@ pub fn master(input: &DeriveInput) -> TokenStream {
                         keys,
                     )
                 }
-
-                type Bump = (
-                    #krate::__private::diesel::dsl::Eq<
-                        #table_path::cqrs_revision,
-                        #krate::__private::diesel::dsl::Add<#table_path::cqrs_revision, i32>,
-                    >,
-                    #krate::__private::diesel::dsl::Eq<
-                        #table_path::cqrs_updated,
-                        #krate::__private::chrono::DateTime<#krate::__private::chrono::Utc>,
-                    >,
-                );
-
-                fn bump(
-                    at: #krate::__private::chrono::DateTime<#krate::__private::chrono::Utc>,
-                ) -> Self::Bump {
-                    (
-                        #krate::__private::diesel::ExpressionMethods::eq(
-                            #table_path::cqrs_revision,
-                            #table_path::cqrs_revision + 1,
-                        ),
-                        #krate::__private::diesel::ExpressionMethods::eq(#table_path::cqrs_updated, at),
-                    )
-                }
             }
 
             #[automatically_derived]

@@ -530,3 +530,38 @@ fn writes_no_trigger_saw_are_repaired_by_the_two_pipelines() {
         .unwrap();
     converges(&t, &replica, "t_items");
 }
+
+/// A key deleted and inserted again while the application's trigger writes back to the new row,
+/// then deleted once more: the replicas get the DELETE. An insert of a deleted key that
+/// `ON CONFLICT DO NOTHING` skips (another unique column) leaves the DELETE as it was.
+#[test]
+fn a_recreated_key_keeps_its_history_through_nested_writes_and_skipped_inserts() {
+    let t = master_db();
+    let replica = Replica::new();
+    let mut db = t.connect();
+    db.batch_execute("INSERT INTO t_items (id, name) VALUES (1, 'a'), (2, 'b'), (8, 'h')")
+        .unwrap();
+    converges(&t, &replica, "t_items");
+    write_back_triggers(&mut db, "t_items");
+    db.batch_execute(
+        "BEGIN;
+         DELETE FROM t_items WHERE id = 8;
+         INSERT INTO t_items (id, name) VALUES (8, 'X');
+         DELETE FROM t_items WHERE id = 8;
+         COMMIT;",
+    )
+    .unwrap();
+    converges(&t, &replica, "t_items");
+    db.batch_execute(
+        "CREATE UNIQUE INDEX t_items_name ON t_items (name);
+         BEGIN;
+         DELETE FROM t_items WHERE id = 1;
+         INSERT INTO t_items (id, name) VALUES (1, 'b') ON CONFLICT DO NOTHING;
+         COMMIT;",
+    )
+    .unwrap();
+    let msgs = sent(&mut db);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0].signal_type, cqrs::SignalType::Delete);
+    converges(&t, &replica, "t_items");
+}

@@ -96,6 +96,19 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             }
         }
 
+        // A row this transaction bumped whose revision the application's own writes put back
+        // (a struct changeset with the revision it read): capture's revision is the one sent.
+        for (k, touch) in &cap.touched {
+            if let State::Updated { revision, .. } = touch.state
+                && let Some(row) = finals.get_mut(k)
+            {
+                let t = cap.specs[k.0.as_str()].table();
+                if super::revision_of(t, row) != revision {
+                    self.fix_revision(t, touch.key.clone(), revision)?;
+                    row[t.revision_index()] = Some(SqlValue::Integer(revision));
+                }
+            }
+        }
         let mut out = Vec::new();
         for k in &cap.order {
             let touch = &cap.touched[k];
@@ -237,7 +250,7 @@ fn previous_data(
                 }
             }
         }
-        State::Updated { previous } => {
+        State::Updated { previous, .. } => {
             for (&c, old) in tracked.iter().zip(previous) {
                 let (old, new) = (
                     old.as_ref().map(SqlValue::to_json),

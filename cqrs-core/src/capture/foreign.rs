@@ -81,12 +81,13 @@ pub(super) fn settle<C: SqlConn + ?Sized>(conn: &mut C, cap: &Rc<RefCell<Capture
         if !holds(conn, &mark)? {
             let before = cap.borrow_mut().watches.pop().expect("checked").before;
             *cap.borrow_mut() = *before;
-        } else if depth <= own {
-            cap.borrow_mut().watches.pop();
-        } else {
-            // Still inside the savepoint: an older mark holds if this one does.
-            return Ok(());
+            continue;
         }
+        // An older mark holds if this one does (PostgreSQL keeps only the newest to ask).
+        if depth <= own {
+            cap.borrow_mut().watches.clear();
+        }
+        return Ok(());
     }
 }
 

@@ -54,6 +54,9 @@ enum State {
     /// First touched in this transaction: the tracked values before it, and the new revision.
     Updated {
         previous: Vec<Option<SqlValue>>,
+        /// The revision the row took: checked at commit, since the application's own writes
+        /// (`.set(&item)` of a struct with a stale `cqrs_revision`) may have put another back.
+        revision: i32,
     },
     Deleted {
         revision: i32,
@@ -393,8 +396,13 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
             let mut binds = vec![SqlValue::Timestamptz(now())];
             push_list(backend, &mut sql, &mut binds, 2, t, chunk)?;
             // RETURNING sees the tracked columns before the application's own update runs.
-            let cols =
-                std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
+            let rev_col = t.revision_index();
+            let cols = [key_col, rev_col].into_iter().chain(
+                tracked
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != key_col && *c != rev_col),
+            );
             sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
             let returned = self.conn.load_text(&sql, binds)?;
             if returned.len() != chunk.len() {
@@ -409,7 +417,10 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     M::CQRS_ID,
                     Touch {
                         key,
-                        state: State::Updated { previous },
+                        state: State::Updated {
+                            previous,
+                            revision: revision_of(t, &row),
+                        },
                     },
                 );
             }
@@ -441,7 +452,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                 deleted += self.delete_rows(t, chunk)?;
                 continue;
             }
-            let current = self.read_locked(t, rows::all_columns(t), chunk)?;
+            let current = self.read_locked(t, rows::all_columns(t), chunk, true)?;
             deleted += self.delete_rows(t, chunk)?;
             self.record_deleted::<M>(t, current);
         }
@@ -464,12 +475,15 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 
     /// The columns `cols` of the rows of `keys` (one chunk), locked until the transaction ends
-    /// (PostgreSQL; SQLite's write transaction already excludes other writers).
+    /// (PostgreSQL; SQLite's write transaction already excludes other writers): for a delete,
+    /// or, `for_update` false, for an update that leaves the key as it is (which other sessions'
+    /// foreign-key checks do not wait for).
     fn read_locked(
         &mut self,
         t: &crate::model::TableSpec,
         cols: impl IntoIterator<Item = usize>,
         keys: &[SqlValue],
+        for_delete: bool,
     ) -> Result<Vec<Vec<Option<SqlValue>>>> {
         let backend = self.conn.backend();
         let mut sql = format!(
@@ -480,7 +494,11 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         );
         let mut binds = Vec::new();
         push_list(backend, &mut sql, &mut binds, 1, t, keys)?;
-        sql.push_str(backend.for_update());
+        sql.push_str(if for_delete {
+            backend.for_update()
+        } else {
+            backend.for_no_key_update()
+        });
         self.conn
             .load_text(&sql, binds)?
             .iter()
@@ -534,45 +552,126 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         }
     }
 
-    /// The tracked values of rows about to change for the first time in this transaction, by
-    /// canonical key, read under lock: what `previous_data` compares their final state with.
+    /// The tracked values and the revision of rows about to change for the first time in this
+    /// transaction, by canonical key, read under lock: what `previous_data` compares their final
+    /// state with, and what their revision goes up from.
     fn tracked_before(
         &mut self,
         spec: &MasterSpec,
         keys: &[SqlValue],
-    ) -> Result<BTreeMap<String, Vec<Option<SqlValue>>>> {
+    ) -> Result<BTreeMap<String, (Vec<Option<SqlValue>>, i32)>> {
         let t = spec.table();
         let tracked: Vec<usize> = spec.tracked_indexes().collect();
-        let key_col = t.key_index();
-        let cols =
-            std::iter::once(key_col).chain(tracked.iter().copied().filter(|c| *c != key_col));
+        let (key_col, rev_col) = (t.key_index(), t.revision_index());
+        let cols = [key_col, rev_col].into_iter().chain(
+            tracked
+                .iter()
+                .copied()
+                .filter(|c| *c != key_col && *c != rev_col),
+        );
         Ok(self
-            .read_locked(t, cols, keys)?
+            .read_locked(t, cols, keys, false)?
             .into_iter()
             .map(|row| {
                 let key = row[key_col].as_ref().expect("key selected").canonical_key();
-                (key, tracked.iter().map(|&c| row[c].clone()).collect())
+                let previous = tracked.iter().map(|&c| row[c].clone()).collect();
+                (key, (previous, revision_of(t, &row)))
             })
             .collect())
     }
 
-    /// Rows a statement changed for the first time in this transaction (it also bumped their
-    /// revision): remembered with their tracked values from before.
-    fn record_updated<M: MasterModel>(
+    /// Rows a statement changed for the first time in this transaction: their revision goes up
+    /// by one from what it was before the statement (whatever the statement wrote into it) and
+    /// `cqrs_updated` is stamped now; remembered with their tracked values from before.
+    fn bump_updated<M: MasterModel>(
         &mut self,
-        mut before: BTreeMap<String, Vec<Option<SqlValue>>>,
+        spec: &MasterSpec,
+        mut before: BTreeMap<String, (Vec<Option<SqlValue>>, i32)>,
         changed: Vec<SqlValue>,
-    ) {
+    ) -> Result<()> {
+        let t = spec.table();
+        let mut revisions = Vec::with_capacity(changed.len());
         for key in changed {
-            let previous = before.remove(&key.canonical_key()).unwrap_or_default();
+            let (previous, old) = before.remove(&key.canonical_key()).unwrap_or_default();
+            revisions.push((key.clone(), old + 1));
             self.remember(
                 M::CQRS_ID,
                 Touch {
                     key,
-                    state: State::Updated { previous },
+                    state: State::Updated {
+                        previous,
+                        revision: old + 1,
+                    },
                 },
             );
         }
+        self.set_revisions(t, &revisions, Some(now()))
+    }
+
+    /// Give each row of `revisions` its revision (and `cqrs_updated`, when given): one statement
+    /// for the rows whose revision is one short (the usual case), one per row for the others.
+    pub(super) fn set_revisions(
+        &mut self,
+        t: &crate::model::TableSpec,
+        revisions: &[(SqlValue, i32)],
+        updated: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let backend = self.conn.backend();
+        let key_col = t.key_index();
+        let expected: BTreeMap<String, i32> = revisions
+            .iter()
+            .map(|(k, r)| (k.canonical_key(), *r))
+            .collect();
+        let keys: Vec<SqlValue> = revisions.iter().map(|(k, _)| k.clone()).collect();
+        let mut off = Vec::new();
+        for chunk in keys.chunks(backend.bind_limit() - 1) {
+            let mut sql = format!(
+                "UPDATE {} SET cqrs_revision = cqrs_revision + 1",
+                quote(t.table())
+            );
+            let mut binds = Vec::new();
+            if let Some(at) = updated {
+                sql.push_str(", cqrs_updated = ");
+                backend.placeholder(1, &mut sql);
+                binds.push(SqlValue::Timestamptz(at));
+            }
+            sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
+            let first = binds.len() + 1;
+            push_list(backend, &mut sql, &mut binds, first, t, chunk)?;
+            let cols = [key_col, t.revision_index()];
+            sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
+            for text in self.conn.load_text(&sql, binds)? {
+                let row = rows::typed_row(t, &text)?;
+                let key = row[key_col].as_ref().expect("key selected").canonical_key();
+                if let Some(&want) = expected.get(&key)
+                    && revision_of(t, &row) != want
+                {
+                    off.push((row[key_col].clone().expect("key selected"), want));
+                }
+            }
+        }
+        // The application wrote a revision of its own into these: put theirs right.
+        for (key, want) in off {
+            self.fix_revision(t, key, want)?;
+        }
+        Ok(())
+    }
+
+    /// Set one row's revision back to what capture gave it.
+    pub(super) fn fix_revision(
+        &mut self,
+        t: &crate::model::TableSpec,
+        key: SqlValue,
+        want: i32,
+    ) -> Result<()> {
+        let backend = self.conn.backend();
+        let mut sql = format!("UPDATE {} SET cqrs_revision = ", quote(t.table()));
+        backend.placeholder(1, &mut sql);
+        sql.push_str(&format!(" WHERE {} = ", quote(&t.key_column().name)));
+        backend.placeholder(2, &mut sql);
+        self.conn
+            .exec(&sql, vec![SqlValue::Integer(want), key])
+            .map(drop)
     }
 
     /// `DELETE` the rows of `keys` (one chunk); how many there were.
@@ -658,6 +757,14 @@ fn push_list(
 ) -> Result<()> {
     binds.extend(backend.member_of(sql, &mut (first - 1), t.key_column().ty, keys)?);
     Ok(())
+}
+
+/// The revision column of a row read with it.
+pub(super) fn revision_of(t: &crate::model::TableSpec, row: &[Option<SqlValue>]) -> i32 {
+    match row[t.revision_index()] {
+        Some(SqlValue::Integer(r)) => r,
+        _ => 0,
+    }
 }
 
 fn missing(cqrs_id: &str, what: &str, wanted: usize, found: usize) -> Error {

@@ -27,7 +27,6 @@
 
 use std::marker::PhantomData;
 
-use chrono::{DateTime, Utc};
 use diesel::associations::HasTable;
 use diesel::dsl::{Filter, Returning, Select, Update};
 use diesel::query_builder::{
@@ -55,13 +54,6 @@ use crate::value::SqlValue;
 ///     fn by_keys(keys: Vec<i64>) -> Self::ByKeys {
 ///         items::id.eq_any(keys)
 ///     }
-///     type Bump = (
-///         diesel::dsl::Eq<items::cqrs_revision, diesel::dsl::Add<items::cqrs_revision, i32>>,
-///         diesel::dsl::Eq<items::cqrs_updated, chrono::DateTime<chrono::Utc>>,
-///     );
-///     fn bump(at: chrono::DateTime<chrono::Utc>) -> Self::Bump {
-///         (items::cqrs_revision.eq(items::cqrs_revision + 1), items::cqrs_updated.eq(at))
-///     }
 /// }
 /// ```
 #[diagnostic::on_unimplemented(
@@ -77,13 +69,6 @@ pub trait MasterTable<M: MasterModel>: Table {
 
     /// `Self::table().primary_key().eq_any(keys)`: narrows an update to the rows it captured.
     fn by_keys(keys: Vec<Self::Key>) -> Self::ByKeys;
-
-    /// `cqrs_revision = cqrs_revision + 1, cqrs_updated = at`: added to an update's changes for
-    /// the rows it changes first in the transaction.
-    type Bump: AsChangeset<Target = Self>;
-
-    /// The changes of [`MasterTable::Bump`].
-    fn bump(at: DateTime<Utc>) -> Self::Bump;
 }
 
 /// Keys per narrowed update: far below SQLite's bind limit, which the caller's filter and
@@ -171,8 +156,8 @@ impl<'c, C: SqlConn + Connection> Tx<'c, C> {
 
 impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// The keys of rows not changed yet in this transaction (their first change bumps the
-    /// revision), typed and in key order (the order their locks are taken in), and those of
-    /// rows changed before. A key deleted in this transaction is an error.
+    /// revision), typed and sorted by their canonical form, and those of rows changed before. A
+    /// key deleted in this transaction is an error.
     fn split_touched<M: MasterModel, K: Serialize>(
         &self,
         spec: &crate::model::MasterSpec,
@@ -365,16 +350,18 @@ pub struct UpdateSet<'t, 'c, C: SqlConn, S, M, V> {
     model: PhantomData<fn() -> M>,
 }
 
-/// The statement an update of rows first changed in the transaction runs: the caller's changes
-/// and the bump, `RETURNING` the key and `E`.
-type Bumped<S, M, V, E> = Returning<Update<ByKeys<S, M>, (V, BumpOf<S, M>)>, (Pk<S>, E)>;
-/// The same for rows changed before in the transaction: the caller's changes only.
-type Again<S, M, V, E> = Returning<Update<ByKeys<S, M>, V>, (Pk<S>, E)>;
+/// The caller's statement narrowed to the keys it selected, `RETURNING` the key and `E`.
+type Narrowed<S, M, V, E> = Returning<Update<ByKeys<S, M>, V>, (Pk<S>, E)>;
 /// The caller's own statement, for a model its triggers capture.
 type Plain<S, V, E> = Returning<Update<S, V>, (Pk<S>, E)>;
-type BumpOf<S, M> = <<S as HasTable>::Table as MasterTable<M>>::Bump;
 /// All the columns of a source's table.
 type AllOf<S> = <<S as HasTable>::Table as Table>::AllColumns;
+/// `E` of the rows of keys read again after capture stamped them (the statement's own
+/// `RETURNING` saw them before).
+type Fresh<S, M, E> = Select<
+    Filter<<S as HasTable>::Table, <<S as HasTable>::Table as MasterTable<M>>::ByKeys>,
+    (Pk<S>, E),
+>;
 
 impl<'t, 'c, C, S, M, V> UpdateSet<'t, 'c, C, S, M, V>
 where
@@ -388,7 +375,6 @@ where
     M: MasterModel,
     V: AsChangeset<Target = S::Table> + Clone,
     ByKeys<S, M>: IntoUpdateTarget<Table = S::Table>,
-    Update<ByKeys<S, M>, (V, BumpOf<S, M>)>: AsQuery,
     Update<ByKeys<S, M>, V>: AsQuery,
     Update<S, V>: AsQuery,
 {
@@ -396,11 +382,14 @@ where
     pub fn execute<'q>(self) -> Result<usize>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
-        Again<S, M, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
+        Narrowed<S, M, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
         Plain<S, V, Pk<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, Pk<S>)>,
+        Fresh<S, M, Pk<S>>: LoadQuery<'q, C, (KeyOf<S, M>, KeyOf<S, M>)>,
     {
-        self.run(|| S::table().primary_key()).map(|rows| rows.len())
+        self.run(|| S::table().primary_key(), false)
+            .map(|rows| rows.len())
     }
 
     /// Update; returns the first updated row (all the table's columns), as Diesel's
@@ -408,9 +397,11 @@ where
     pub fn get_result<'q, R>(self) -> Result<R>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
-        Again<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Narrowed<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
         Plain<S, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, AllOf<S>)>,
+        Fresh<S, M, AllOf<S>>: LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
         first(self.get_results()?)
     }
@@ -419,11 +410,13 @@ where
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
-        Again<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Narrowed<S, M, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
         Plain<S, V, AllOf<S>>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, AllOf<S>)>,
+        Fresh<S, M, AllOf<S>>: LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
-        self.run(S::Table::all_columns)
+        self.run(S::Table::all_columns, true)
     }
 
     /// What to return instead of the whole row (a column, a tuple, `Item::as_returning()`).
@@ -434,13 +427,18 @@ where
         }
     }
 
-    /// The update, returning `(key, returned)` per changed row; see the module docs.
-    fn run<'q, E, R>(self, returned: impl Fn() -> E) -> Result<Vec<R>>
+    /// The update, returning `returned` per changed row; see the module docs. `reread`: read
+    /// what to return again after the bump, so the revision and time returned are the ones
+    /// stored and sent.
+    fn run<'q, E, R>(self, returned: impl Fn() -> E, reread: bool) -> Result<Vec<R>>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
-        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Narrowed<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
         Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        (Pk<S>, E): diesel::Expression,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, E)>,
+        Fresh<S, M, E>: LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
         let UpdateSet {
             tx,
@@ -465,15 +463,25 @@ where
             let before = tx.tracked_before(&spec, &typed)?;
             let narrowed = source.clone().filter(S::Table::by_keys(keys));
             let rows: Vec<(KeyOf<S, M>, R)> = diesel::update(narrowed)
-                .set((changes.clone(), S::Table::bump(super::now())))
+                .set(changes.clone())
                 .returning((pk(), returned()))
                 .get_results(tx.conn)?;
             let changed = rows
                 .iter()
                 .map(|(k, _)| Tx::<C>::key(&spec, k))
                 .collect::<Result<Vec<_>>>()?;
-            tx.record_updated::<M>(before, changed);
-            out.extend(rows.into_iter().map(|(_, r)| r));
+            // Bumped after the statement, which judged its filter on the rows as they were.
+            tx.bump_updated::<M>(&spec, before, changed)?;
+            if reread && !rows.is_empty() {
+                let keys = rows.into_iter().map(|(k, _)| k).collect();
+                let rows: Vec<(KeyOf<S, M>, R)> = S::table()
+                    .filter(S::Table::by_keys(keys))
+                    .select((pk(), returned()))
+                    .load(tx.conn)?;
+                out.extend(rows.into_iter().map(|(_, r)| r));
+            } else {
+                out.extend(rows.into_iter().map(|(_, r)| r));
+            }
         }
         for chunk in again.chunks(KEYS_PER_UPDATE) {
             let narrowed = source.clone().filter(S::Table::by_keys(chunk.to_vec()));
@@ -506,7 +514,6 @@ where
     M: MasterModel,
     V: AsChangeset<Target = S::Table> + Clone,
     ByKeys<S, M>: IntoUpdateTarget<Table = S::Table>,
-    Update<ByKeys<S, M>, (V, BumpOf<S, M>)>: AsQuery,
     Update<ByKeys<S, M>, V>: AsQuery,
     Update<S, V>: AsQuery,
     E: Clone,
@@ -515,9 +522,12 @@ where
     pub fn get_result<'q, R>(self) -> Result<R>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
-        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Narrowed<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
         Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        (Pk<S>, E): diesel::Expression,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, E)>,
+        Fresh<S, M, E>: LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
         first(self.get_results()?)
     }
@@ -526,12 +536,15 @@ where
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
         Select<S, Pk<S>>: LoadQuery<'q, C, KeyOf<S, M>>,
-        Bumped<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
-        Again<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        Narrowed<S, M, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
         Plain<S, V, E>: Query + LoadQuery<'q, C, (KeyOf<S, M>, R)>,
+        S::Table: FilterDsl<<S::Table as MasterTable<M>>::ByKeys>,
+        (Pk<S>, E): diesel::Expression,
+        Filter<S::Table, <S::Table as MasterTable<M>>::ByKeys>: SelectDsl<(Pk<S>, E)>,
+        Fresh<S, M, E>: LoadQuery<'q, C, (KeyOf<S, M>, R)>,
     {
         let returned = self.returned;
-        self.update.run(move || returned.clone())
+        self.update.run(move || returned.clone(), true)
     }
 }
 
@@ -597,7 +610,7 @@ where
         let mut deleted = 0;
         for chunk in keys.chunks(KEYS_PER_UPDATE) {
             let (typed, keys): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();
-            let rows = tx.read_locked(t, crate::rows::all_columns(t), &typed)?;
+            let rows = tx.read_locked(t, crate::rows::all_columns(t), &typed, true)?;
             let narrowed = source.clone().filter(S::Table::by_keys(keys));
             let gone: Vec<KeyOf<S, M>> = diesel::delete(narrowed)
                 .returning(pk())

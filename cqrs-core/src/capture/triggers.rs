@@ -57,13 +57,18 @@ const TRIGGERS: [(&str, &str); 4] = [
     ("truncate", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT"),
 ];
 
+/// The line in the stamp's body that says which version of trigger capture installed it: the
+/// triggers of an earlier one are refused until `cqrs triggers install` runs again.
+const CAPTURE_VERSION: &str = "cqrs capture 2";
+
 /// Triggers of earlier versions, dropped by `install` and `uninstall`.
 const RETIRED: [&str; 1] = ["deleted"];
 
 /// The session settings a function runs with, as `pg_proc.proconfig` lists them: the statement
-/// triggers write floats, whose text depends on `extra_float_digits`.
+/// triggers write floats, and the stamp the tracked values before a change, whose text depends on
+/// `extra_float_digits`.
 fn settings(what: &str) -> Option<&'static str> {
-    matches!(what, "inserted" | "updated").then_some("extra_float_digits=1")
+    matches!(what, "stamp" | "inserted" | "updated").then_some("extra_float_digits=1")
 }
 
 /// The install script of a trigger-captured model: `CREATE OR REPLACE` of its functions, its
@@ -276,22 +281,30 @@ pub(crate) fn require_installed<C: SqlConn + ?Sized>(
             .map(|(what, _)| SqlValue::Text(trigger_name(table, what))),
     );
     binds.push(SqlValue::Text(trigger_name(table, "stamp")));
-    // Ours enabled, and none of the application's BEFORE row triggers after the stamp.
+    binds.push(SqlValue::Text(function_name(table, "stamp")));
+    binds.push(SqlValue::Text(format!("%-- {CAPTURE_VERSION}\n%")));
+    // Ours enabled, of this version, and none of the application's BEFORE row triggers after
+    // the stamp.
     let found = conn.load_text(
         "SELECT CAST(count(*) FILTER (WHERE t.tgname IN ($2, $3, $4, $5) AND t.tgenabled IN ('O', 'A')) AS TEXT) \
          || ':' || CAST(count(*) FILTER (WHERE NOT t.tgisinternal AND (t.tgtype & 67) = 3 \
-         AND t.tgname::text COLLATE \"C\" > $6 COLLATE \"C\") AS TEXT) AS j \
+         AND t.tgname::text COLLATE \"C\" > $6 COLLATE \"C\") AS TEXT) \
+         || ':' || CAST(EXISTS (SELECT 1 FROM pg_proc p WHERE p.proname = $7 \
+         AND p.pronamespace = current_schema()::regnamespace AND p.prosrc LIKE $8) AS TEXT) AS j \
          FROM pg_trigger t WHERE t.tgrelid = to_regclass($1)",
         binds,
     )?;
+    let cqrs_id = spec.table().cqrs_id();
     match found.first().map(String::as_str) {
-        Some("4:0") => Ok(()),
+        Some("4:0:true") => Ok(()),
+        Some(counts) if counts.starts_with("4:0:") => Err(Error::config(format!(
+            "master `{cqrs_id}`: the triggers on table {table} were installed by an earlier version of cqrs: run `cqrs triggers install` again"
+        ))),
         Some(counts) if counts.starts_with("4:") => Err(Error::config(
             late_before_triggers(conn, spec)?.unwrap_or_else(|| counts.to_string()),
         )),
         _ => Err(Error::config(format!(
-            "master `{}` is captured by triggers (capture = \"trigger\") but table {table} does not have its {} enabled: run `cqrs triggers install` (`cqrs triggers check` says which)",
-            spec.table().cqrs_id(),
+            "master `{cqrs_id}` is captured by triggers (capture = \"trigger\") but table {table} does not have its {} enabled: run `cqrs triggers install` (`cqrs triggers check` says which)",
             TRIGGERS.len()
         ))),
     }
@@ -432,6 +445,7 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
     let stamp = format!(
         "
 -- cqrs model {lit}
+-- {CAPTURE_VERSION}
 DECLARE
     claim record;
     recreated boolean := false;
@@ -459,7 +473,10 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         -- A transaction deleting this key holds its row until it ends: wait for it, so this row's
         -- stamp is later than that DELETE's (a replica re-creates a key by comparing the two).
-        PERFORM 1 FROM {table_q} WHERE {key} = NEW.{key} FOR KEY SHARE;
+        -- Only when such a row is there: inserting a new key takes no lock (nor UPDATE privilege).
+        IF EXISTS (SELECT 1 FROM {table_q} WHERE {key} = NEW.{key}) THEN
+            PERFORM 1 FROM {table_q} WHERE {key} = NEW.{key} FOR KEY SHARE;
+        END IF;
         NEW.cqrs_revision := 0;
         NEW.cqrs_updated := clock_timestamp();
         IF current_setting('cqrs.deleted', true) IS NOT DISTINCT FROM 'on' THEN
@@ -468,9 +485,9 @@ BEGIN
         END IF;
         IF recreated THEN
             -- Deleted earlier in this transaction and inserted again: to the replicas an update,
-            -- at the revision its DELETE would have had.
+            -- at the revision its DELETE would have had. The claim stays a DELETE until the row is
+            -- in (the statement trigger turns it into a SAVE): an INSERT .. ON CONFLICT may skip it.
             NEW.cqrs_revision := (claim.body::jsonb -> 'instance_data' ->> 'cqrs_revision')::integer;
-            UPDATE cqrs_outbox SET signal_type = 'SAVE', body = 'cqrs:recreated' WHERE id = claim.id;
         END IF;
         RETURN NEW;
     END IF;
@@ -515,9 +532,9 @@ END
         )
     };
 
-    // A claim already there for an inserted key: a key deleted and inserted again (the stamp made
-    // it `cqrs:recreated`, keeping the tracked values from before), or a row a statement inside
-    // this one changed after it was inserted (created all the same).
+    // A claim already there for an inserted key: the DELETE of a key deleted and inserted again
+    // (a SAVE now, keeping the tracked values from before the transaction), or the claim of a row
+    // a statement inside this one changed after it was inserted (created all the same).
     let inserted = format!(
         "
 -- cqrs model {lit}
@@ -527,11 +544,10 @@ BEGIN
     FROM (
         {current}
         LEFT JOIN cqrs_outbox AS e ON e.capture_tx = txid_current() AND e.cqrs_id = {lit}
-            AND e.pk = {pk_r} AND e.body = 'cqrs:recreated'
+            AND e.pk = {pk_r} AND e.signal_type = 'DELETE'
     ) AS c
     {on_conflict}
-    DO UPDATE SET body = EXCLUDED.body, capture_previous = EXCLUDED.capture_previous
-    WHERE cqrs_outbox.signal_type = 'SAVE';
+    DO UPDATE SET signal_type = 'SAVE', body = EXCLUDED.body, capture_previous = EXCLUDED.capture_previous;
     RETURN NULL;
 END
 ",

@@ -155,7 +155,8 @@ impl Backend {
     /// of a temporary table on SQLite (whose DDL is transactional too).
     pub(crate) fn set_mark(self) -> &'static [&'static str] {
         match self {
-            Backend::Postgres => &["SELECT set_config('cqrs.mark_' || $1, 'on', true)"],
+            // One setting whatever the mark (a setting per mark would stay in the session).
+            Backend::Postgres => &["SELECT set_config('cqrs.capture_mark', $1, true)"],
             Backend::Sqlite => &[
                 "CREATE TEMP TABLE IF NOT EXISTS cqrs_capture_marks (mark TEXT PRIMARY KEY)",
                 "INSERT OR IGNORE INTO temp.cqrs_capture_marks (mark) VALUES (?)",
@@ -163,12 +164,13 @@ impl Backend {
         }
     }
 
-    /// The query that reads `on` (aliased `j`) while mark `$1` holds. On SQLite it fails once a
+    /// The query that reads `on` (aliased `j`) while mark `$1` holds: on PostgreSQL while it is
+    /// the latest mark left (an older one holds if a newer one does). On SQLite it fails once a
     /// rollback took the temporary table with it, which also means the mark is gone.
     pub(crate) fn probe_mark(self) -> &'static str {
         match self {
             Backend::Postgres => {
-                "SELECT COALESCE(current_setting('cqrs.mark_' || $1, true), '') AS j"
+                "SELECT CASE WHEN current_setting('cqrs.capture_mark', true) = $1 THEN 'on' ELSE '' END AS j"
             }
             Backend::Sqlite => "SELECT 'on' AS j FROM temp.cqrs_capture_marks WHERE mark = ?",
         }
@@ -179,6 +181,15 @@ impl Backend {
     pub fn for_update(self) -> &'static str {
         match self {
             Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// [`Backend::for_update`] for rows that will be updated with their key unchanged: a
+    /// weaker lock, which other sessions inserting rows that reference them do not wait for.
+    pub fn for_no_key_update(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR NO KEY UPDATE",
             Backend::Sqlite => "",
         }
     }
