@@ -49,7 +49,7 @@ pub struct CommonArgs {
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// `2026-12-04T18:00:00Z  INFO cqrs::relay: published 500 …`
+    /// `2026-12-04T18:00:00Z  INFO cqrs::relay: relay: 500 message(s) in the last 60 s …`
     Text,
     /// `{"timestamp":…,"level":"INFO","fields":{"message":…},"target":…}`
     Json,

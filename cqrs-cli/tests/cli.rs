@@ -488,3 +488,31 @@ fn a_bad_metrics_address_exits_2() {
         stderr(&o)
     );
 }
+
+/// A relay says at start what it relays and where to (credentials left out); so does `consume`
+/// (tested with the example binaries). Its per-minute progress lines come from the same reporter.
+#[test]
+fn the_relay_says_what_it_relays_when_it_starts() {
+    let t = TestDb::new(Kind::Postgres);
+    let err = logs_of(
+        &[
+            "relay",
+            "--database-url",
+            t.url.as_str(),
+            "--broker-url",
+            "amqp://guest:s3cret@127.0.0.1:1/%2f",
+        ],
+        2,
+    );
+    let start = err
+        .lines()
+        .find(|l| l.contains("relay starting"))
+        .unwrap_or_else(|| panic!("no start line: {err}"));
+    assert!(
+        start.contains("exchange=cqrs")
+            && start.contains("batch_size=")
+            && start.contains("127.0.0.1:1"),
+        "{start}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

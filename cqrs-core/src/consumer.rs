@@ -184,8 +184,16 @@ impl<'a, I: Inbox> Consumer<'a, I> {
     /// Process batches until `shutdown` fires; the batch in flight is finished and acked first.
     pub fn run(&mut self, shutdown: &Shutdown) -> Result<()> {
         self.shutdown = shutdown.clone();
+        let mut progress = crate::telemetry::Progress::new("consumer");
         while !shutdown.is_triggered() {
             self.poll(RECEIVE_WAIT)?;
+            let s = self.stats;
+            progress.tick(s.received, || {
+                format!(
+                    "{} received in all, {} batches, {} retried, {} dead-lettered",
+                    s.received, s.batches, s.retried, s.dead_lettered
+                )
+            });
         }
         // Deliveries prefetched but not taken go back to the queue for the next consumer.
         self.inbox.requeue_unacked()

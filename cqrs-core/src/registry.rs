@@ -129,6 +129,60 @@ impl Registry {
         settings.check_models(&known)
     }
 
+    /// A config error naming every table or column the replicas `ids` write that the database
+    /// does not have, and cqrs's own tables if `cqrs migrate` has not run: checked when `consume`
+    /// starts, so a wrong database is refused at once rather than on the first message.
+    pub fn check_schema(&self, db: &mut crate::db::Db, ids: &[String]) -> Result<()> {
+        use crate::db::{Backend, SqlConn};
+        let columns_sql = match db.backend() {
+            Backend::Postgres => {
+                "SELECT CAST(column_name AS TEXT) AS j FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+            Backend::Sqlite => "SELECT name AS j FROM pragma_table_info(?)",
+        };
+        let mut missing = Vec::new();
+        let columns_of = |db: &mut crate::db::Db, table: &str| -> Result<Vec<String>> {
+            db.load_text(
+                columns_sql,
+                vec![crate::value::SqlValue::Text(table.into())],
+            )
+        };
+        if columns_of(db, "cqrs_tombstones")?.is_empty() {
+            missing.push("table cqrs_tombstones (run `cqrs migrate`)".to_string());
+        }
+        for id in ids {
+            let Some(t) = self.replicas.get(id).and_then(|r| r.table()) else {
+                continue;
+            };
+            let have = columns_of(db, t.table())?;
+            if have.is_empty() {
+                missing.push(format!("table {} (replica `{id}`)", t.table()));
+                continue;
+            }
+            let absent: Vec<&str> = t
+                .columns()
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| !have.iter().any(|h| h == c))
+                .collect();
+            if !absent.is_empty() {
+                missing.push(format!(
+                    "column(s) {} of table {} (replica `{id}`)",
+                    absent.join(", "),
+                    t.table()
+                ));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "the replica database lacks {}",
+            missing.join("; ")
+        )))
+    }
+
     /// True if no model is registered.
     pub fn is_empty(&self) -> bool {
         self.replicas.is_empty() && self.masters.is_empty()

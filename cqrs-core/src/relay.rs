@@ -435,7 +435,15 @@ impl<P: Publisher> Relay<P> {
         // commit has been signalled since the last claim.
         let mut claim = true;
         let mut link = BrokerLink::default();
+        let mut progress = crate::telemetry::Progress::new("relay");
         while !shutdown.is_triggered() {
+            let s = self.stats;
+            progress.tick(s.published, || {
+                format!(
+                    "{} published in all, {} unroutable, {} failed",
+                    s.published, s.unroutable, s.failed
+                )
+            });
             let turn = if claim {
                 self.step(&mut in_flight, false)
             } else {

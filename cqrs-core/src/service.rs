@@ -65,6 +65,18 @@ pub fn consume(
     if workers == 0 {
         return Err(Error::config("--workers must be at least 1"));
     }
+    // A database that answers is checked now; one that does not is waited for by the workers.
+    match crate::db::Db::connect(&db_url) {
+        Ok(mut db) => registry.check_schema(&mut db, &ids)?,
+        Err(e) => tracing::warn!("cannot check the replica tables yet: {e}"),
+    }
+    tracing::info!(
+        queue = %queue,
+        workers,
+        models = %ids.join(","),
+        broker = %settings.broker_url.as_deref().map(crate::db::redact).unwrap_or_default(),
+        "consume starting"
+    );
     let readiness = Readiness::default();
     for w in 0..workers {
         readiness.set(&worker_part(w), Err("starting".into()));
@@ -239,6 +251,13 @@ pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
     let Some(db) = database_until(url, shutdown)? else {
         return Ok(RelayStats::default());
     };
+    tracing::info!(
+        database = %crate::db::redact(url),
+        broker = %settings.broker_url.as_deref().map(crate::db::redact).unwrap_or_default(),
+        exchange = %settings.exchange,
+        batch_size = settings.batch_size,
+        "relay starting"
+    );
     let readiness = Readiness::default();
     readiness.set("relay", Err("connecting".into()));
     let mut gauges = BacklogGauges::new(url);

@@ -293,3 +293,46 @@ fn answer(
     )?;
     stream.flush()
 }
+
+/// How often a running relay or consumer says at `info` what it has done.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+/// A line at `info` every [`PROGRESS_EVERY`] with what a long-running loop did since the last
+/// one (nothing when it did nothing): what a person watching a terminal needs, without a line
+/// per message.
+pub struct Progress {
+    what: &'static str,
+    since: Instant,
+    last: usize,
+}
+
+impl Progress {
+    /// A reporter for `what` ("relay", "consumer").
+    pub fn new(what: &'static str) -> Progress {
+        Progress {
+            what,
+            since: Instant::now(),
+            last: 0,
+        }
+    }
+
+    /// `total` is the count so far; `detail` says the rest (called only when a line is due).
+    pub fn tick(&mut self, total: usize, detail: impl FnOnce() -> String) {
+        let elapsed = self.since.elapsed();
+        if elapsed < PROGRESS_EVERY {
+            return;
+        }
+        let done = total.saturating_sub(self.last);
+        if done > 0 {
+            tracing::info!(
+                "{}: {done} message(s) in the last {} s ({:.0}/s); {}",
+                self.what,
+                elapsed.as_secs(),
+                done as f64 / elapsed.as_secs_f64(),
+                detail()
+            );
+        }
+        self.since = Instant::now();
+        self.last = total;
+    }
+}

@@ -257,3 +257,36 @@ fn sync_and_diff_sync_succeed_while_a_relay_runs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `consume` pointed at a database without the replica's table (or cqrs's own) exits 2 at once,
+/// naming what is missing, instead of idling until the first message fails.
+#[test]
+fn consume_against_a_database_missing_a_table_exits_2_naming_it() {
+    for kind in [Kind::Postgres, Kind::Sqlite] {
+        let empty = TestDb::empty(kind);
+        let b = TestBroker::new();
+        let url = amqp_url();
+        let out = run(
+            &PathBuf::from(REPLICA),
+            &[
+                "consume",
+                "--queue",
+                &b.queue,
+                "--broker-url",
+                &url,
+                "--exchange",
+                &b.exchange,
+            ],
+            &empty,
+            None,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{kind:?}: {err}");
+        assert!(
+            err.contains("table cqrs_tombstones (run `cqrs migrate`)")
+                && err.contains("table replica_items (replica `item`)"),
+            "{kind:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+}
