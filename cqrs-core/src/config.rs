@@ -592,10 +592,17 @@ impl Settings {
         Ok(s)
     }
 
-    /// The metrics listener's address, parsed (`host:port`, resolved).
+    /// The metrics listener's address, parsed (`host:port`, resolved; `:port` or a bare port
+    /// listens on every interface, as other Prometheus exporters take it).
     pub fn metrics_socket(&self, addr: &str) -> Result<std::net::SocketAddr> {
         use std::net::ToSocketAddrs;
-        addr.to_socket_addrs()
+        let port = addr.strip_prefix(':').unwrap_or(addr);
+        let full = if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            format!("0.0.0.0:{port}")
+        } else {
+            addr.to_string()
+        };
+        full.to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| Error::config(format!("metrics_addr {addr:?} is not a host:port")))
@@ -683,6 +690,21 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_port_listens_on_every_interface() {
+        let s = Settings::default();
+        for addr in [":9464", "9464"] {
+            assert_eq!(s.metrics_socket(addr).unwrap().to_string(), "0.0.0.0:9464");
+        }
+        assert_eq!(
+            s.metrics_socket("127.0.0.1:9").unwrap().to_string(),
+            "127.0.0.1:9"
+        );
+        for bad in ["", ":", "x", ":x"] {
+            assert!(s.metrics_socket(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn flags_beat_file_beat_defaults() {
