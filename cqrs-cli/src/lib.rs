@@ -18,7 +18,6 @@ mod progress;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
 use cqrs::{Error, ErrorKind, Registry};
 
 pub use cli::{Cli, Command, CommonArgs};
@@ -38,7 +37,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if !registry.is_empty() {
+        // An application's own binary (clap names it after argv[0]): no built-in demo.
+        command = command
+            .about("cqrs commands for this service's models (built with cqrs_cli::run)")
+            .mut_subcommand("demo", |c| c.hide(true));
+    }
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

@@ -290,3 +290,18 @@ fn consume_against_a_database_missing_a_table_exits_2_naming_it() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
 }
+
+/// An application's own binary says so in its help, under its own name, without the stock
+/// tool's built-in demo.
+#[test]
+fn an_applications_binary_has_its_own_help() {
+    let out = Command::new(REPLICA).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        help.starts_with("cqrs commands for this service's models"),
+        "{help}"
+    );
+    assert!(help.contains("Usage: example-replica"), "{help}");
+    assert!(!help.contains("demo"), "{help}");
+}
