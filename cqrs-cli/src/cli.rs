@@ -32,6 +32,9 @@ pub struct CommonArgs {
     /// The topic exchange [env: CQRS_EXCHANGE] [default: cqrs]
     #[arg(long, global = true)]
     pub exchange: Option<String>,
+    /// The type of the replica's queues consume declares: classic or quorum (RabbitMQ) [env: CQRS_QUEUE_TYPE] [default: classic]
+    #[arg(long, global = true)]
+    pub queue_type: Option<cqrs::config::QueueType>,
     /// This service's name (connection names, cqrs-producer header) [env: CQRS_SERVICE_NAME] [default: cqrs]
     #[arg(long, global = true)]
     pub service_name: Option<String>,
@@ -64,6 +67,7 @@ impl CommonArgs {
             broker_url: self.broker_url.clone(),
             queue: self.queue.clone(),
             exchange: self.exchange.clone(),
+            queue_type: self.queue_type,
             service_name: self.service_name.clone(),
             tls_ca_file: self.tls_ca_file.clone(),
             ..Layer::default()

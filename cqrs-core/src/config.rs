@@ -11,6 +11,7 @@
 //! | broker | `--broker-url` (`--amqp-url`) | `CQRS_BROKER_URL` (`AMQP_URL`) | `broker_url` | — |
 //! | replica queue | `--queue` | `CQRS_QUEUE` | `queue` | — |
 //! | exchange | `--exchange` | `CQRS_EXCHANGE` | `exchange` | `cqrs` |
+//! | queue type (AMQP) | `--queue-type` | `CQRS_QUEUE_TYPE` | `queue_type` | `classic` |
 //! | service name | `--service-name` | `CQRS_SERVICE_NAME` | `service_name` | `cqrs` |
 //! | config file | `--config` | `CQRS_CONFIG` | — | `cqrs.toml` if present |
 //! | batch size | `--batch-size` | `CQRS_BATCH_SIZE` | `batch_size` | 500 |
@@ -38,6 +39,46 @@ use crate::error::{Error, Result};
 
 /// Seconds in a day (`_days` settings).
 const DAY: u64 = 86_400;
+
+/// The RabbitMQ queue type of a replica's queues (`queue_type`, `CQRS_QUEUE_TYPE`,
+/// `--queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// RabbitMQ's classic queue, on one node: what django-cqrs declares.
+    #[default]
+    Classic,
+    /// A quorum queue, replicated across a cluster's nodes (RabbitMQ 3.8+).
+    Quorum,
+}
+
+impl QueueType {
+    /// The `x-queue-type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!("queue type {other:?} is not classic or quorum")),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The default config file, read if present in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "cqrs.toml";
@@ -130,6 +171,11 @@ settings! {
     /// The topic exchange (`cqrs`).
     exchange: String = "cqrs".into(),
         key exchange: String, env ["CQRS_EXCHANGE"] => |v| v;
+    /// The type of the queues `consume` declares for this replica (its queue, dead-letter queue
+    /// and retry delay queues): `classic` (what django-cqrs declares) or `quorum` (replicated
+    /// across a RabbitMQ cluster's nodes).
+    queue_type: QueueType = QueueType::Classic,
+        key queue_type: QueueType, env ["CQRS_QUEUE_TYPE"] => |v| v;
     /// This service's name (connection names, `cqrs-producer` header).
     service_name: String = "cqrs".into(),
         key service_name: String, env ["CQRS_SERVICE_NAME"] => |v| v;
@@ -350,6 +396,7 @@ macro_rules! show_as {
 
 show_as! {
     String => |v, _k| format!("{v:?}");
+    QueueType => |v, _k| format!("{:?}", v.as_str());
     usize => |v, _k| v.to_string();
     u32 => |v, _k| v.to_string();
     bool => |v, _k| v.to_string();
@@ -421,6 +468,12 @@ impl FromVar for String {
 impl FromVar for PathBuf {
     fn from_var(text: &str) -> std::result::Result<Self, String> {
         Ok(PathBuf::from(text))
+    }
+}
+
+impl FromVar for QueueType {
+    fn from_var(text: &str) -> std::result::Result<Self, String> {
+        text.parse()
     }
 }
 

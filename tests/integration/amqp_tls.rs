@@ -64,6 +64,7 @@ fn amqps_publishes_and_consumes_through_tls() {
         connection_name: format!("{}-tls", b.queue),
         exchange: b.exchange.clone(),
         tls_ca_pem: Some(ca),
+        queue_type: cqrs::config::QueueType::Classic,
     };
     let tls = AmqpTransport::connect(config.clone()).unwrap();
     tls.declare_replica(&b.queue, &["item".into()], &b.delays)

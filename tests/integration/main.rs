@@ -4,6 +4,7 @@
 
 mod amqp_dead_letters;
 mod amqp_end_to_end;
+mod amqp_quorum;
 mod amqp_relay;
 mod amqp_retries;
 mod amqp_tls;

@@ -62,6 +62,7 @@ impl TestBroker {
                 connection_name: format!("cqrs-test-{queue}"),
                 exchange: exchange.clone(),
                 tls_ca_pem: None,
+                queue_type: cqrs::config::QueueType::Classic,
             })
             .unwrap_or_else(|e| {
                 panic!(

@@ -305,3 +305,40 @@ fn an_applications_binary_has_its_own_help() {
     assert!(help.contains("Usage: example-replica"), "{help}");
     assert!(!help.contains("demo"), "{help}");
 }
+
+/// `consume --queue-type quorum` on a replica queue that exists as a classic one exits 2 with
+/// one line naming the queue and both types.
+#[test]
+fn consume_with_the_other_queue_type_exits_2() {
+    let (_master, replica) = setup(Kind::Postgres);
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    let url = amqp_url();
+    let out = run(
+        &PathBuf::from(REPLICA),
+        &[
+            "consume",
+            "-c",
+            "item",
+            "--queue",
+            &b.queue,
+            "--broker-url",
+            &url,
+            "--exchange",
+            &b.exchange,
+            "--queue-type",
+            "quorum",
+        ],
+        &replica,
+        None,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.ends_with(&format!(
+            "queue {} exists as a classic queue but queue_type is quorum: set queue_type = \"classic\" (--queue-type, CQRS_QUEUE_TYPE), or move the queue to quorum first (README, \"Running on a cluster\")",
+            b.queue
+        )),
+        "{err}"
+    );
+}

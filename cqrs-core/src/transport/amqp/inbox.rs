@@ -178,13 +178,14 @@ impl Inbox for AmqpInbox {
     ) -> Result<()> {
         if self.delays.insert(delay) {
             // A level the policy chose that was not declared up front.
-            let (ch, exchange, queue) = (
+            let (ch, exchange, queue, kind) = (
                 self.publish.clone(),
                 self.transport.config.exchange.clone(),
                 self.queue.clone(),
+                self.transport.config.queue_type,
             );
             self.transport.runtime.block_on(async move {
-                declare_delay_level(&ch, &exchange, &queue, delay).await
+                declare_delay_level(&ch, &exchange, &queue, delay, kind).await
             })?;
         }
         headers.insert(HEADER_DELAY.into(), delay.as_millis().to_string());

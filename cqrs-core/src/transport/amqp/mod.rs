@@ -33,7 +33,7 @@ pub use publisher::AmqpPublisher;
 
 use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
 use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher};
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Header carrying a retry copy's delay level (ms) to the headers exchange.
@@ -59,6 +59,8 @@ pub struct AmqpConfig {
     pub exchange: String,
     /// PEM certificates to trust for `amqps://` besides the public roots (a private CA).
     pub tls_ca_pem: Option<String>,
+    /// The type of the replica queues this declares.
+    pub queue_type: crate::config::QueueType,
 }
 
 fn transient(what: &str, e: impl std::fmt::Display) -> Error {
@@ -260,6 +262,7 @@ impl AmqpTransport {
             cqrs_ids.to_vec(),
         );
         let delays: BTreeSet<Duration> = delays.iter().copied().collect();
+        let kind = self.config.queue_type;
         self.runtime.block_on(async move {
             declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
             let dlq = dead_letter_queue(&queue);
@@ -267,12 +270,10 @@ impl AmqpTransport {
                 ch.queue_declare(
                     q.as_str().into(),
                     QueueDeclareOptions::durable(),
-                    FieldTable::default(),
+                    typed(kind),
                 )
                 .await
-                .map_err(|e| {
-                    Error::new(ErrorKind::Transport, format!("declaring queue {q}: {e}"))
-                })?;
+                .map_err(|e| declare_failed(q, kind, e))?;
             }
             for id in &ids {
                 for (q, key) in [
@@ -285,12 +286,44 @@ impl AmqpTransport {
             }
             declare_exchange(&ch, &retry_exchange(&queue), ExchangeKind::Headers).await?;
             for delay in delays {
-                declare_delay_level(&ch, &exchange, &queue, delay).await?;
+                declare_delay_level(&ch, &exchange, &queue, delay, kind).await?;
             }
             let _ = ch.close(200, "OK".into()).await;
             Ok(())
         })
     }
+}
+
+/// The arguments that make a queue of `kind` (none for classic: what django-cqrs declares).
+fn typed(kind: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    if kind == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(kind.as_str().into()),
+        );
+    }
+    args
+}
+
+/// A failed queue declaration. RabbitMQ refuses (406 PRECONDITION_FAILED) a queue that exists
+/// with other arguments; for its type that is a configuration error, said in one line.
+fn declare_failed(queue: &str, asked: QueueType, e: lapin::Error) -> Error {
+    let text = e.to_string();
+    if text.contains("PRECONDITION_FAILED") && text.contains("x-queue-type") {
+        let have = if asked == QueueType::Quorum {
+            QueueType::Classic
+        } else {
+            QueueType::Quorum
+        };
+        return Error::config(format!(
+            "queue {queue} exists as a {have} queue but queue_type is {asked}: set queue_type = \"{have}\" (--queue-type, CQRS_QUEUE_TYPE), or move the queue to {asked} first (README, \"Running on a cluster\")"
+        ));
+    }
+    Error::new(
+        ErrorKind::Transport,
+        format!("declaring queue {queue}: {text}"),
+    )
 }
 
 async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
@@ -338,9 +371,10 @@ async fn declare_delay_level(
     exchange: &str,
     queue: &str,
     delay: Duration,
+    kind: QueueType,
 ) -> Result<()> {
     let name = retry_queue(queue, delay);
-    let mut args = FieldTable::default();
+    let mut args = typed(kind);
     args.insert(
         "x-message-ttl".into(),
         AMQPValue::LongLongInt(delay.as_millis() as i64),
@@ -349,14 +383,21 @@ async fn declare_delay_level(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(exchange.into()),
     );
+    if kind == QueueType::Quorum {
+        // A quorum queue dead-letters at most once unless told otherwise: a retry leaving its
+        // delay queue while a node fails would be lost. At least once needs reject-publish.
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
     ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Transport,
-                format!("declaring delay queue {name}: {e}"),
-            )
-        })?;
+        .map_err(|e| declare_failed(&name, kind, e))?;
     let mut bind_args = FieldTable::default();
     bind_args.insert("x-match".into(), AMQPValue::LongString("all".into()));
     bind_args.insert(
@@ -486,6 +527,7 @@ pub(crate) fn connect_broker(
             })?),
             None => None,
         },
+        queue_type: settings.queue_type,
     };
     Ok(Box::new(AmqpBroker(AmqpTransport::connect(config)?)))
 }

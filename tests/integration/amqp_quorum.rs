@@ -1,0 +1,100 @@
+//! Quorum queues (`queue_type = "quorum"`): the replica's queue, dead-letter queue and retry
+//! delay queues are declared as quorum queues (delay queues dead-letter at least once), and
+//! changes flow through them; a queue that exists with the other type is a one-line
+//! configuration error, both ways.
+
+use std::time::Duration;
+
+use cqrs::config::QueueType;
+use cqrs::{Consumer, Relay, Settings, atomic};
+use cqrs_tests::*;
+
+fn settings(b: &TestBroker, queue_type: QueueType) -> Settings {
+    Settings {
+        broker_url: Some(amqp_url()),
+        queue_type,
+        ..b.settings()
+    }
+}
+
+/// Each of the test's queues with its type and arguments, as rabbitmqctl lists them.
+fn listed(b: &TestBroker) -> Vec<(String, String, String)> {
+    rabbitmqctl(&["list_queues", "name", "type", "arguments"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"].as_str().is_some_and(|n| n.contains(&b.queue)))
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap().to_string(),
+                q["type"].as_str().unwrap_or_default().to_string(),
+                q["arguments"].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_quorum_replica_queue_carries_changes() {
+    let b = TestBroker::new();
+    let quorum = cqrs::transport::connect(&settings(&b, QueueType::Quorum), "test").unwrap();
+    quorum
+        .declare_replica(&b.queue, &["item".into()], &b.delays)
+        .unwrap();
+    let queues = listed(&b);
+    assert_eq!(queues.len(), 2 + b.delays.len(), "{queues:?}");
+    for (name, kind, args) in &queues {
+        assert_eq!(kind, "quorum", "{name}");
+        if name.starts_with("cqrs_retry_") {
+            assert!(
+                args.contains("at-least-once") && args.contains("reject-publish"),
+                "{name}: {args}"
+            );
+        }
+    }
+
+    let master = TestDb::new(Kind::Postgres);
+    atomic(&mut master.connect(), |tx| insert_m_items(tx, 3)).unwrap();
+    let mut relay = Relay::new(
+        master.connect(),
+        b.transport.publisher().unwrap(),
+        b.settings(),
+    );
+    assert_eq!(relay.run_once().unwrap(), 3);
+    let replica = TestDb::new(Kind::Postgres);
+    let registry = item_registry();
+    let s = Settings {
+        database_url: Some(replica.url.clone()),
+        ..settings(&b, QueueType::Quorum)
+    };
+    let inbox = quorum.inbox(&b.queue, 100, &b.delays).unwrap();
+    let mut consumer = Consumer::new(&registry, &s, replica.connect(), inbox);
+    consumer.drain(Duration::from_millis(500)).unwrap();
+    assert_eq!(items(&mut replica.connect()).len(), 3);
+}
+
+#[test]
+fn a_queue_of_the_other_type_is_a_configuration_error_both_ways() {
+    for (first, then) in [
+        (QueueType::Classic, QueueType::Quorum),
+        (QueueType::Quorum, QueueType::Classic),
+    ] {
+        let b = TestBroker::new();
+        cqrs::transport::connect(&settings(&b, first), "test")
+            .unwrap()
+            .declare_replica(&b.queue, &["item".into()], &b.delays)
+            .unwrap();
+        let err = cqrs::transport::connect(&settings(&b, then), "test")
+            .unwrap()
+            .declare_replica(&b.queue, &["item".into()], &b.delays)
+            .unwrap_err();
+        assert_eq!(err.kind(), cqrs::ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "queue {} exists as a {first} queue but queue_type is {then}",
+                b.queue
+            )),
+            "{err}"
+        );
+    }
+}
