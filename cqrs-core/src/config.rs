@@ -330,6 +330,10 @@ impl ModelSettings<'_> {
 /// assert_eq!(redact("postgres://app:pa?ss@db/x"), "postgres://app:***@db/x");
 /// ```
 pub fn redact(url: &str) -> String {
+    // A list of URLs (a cluster's brokers): each its own.
+    if url.matches("://").count() > 1 {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     // Query-style secrets first, wherever a `?` or `&` starts a parameter (a `?` inside a
     // password is not a parameter: it has no `=` of a secret name before the `@`)...
     let secret = |k: &str| {

@@ -112,3 +112,47 @@ fn a_commit_to_a_sqlite_file_wakes_a_listener() {
     assert!(listener.notified().unwrap(), "the commit is seen");
     assert!(!listener.notified().unwrap(), "one commit, one wake-up");
 }
+
+/// Several broker URLs (a cluster's nodes): the first that answers is used, an unreachable one
+/// is skipped, each reconnect goes on to the next URL after the one last used, and every
+/// password in the list is redacted.
+#[test]
+fn a_list_of_broker_urls_fails_over_and_goes_round() {
+    let b = TestBroker::new();
+    let (p1, via1) = through_proxy(&amqp_url());
+    let (p2, via2) = through_proxy(&amqp_url());
+    let list = format!("amqp://guest:s3cret@127.0.0.1:1/%2f,{via1},{via2}");
+    let redacted = cqrs::config::redact(&list);
+    assert!(
+        !redacted.contains("s3cret") && !redacted.contains("guest:guest"),
+        "{redacted}"
+    );
+    let settings = Settings {
+        broker_url: Some(list),
+        ..b.settings()
+    };
+    let broker = cqrs::transport::connect(&settings, "urls").unwrap();
+    let declare = || broker.declare_replica(&b.queue, &["item".into()], &b.delays);
+    declare().unwrap();
+    assert_eq!(
+        (p1.open_links(), p2.open_links()),
+        (1, 0),
+        "the first that answers"
+    );
+    p1.cut();
+    wait_until(
+        Duration::from_secs(20),
+        "a declare through the second URL",
+        || declare().is_ok(),
+    );
+    assert_eq!((p1.open_links(), p2.open_links()), (0, 1));
+    // Round again: after the second, the first (unreachable) then the proxy healed meanwhile.
+    p1.heal();
+    p2.cut();
+    wait_until(
+        Duration::from_secs(20),
+        "a declare through the first proxy again",
+        || declare().is_ok(),
+    );
+    assert_eq!((p1.open_links(), p2.open_links()), (1, 0));
+}

@@ -313,6 +313,8 @@ fn local_transport_consumer_killed_mid_stream_then_restarted_converges() {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "consume",
+            "-c",
+            "item",
             "-w",
             "2",
             "--queue",

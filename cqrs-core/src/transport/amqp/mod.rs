@@ -83,6 +83,9 @@ pub struct AmqpTransport {
     runtime: Arc<OwnRuntime>,
     config: AmqpConfig,
     connection: Mutex<Option<Arc<lapin::Connection>>>,
+    /// Which of the URLs to try first at the next (re)connect: the one after the last used, so
+    /// reconnects go round a cluster's nodes.
+    next_url: std::sync::atomic::AtomicUsize,
 }
 
 /// The transport's own tokio runtime. Its public callers are blocking (a relay or a worker on a
@@ -140,11 +143,13 @@ impl AmqpTransport {
     /// Connect (fails as [`ErrorKind::Transient`] if the broker is unreachable, as
     /// [`ErrorKind::Config`] for a URL that is not `amqp://` or `amqps://`).
     pub fn connect(config: AmqpConfig) -> Result<Arc<AmqpTransport>> {
-        if !config.url.starts_with("amqp://") && !config.url.starts_with("amqps://") {
-            return Err(Error::config(format!(
-                "broker URL {:?} is not amqp:// (or amqps://)",
-                crate::db::redact(&config.url)
-            )));
+        for url in urls(&config.url) {
+            if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+                return Err(Error::config(format!(
+                    "broker URL {:?} is not amqp:// (or amqps://)",
+                    crate::db::redact(url)
+                )));
+            }
         }
         // Two workers are enough for lapin's I/O and our pumps on a 2-core machine; Diesel work
         // runs on the workers' own threads, never here.
@@ -158,6 +163,7 @@ impl AmqpTransport {
             runtime: Arc::new(OwnRuntime(Some(runtime))),
             config,
             connection: Mutex::new(None),
+            next_url: std::sync::atomic::AtomicUsize::new(0),
         });
         t.connection()?;
         Ok(t)
@@ -181,21 +187,43 @@ impl AmqpTransport {
         {
             return Ok(c.clone());
         }
+        // Each URL in turn from the one after the last used; the first that answers wins.
+        let urls = urls(&self.config.url);
+        let first = self.next_url.load(std::sync::atomic::Ordering::Relaxed);
+        let mut failed = Vec::new();
+        for i in 0..urls.len() {
+            let at = (first + i) % urls.len();
+            match self.connect_to(urls[at]) {
+                Ok(conn) => {
+                    self.next_url
+                        .store(at + 1, std::sync::atomic::Ordering::Relaxed);
+                    let conn = Arc::new(conn);
+                    *slot = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) if e.is_transient() && urls.len() > 1 => {
+                    tracing::warn!("{e}; trying the next broker URL");
+                    failed.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed.pop().expect("at least one URL"))
+    }
+
+    /// One connection attempt to `url`.
+    fn connect_to(&self, url: &str) -> Result<lapin::Connection> {
         let props = ConnectionProperties::default()
             .with_connection_name(self.config.connection_name.clone().into());
-        let mut uri: lapin::uri::AMQPUri = self.config.url.parse().map_err(|e: String| {
-            Error::config(format!(
-                "broker URL {}: {e}",
-                crate::db::redact(&self.config.url)
-            ))
+        let mut uri: lapin::uri::AMQPUri = url.parse().map_err(|e: String| {
+            Error::config(format!("broker URL {}: {e}", crate::db::redact(url)))
         })?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
         let tls = lapin::tcp::OwnedTLSConfig {
             identity: None,
             cert_chain: self.config.tls_ca_pem.clone(),
         };
-        let conn = self
-            .runtime
+        self.runtime
             .block_on(async move {
                 let runtime = lapin::runtime::default_runtime()?;
                 let connect = lapin::Connection::connect_uri_with_config(uri, props, tls, runtime);
@@ -205,16 +233,10 @@ impl AmqpTransport {
             .map_err(|_| transient("connecting to RabbitMQ", "timed out"))?
             .map_err(|e| {
                 transient(
-                    &format!(
-                        "connecting to RabbitMQ at {}",
-                        crate::db::redact(&self.config.url)
-                    ),
+                    &format!("connecting to RabbitMQ at {}", crate::db::redact(url)),
                     e,
                 )
-            })?;
-        let conn = Arc::new(conn);
-        *slot = Some(conn.clone());
-        Ok(conn)
+            })
     }
 
     /// A new channel, in confirm mode if asked.
@@ -292,6 +314,16 @@ impl AmqpTransport {
             Ok(())
         })
     }
+}
+
+/// The URLs of a broker URL setting: one, or several separated by commas (a cluster's nodes,
+/// each with its own credentials and TLS).
+fn urls(setting: &str) -> Vec<&str> {
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 /// The arguments that make a queue of `kind` (none for classic: what django-cqrs declares).
