@@ -590,71 +590,78 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         changed: Vec<SqlValue>,
     ) -> Result<()> {
         let t = spec.table();
-        let mut revisions = Vec::with_capacity(changed.len());
+        // A row not read under lock (one that appeared after it) has no revision to go up from:
+        // it keeps what the bump gives it.
+        let wanted: Vec<(SqlValue, Option<i32>)> = changed
+            .iter()
+            .map(|k| (k.clone(), before.get(&k.canonical_key()).map(|b| b.1 + 1)))
+            .collect();
+        let got = self.bump_revisions(t, &wanted, now())?;
         for key in changed {
-            let (previous, old) = before.remove(&key.canonical_key()).unwrap_or_default();
-            revisions.push((key.clone(), old + 1));
+            let canon = key.canonical_key();
+            let previous = before.remove(&canon).map(|b| b.0).unwrap_or_default();
+            let revision = got.get(&canon).copied().unwrap_or_default();
             self.remember(
                 M::CQRS_ID,
                 Touch {
                     key,
-                    state: State::Updated {
-                        previous,
-                        revision: old + 1,
-                    },
+                    state: State::Updated { previous, revision },
                 },
             );
         }
-        self.set_revisions(t, &revisions, Some(now()))
+        Ok(())
     }
 
-    /// Give each row of `revisions` its revision (and `cqrs_updated`, when given): one statement
-    /// for the rows whose revision is one short (the usual case), one per row for the others.
-    pub(super) fn set_revisions(
+    /// Bump the revision of each row of `wanted` by one and stamp `cqrs_updated` (one statement
+    /// per chunk), then set a row whose result is not the revision wanted for it (the statement
+    /// before wrote one of its own) to that one. Returns each row's revision.
+    fn bump_revisions(
         &mut self,
         t: &crate::model::TableSpec,
-        revisions: &[(SqlValue, i32)],
-        updated: Option<DateTime<Utc>>,
-    ) -> Result<()> {
+        wanted: &[(SqlValue, Option<i32>)],
+        updated: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, i32>> {
         let backend = self.conn.backend();
         let key_col = t.key_index();
-        let expected: BTreeMap<String, i32> = revisions
+        let want: BTreeMap<String, Option<i32>> = wanted
             .iter()
             .map(|(k, r)| (k.canonical_key(), *r))
             .collect();
-        let keys: Vec<SqlValue> = revisions.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<SqlValue> = wanted.iter().map(|(k, _)| k.clone()).collect();
+        let mut got = BTreeMap::new();
         let mut off = Vec::new();
         for chunk in keys.chunks(backend.bind_limit() - 1) {
             let mut sql = format!(
-                "UPDATE {} SET cqrs_revision = cqrs_revision + 1",
+                "UPDATE {} SET cqrs_revision = cqrs_revision + 1, cqrs_updated = ",
                 quote(t.table())
             );
-            let mut binds = Vec::new();
-            if let Some(at) = updated {
-                sql.push_str(", cqrs_updated = ");
-                backend.placeholder(1, &mut sql);
-                binds.push(SqlValue::Timestamptz(at));
-            }
+            backend.placeholder(1, &mut sql);
             sql.push_str(&format!(" WHERE {}", quote(&t.key_column().name)));
-            let first = binds.len() + 1;
-            push_list(backend, &mut sql, &mut binds, first, t, chunk)?;
+            let mut binds = vec![SqlValue::Timestamptz(updated)];
+            push_list(backend, &mut sql, &mut binds, 2, t, chunk)?;
             let cols = [key_col, t.revision_index()];
             sql.push_str(&format!(" RETURNING {}", rows::json_expr(backend, t, cols)));
             for text in self.conn.load_text(&sql, binds)? {
                 let row = rows::typed_row(t, &text)?;
-                let key = row[key_col].as_ref().expect("key selected").canonical_key();
-                if let Some(&want) = expected.get(&key)
-                    && revision_of(t, &row) != want
-                {
-                    off.push((row[key_col].clone().expect("key selected"), want));
+                let key = row[key_col].clone().expect("key selected");
+                let canon = key.canonical_key();
+                let has = revision_of(t, &row);
+                match want.get(&canon).copied().flatten() {
+                    Some(w) if w != has => {
+                        off.push((key, w));
+                        got.insert(canon, w);
+                    }
+                    _ => {
+                        got.insert(canon, has);
+                    }
                 }
             }
         }
-        // The application wrote a revision of its own into these: put theirs right.
-        for (key, want) in off {
-            self.fix_revision(t, key, want)?;
+        // The statement wrote a revision of its own into these: put capture's back.
+        for (key, w) in off {
+            self.fix_revision(t, key, w)?;
         }
-        Ok(())
+        Ok(got)
     }
 
     /// Set one row's revision back to what capture gave it.
