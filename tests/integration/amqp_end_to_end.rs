@@ -212,3 +212,42 @@ fn dropped_connections_recover_during_a_5000_change_stream() {
     assert_eq!(got, want);
     assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
 }
+
+/// A server-side cancel under `consume -w 2` (the replica's queue deleted by an operator, as a
+/// quorum leader moving or a node going would cancel it): the workers declare the queue again,
+/// subscribe again with the reconnect backoff and apply what comes next; the service runs on.
+#[test]
+fn consume_subscribes_again_after_the_broker_cancels_it() {
+    use lapin::options::QueueDeleteOptions;
+    let b = TestBroker::new();
+    let master = TestDb::new(Kind::Postgres);
+    let replica = TestReplica::new(&b, item_registry());
+    let ((), stats) = replica.consuming(2, |_| {
+        wait_until(Duration::from_secs(30), "both workers subscribed", || {
+            b.consumers_if_declared(&b.queue) == Some(2)
+        });
+        let ch = b.transport.channel(false).unwrap();
+        let queue = b.queue.clone();
+        b.transport
+            .block_on(async move {
+                ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await
+            })
+            .unwrap();
+        wait_until(Duration::from_secs(60), "both workers subscribed again", || {
+            b.consumers_if_declared(&b.queue) == Some(2)
+        });
+        atomic(&mut master.connect(), |tx| insert_m_items(tx, 5)).unwrap();
+        let mut relay = Relay::new(
+            master.connect(),
+            b.transport.publisher().unwrap(),
+            replica.settings.clone(),
+        );
+        while relay.run_once().unwrap() > 0 {}
+        let mut r = replica.db.connect();
+        wait_until(Duration::from_secs(30), "the replica to apply them", || {
+            items(&mut r).len() == 5
+        });
+    });
+    assert_eq!((stats.received, stats.dead_lettered), (5, 0));
+}
