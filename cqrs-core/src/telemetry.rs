@@ -89,7 +89,7 @@ const SIZES: [f64; 8] = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 /// Every metric the pipeline records, with its help text (the README's operations section lists
 /// the same).
-pub const METRICS: [(&str, &str); 13] = [
+pub const METRICS: [(&str, &str); 14] = [
     (
         "cqrs_outbox_pending",
         "Outbox rows waiting to be published, per cqrs_id (read every 5 s; relay)",
@@ -107,6 +107,10 @@ pub const METRICS: [(&str, &str); 13] = [
         "Outbox rows claimed by the relay",
     ),
     ("cqrs_relay_published_total", "Messages sent to the broker"),
+    (
+        "cqrs_relay_channels_replaced_total",
+        "Publisher channels replaced after a batch was nacked or failed (its rows are published again)",
+    ),
     (
         "cqrs_relay_messages_total",
         "Messages by broker outcome: confirmed, unroutable, failed",

@@ -234,9 +234,11 @@ fn consume_subscribes_again_after_the_broker_cancels_it() {
                     .await
             })
             .unwrap();
-        wait_until(Duration::from_secs(60), "both workers subscribed again", || {
-            b.consumers_if_declared(&b.queue) == Some(2)
-        });
+        wait_until(
+            Duration::from_secs(60),
+            "both workers subscribed again",
+            || b.consumers_if_declared(&b.queue) == Some(2),
+        );
         atomic(&mut master.connect(), |tx| insert_m_items(tx, 5)).unwrap();
         let mut relay = Relay::new(
             master.connect(),

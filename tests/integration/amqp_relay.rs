@@ -220,6 +220,16 @@ fn nacked_batches_in_flight_stay_in_the_outbox() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // The publisher left the channel that nacked for a new one: the refused rows go out on it.
+    wait_until(
+        Duration::from_secs(30),
+        "the refused rows to be published",
+        || {
+            relay.drain().unwrap();
+            cqrs::outbox::pending(&mut db).unwrap() == 0
+        },
+    );
+    assert_eq!(b.count(&b.queue), 10);
 }
 
 /// README's in-process relay, started from inside the application's tokio runtime (what

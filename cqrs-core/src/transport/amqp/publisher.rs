@@ -19,6 +19,7 @@ impl AmqpTransport {
             transport: self.clone(),
             channel: self.channel(true)?,
             last_written: None,
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -31,6 +32,10 @@ pub struct AmqpPublisher {
     channel: Channel,
     /// Fires when the last batch handed to the runtime has been written to the channel.
     last_written: Option<oneshot::Receiver<()>>,
+    /// Set when a batch on the channel was nacked or failed: a channel kept after nacks was seen
+    /// to nack every publish for 30 s (a 3-node cluster that lost a quorum leader), so the next
+    /// batch goes out on a fresh one, and the refused rows, back in the outbox, with it.
+    broken: Arc<AtomicBool>,
 }
 
 impl Publisher for AmqpPublisher {
@@ -48,8 +53,16 @@ impl Publisher for AmqpPublisher {
         self.last_written = Some(written_rx);
         let done = Arc::new(AtomicBool::new(false));
         let finished = done.clone();
+        let broken = self.broken.clone();
         let task = self.transport.runtime.spawn(async move {
             let result = write_and_confirm(ch, exchange, batch, previous, written).await;
+            let refused = match &result {
+                Ok(confirms) => confirms.iter().any(|c| matches!(c, Confirm::Failed(_))),
+                Err(_) => true,
+            };
+            if refused {
+                broken.store(true, Ordering::Release);
+            }
             // Set whatever the result: an error too is ready to read.
             finished.store(true, Ordering::Release);
             result
@@ -67,9 +80,19 @@ impl Publisher for AmqpPublisher {
 
     fn check(&mut self) -> Result<()> {
         // lapin marks the channel closed when its connection's socket ends (a cut link, a broker
-        // restart) or a heartbeat is missed; a new one reconnects first.
-        if !self.channel.status().connected() {
-            self.channel = self.transport.channel(true)?;
+        // restart) or a heartbeat is missed; a new one reconnects first. One that nacked is not
+        // kept either (see `broken`); its batches still unconfirmed fail and are published again.
+        let refused = self.broken.swap(false, Ordering::AcqRel);
+        if refused || !self.channel.status().connected() {
+            let fresh = self.transport.channel(true)?;
+            let old = std::mem::replace(&mut self.channel, fresh);
+            if refused {
+                metrics::counter!("cqrs_relay_channels_replaced_total").increment(1);
+                tracing::warn!("publisher: a batch was refused; publishing on a new channel");
+                self.transport.block_on(async move {
+                    let _ = old.close(200, "OK".into()).await;
+                });
+            }
         }
         Ok(())
     }
