@@ -87,13 +87,16 @@ fn two_competing_consumers_apply_each_message_exactly_once() {
         batch_size: 7,
         ..Settings::default()
     };
+    // Both start together: one that was still connecting could find the queue already empty.
+    let ready = std::sync::Barrier::new(2);
     let received: Vec<usize> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
-                let (registry, settings, t, dir) = (&registry, &settings, &t, &dir);
+                let (registry, settings, t, dir, ready) = (&registry, &settings, &t, &dir, &ready);
                 s.spawn(move || {
                     let mut c =
                         Consumer::new(registry, settings, dir.connect(), t.inbox("q").unwrap());
+                    ready.wait();
                     c.drain(Duration::from_millis(300)).unwrap();
                     c.stats().received
                 })
