@@ -242,18 +242,31 @@ impl AmqpTransport {
     /// A new channel, in confirm mode if asked.
     pub fn channel(&self, confirms: bool) -> Result<Channel> {
         let conn = self.connection()?;
-        self.runtime.block_on(async move {
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| transient("opening a channel", e))?;
-            if confirms {
-                ch.confirm_select(ConfirmSelectOptions::default())
+        let opened = self.runtime.block_on(async move {
+            // A connection whose socket died a moment ago may still look open, and would leave
+            // the channel's opening unanswered for ever.
+            tokio::time::timeout(CONNECT_TIMEOUT, async move {
+                let ch = conn
+                    .create_channel()
                     .await
-                    .map_err(|e| transient("confirm_select", e))?;
+                    .map_err(|e| transient("opening a channel", e))?;
+                if confirms {
+                    ch.confirm_select(ConfirmSelectOptions::default())
+                        .await
+                        .map_err(|e| transient("confirm_select", e))?;
+                }
+                Ok(ch)
+            })
+            .await
+        });
+        match opened {
+            Ok(result) => result,
+            Err(_) => {
+                // Start over on a new connection next time.
+                *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(transient("opening a channel", "no answer from the broker"))
             }
-            Ok(ch)
-        })
+        }
     }
 
     /// Declare the exchange (topic, durable), as both sides of django-cqrs do.
@@ -285,33 +298,44 @@ impl AmqpTransport {
         );
         let delays: BTreeSet<Duration> = delays.iter().copied().collect();
         let kind = self.config.queue_type;
-        self.runtime.block_on(async move {
-            declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
-            let dlq = dead_letter_queue(&queue);
-            for q in [&queue, &dlq] {
-                ch.queue_declare(
-                    q.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    typed(kind),
-                )
-                .await
-                .map_err(|e| declare_failed(q, kind, e))?;
-            }
-            for id in &ids {
-                for (q, key) in [
-                    (&queue, id.clone()),
-                    (&queue, directed_key(&queue, id)),
-                    (&dlq, dead_letter_key(&queue, id)),
-                ] {
-                    bind(&ch, q, &exchange, &key, FieldTable::default()).await?;
+        // The timer is made inside the runtime: tokio's timers need its context.
+        let declared = self.runtime.block_on(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, async move {
+                declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
+                let dlq = dead_letter_queue(&queue);
+                for q in [&queue, &dlq] {
+                    ch.queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions::durable(),
+                        typed(kind),
+                    )
+                    .await
+                    .map_err(|e| declare_failed(q, kind, e))?;
                 }
-            }
-            declare_exchange(&ch, &retry_exchange(&queue), ExchangeKind::Headers).await?;
-            for delay in delays {
-                declare_delay_level(&ch, &exchange, &queue, delay, kind).await?;
-            }
-            let _ = ch.close(200, "OK".into()).await;
-            Ok(())
+                for id in &ids {
+                    for (q, key) in [
+                        (&queue, id.clone()),
+                        (&queue, directed_key(&queue, id)),
+                        (&dlq, dead_letter_key(&queue, id)),
+                    ] {
+                        bind(&ch, q, &exchange, &key, FieldTable::default()).await?;
+                    }
+                }
+                declare_exchange(&ch, &retry_exchange(&queue), ExchangeKind::Headers).await?;
+                for delay in delays {
+                    declare_delay_level(&ch, &exchange, &queue, delay, kind).await?;
+                }
+                let _ = ch.close(200, "OK".into()).await;
+                Ok(())
+            })
+            .await
+        });
+        declared.unwrap_or_else(|_| {
+            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            Err(transient(
+                "declaring the replica's queues",
+                "no answer from the broker",
+            ))
         })
     }
 }
