@@ -532,6 +532,16 @@ END
         )
     };
 
+    // A SAVE of a row of `current`, `previous_data` from the claim's tracked values `first_old`.
+    let save_body = |first_old: &str| {
+        body(
+            "SAVE",
+            "c.data",
+            &previous(first_old, "c.now_tracked"),
+            "c.key",
+        )
+    };
+
     // A claim already there for an inserted key: the DELETE of a key deleted and inserted again
     // (a SAVE now, keeping the tracked values from before the transaction), or the claim of a row
     // a statement inside this one changed after it was inserted (created all the same).
@@ -551,12 +561,7 @@ BEGIN
     RETURN NULL;
 END
 ",
-        body = body(
-            "SAVE",
-            "c.data",
-            &previous("c.first_old", "c.now_tracked"),
-            "c.key"
-        ),
+        body = save_body("c.first_old"),
         current = current(", e.capture_previous AS first_old"),
         pk_r = pk_text("r"),
     );
@@ -573,12 +578,7 @@ BEGIN
     RETURN NULL;
 END
 ",
-        body = body(
-            "SAVE",
-            "c.data",
-            &previous("e.capture_previous", "c.now_tracked"),
-            "c.key"
-        ),
+        body = save_body("e.capture_previous"),
         current = current(""),
     );
 

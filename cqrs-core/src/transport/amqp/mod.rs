@@ -239,6 +239,12 @@ impl AmqpTransport {
             })
     }
 
+    /// Drop the connection a call gave up on: the next one connects anew (the socket may have
+    /// died without lapin noticing).
+    fn forget_connection(&self) {
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// A new channel, in confirm mode if asked.
     pub fn channel(&self, confirms: bool) -> Result<Channel> {
         let conn = self.connection()?;
@@ -262,8 +268,7 @@ impl AmqpTransport {
         match opened {
             Ok(result) => result,
             Err(_) => {
-                // Start over on a new connection next time.
-                *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.forget_connection();
                 Err(transient("opening a channel", "no answer from the broker"))
             }
         }
@@ -331,7 +336,7 @@ impl AmqpTransport {
             .await
         });
         declared.unwrap_or_else(|_| {
-            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.forget_connection();
             Err(transient(
                 "declaring the replica's queues",
                 "no answer from the broker",
