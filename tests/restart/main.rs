@@ -7,6 +7,15 @@ use std::time::Duration;
 use cqrs::{Db, Settings, Shutdown};
 use cqrs_tests::*;
 
+mod cluster;
+
+/// One broker scenario at a time: Erlang nodes booting beside the workers on 2 cores are slow to
+/// no purpose, and a cluster's three nodes more so.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How the broker goes away.
 #[derive(Clone, Copy)]
 enum Outage {
@@ -42,9 +51,7 @@ fn services_started_before_the_broker_wait_for_it() {
 }
 
 fn outage_mid_stream(outage: Outage) {
-    // One node at a time: two Erlang nodes booting beside the workers on 2 cores is slow to no purpose.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let mut rabbit = PrivateRabbit::start();
     let (master, replica) = example_dbs();
     let _ = tracing_subscriber::fmt()

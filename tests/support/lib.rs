@@ -45,7 +45,7 @@ pub use messages::*;
 pub use models::*;
 pub use postgres::PrivatePostgres;
 pub use proxy::ChaosProxy;
-pub use rabbit::PrivateRabbit;
+pub use rabbit::{PrivateCluster, PrivateRabbit};
 pub use rows::*;
 pub use wait::*;
 

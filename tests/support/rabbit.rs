@@ -170,6 +170,11 @@ impl PrivateRabbit {
         }
     }
 
+    /// Whether the node was started and not stopped or killed since.
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
     /// `rabbitmqctl -n <node> args...`.
     pub fn ctl(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
         Command::new("rabbitmqctl")
@@ -189,6 +194,138 @@ impl Drop for PrivateRabbit {
             );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A private RabbitMQ cluster: [`PrivateRabbit`] nodes, the second and later joined to the first
+/// (`rabbitmqctl join_cluster`; they share the `rabbitmq` user's Erlang cookie). Nodes are killed,
+/// stopped and started again through [`PrivateCluster::nodes`]; a restarted node rejoins on its own.
+pub struct PrivateCluster {
+    /// The nodes, the first being the one the others joined.
+    pub nodes: Vec<PrivateRabbit>,
+}
+
+impl PrivateCluster {
+    /// Start `n` nodes and join them. Panics (the test fails) if a node does not start or join.
+    pub fn start(n: usize) -> PrivateCluster {
+        assert!(n >= 1);
+        let nodes: Vec<PrivateRabbit> = (0..n).map(|_| PrivateRabbit::start()).collect();
+        for node in &nodes[1..] {
+            for args in [
+                &["stop_app"][..],
+                &["join_cluster", &nodes[0].node],
+                &["start_app"],
+            ] {
+                let out = node.ctl(args).expect("rabbitmqctl runs");
+                assert!(
+                    out.status.success(),
+                    "rabbitmqctl -n {} {args:?}: {}",
+                    node.node,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        PrivateCluster { nodes }
+    }
+
+    /// The nodes' URLs in the order `order` gives (indexes into `nodes`), comma-separated, as
+    /// `--broker-url` takes a cluster: a process connects to the first that answers.
+    pub fn urls(&self, order: &[usize]) -> String {
+        order
+            .iter()
+            .map(|&i| self.nodes[i].url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Two orders of the nodes' URLs: node `leader` first (then the others), and node `leader`
+    /// last; a publisher given the first and a consumer the second are on different nodes.
+    pub fn urls_leader_first(&self, leader: usize) -> (String, String) {
+        let n = self.nodes.len();
+        let others: Vec<usize> = (1..n).map(|k| (leader + k) % n).collect();
+        (
+            self.urls(&[&[leader][..], &others].concat()),
+            self.urls(&[&others[..], &[leader]].concat()),
+        )
+    }
+
+    /// A node that is up, to ask the cluster something.
+    fn running(&self) -> &PrivateRabbit {
+        self.nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a node of the cluster is up")
+    }
+
+    /// `rabbitmqctl <args> --formatter json` on a running node.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let node = self.running();
+        let mut all = args.to_vec();
+        all.extend(["--formatter", "json"]);
+        let out = node.ctl(&all).expect("rabbitmqctl runs");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl -n {} {args:?}: {}",
+            node.node,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "rabbitmqctl {args:?} JSON: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The index of the node leading quorum queue `queue` (where its node name is the leader).
+    pub fn leader_of(&self, queue: &str) -> usize {
+        let listed = self.ctl_json(&["list_queues", "name", "leader"]);
+        let leader = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == queue)
+            .and_then(|q| q["leader"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("queue {queue} has no leader listed: {listed}"));
+        self.nodes
+            .iter()
+            .position(|n| n.node == leader)
+            .unwrap_or_else(|| panic!("leader {leader} is not a node of the cluster"))
+    }
+
+    /// Messages waiting in `queue` (0 if it does not exist).
+    pub fn count(&self, queue: &str) -> u64 {
+        self.ctl_json(&["list_queues", "name", "messages"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == queue)
+            .and_then(|q| q["messages"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Wait until node `i` can be stopped without a quorum queue losing its majority (its members
+    /// elsewhere are back and caught up): what an operator checks before the next node of a
+    /// rolling restart.
+    pub fn await_not_quorum_critical(&self, i: usize) {
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = Command::new("rabbitmq-queues")
+                .args(["-q", "-n", &node.node, "check_if_node_is_quorum_critical"])
+                .output()
+                .expect("rabbitmq-queues runs");
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} stayed quorum critical: {}",
+                node.node,
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }
