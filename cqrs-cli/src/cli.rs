@@ -92,6 +92,8 @@ pub enum Command {
     Relay(RelayArgs),
     /// Inspect and recover this replica's dead letters: dump, retry, purge
     DeadLetters(DeadLettersArgs),
+    /// Move this replica's RabbitMQ queues to another queue type, with their messages (needs replica models)
+    Queues(QueuesArgs),
     /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"`
     Triggers(TriggersArgs),
     /// The master's outbox: `status` prints the backlog per model (pending, leased, oldest age)
@@ -224,6 +226,25 @@ pub struct DeadLettersArgs {
     /// At most this many letters
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `cqrs queues`.
+#[derive(Debug, Args)]
+pub struct QueuesArgs {
+    /// migrate: move the replica's queue, dead-letter queue and delay queues to the type --to
+    /// names, with their bindings and waiting messages, while workers run; then set queue_type
+    #[arg(value_enum)]
+    pub action: QueuesAction,
+    /// The queue type to move to: classic or quorum
+    #[arg(long)]
+    pub to: cqrs::config::QueueType,
+}
+
+/// What `queues` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum QueuesAction {
+    /// Move the queues to another type
+    Migrate,
 }
 
 /// `cqrs outbox`.

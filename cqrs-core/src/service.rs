@@ -209,7 +209,8 @@ fn worker(
                 None => Db::connect(db_url)?,
             };
             let levels = settings.retry_levels();
-            transport.declare_replica(queue, ids, &levels)?;
+            // Queues migrated to the other type while this runs are used as they are.
+            transport.redeclare_replica(queue, ids, &levels)?;
             let inbox = transport.inbox(queue, prefetch, &levels)?;
             let mut consumer = Consumer::new(registry, settings, conn, inbox)
                 .reconnect_with(db_url)

@@ -98,3 +98,90 @@ fn a_queue_of_the_other_type_is_a_configuration_error_both_ways() {
         );
     }
 }
+
+/// `cqrs queues migrate --to quorum` on a classic replica queue holding 10,000 waiting messages,
+/// while `consume -w 2` (configured for classic queues) drains it and the master goes on
+/// publishing: every queue ends quorum under its own name, every change is applied exactly once
+/// (the copies a migration can duplicate carry the same revision and are skipped), and nothing
+/// is dead-lettered or left parked.
+#[test]
+fn a_live_queue_moves_to_quorum_with_nothing_lost() {
+    migrate_with_10_000_waiting(true);
+}
+
+/// The same with the consumer stopped: all 10,000 waiting messages are moved, and a consumer
+/// started afterwards with `queue_type = "quorum"` applies them.
+#[test]
+fn a_stopped_replica_queue_moves_to_quorum_with_its_messages() {
+    migrate_with_10_000_waiting(false);
+}
+
+fn migrate_with_10_000_waiting(consumer_running: bool) {
+    let b = TestBroker::new();
+    let mut replica = TestReplica::new(&b, item_registry());
+    let master = TestDb::new(Kind::Postgres);
+    let mut db = master.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 10_000)).unwrap();
+    let mut relay = Relay::new(
+        master.connect(),
+        b.transport.publisher().unwrap(),
+        b.settings(),
+    );
+    assert_eq!(relay.drain().unwrap(), 10_000);
+    assert_eq!(b.count(&b.queue), 10_000);
+
+    let migrate = |db: &mut cqrs::Db, relay: &mut Relay<_>| {
+        let quorum = cqrs::transport::connect(&settings(&b, QueueType::Quorum), "migrate").unwrap();
+        let ids = vec!["item".to_string()];
+        // The master goes on: 50 more changes in flight through the migration.
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                for _ in 0..10 {
+                    atomic(db, |tx| insert_m_items(tx, 5)).unwrap();
+                    relay.drain().unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let moves = quorum
+                .migrate_replica(&b.queue, &ids, &b.delays, QueueType::Quorum)
+                .unwrap();
+            writer.join().unwrap();
+            eprintln!("{moves:?}");
+            assert!(moves.iter().all(|m| m.changed), "{moves:?}");
+            assert_eq!(moves.len(), 2 + b.delays.len(), "{moves:?}");
+            moves[0].moved
+        })
+    };
+    let converged = || {
+        wait_until(
+            Duration::from_secs(120),
+            "the replica to hold 10,050 items",
+            || items(&mut replica.db.connect()).len() == 10_050,
+        )
+    };
+    let stats = if consumer_running {
+        replica
+            .consuming(2, |_| {
+                migrate(&mut db, &mut relay);
+                converged();
+            })
+            .1
+    } else {
+        assert!(migrate(&mut db, &mut relay) >= 10_000);
+        replica.settings.queue_type = QueueType::Quorum;
+        replica.consuming(2, |_| converged()).1
+    };
+    let queues = listed(&b);
+    assert_eq!(
+        queues.len(),
+        2 + b.delays.len(),
+        "parked queues left: {queues:?}"
+    );
+    for (name, kind, _) in &queues {
+        assert_eq!(kind, "quorum", "{name}");
+    }
+    assert_eq!(stats.apply.applied, 10_050, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    assert_eq!(b.count(&cqrs::transport::dead_letter_queue(&b.queue)), 0);
+    assert_eq!(cqrs::outbox::pending(&mut master.connect()).unwrap(), 0);
+}

@@ -237,6 +237,12 @@ impl Drop for TestBroker {
         delays.sort();
         delays.dedup();
         queues.extend(delays.iter().map(|d| retry_queue(&self.queue, *d)));
+        // Left by a `queues migrate` test that failed half way.
+        let parked: Vec<String> = queues
+            .iter()
+            .map(|q| cqrs::transport::amqp::parking_queue(q))
+            .collect();
+        queues.extend(parked);
         let exchanges = [self.exchange.clone(), retry_exchange(&self.queue)];
         self.transport.block_on(async move {
             for q in queues {

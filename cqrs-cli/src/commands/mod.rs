@@ -9,6 +9,7 @@ mod diff;
 mod housekeeping;
 mod migrate;
 mod models;
+mod queues;
 mod relay;
 mod triggers;
 
@@ -46,6 +47,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
+        Command::Queues(args) => queues::run(require_models(registry)?, &settings, &args),
         Command::Outbox(_) => housekeeping::outbox_status(&settings),
         Command::Tombstones(_) => housekeeping::prune_tombstones(&settings),
         Command::Triggers(args) => triggers::run(require_models(registry)?, &settings, &args),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
@@ -17,6 +17,33 @@ pub trait Broker: Send + Sync {
     /// Declare a replica's queue, its bindings for `cqrs_ids` (broadcast, directed and dead-letter
     /// keys) and, where the transport needs them, its retry levels `delays`.
     fn declare_replica(&self, queue: &str, cqrs_ids: &[String], delays: &[Duration]) -> Result<()>;
+
+    /// [`declare_replica`](Self::declare_replica) again for a worker that lost its queue (a
+    /// reconnect, a server-side cancel). Where queues have a type, one found with the other type
+    /// is used as it is, with a warning: `cqrs queues migrate` leaves them so while workers run.
+    fn redeclare_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+    ) -> Result<()> {
+        self.declare_replica(queue, cqrs_ids, delays)
+    }
+
+    /// Move the replica's queues to queue type `to` with their bindings for `cqrs_ids` and every
+    /// waiting message (`cqrs queues migrate`). Only RabbitMQ's queues have a type.
+    fn migrate_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+        to: QueueType,
+    ) -> Result<Vec<QueueMove>> {
+        let _ = (queue, cqrs_ids, delays, to);
+        Err(Error::config(
+            "only RabbitMQ (amqp://) queues have a type to migrate",
+        ))
+    }
 
     /// A consumer of `queue` taking up to `prefetch` unacknowledged deliveries.
     fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>>;
@@ -29,6 +56,21 @@ pub trait Broker: Send + Sync {
 
     /// Drop every message waiting in `queue` (not its dead letters); returns how many.
     fn purge(&self, queue: &str) -> Result<usize>;
+}
+
+/// What [`Broker::migrate_replica`] did to one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMove {
+    /// The queue.
+    pub queue: String,
+    /// Whether it had the other type and was moved (false: it had the type asked for already,
+    /// or did not exist and was declared with it).
+    pub changed: bool,
+    /// Messages moved out of it into its parking queue.
+    pub moved: usize,
+    /// Messages moved from its parking queue into it (all of `moved`, and those a run that was
+    /// interrupted left there).
+    pub unparked: usize,
 }
 
 /// Connects a broker URL of one scheme: `(settings, url, connection name)`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use cqrs::Consumer;
 use cqrs::db::SqlConn;
-use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url};
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, rabbitmqctl};
 
 /// Spawn `bin args --database-url db` reading `stdin`, writing to a pipe.
 fn stage(bin: &PathBuf, args: &[&str], db: &TestDb, stdin: Stdio) -> Child {
@@ -307,9 +307,10 @@ fn an_applications_binary_has_its_own_help() {
 }
 
 /// `consume --queue-type quorum` on a replica queue that exists as a classic one exits 2 with
-/// one line naming the queue and both types.
+/// one line naming the queue and both types; `queues migrate --to quorum` moves it (and says so
+/// per queue).
 #[test]
-fn consume_with_the_other_queue_type_exits_2() {
+fn consume_with_the_other_queue_type_exits_2_until_the_queue_is_migrated() {
     let (_master, replica) = setup(Kind::Postgres);
     let b = TestBroker::new();
     b.declare(&["item"]);
@@ -336,9 +337,40 @@ fn consume_with_the_other_queue_type_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.ends_with(&format!(
-            "queue {} exists as a classic queue but queue_type is quorum: set queue_type = \"classic\" (--queue-type, CQRS_QUEUE_TYPE), or move the queue to quorum first (README, \"Running on a cluster\")",
+            "queue {} exists as a classic queue but queue_type is quorum: set queue_type = \"classic\" (--queue-type, CQRS_QUEUE_TYPE), or move it first: cqrs queues migrate --to quorum",
             b.queue
         )),
         "{err}"
     );
+    let out = run(
+        &PathBuf::from(REPLICA),
+        &[
+            "queues",
+            "migrate",
+            "--to",
+            "quorum",
+            "--queue",
+            &b.queue,
+            "--broker-url",
+            &url,
+            "--exchange",
+            &b.exchange,
+        ],
+        &replica,
+        None,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("{}: now quorum; 0 message(s) moved", b.queue)),
+        "{err}"
+    );
+    let listed = rabbitmqctl(&["list_queues", "name", "type"]);
+    let kind = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == b.queue.as_str())
+        .map(|q| q["type"].clone());
+    assert_eq!(kind, Some(serde_json::json!("quorum")), "{listed}");
 }

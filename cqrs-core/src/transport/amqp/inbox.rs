@@ -12,8 +12,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
 use super::{
-    AmqpTransport, Confirm, HEADER_DELAY, declare_delay_level, headers_of, properties,
-    publish_confirmed, retry_exchange, transient,
+    AmqpTransport, Confirm, Found, HEADER_DELAY, TypedChannel, declare_delay_level, headers_of,
+    properties, publish_confirmed, retry_exchange, transient,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::routing::{dead_letter_key, dead_letter_queue, directed_key};
@@ -177,15 +177,25 @@ impl Inbox for AmqpInbox {
         delay: Duration,
     ) -> Result<()> {
         if self.delays.insert(delay) {
-            // A level the policy chose that was not declared up front.
-            let (ch, exchange, queue, kind) = (
-                self.publish.clone(),
+            // A level the policy chose that was not declared up front; one found with the other
+            // type is used (the queues were migrated while this worker ran).
+            let conn = self.transport.connection()?;
+            let (mut ch, exchange, queue, kind) = (
+                self.transport.channel(false)?,
                 self.transport.config.exchange.clone(),
                 self.queue.clone(),
                 self.transport.config.queue_type,
             );
             self.transport.runtime.block_on(async move {
-                declare_delay_level(&ch, &exchange, &queue, delay, kind).await
+                let mut typed_ch = TypedChannel {
+                    ch: &mut ch,
+                    conn: &conn,
+                    kind,
+                    found: Found::Use,
+                };
+                declare_delay_level(&mut typed_ch, &exchange, &queue, delay).await?;
+                let _ = ch.close(200, "OK".into()).await;
+                Ok::<_, Error>(())
             })?;
         }
         headers.insert(HEADER_DELAY.into(), delay.as_millis().to_string());

@@ -25,14 +25,16 @@ use lapin::{BasicProperties, Channel, ConnectionProperties, ExchangeKind};
 
 mod inbox;
 mod letters;
+mod migrate;
 mod publisher;
 
 pub use inbox::AmqpInbox;
 pub use letters::LetterPass;
+pub use migrate::parking_queue;
 pub use publisher::AmqpPublisher;
 
 use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
-use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher};
+use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher, QueueMove};
 use crate::config::{QueueType, Settings};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -286,16 +288,41 @@ impl AmqpTransport {
     }
 
     /// Declare a replica's topology: django-cqrs's queue, dead-letter queue and bindings for
-    /// `cqrs_ids`, plus our retry exchange and one delay queue per level (PROTOCOL.md).
+    /// `cqrs_ids`, plus our retry exchange and one delay queue per level (PROTOCOL.md). A queue
+    /// that exists with the other type is a configuration error.
     pub fn declare_replica(
         &self,
         queue: &str,
         cqrs_ids: &[String],
         delays: &[Duration],
     ) -> Result<()> {
+        self.declare_replica_as(queue, cqrs_ids, delays, Found::Refuse)
+    }
+
+    /// [`declare_replica`](Self::declare_replica) again, for a worker that lost its queue (a
+    /// reconnect, a server-side cancel): a queue found with the other type is used as it is, with
+    /// a warning. `cqrs queues migrate` leaves the queues so while workers run; the type asked
+    /// for is enforced again when the process restarts.
+    pub fn redeclare_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+    ) -> Result<()> {
+        self.declare_replica_as(queue, cqrs_ids, delays, Found::Use)
+    }
+
+    fn declare_replica_as(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+        found: Found,
+    ) -> Result<()> {
         // Settings check this too; a queue given in code must not reach lapin's short strings.
         super::routing::check_queue_name(queue).map_err(Error::config)?;
-        let ch = self.channel(false)?;
+        let mut ch = self.channel(false)?;
+        let conn = self.connection()?;
         let (exchange, queue, ids) = (
             self.config.exchange.clone(),
             queue.to_string(),
@@ -306,16 +333,16 @@ impl AmqpTransport {
         // The timer is made inside the runtime: tokio's timers need its context.
         let declared = self.runtime.block_on(async move {
             tokio::time::timeout(CONNECT_TIMEOUT, async move {
-                declare_exchange(&ch, &exchange, ExchangeKind::Topic).await?;
+                let mut typed_ch = TypedChannel {
+                    ch: &mut ch,
+                    conn: &conn,
+                    kind,
+                    found,
+                };
+                declare_exchange(typed_ch.ch, &exchange, ExchangeKind::Topic).await?;
                 let dlq = dead_letter_queue(&queue);
                 for q in [&queue, &dlq] {
-                    ch.queue_declare(
-                        q.as_str().into(),
-                        QueueDeclareOptions::durable(),
-                        typed(kind),
-                    )
-                    .await
-                    .map_err(|e| declare_failed(q, kind, e))?;
+                    typed_ch.declare(q, typed(kind)).await?;
                 }
                 for id in &ids {
                     for (q, key) in [
@@ -323,14 +350,15 @@ impl AmqpTransport {
                         (&queue, directed_key(&queue, id)),
                         (&dlq, dead_letter_key(&queue, id)),
                     ] {
-                        bind(&ch, q, &exchange, &key, FieldTable::default()).await?;
+                        bind(typed_ch.ch, q, &exchange, &key, FieldTable::default()).await?;
                     }
                 }
-                declare_exchange(&ch, &retry_exchange(&queue), ExchangeKind::Headers).await?;
+                declare_exchange(typed_ch.ch, &retry_exchange(&queue), ExchangeKind::Headers)
+                    .await?;
                 for delay in delays {
-                    declare_delay_level(&ch, &exchange, &queue, delay, kind).await?;
+                    declare_delay_level(&mut typed_ch, &exchange, &queue, delay).await?;
                 }
-                let _ = ch.close(200, "OK".into()).await;
+                let _ = typed_ch.ch.close(200, "OK".into()).await;
                 Ok(())
             })
             .await
@@ -342,6 +370,61 @@ impl AmqpTransport {
                 "no answer from the broker",
             ))
         })
+    }
+}
+
+/// What declaring a queue that exists with the other type does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A configuration error (at start: the settings are wrong, or the queue must be migrated).
+    Refuse,
+    /// Use the queue as it is, with a warning.
+    Use,
+}
+
+/// A channel declaring queues of one type, and what to do with a queue of the other.
+pub(crate) struct TypedChannel<'a> {
+    /// The channel; replaced by a fresh one when the broker closed it over a mismatch.
+    pub(crate) ch: &'a mut Channel,
+    pub(crate) conn: &'a lapin::Connection,
+    pub(crate) kind: QueueType,
+    pub(crate) found: Found,
+}
+
+impl TypedChannel<'_> {
+    /// Declare durable queue `name` with `args` (which carry the type).
+    async fn declare(&mut self, name: &str, args: FieldTable) -> Result<()> {
+        let e = match self
+            .ch
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let err = declare_failed(name, self.kind, e);
+        if err.kind() != ErrorKind::Config || self.found == Found::Refuse {
+            return Err(err);
+        }
+        // The 406 closed the channel; the queue is there, whatever its type.
+        *self.ch = self
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| transient("opening a channel", e))?;
+        self.ch
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| transient(&format!("declaring queue {name}"), e))?;
+        tracing::warn!("{err}; using it as it is until this process restarts");
+        Ok(())
     }
 }
 
@@ -371,14 +454,19 @@ fn typed(kind: QueueType) -> FieldTable {
 /// with other arguments; for its type that is a configuration error, said in one line.
 fn declare_failed(queue: &str, asked: QueueType, e: lapin::Error) -> Error {
     let text = e.to_string();
-    if text.contains("PRECONDITION_FAILED") && text.contains("x-queue-type") {
+    // The broker names the first argument that differs: for a delay queue that can be one only
+    // quorum queues carry, before the type itself.
+    let type_arg = ["x-queue-type", "x-overflow", "x-dead-letter-strategy"]
+        .iter()
+        .any(|arg| text.contains(&format!("inequivalent arg '{arg}'")));
+    if text.contains("PRECONDITION_FAILED") && type_arg {
         let have = if asked == QueueType::Quorum {
             QueueType::Classic
         } else {
             QueueType::Quorum
         };
         return Error::config(format!(
-            "queue {queue} exists as a {have} queue but queue_type is {asked}: set queue_type = \"{have}\" (--queue-type, CQRS_QUEUE_TYPE), or move the queue to {asked} first (README, \"Running on a cluster\")"
+            "queue {queue} exists as a {have} queue but queue_type is {asked}: set queue_type = \"{have}\" (--queue-type, CQRS_QUEUE_TYPE), or move it first: cqrs queues migrate --to {asked}"
         ));
     }
     Error::new(
@@ -428,13 +516,26 @@ async fn bind(
 /// One delay level: a queue whose messages expire after `delay` into the main exchange (keeping
 /// their routing key), bound to the retry exchange on header `cqrs-delay` = ms.
 async fn declare_delay_level(
-    ch: &Channel,
+    ch: &mut TypedChannel<'_>,
     exchange: &str,
     queue: &str,
     delay: Duration,
-    kind: QueueType,
 ) -> Result<()> {
     let name = retry_queue(queue, delay);
+    ch.declare(&name, delay_args(exchange, delay, ch.kind))
+        .await?;
+    bind(
+        ch.ch,
+        &name,
+        &retry_exchange(queue),
+        "",
+        delay_binding(delay),
+    )
+    .await
+}
+
+/// The arguments of a delay queue of `kind`: its TTL and where it dead-letters to.
+fn delay_args(exchange: &str, delay: Duration, kind: QueueType) -> FieldTable {
     let mut args = typed(kind);
     args.insert(
         "x-message-ttl".into(),
@@ -456,16 +557,18 @@ async fn declare_delay_level(
             AMQPValue::LongString("reject-publish".into()),
         );
     }
-    ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-        .await
-        .map_err(|e| declare_failed(&name, kind, e))?;
+    args
+}
+
+/// The binding of a delay queue to the retry exchange: header `cqrs-delay` = ms.
+fn delay_binding(delay: Duration) -> FieldTable {
     let mut bind_args = FieldTable::default();
     bind_args.insert("x-match".into(), AMQPValue::LongString("all".into()));
     bind_args.insert(
         HEADER_DELAY.into(),
         AMQPValue::LongString(delay.as_millis().to_string().into()),
     );
-    bind(ch, &name, &retry_exchange(queue), "", bind_args).await
+    bind_args
 }
 
 fn properties(headers: &Headers, message_id: Option<&str>) -> BasicProperties {
@@ -596,6 +699,25 @@ pub(crate) fn connect_broker(
 impl Broker for AmqpBroker {
     fn declare_replica(&self, queue: &str, cqrs_ids: &[String], delays: &[Duration]) -> Result<()> {
         self.0.declare_replica(queue, cqrs_ids, delays)
+    }
+
+    fn redeclare_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+    ) -> Result<()> {
+        self.0.redeclare_replica(queue, cqrs_ids, delays)
+    }
+
+    fn migrate_replica(
+        &self,
+        queue: &str,
+        cqrs_ids: &[String],
+        delays: &[Duration],
+        to: QueueType,
+    ) -> Result<Vec<QueueMove>> {
+        self.0.migrate_replica(queue, cqrs_ids, delays, to)
     }
 
     fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>> {
