@@ -8,6 +8,7 @@ use cqrs::{Db, Settings, Shutdown};
 use cqrs_tests::*;
 
 mod cluster;
+mod failover;
 
 /// One broker scenario at a time: Erlang nodes booting beside the workers on 2 cores are slow to
 /// no purpose, and a cluster's three nodes more so.

@@ -117,6 +117,58 @@ impl PrivatePostgres {
         self.running = true;
     }
 
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started on a port of its own and
+    /// read-only until [`promote`](Self::promote)d. Its WAL arrives as the primary writes it; for
+    /// commits to wait for it, set `synchronous_standby_names` on the primary.
+    pub fn standby(&self) -> PrivatePostgres {
+        let dir = std::env::temp_dir().join(crate::db::unique("cqrs_pg_standby"));
+        std::fs::create_dir_all(&dir).unwrap();
+        give_to(&dir, "postgres");
+        let mut standby = PrivatePostgres {
+            port: free_port(),
+            bin: self.bin.clone(),
+            dir,
+            running: false,
+        };
+        let port = self.port.to_string();
+        let out = standby.as_postgres(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &standby.data(),
+                "-R",
+                "-X",
+                "stream",
+                // An immediate checkpoint: the default spreads it over minutes.
+                "-c",
+                "fast",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        standby.boot();
+        standby
+    }
+
+    /// Make a standby the primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&mut self) {
+        let out = self.as_postgres("pg_ctl", &["-D", &self.data(), "-w", "-t", "60", "promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stop the server the way an administrator does (`pg_ctl stop -m fast`: clients are
     /// disconnected, a checkpoint is written).
     pub fn stop(&mut self) {
