@@ -21,8 +21,17 @@ fn dead_letter_copies(file: &str) -> Vec<Vec<u8>> {
 /// one applies, purge empties.
 #[test]
 fn dead_letters_dump_retry_purge_like_django_cqrs() {
+    dump_retry_purge(TestBroker::new());
+}
+
+/// The same on a quorum dead-letter queue.
+#[test]
+fn dead_letters_dump_retry_purge_on_a_quorum_queue() {
+    dump_retry_purge(TestBroker::quorum());
+}
+
+fn dump_retry_purge(b: TestBroker) {
     use cqrs::ops::dead_letters::{Action, Filter, run};
-    let b = TestBroker::new();
     let replica = TestReplica::new(&b, item_and_typed_registry(Kind::Postgres));
     let dl_key = format!("cqrs.dead_letter_{}.item", b.queue);
     let letters: Vec<Vec<u8>> = dead_letter_copies("20_replica_retry_then_dead_letter.json")

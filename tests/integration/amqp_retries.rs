@@ -13,12 +13,23 @@ use serde_json::json;
 /// applies.
 #[test]
 fn apply_errors_retry_through_delay_queues_then_dead_letter() {
-    let b = TestBroker::new();
+    retry_then_dead_letter(TestBroker::new());
+}
+
+/// The same through quorum delay queues (they dead-letter at least once) into a quorum
+/// dead-letter queue.
+#[test]
+fn apply_errors_retry_through_quorum_delay_queues_then_dead_letter() {
+    retry_then_dead_letter(TestBroker::quorum());
+}
+
+fn retry_then_dead_letter(b: TestBroker) {
     let r = TestReplica::new(&b, item_and_typed_registry(Kind::Postgres));
     let mut bad = ItemState::new(2, 0, at(0)).save();
     bad.instance_data.remove("name");
     b.publish_raw("item", &ItemState::new(1, 0, at(0)).save().encode());
     b.publish_raw_with_id("item", &bad.encode(), Some("outbox-row-7"));
+    let published = std::time::Instant::now();
     let mut c = r.consumer();
     wait_until(
         Duration::from_secs(20),
@@ -29,6 +40,12 @@ fn apply_errors_retry_through_delay_queues_then_dead_letter() {
         },
     );
     assert_eq!(c.stats().retried, 2);
+    // Each retry waited out its delay level (100 ms, then 300 ms) before it came back.
+    let waited = published.elapsed();
+    assert!(
+        waited >= b.delays.iter().sum(),
+        "dead-lettered after {waited:?}"
+    );
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
     drop(c);
     let dead = b.drain(&dead_letter_queue(&b.queue));

@@ -41,20 +41,27 @@ pub struct TestBroker {
     pub transport: std::sync::Arc<cqrs::transport::amqp::AmqpTransport>,
     /// Delay levels declared.
     pub delays: Vec<std::time::Duration>,
+    /// The type of the queues it declares (classic unless made by [`TestBroker::quorum`]).
+    pub queue_type: cqrs::config::QueueType,
 }
 
 impl TestBroker {
     /// Connect (panics, failing the test, if RabbitMQ is not there) with unique names.
     pub fn new() -> TestBroker {
-        TestBroker::on_exchange(unique("cqrs_tx"))
+        TestBroker::on_exchange(unique("cqrs_tx"), cqrs::config::QueueType::Classic)
+    }
+
+    /// [`TestBroker::new`] whose replica queues (main, dead-letter, delay) are quorum queues.
+    pub fn quorum() -> TestBroker {
+        TestBroker::on_exchange(unique("cqrs_tx"), cqrs::config::QueueType::Quorum)
     }
 
     /// Another replica queue on the same exchange as `self`.
     pub fn another_queue(&self) -> TestBroker {
-        TestBroker::on_exchange(self.exchange.clone())
+        TestBroker::on_exchange(self.exchange.clone(), self.queue_type)
     }
 
-    fn on_exchange(exchange: String) -> TestBroker {
+    fn on_exchange(exchange: String, queue_type: cqrs::config::QueueType) -> TestBroker {
         let queue = unique("tq");
         let transport =
             cqrs::transport::amqp::AmqpTransport::connect(cqrs::transport::amqp::AmqpConfig {
@@ -62,7 +69,7 @@ impl TestBroker {
                 connection_name: format!("cqrs-test-{queue}"),
                 exchange: exchange.clone(),
                 tls_ca_pem: None,
-                queue_type: cqrs::config::QueueType::Classic,
+                queue_type,
             })
             .unwrap_or_else(|e| {
                 panic!(
@@ -78,6 +85,7 @@ impl TestBroker {
                 std::time::Duration::from_millis(100),
                 std::time::Duration::from_millis(300),
             ],
+            queue_type,
         }
     }
 
@@ -89,6 +97,7 @@ impl TestBroker {
             exchange: self.exchange.clone(),
             retry_delays: self.delays.clone(),
             max_retries: 2,
+            queue_type: self.queue_type,
             ..cqrs::Settings::default()
         }
     }
