@@ -43,7 +43,7 @@ fn retry_then_dead_letter(b: TestBroker) {
     // Each retry waited out its delay level (100 ms, then 300 ms) before it came back.
     let waited = published.elapsed();
     assert!(
-        waited >= b.delays.iter().sum(),
+        waited >= b.delays.iter().sum::<Duration>(),
         "dead-lettered after {waited:?}"
     );
     assert_eq!(items(c.db()).keys().copied().collect::<Vec<_>>(), [1]);
