@@ -43,39 +43,43 @@ pub struct TestBroker {
     pub delays: Vec<std::time::Duration>,
     /// The type of the queues it declares (classic unless made by [`TestBroker::quorum`]).
     pub queue_type: cqrs::config::QueueType,
+    /// The broker's URL: the machine's ([`amqp_url`]) unless made by [`TestBroker::at`].
+    pub url: String,
 }
 
 impl TestBroker {
     /// Connect (panics, failing the test, if RabbitMQ is not there) with unique names.
     pub fn new() -> TestBroker {
-        TestBroker::on_exchange(unique("cqrs_tx"), cqrs::config::QueueType::Classic)
+        TestBroker::at(&amqp_url(), cqrs::config::QueueType::Classic)
     }
 
     /// [`TestBroker::new`] whose replica queues (main, dead-letter, delay) are quorum queues.
     pub fn quorum() -> TestBroker {
-        TestBroker::on_exchange(unique("cqrs_tx"), cqrs::config::QueueType::Quorum)
+        TestBroker::at(&amqp_url(), cqrs::config::QueueType::Quorum)
+    }
+
+    /// Unique names on the broker at `url` (a private node), declaring queues of `queue_type`.
+    pub fn at(url: &str, queue_type: cqrs::config::QueueType) -> TestBroker {
+        TestBroker::on_exchange(url, unique("cqrs_tx"), queue_type)
     }
 
     /// Another replica queue on the same exchange as `self`.
     pub fn another_queue(&self) -> TestBroker {
-        TestBroker::on_exchange(self.exchange.clone(), self.queue_type)
+        TestBroker::on_exchange(&self.url, self.exchange.clone(), self.queue_type)
     }
 
-    fn on_exchange(exchange: String, queue_type: cqrs::config::QueueType) -> TestBroker {
+    fn on_exchange(url: &str, exchange: String, queue_type: cqrs::config::QueueType) -> TestBroker {
         let queue = unique("tq");
         let transport =
             cqrs::transport::amqp::AmqpTransport::connect(cqrs::transport::amqp::AmqpConfig {
-                url: amqp_url(),
+                url: url.to_string(),
                 connection_name: format!("cqrs-test-{queue}"),
                 exchange: exchange.clone(),
                 tls_ca_pem: None,
                 queue_type,
             })
             .unwrap_or_else(|e| {
-                panic!(
-                    "RabbitMQ is required at {} (set CQRS_TEST_AMQP_URL): {e}",
-                    amqp_url()
-                )
+                panic!("RabbitMQ is required at {url} (set CQRS_TEST_AMQP_URL): {e}")
             });
         TestBroker {
             exchange,
@@ -86,13 +90,14 @@ impl TestBroker {
                 std::time::Duration::from_millis(300),
             ],
             queue_type,
+            url: url.to_string(),
         }
     }
 
     /// Settings for this broker.
     pub fn settings(&self) -> cqrs::Settings {
         cqrs::Settings {
-            broker_url: Some(amqp_url()),
+            broker_url: Some(self.url.clone()),
             queue: Some(self.queue.clone()),
             exchange: self.exchange.clone(),
             retry_delays: self.delays.clone(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::{Kind, TestBroker, TestDb, amqp_url};
+use crate::{Kind, TestBroker, TestDb};
 
 /// What the environment holds, pinned: what the captured fixtures were recorded with.
 pub const REQUIREMENTS: &[&str] = &[
@@ -91,6 +91,7 @@ pub struct Django {
     role: Role,
     exchange: String,
     queue: String,
+    broker_url: String,
     time_zone: String,
 }
 
@@ -107,6 +108,7 @@ impl Django {
             role,
             exchange: broker.exchange.clone(),
             queue: broker.queue.clone(),
+            broker_url: pika_url(&broker.url),
             time_zone: zone.to_string(),
         };
         django.manage(&["migrate", "--run-syncdb", "--verbosity", "0"]);
@@ -140,7 +142,7 @@ impl Django {
                 },
             )
             .env("INTEROP_DB", database_name(&self.db))
-            .env("INTEROP_AMQP_URL", pika_url())
+            .env("INTEROP_AMQP_URL", &self.broker_url)
             .env("INTEROP_EXCHANGE", &self.exchange)
             .env("INTEROP_QUEUE", &self.queue)
             .env("INTEROP_TIME_ZONE", &self.time_zone);
@@ -202,11 +204,10 @@ fn database_name(db: &TestDb) -> String {
 
 /// The test broker for django-cqrs: its URL parser reads host, port, user and password only
 /// (the vhost is always `/`).
-fn pika_url() -> String {
-    let url = amqp_url();
+fn pika_url(url: &str) -> String {
     url.strip_suffix("%2f")
         .or_else(|| url.strip_suffix("%2F"))
-        .unwrap_or(&url)
+        .unwrap_or(url)
         .to_string()
 }
 
