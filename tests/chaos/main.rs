@@ -5,7 +5,7 @@ use std::process::Command;
 
 const SOAK: &str = env!("CARGO_BIN_EXE_cqrs-soak");
 
-/// Both setups converge under every fault kind, with no row differing and no dead letter; the
+/// Every setup converges under every fault kind, with no row differing and no dead letter; the
 /// soak exits 1 otherwise, and its JSON report is checked here too.
 #[test]
 fn short_soak_converges_under_every_fault_kind() {
@@ -34,7 +34,7 @@ fn short_soak_converges_under_every_fault_kind() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report")).unwrap();
     let _ = std::fs::remove_file(&json);
     let reports = reports.as_array().expect("one report per setup");
-    assert_eq!(reports.len(), 2, "{stdout}");
+    assert_eq!(reports.len(), 3, "{stdout}");
     for r in reports {
         let setup = r["setup"].as_str().unwrap();
         assert_eq!(r["rows_differing"], 0, "{setup}: {stdout}");
@@ -42,7 +42,11 @@ fn short_soak_converges_under_every_fault_kind() {
         assert!(r["changes"].as_u64().unwrap() > 100, "{setup}: {stdout}");
         assert_eq!(r["master_rows"], r["replica_rows"], "{setup}: {stdout}");
         let faults = r["faults"].as_object().unwrap();
-        let kinds = if setup == "pg" { 9 } else { 2 };
+        let kinds = match setup {
+            "pg" => 9,
+            "cluster" => 6,
+            _ => 2,
+        };
         assert_eq!(faults.len(), kinds, "{setup}: {stdout}");
         assert!(
             faults.values().all(|n| n.as_u64().unwrap() >= 1),

@@ -2,7 +2,8 @@
 //! deletes and syncs while a relay and two consumer processes run, and faults are injected at
 //! random moments: SIGKILL of the relay and of consumers, a private RabbitMQ node and a private
 //! PostgreSQL cluster stopped and killed, links cut and slowed through a proxy, connections closed
-//! by name, duplicated and delayed deliveries. Then the faults stop, the replica must converge,
+//! by name, duplicated and delayed deliveries; on a 3-node RabbitMQ cluster with quorum queues,
+//! nodes stopped and killed, the replica queue's leader among them. Then the faults stop, the replica must converge,
 //! and master and replica are compared row by row.
 //!
 //! ```text
@@ -49,8 +50,9 @@ struct Args {
     /// The long soak: 30 minutes per setup, longer pauses between faults.
     #[arg(long)]
     long: bool,
-    /// Which setups: pg (private PostgreSQL + RabbitMQ), sqlite (files + queue file), both.
-    #[arg(long, default_value = "both", value_parser = ["pg", "sqlite", "both"])]
+    /// Which setups: pg (private PostgreSQL + RabbitMQ), sqlite (files + queue file), cluster
+    /// (private PostgreSQL + 3-node RabbitMQ cluster, quorum queues), all.
+    #[arg(long, default_value = "all", value_parser = ["pg", "sqlite", "cluster", "all"])]
     setup: String,
     /// Master transactions per second.
     #[arg(long, default_value_t = 150.0)]
@@ -183,7 +185,8 @@ fn main() -> ExitCode {
     let setups: &[&'static str] = match args.setup.as_str() {
         "pg" => &["pg"],
         "sqlite" => &["sqlite"],
-        _ => &["sqlite", "pg"],
+        "cluster" => &["cluster"],
+        _ => &["sqlite", "pg", "cluster"],
     };
     let mut reports = Vec::new();
     for name in setups {

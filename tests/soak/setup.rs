@@ -4,6 +4,8 @@
 //! - `pg`: a private PostgreSQL cluster and a private RabbitMQ node (never the machine's shared
 //!   ones), each behind a [`ChaosProxy`] that the relay and consumers connect through.
 //! - `sqlite`: SQLite files and the SQLite queue file in a temporary directory.
+//! - `cluster`: a private PostgreSQL cluster and a private 3-node RabbitMQ cluster with quorum
+//!   queues; the processes are given every node's URL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cqrs::db::Db;
-use cqrs_tests::{ChaosProxy, PrivatePostgres, PrivateRabbit};
+use cqrs_tests::{ChaosProxy, PrivateCluster, PrivatePostgres, PrivateRabbit};
 
 use crate::processes::Supervisor;
 use cqrs_tests::rng::Rng;
@@ -28,6 +30,9 @@ pub enum Fault {
     LinkCut,
     LinkSlow,
     ConnectionsClosed,
+    NodeStop,
+    NodeCrash,
+    LeaderCrash,
 }
 
 impl Fault {
@@ -43,6 +48,9 @@ impl Fault {
             Fault::LinkCut => "link cut",
             Fault::LinkSlow => "link slowed",
             Fault::ConnectionsClosed => "connections closed by name",
+            Fault::NodeStop => "cluster node stopped",
+            Fault::NodeCrash => "cluster node killed",
+            Fault::LeaderCrash => "quorum leader killed",
         }
     }
 }
@@ -74,6 +82,13 @@ pub struct Setup {
     /// Where the processes run, log and find their `cqrs.toml`.
     pub dir: PathBuf,
     servers: Option<Servers>,
+    cluster: Option<ClusterServers>,
+}
+
+/// Servers of the `cluster` setup.
+struct ClusterServers {
+    pg: PrivatePostgres,
+    rabbit: PrivateCluster,
 }
 
 impl Setup {
@@ -114,6 +129,28 @@ impl Setup {
                     pg_proxy,
                     rabbit_proxy,
                 }),
+                cluster: None,
+            }
+        } else if name == "cluster" {
+            let pg = PrivatePostgres::start();
+            let rabbit = PrivateCluster::start(3);
+            let mut admin = Db::connect(&pg.url("postgres"))?;
+            admin.batch_execute("CREATE DATABASE soak_master")?;
+            admin.batch_execute("CREATE DATABASE soak_replica")?;
+            let broker = rabbit.urls(&[0, 1, 2]);
+            Setup {
+                master_url: pg.url("soak_master"),
+                replica_url: pg.url("soak_replica"),
+                broker_url: broker.clone(),
+                process_master_url: pg.url("soak_master"),
+                process_replica_url: pg.url("soak_replica"),
+                process_broker_url: broker,
+                exchange: "soak".into(),
+                queue: "soak_replica".into(),
+                tap: "soak_tap".into(),
+                dir: dir.clone(),
+                servers: None,
+                cluster: Some(ClusterServers { pg, rabbit }),
             }
         } else {
             Setup {
@@ -128,14 +165,20 @@ impl Setup {
                 tap: "soak_tap".into(),
                 dir: dir.clone(),
                 servers: None,
+                cluster: None,
             }
         };
         cqrs_tests::items::create(&mut Db::connect(&setup.master_url)?, true)?;
         cqrs_tests::items::create(&mut Db::connect(&setup.replica_url)?, false)?;
         // Short leases: a killed relay's or consumer's messages come back within seconds.
+        let queue_type = if setup.cluster.is_some() {
+            "queue_type = \"quorum\"\n"
+        } else {
+            ""
+        };
         std::fs::write(
             dir.join("cqrs.toml"),
-            "relay_lease_ms = 2000\nlocal_lease_ms = 3000\nbatch_size = 200\n",
+            format!("relay_lease_ms = 2000\nlocal_lease_ms = 3000\nbatch_size = 200\n{queue_type}"),
         )
         .expect("cqrs.toml written");
         let settings = setup.settings();
@@ -154,6 +197,11 @@ impl Setup {
             exchange: self.exchange.clone(),
             queue: Some(self.queue.clone()),
             service_name: SERVICE.into(),
+            queue_type: if self.cluster.is_some() {
+                cqrs::config::QueueType::Quorum
+            } else {
+                cqrs::config::QueueType::Classic
+            },
             ..cqrs::Settings::default()
         }
     }
@@ -170,6 +218,14 @@ impl Setup {
                 Fault::LinkCut,
                 Fault::LinkSlow,
                 Fault::ConnectionsClosed,
+            ]);
+        }
+        if self.cluster.is_some() {
+            kinds.extend([
+                Fault::NodeStop,
+                Fault::NodeCrash,
+                Fault::LeaderCrash,
+                Fault::PostgresCrash,
             ]);
         }
         kinds
@@ -211,6 +267,10 @@ impl Setup {
         match fault {
             Fault::KillRelay => supervisor.kill("relay", rng).unwrap_or_default(),
             Fault::KillConsumer => supervisor.kill("consumer", rng).unwrap_or_default(),
+            _ if self.cluster.is_some() => {
+                let c = self.cluster.as_mut().expect("checked");
+                cluster_fault(c, fault, outage, rng, &self.queue)
+            }
             _ => {
                 let s = self
                     .servers
@@ -256,12 +316,47 @@ impl Setup {
                         return what;
                     }
                     Fault::ConnectionsClosed => return close_connections(s),
-                    Fault::KillRelay | Fault::KillConsumer => unreachable!(),
+                    Fault::KillRelay
+                    | Fault::KillConsumer
+                    | Fault::NodeStop
+                    | Fault::NodeCrash
+                    | Fault::LeaderCrash => unreachable!("not a fault of this setup"),
                 }
                 format!("down for {outage:?}")
             }
         }
     }
+}
+
+/// Inject `fault` into the cluster setup and undo it after `outage`. A node comes back only once
+/// the queues again have every member they need, so the next fault never takes a majority.
+fn cluster_fault(
+    c: &mut ClusterServers,
+    fault: Fault,
+    outage: Duration,
+    rng: &mut Rng,
+    queue: &str,
+) -> String {
+    let n = c.rabbit.nodes.len();
+    let node = match fault {
+        Fault::LeaderCrash => c.rabbit.leader_of(queue),
+        _ => rng.below(n as u64) as usize,
+    };
+    match fault {
+        Fault::PostgresCrash => {
+            c.pg.crash();
+            std::thread::sleep(outage);
+            c.pg.boot();
+            return format!("down for {outage:?}");
+        }
+        Fault::NodeStop => c.rabbit.nodes[node].stop(),
+        Fault::NodeCrash | Fault::LeaderCrash => c.rabbit.nodes[node].crash(),
+        _ => unreachable!("not a cluster fault: {fault:?}"),
+    }
+    std::thread::sleep(outage);
+    c.rabbit.nodes[node].boot();
+    c.rabbit.await_not_quorum_critical((node + 1) % n);
+    format!("node {} down for {outage:?}", node + 1)
 }
 
 /// Close the processes' RabbitMQ connections by their names and terminate every PostgreSQL
