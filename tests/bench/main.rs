@@ -16,7 +16,9 @@
 //!   processes under a fixed offered load, against a bare publish→consume round trip at the same
 //!   rate;
 //! - the end-to-end and latency figures again on the embedded stack: SQLite master and replica
-//!   files and the SQLite queue file, the relay and the consumer as processes.
+//!   files and the SQLite queue file, the relay and the consumer as processes;
+//! - `--only cluster`: on a private 3-node RabbitMQ cluster with classic and with quorum queues,
+//!   the relay alone, a drain and a fan-out to 10 queues, each beside lapin on the same queues.
 //!
 //! ```text
 //! cargo run --release -p cqrs-tests --bin cqrs-bench               # full run (several minutes)
@@ -74,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     bulk_rows: usize,
     /// Take only these groups of figures (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk", "diff"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk", "diff", "cluster"])]
     only: Vec<String>,
     /// `CQRS_LOG` of the relay and consumer processes (e.g. `cqrs=debug` for per-batch timings).
     #[arg(long, default_value = "error")]
@@ -328,6 +330,145 @@ impl Bench {
         if wanted("diff") {
             self.diff(args)?;
         }
+        if wanted("cluster") {
+            self.cluster(args)?;
+        }
+        Ok(())
+    }
+
+    /// On a private 3-node RabbitMQ cluster, with classic and then quorum queues: the relay
+    /// alone (to the replica's queue and a tap) beside lapin publishing the same messages to two
+    /// queues of the same type; `consume -w 2` draining the replica's queue beside lapin consuming
+    /// the tap; the relay fanning out to 10 replica queues beside lapin publishing to 10 queues.
+    /// Every queue is declared through the first node, so it leads them all, and the relay
+    /// connects to it first.
+    fn cluster(&mut self, args: &Args) -> cqrs::Result<()> {
+        use cqrs::config::QueueType;
+        let nodes = cqrs_tests::PrivateCluster::start(3);
+        let urls = nodes.urls(&[0, 1, 2]);
+        let n = args.messages;
+        let fan_n = (n / 4).max(1);
+        for kind in [QueueType::Classic, QueueType::Quorum] {
+            let queues = |count: usize, b: &TestBroker, key: &str| -> Vec<TestBroker> {
+                (0..count)
+                    .map(|_| {
+                        let q = b.another_queue();
+                        q.declare(&[key]);
+                        q
+                    })
+                    .collect()
+            };
+            let broker = TestBroker::at(&urls, kind);
+            broker.declare(&[CQRS_ID]);
+            let tap = queues(1, &broker, CQRS_ID).remove(0);
+            let sinks = queues(2, &broker, SINK_KEY);
+            let (mut relay, mut publish, mut drain, mut consume) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut fan_relay, mut fan_publish) = (Vec::new(), Vec::new());
+            for _ in 0..args.runs {
+                self.clear_master()?;
+                self.clear_replica()?;
+                fill(&self.master.url, n)?;
+                let mut r = Relay::new(
+                    self.master.connect(),
+                    broker.transport.publisher()?,
+                    broker.settings(),
+                );
+                let started = Instant::now();
+                r.drain()?;
+                relay.push(n as f64 / started.elapsed().as_secs_f64());
+                let (received, took) = raw::consume(&tap.transport, &tap.queue, n);
+                consume.push(n as f64 / took.as_secs_f64());
+                let took = raw::publish(
+                    &sinks[0].transport,
+                    &sinks[0].exchange,
+                    SINK_KEY,
+                    &received,
+                    raw::Framing::AsRelayed,
+                );
+                publish.push(n as f64 / took.as_secs_f64());
+                for q in &sinks {
+                    q.transport.purge(&q.queue)?;
+                }
+                let mut arrivals = Arrivals::new(&self.replica.url, &self.master.url)?;
+                let started = Instant::now();
+                let child = spawn(
+                    cqrs_command(&["consume", "-w", "2"], &urls, &broker),
+                    &self.replica.url,
+                    args,
+                );
+                let drained = arrivals.drain_time(n, started);
+                stop(child);
+                let Some((took, before)) = drained else {
+                    self.problems.push(format!(
+                        "{kind} cluster: consume -w 2 did not apply {n} messages"
+                    ));
+                    continue;
+                };
+                drain.push((n - before) as f64 / took.as_secs_f64());
+                self.compare(
+                    &self.pg(),
+                    &format!("after a drain from {kind} cluster queues"),
+                )?;
+
+                // Fan-out: the replica's queue, the tap and 8 more take every message.
+                let more = queues(8, &broker, CQRS_ID);
+                let fan_sinks = queues(8, &broker, SINK_KEY);
+                self.clear_master()?;
+                fill(&self.master.url, fan_n)?;
+                let mut r = Relay::new(
+                    self.master.connect(),
+                    broker.transport.publisher()?,
+                    broker.settings(),
+                );
+                let started = Instant::now();
+                r.drain()?;
+                fan_relay.push(fan_n as f64 / started.elapsed().as_secs_f64());
+                let took = raw::publish(
+                    &sinks[0].transport,
+                    &sinks[0].exchange,
+                    SINK_KEY,
+                    &received[..fan_n.min(received.len())],
+                    raw::Framing::AsRelayed,
+                );
+                fan_publish.push(fan_n as f64 / took.as_secs_f64());
+                for q in [&broker, &tap]
+                    .into_iter()
+                    .chain(&sinks)
+                    .chain(&more)
+                    .chain(&fan_sinks)
+                {
+                    q.transport.purge(&q.queue)?;
+                }
+            }
+            if relay.is_empty() || drain.is_empty() {
+                continue;
+            }
+            let ceiling = |what: &str| format!("lapin {what}, {kind} queues, same 3-node cluster");
+            self.add(
+                format!("relay alone, {n} messages, 3-node cluster, {kind} queues"),
+                median(relay),
+                "msgs/s",
+                &ceiling("confirmed publish of the same messages to 2 queues"),
+                Some(median(publish)),
+            );
+            self.add(
+                format!("replica drains {n} messages, consume -w 2, 3-node cluster, {kind} queues"),
+                median(drain),
+                "msgs/s",
+                &ceiling("consume, multiple acks"),
+                Some(median(consume)),
+            );
+            self.add(
+                format!(
+                    "relay fans out {fan_n} messages to 10 queues, 3-node cluster, {kind} queues"
+                ),
+                median(fan_relay),
+                "msgs/s",
+                &ceiling("confirmed publish of the same messages to 10 queues"),
+                Some(median(fan_publish)),
+            );
+        }
         Ok(())
     }
 
@@ -511,24 +652,14 @@ impl Bench {
                     &amqp_url(),
                     args,
                 );
-                // Timed from the first row applied: the process's start-up (connecting,
-                // declaring) is not draining.
-                let mut first: Option<(Instant, usize)> = None;
-                let done = wait_for(Duration::from_secs(300), || {
-                    if first.is_none() && arrivals.any() {
-                        first = Some((Instant::now(), arrivals.count()));
-                    }
-                    first.is_some() && arrivals.all(n)
-                });
-                let (from, applied_before) = first.unwrap_or((started, 0));
-                let took = from.elapsed();
+                let drained = arrivals.drain_time(n, started);
                 let peak = peak_rss_mb(&child);
                 stop(child);
-                if !done {
+                let Some((took, applied_before)) = drained else {
                     self.problems
                         .push(format!("consume -w {workers} did not apply {n} messages"));
                     continue;
-                }
+                };
                 drain[workers - 1].push((n - applied_before) as f64 / took.as_secs_f64());
                 if workers == 2 {
                     rss = rss.max(peak);
@@ -975,13 +1106,7 @@ impl Bench {
 
     /// This binary as a `cqrs` process on `db` and `broker`.
     fn process(&self, command: &[&str], db: &str, broker: &str, args: &Args) -> Child {
-        self.command_on(command, broker)
-            .args(["--database-url", db])
-            .env("CQRS_LOG", &args.process_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("this binary starts as a cqrs process")
+        spawn(self.command_on(command, broker), db, args)
     }
 
     /// This binary as `cqrs <command>` with the bench's broker, exchange and queue.
@@ -991,18 +1116,7 @@ impl Bench {
 
     /// This binary as `cqrs <command>` with the bench's exchange and queue on `broker`.
     fn command_on(&self, command: &[&str], broker: &str) -> Command {
-        let mut c = Command::new(std::env::current_exe().expect("this binary's path"));
-        c.arg("cqrs").args(command).args([
-            "--broker-url",
-            broker,
-            "--exchange",
-            &self.broker.exchange,
-            "--queue",
-            &self.broker.queue,
-            "--service-name",
-            "bench",
-        ]);
-        c
+        cqrs_command(command, broker, &self.broker)
     }
 
     fn print(&self, args: &Args) {
@@ -1206,6 +1320,21 @@ impl Arrivals {
             .unwrap_or(0)
     }
 
+    /// Wait (up to 300 s) until `n` rows have arrived; the time from the first row's arrival (a
+    /// process's start-up, connecting and declaring, is not draining) or from `started` if none
+    /// was seen, and how many rows had arrived by then. `None` if they did not all arrive.
+    fn drain_time(&mut self, n: usize, started: Instant) -> Option<(Duration, usize)> {
+        let mut first: Option<(Instant, usize)> = None;
+        let done = wait_for(Duration::from_secs(300), || {
+            if first.is_none() && self.any() {
+                first = Some((Instant::now(), self.count()));
+            }
+            first.is_some() && self.all(n)
+        });
+        let (from, before) = first.unwrap_or((started, 0));
+        done.then(|| (from.elapsed(), before))
+    }
+
     /// Whether `n` rows have arrived: the last key first, then the count.
     fn all(&mut self, n: usize) -> bool {
         if !self.landed {
@@ -1237,6 +1366,34 @@ fn wait_for(timeout: Duration, mut reached: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// This binary as `cqrs <command>` on `broker` with the exchange, queue and queue type of `b`.
+fn cqrs_command(command: &[&str], broker: &str, b: &TestBroker) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("this binary's path"));
+    c.arg("cqrs").args(command).args([
+        "--broker-url",
+        broker,
+        "--exchange",
+        &b.exchange,
+        "--queue",
+        &b.queue,
+        "--queue-type",
+        b.queue_type.as_str(),
+        "--service-name",
+        "bench",
+    ]);
+    c
+}
+
+/// Start `c` on database `db` with the processes' log level.
+fn spawn(mut c: Command, db: &str, args: &Args) -> Child {
+    c.args(["--database-url", db])
+        .env("CQRS_LOG", &args.process_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("this binary starts as a cqrs process")
 }
 
 /// The process's peak resident set (VmHWM), MB.

@@ -47,6 +47,9 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "bulk-dump, analysed",
         "bulk-load",
         "diff pipeline",
+        "3-node cluster, classic queues",
+        "relay fans out 125 messages to 10 queues, 3-node cluster, quorum queues",
+        "replica drains 500 messages, consume -w 2, 3-node cluster, quorum queues",
     ] {
         assert!(
             names.iter().any(|n| n.contains(wanted)),
