@@ -45,6 +45,9 @@ pub struct TestBroker {
     pub queue_type: cqrs::config::QueueType,
     /// The broker's URL: the machine's ([`amqp_url`]) unless made by [`TestBroker::at`].
     pub url: String,
+    /// Whether the exchange is this one's to delete (not a sibling's from
+    /// [`TestBroker::another_queue`], which may be dropped first).
+    owns_exchange: bool,
 }
 
 impl TestBroker {
@@ -60,7 +63,9 @@ impl TestBroker {
 
     /// Unique names on the broker at `url` (a private node), declaring queues of `queue_type`.
     pub fn at(url: &str, queue_type: cqrs::config::QueueType) -> TestBroker {
-        TestBroker::on_exchange(url, unique("cqrs_tx"), queue_type)
+        let mut b = TestBroker::on_exchange(url, unique("cqrs_tx"), queue_type);
+        b.owns_exchange = true;
+        b
     }
 
     /// Another replica queue on the same exchange as `self`.
@@ -91,6 +96,7 @@ impl TestBroker {
             ],
             queue_type,
             url: url.to_string(),
+            owns_exchange: false,
         }
     }
 
@@ -257,7 +263,10 @@ impl Drop for TestBroker {
             .map(|q| cqrs::transport::amqp::parking_queue(q))
             .collect();
         queues.extend(parked);
-        let exchanges = [self.exchange.clone(), retry_exchange(&self.queue)];
+        let mut exchanges = vec![retry_exchange(&self.queue)];
+        if self.owns_exchange {
+            exchanges.push(self.exchange.clone());
+        }
         self.transport.block_on(async move {
             for q in queues {
                 let _ = ch
