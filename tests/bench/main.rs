@@ -336,6 +336,21 @@ impl Bench {
         Ok(())
     }
 
+    /// An empty master with `n` captured rows, drained by an in-process relay to `broker`:
+    /// messages per second.
+    fn relay_rate(&self, broker: &TestBroker, n: usize) -> cqrs::Result<f64> {
+        self.clear_master()?;
+        fill(&self.master.url, n)?;
+        let mut r = Relay::new(
+            self.master.connect(),
+            broker.transport.publisher()?,
+            broker.settings(),
+        );
+        let started = Instant::now();
+        r.drain()?;
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    }
+
     /// On a private 3-node RabbitMQ cluster, with classic and then quorum queues: the relay
     /// alone (to the replica's queue and a tap) beside lapin publishing the same messages to two
     /// queues of the same type; `consume -w 2` draining the replica's queue beside lapin consuming
@@ -366,17 +381,8 @@ impl Bench {
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut fan_relay, mut fan_publish) = (Vec::new(), Vec::new());
             for _ in 0..args.runs {
-                self.clear_master()?;
                 self.clear_replica()?;
-                fill(&self.master.url, n)?;
-                let mut r = Relay::new(
-                    self.master.connect(),
-                    broker.transport.publisher()?,
-                    broker.settings(),
-                );
-                let started = Instant::now();
-                r.drain()?;
-                relay.push(n as f64 / started.elapsed().as_secs_f64());
+                relay.push(self.relay_rate(&broker, n)?);
                 let (received, took) = raw::consume(&tap.transport, &tap.queue, n);
                 consume.push(n as f64 / took.as_secs_f64());
                 let took = raw::publish(
@@ -414,16 +420,7 @@ impl Bench {
                 // Fan-out: the replica's queue, the tap and 8 more take every message.
                 let more = queues(8, &broker, CQRS_ID);
                 let fan_sinks = queues(8, &broker, SINK_KEY);
-                self.clear_master()?;
-                fill(&self.master.url, fan_n)?;
-                let mut r = Relay::new(
-                    self.master.connect(),
-                    broker.transport.publisher()?,
-                    broker.settings(),
-                );
-                let started = Instant::now();
-                r.drain()?;
-                fan_relay.push(fan_n as f64 / started.elapsed().as_secs_f64());
+                fan_relay.push(self.relay_rate(&broker, fan_n)?);
                 let took = raw::publish(
                     &sinks[0].transport,
                     &sinks[0].exchange,

@@ -362,14 +362,7 @@ fn rust_master_to_django_consume() {
     let mut consumer = replica.spawn(&["cqrs_consume", "-w", "1"]);
     wait_for_consumer(&broker, &mut consumer);
 
-    let keys = rust_workload(&master.url);
-    let mut relay = cqrs::Relay::new(
-        master.connect(),
-        broker.transport.publisher().expect("publisher"),
-        broker.settings(),
-    );
-    relay.drain().expect("the relay publishes the outbox");
-    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
+    let keys = relayed_workload(&broker, &master, &replica.db);
 
     replica
         .db
@@ -427,14 +420,7 @@ fn rust_master_to_django_consume_on_quorum_queues() {
         "{listed}"
     );
 
-    let keys = rust_workload(&master.url);
-    let mut relay = cqrs::Relay::new(
-        master.connect(),
-        broker.transport.publisher().expect("publisher"),
-        broker.settings(),
-    );
-    relay.drain().expect("the relay publishes the outbox");
-    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
+    let keys = relayed_workload(&broker, &master, &replica.db);
     replica
         .db
         .connect()
@@ -448,6 +434,20 @@ fn rust_master_to_django_consume_on_quorum_queues() {
     wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
     assert_eq!(dead_letters(&broker), 0);
     drop(consumer);
+}
+
+/// The Rust workload on `master`, relayed to `broker`, until `replica` has the same rows; the
+/// workload's keys.
+fn relayed_workload(broker: &TestBroker, master: &TestDb, replica: &TestDb) -> Vec<i64> {
+    let keys = rust_workload(&master.url);
+    let mut relay = cqrs::Relay::new(
+        master.connect(),
+        broker.transport.publisher().expect("publisher"),
+        broker.settings(),
+    );
+    relay.drain().expect("the relay publishes the outbox");
+    wait_for_same_rows(master, replica, Duration::from_secs(60));
+    keys
 }
 
 /// Run `stages` as a shell pipeline (each one's stdout into the next one's stdin); panics with
