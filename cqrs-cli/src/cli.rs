@@ -92,7 +92,7 @@ pub enum Command {
     Relay(RelayArgs),
     /// Inspect and recover this replica's dead letters: dump, retry, purge
     DeadLetters(DeadLettersArgs),
-    /// Move this replica's RabbitMQ queues to another queue type, with their messages (needs replica models)
+    /// This replica's RabbitMQ queues: migrate them to another type with their messages (needs replica models), or delete them
     Queues(QueuesArgs),
     /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"`
     Triggers(TriggersArgs),
@@ -232,12 +232,17 @@ pub struct DeadLettersArgs {
 #[derive(Debug, Args)]
 pub struct QueuesArgs {
     /// migrate: move the replica's queue, dead-letter queue and delay queues to the type --to
-    /// names, with their bindings and waiting messages, while workers run; then set queue_type
+    /// names, with their bindings and waiting messages, while workers run; then set queue_type.
+    /// delete: remove those queues and the replica's retry exchange (a retired replica); refused
+    /// while one holds messages, unless --force
     #[arg(value_enum)]
     pub action: QueuesAction,
-    /// The queue type to move to: classic or quorum
+    /// migrate: the queue type to move to, classic or quorum
+    #[arg(long, required_if_eq("action", "migrate"))]
+    pub to: Option<cqrs::config::QueueType>,
+    /// delete: also when the queues hold messages (they are lost)
     #[arg(long)]
-    pub to: cqrs::config::QueueType,
+    pub force: bool,
 }
 
 /// What `queues` does.
@@ -245,6 +250,8 @@ pub struct QueuesArgs {
 pub enum QueuesAction {
     /// Move the queues to another type
     Migrate,
+    /// Delete the queues and the retry exchange
+    Delete,
 }
 
 /// `cqrs outbox`.

@@ -516,3 +516,63 @@ fn the_relay_says_what_it_relays_when_it_starts() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// `queues delete` (no models needed) refuses while the replica's queues hold messages, naming
+/// them, then with `--force` removes the queue, its dead-letter and delay queues and its retry
+/// exchange.
+#[test]
+fn queues_delete_removes_a_retired_replicas_queues_and_retry_exchange() {
+    let mut b = cqrs_tests::TestBroker::new();
+    b.delays = cqrs::Settings::default().retry_delays;
+    b.declare(&["item"]);
+    b.publish_raw("item", b"{}");
+    cqrs_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the message queued",
+        || b.count(&b.queue) == 1,
+    );
+    let url = cqrs_tests::amqp_url();
+    let args = [
+        "queues",
+        "delete",
+        "--broker-url",
+        &url,
+        "--exchange",
+        &b.exchange,
+        "--queue",
+        &b.queue,
+    ];
+    let o = cqrs(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("not deleting: {} holds 1", b.queue)),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(b.count(&b.queue), 1, "nothing deleted");
+    let o = cqrs(&[&args[..], &["--force"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{}: deleted with 1 message(s)", b.queue)),
+        "{}",
+        stderr(&o)
+    );
+    let queues = cqrs_tests::rabbitmqctl(&["list_queues", "name"]);
+    let left: Vec<&serde_json::Value> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"].as_str().unwrap_or_default().contains(&b.queue))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let exchanges = cqrs_tests::rabbitmqctl(&["list_exchanges", "name"]);
+    let retry = cqrs::transport::amqp::retry_exchange(&b.queue);
+    assert!(
+        !exchanges
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == retry.as_str()),
+        "{exchanges}"
+    );
+}

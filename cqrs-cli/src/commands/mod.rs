@@ -47,7 +47,8 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Consume(args) => consume::run(require_models(registry)?, &settings, &args),
         Command::Relay(_) => relay::run(&settings),
         Command::DeadLetters(args) => dead_letters::run(&settings, &args),
-        Command::Queues(args) => queues::run(require_models(registry)?, &settings, &args),
+        // `delete` needs no models; `migrate` binds for them and asks for them itself.
+        Command::Queues(args) => queues::run(registry, &settings, &args),
         Command::Outbox(_) => housekeeping::outbox_status(&settings),
         Command::Tombstones(_) => housekeeping::prune_tombstones(&settings),
         Command::Triggers(args) => triggers::run(require_models(registry)?, &settings, &args),
@@ -80,7 +81,7 @@ fn broker_unless(
 }
 
 /// Model commands need an application binary; the stock one has no models.
-fn require_models(registry: &Registry) -> Result<&Registry, Error> {
+pub(crate) fn require_models(registry: &Registry) -> Result<&Registry, Error> {
     if registry.is_empty() {
         Err(Error::config(crate::NO_MODELS))
     } else {

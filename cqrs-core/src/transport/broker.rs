@@ -45,6 +45,21 @@ pub trait Broker: Send + Sync {
         ))
     }
 
+    /// Delete a retired replica's queues (`queue`, its dead-letter queue, its delay queues for
+    /// `delays`) and what the transport made for it besides (`cqrs queues delete`); refused while
+    /// one holds messages, unless `force`.
+    fn delete_replica(
+        &self,
+        queue: &str,
+        delays: &[Duration],
+        force: bool,
+    ) -> Result<Vec<QueueDeleted>> {
+        let _ = (queue, delays, force);
+        Err(Error::config(
+            "deleting a replica's queues is for RabbitMQ (amqp://); a queue file's replica is deleted with the file",
+        ))
+    }
+
     /// A consumer of `queue` taking up to `prefetch` unacknowledged deliveries.
     fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>>;
 
@@ -71,6 +86,15 @@ pub struct QueueMove {
     /// Messages moved from its parking queue into it (all of `moved`, and those a run that was
     /// interrupted left there).
     pub unparked: usize,
+}
+
+/// A queue [`Broker::delete_replica`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDeleted {
+    /// The queue.
+    pub queue: String,
+    /// Messages it held, deleted with it.
+    pub messages: u32,
 }
 
 /// Connects a broker URL of one scheme: `(settings, url, connection name)`.

@@ -15,7 +15,7 @@ pub mod local;
 pub mod memory;
 pub mod routing;
 
-pub use broker::{Broker, QueueMove, SCHEMES, Scheme, connect, connect_until};
+pub use broker::{Broker, QueueDeleted, QueueMove, SCHEMES, Scheme, connect, connect_until};
 pub use routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key, topic_matches};
 
 use std::collections::BTreeMap;

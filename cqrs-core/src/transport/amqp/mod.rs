@@ -27,6 +27,7 @@ mod inbox;
 mod letters;
 mod migrate;
 mod publisher;
+mod remove;
 
 pub use inbox::AmqpInbox;
 pub use letters::LetterPass;
@@ -34,7 +35,7 @@ pub use migrate::parking_queue;
 pub use publisher::AmqpPublisher;
 
 use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
-use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher, QueueMove};
+use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher, QueueDeleted, QueueMove};
 use crate::config::{QueueType, Settings};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -718,6 +719,15 @@ impl Broker for AmqpBroker {
         to: QueueType,
     ) -> Result<Vec<QueueMove>> {
         self.0.migrate_replica(queue, cqrs_ids, delays, to)
+    }
+
+    fn delete_replica(
+        &self,
+        queue: &str,
+        delays: &[Duration],
+        force: bool,
+    ) -> Result<Vec<QueueDeleted>> {
+        self.0.delete_replica(queue, delays, force)
     }
 
     fn inbox(&self, queue: &str, prefetch: u16, delays: &[Duration]) -> Result<Box<dyn Inbox>> {
