@@ -576,3 +576,40 @@ fn queues_delete_removes_a_retired_replicas_queues_and_retry_exchange() {
         "{exchanges}"
     );
 }
+
+/// Commands that talk to no broker leave the broker's flags out of their help, and still accept
+/// them (a shared environment or cqrs.toml sets them for every command).
+#[test]
+fn broker_flags_are_in_the_help_of_broker_commands_only() {
+    for (command, shown) in [
+        ("migrate", false),
+        ("bulk-dump", false),
+        ("relay", true),
+        ("queues", true),
+    ] {
+        let o = cqrs(&[command, "--help"]);
+        let help = String::from_utf8_lossy(&o.stdout);
+        for flag in [
+            "--broker-url",
+            "--queue <",
+            "--exchange",
+            "--queue-type",
+            "--tls-ca-file",
+        ] {
+            assert_eq!(
+                help.contains(flag),
+                shown,
+                "{command} --help and {flag}:\n{help}"
+            );
+        }
+    }
+    let db = TestDb::new(Kind::Sqlite);
+    let o = cqrs(&[
+        "migrate",
+        "--database-url",
+        &db.url,
+        "--broker-url",
+        "amqp://unused",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
