@@ -136,8 +136,11 @@ async fn migrate_one(conn: &Connection, spec: &Spec, to: QueueType) -> Result<Qu
             )
             .await
         {
-            Ok(_) => break,
-            Err(e) => e,
+            Ok(_) => {
+                let _ = ch.close(200, "OK".into()).await;
+                break;
+            }
+            Err(e) => e, // the broker closed that channel
         };
         let err = declare_failed(&spec.name, to, e);
         if err.kind() != ErrorKind::Config {
@@ -161,6 +164,7 @@ async fn migrate_one(conn: &Connection, spec: &Spec, to: QueueType) -> Result<Qu
         report.moved += move_all(&ch, &spec.name, &parking).await?;
         // A message that came in meanwhile is moved at the next round.
         delete_if_empty(&ch, &spec.name).await?;
+        let _ = ch.close(200, "OK".into()).await;
     }
     // The queue has the new type: bind it, and empty the parking queue (if any) into it.
     let ch = channel(conn).await?;
@@ -181,10 +185,13 @@ async fn migrate_one(conn: &Connection, spec: &Spec, to: QueueType) -> Result<Qu
     for (exchange, key, args) in &spec.bindings {
         unbind(&ch, &parking, exchange, key, args).await?;
     }
+    let _ = ch.close(200, "OK".into()).await;
     loop {
         let ch = channel(conn).await?;
         report.unparked += move_all(&ch, &parking, &spec.name).await?;
-        if delete_if_empty(&ch, &parking).await? {
+        let deleted = delete_if_empty(&ch, &parking).await?;
+        let _ = ch.close(200, "OK".into()).await;
+        if deleted {
             return Ok(report);
         }
     }
