@@ -156,3 +156,25 @@ fn a_list_of_broker_urls_fails_over_and_goes_round() {
     );
     assert_eq!((p1.open_links(), p2.open_links()), (1, 0));
 }
+
+/// The heartbeat a broker URL asks for (`?heartbeat=7`) is the one the connection runs with, as
+/// RabbitMQ lists it: what lets a process notice a node lost without a TCP reset within seconds.
+#[test]
+fn a_broker_urls_heartbeat_is_the_connections() {
+    let b = TestBroker::new();
+    let settings = Settings {
+        broker_url: Some(format!("{}?heartbeat=7", amqp_url())),
+        service_name: format!("hb-{}", b.queue),
+        ..b.settings()
+    };
+    let _broker = cqrs::transport::connect(&settings, "relay").unwrap();
+    let name = format!("hb-{}-relay", b.queue);
+    let listed = rabbitmqctl(&["list_connections", "client_properties", "timeout"]);
+    let timeout = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_properties"].to_string().contains(&name))
+        .map(|c| c["timeout"].clone());
+    assert_eq!(timeout, Some(serde_json::json!(7)), "{listed}");
+}
