@@ -83,8 +83,8 @@ pub struct QueueMove {
     pub changed: bool,
     /// Messages moved out of it into its parking queue.
     pub moved: usize,
-    /// Messages moved from its parking queue into it (all of `moved`, and those a run that was
-    /// interrupted left there).
+    /// Messages moved from its parking queue into it: those of `moved`, those that arrived through
+    /// the bindings meanwhile, and any an interrupted run left there.
     pub unparked: usize,
 }
 
