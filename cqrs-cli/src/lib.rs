@@ -31,31 +31,6 @@ pub fn run(registry: Registry) -> ExitCode {
     run_from(registry, std::env::args_os())
 }
 
-/// Subcommands that talk to no broker.
-const NO_BROKER: [&str; 12] = [
-    "migrate",
-    "models",
-    "triggers",
-    "outbox",
-    "tombstones",
-    "bulk-dump",
-    "bulk-load",
-    "diff-master",
-    "diff-replica",
-    "deleted-diff-replica",
-    "deleted-diff-master",
-    "deleted-sync-replica",
-];
-
-/// The global flags only a broker's commands use (clap's ids: the field names).
-const BROKER_ARGS: [&str; 5] = [
-    "broker_url",
-    "queue",
-    "exchange",
-    "queue_type",
-    "tls_ca_file",
-];
-
 /// [`run`] with explicit arguments (the first is the program name).
 pub fn run_from<I, T>(registry: Registry, args: I) -> ExitCode
 where
@@ -65,17 +40,6 @@ where
     use clap::{CommandFactory, FromArgMatches};
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut command = Cli::command();
-    // Global flags reach every subcommand once built; those that talk to no broker leave the
-    // broker's out of their help (still accepted, as a shared cqrs.toml or environment sets them).
-    command.build();
-    for sub in NO_BROKER {
-        command = command.mut_subcommand(sub, |mut c| {
-            for arg in BROKER_ARGS {
-                c = c.mut_arg(arg, |a| a.hide(true));
-            }
-            c
-        });
-    }
     if !registry.is_empty() {
         // An application's own binary (clap names it after argv[0]): no built-in demo.
         command = command
