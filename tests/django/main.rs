@@ -372,13 +372,7 @@ fn rust_master_to_django_consume() {
             keys[0], keys[1]
         ))
         .unwrap();
-    succeed(&mut cqrs(
-        &broker,
-        &master,
-        &["sync", "-c", "interop_item", "-f", "{}"],
-    ));
-    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
-    assert_eq!(dead_letters(&broker), 0);
+    sync_all_until_same(&broker, &master, &replica.db);
     drop(consumer);
 }
 
@@ -426,13 +420,7 @@ fn rust_master_to_django_consume_on_quorum_queues() {
         .connect()
         .batch_execute(&format!("DELETE FROM items WHERE id = {}", keys[1]))
         .unwrap();
-    succeed(&mut cqrs(
-        &broker,
-        &master,
-        &["sync", "-c", "interop_item", "-f", "{}"],
-    ));
-    wait_for_same_rows(&master, &replica.db, Duration::from_secs(60));
-    assert_eq!(dead_letters(&broker), 0);
+    sync_all_until_same(&broker, &master, &replica.db);
     drop(consumer);
 }
 
@@ -448,6 +436,18 @@ fn relayed_workload(broker: &TestBroker, master: &TestDb, replica: &TestDb) -> V
     relay.drain().expect("the relay publishes the outbox");
     wait_for_same_rows(master, replica, Duration::from_secs(60));
     keys
+}
+
+/// `cqrs sync` of every item from `master`, until `replica` has the same rows again, with no
+/// dead letter on `broker`.
+fn sync_all_until_same(broker: &TestBroker, master: &TestDb, replica: &TestDb) {
+    succeed(&mut cqrs(
+        broker,
+        master,
+        &["sync", "-c", "interop_item", "-f", "{}"],
+    ));
+    wait_for_same_rows(master, replica, Duration::from_secs(60));
+    assert_eq!(dead_letters(broker), 0);
 }
 
 /// Run `stages` as a shell pipeline (each one's stdout into the next one's stdin); panics with

@@ -20,8 +20,8 @@ use lapin::{Channel, Confirmation, Connection};
 use std::time::Duration;
 
 use super::{
-    AmqpTransport, bind, declare_failed, delay_args, delay_binding, retry_exchange, retry_queue,
-    transient, typed,
+    AmqpTransport, bind, declare_failed, delay_args, delay_binding, refused, retry_exchange,
+    retry_queue, transient, typed,
 };
 use crate::config::QueueType;
 use crate::error::{Error, ErrorKind, Result};
@@ -112,10 +112,6 @@ async fn channel(conn: &Connection) -> Result<Channel> {
     Ok(ch)
 }
 
-fn failed(what: String, e: lapin::Error) -> Error {
-    Error::new(ErrorKind::Transport, format!("{what}: {e}"))
-}
-
 async fn migrate_one(conn: &Connection, spec: &Spec, to: QueueType) -> Result<QueueMove> {
     let parking = parking_queue(&spec.name);
     let mut report = QueueMove {
@@ -154,7 +150,7 @@ async fn migrate_one(conn: &Connection, spec: &Spec, to: QueueType) -> Result<Qu
             spec.args.clone(),
         )
         .await
-        .map_err(|e| failed(format!("declaring the parking queue {parking}"), e))?;
+        .map_err(|e| refused(&format!("declaring the parking queue {parking}"), e))?;
         for (exchange, key, args) in &spec.bindings {
             bind(&ch, &parking, exchange, key, args.clone()).await?;
         }
@@ -207,7 +203,12 @@ async fn unbind(
     // Unbinding what is not bound succeeds: a second run repeats it harmlessly.
     ch.queue_unbind(queue.into(), exchange.into(), key.into(), args.clone())
         .await
-        .map_err(|e| failed(format!("unbinding {queue} from {exchange} with {key:?}"), e))
+        .map_err(|e| {
+            refused(
+                &format!("unbinding {queue} from {exchange} with {key:?}"),
+                e,
+            )
+        })
 }
 
 /// Delete `queue` if no message waits in it; false if one does. (Quorum queues refuse the
@@ -221,14 +222,14 @@ async fn delete_if_empty(ch: &Channel, queue: &str) -> Result<bool> {
     let waiting = ch
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
-        .map_err(|e| failed(format!("counting the messages in {queue}"), e))?
+        .map_err(|e| refused(&format!("counting the messages in {queue}"), e))?
         .message_count();
     if waiting > 0 {
         return Ok(false);
     }
     ch.queue_delete(queue.into(), QueueDeleteOptions::default())
         .await
-        .map_err(|e| failed(format!("deleting queue {queue}"), e))?;
+        .map_err(|e| refused(&format!("deleting queue {queue}"), e))?;
     Ok(true)
 }
 
@@ -242,7 +243,7 @@ async fn move_all(ch: &Channel, from: &str, to: &str) -> Result<usize> {
             let got = ch
                 .basic_get(from.into(), BasicGetOptions { no_ack: false })
                 .await
-                .map_err(|e| failed(format!("reading {from}"), e))?;
+                .map_err(|e| refused(&format!("reading {from}"), e))?;
             let Some(msg) = got else { break };
             let d = msg.delivery;
             let confirm = ch
@@ -257,7 +258,7 @@ async fn move_all(ch: &Channel, from: &str, to: &str) -> Result<usize> {
                     d.properties.clone(),
                 )
                 .await
-                .map_err(|e| failed(format!("moving a message to {to}"), e))?;
+                .map_err(|e| refused(&format!("moving a message to {to}"), e))?;
             window.push((d.delivery_tag, confirm));
         }
         let Some(&(last, _)) = window.last() else {
@@ -288,7 +289,7 @@ async fn move_all(ch: &Channel, from: &str, to: &str) -> Result<usize> {
         }
         ch.basic_ack(last, BasicAckOptions { multiple: true })
             .await
-            .map_err(|e| failed(format!("acknowledging moved messages in {from}"), e))?;
+            .map_err(|e| refused(&format!("acknowledging moved messages in {from}"), e))?;
         moved += n;
     }
 }

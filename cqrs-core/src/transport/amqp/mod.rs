@@ -70,6 +70,11 @@ fn transient(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Transient, format!("{what}: {e}"))
 }
 
+/// A broker operation the broker refused (not a lost connection).
+fn refused(what: &str, e: lapin::Error) -> Error {
+    Error::new(ErrorKind::Transport, format!("{what}: {e}"))
+}
+
 /// The retry exchange of a replica queue: `cqrs_retry_<queue>` (headers, durable).
 pub fn retry_exchange(queue: &str) -> String {
     format!("cqrs_retry_{queue}")

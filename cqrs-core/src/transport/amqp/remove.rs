@@ -7,7 +7,7 @@ use lapin::Channel;
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
-use super::{AmqpTransport, parking_queue, retry_exchange, retry_queue, transient};
+use super::{AmqpTransport, parking_queue, refused, retry_exchange, retry_queue, transient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::QueueDeleted;
 use crate::transport::routing::dead_letter_queue;
@@ -58,11 +58,11 @@ impl AmqpTransport {
             for q in &found {
                 ch.queue_delete(q.queue.as_str().into(), QueueDeleteOptions::default())
                     .await
-                    .map_err(|e| failed(&format!("deleting queue {}", q.queue), e))?;
+                    .map_err(|e| refused(&format!("deleting queue {}", q.queue), e))?;
             }
             ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await
-                .map_err(|e| failed(&format!("deleting exchange {exchange}"), e))?;
+                .map_err(|e| refused(&format!("deleting exchange {exchange}"), e))?;
             let _ = ch.close(200, "OK".into()).await;
             Ok(found)
         })
@@ -73,10 +73,6 @@ async fn channel(conn: &lapin::Connection) -> Result<Channel> {
     conn.create_channel()
         .await
         .map_err(|e| transient("opening a channel", e))
-}
-
-fn failed(what: &str, e: lapin::Error) -> Error {
-    Error::new(ErrorKind::Transport, format!("{what}: {e}"))
 }
 
 /// Messages waiting in `queue`, or `None` if it does not exist (a passive declare; the 404 closes
@@ -96,6 +92,6 @@ async fn waiting(conn: &lapin::Connection, queue: &str) -> Result<Option<u32>> {
             Ok(Some(q.message_count()))
         }
         Err(e) if e.to_string().contains("NOT_FOUND") => Ok(None),
-        Err(e) => Err(failed(&format!("looking up queue {queue}"), e)),
+        Err(e) => Err(refused(&format!("looking up queue {queue}"), e)),
     }
 }
