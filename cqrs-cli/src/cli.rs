@@ -49,6 +49,57 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+/// The global flags only a broker connection reads (clap's ids: the field names).
+const BROKER_FLAGS: [&str; 5] = [
+    "broker_url",
+    "exchange",
+    "queue_type",
+    "service_name",
+    "tls_ca_file",
+];
+
+/// Subcommands that never connect to a broker, and whether each reads `--queue`.
+const NO_BROKER: [(&str, bool); 12] = [
+    ("migrate", false),
+    ("models", false),
+    ("triggers", false),
+    ("outbox", false),
+    ("tombstones", false),
+    ("bulk-dump", false),
+    ("bulk-load", false),
+    ("diff-master", false),
+    ("diff-replica", true),
+    ("deleted-diff-replica", false),
+    ("deleted-diff-master", false),
+    ("deleted-sync-replica", false),
+];
+
+/// The clap command: [`Cli`] with the broker's flags left out of the help of the subcommands
+/// that talk to no broker. They still accept them, as a shared environment or `cqrs.toml` sets
+/// them for every command.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let globals: Vec<clap::Arg> = cli.get_arguments().cloned().collect();
+    let hidden = |reads_queue: bool| {
+        globals
+            .iter()
+            .filter(move |a| {
+                let id = a.get_id().as_str();
+                BROKER_FLAGS.contains(&id) || (!reads_queue && id == "queue")
+            })
+            .map(|a| a.clone().hide(true))
+            .collect::<Vec<_>>()
+    };
+    // clap propagates a global flag to a subcommand only where the subcommand has no flag of that
+    // id, so a hidden copy added first takes its place (same id, so the value lands in the same
+    // field). Changing args after `build()` would corrupt clap's index of them instead.
+    NO_BROKER.iter().fold(cli, |cli, &(name, reads_queue)| {
+        let copies = hidden(reads_queue);
+        cli.mut_subcommand(name, |sub| sub.args(copies))
+    })
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -132,6 +183,10 @@ pub struct DiffMasterArgs {
     /// Rows per line
     #[arg(short = 'b', long, default_value_t = 10_000)]
     pub batch: usize,
+    /// Also send each row's values, so diff-replica finds rows changed without a new revision
+    /// (by hand, or by a write capture did not see). Only cqrs's diff-replica reads this format
+    #[arg(long)]
+    pub content: bool,
 }
 
 /// `cqrs diff-sync`.
@@ -360,4 +415,94 @@ pub struct RelayArgs {
     /// Serve /metrics, /healthz and /readyz on this host:port [env: CQRS_METRICS_ADDR] [default: off]
     #[arg(long)]
     pub metrics_addr: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let argv = std::iter::once("cqrs").chain(args.iter().copied());
+        command()
+            .try_get_matches_from(argv)
+            .and_then(|m| Cli::from_arg_matches(&m))
+    }
+
+    fn help(sub: &str) -> String {
+        parse(&[sub, "--help"]).unwrap_err().render().to_string()
+    }
+
+    #[test]
+    fn broker_flags_are_in_the_help_of_broker_commands_only() {
+        let flags = [
+            "--broker-url",
+            "--exchange",
+            "--queue-type",
+            "--service-name",
+            "--tls-ca-file",
+        ];
+        for (sub, shown) in [
+            ("migrate", false),
+            ("bulk-dump", false),
+            ("diff-replica", false),
+            ("relay", true),
+            ("consume", true),
+            ("queues", true),
+            ("sync", true),
+            ("config", true),
+        ] {
+            let text = help(sub);
+            for flag in flags {
+                assert_eq!(text.contains(flag), shown, "{sub} --help and {flag}:\n{text}");
+            }
+        }
+        assert!(!help("migrate").contains("--queue <"));
+        assert!(help("diff-replica").contains("--queue <"), "diff-replica reads --queue");
+        assert!(help("migrate").contains("--database-url"));
+    }
+
+    /// The hidden copies must land in the same fields as the global flags, wherever they are
+    /// given (a first attempt that edited clap's args after `build()` sent `--exchange` to
+    /// `--log-format`).
+    #[test]
+    fn hidden_broker_flags_are_still_parsed_into_their_own_fields() {
+        let before = parse(&["--exchange", "x1", "--queue", "q1", "migrate"]).unwrap();
+        let after = parse(&[
+            "migrate",
+            "--exchange",
+            "x1",
+            "--queue",
+            "q1",
+            "--broker-url",
+            "amqp://h",
+            "--service-name",
+            "s",
+            "--queue-type",
+            "quorum",
+            "--tls-ca-file",
+            "/ca.pem",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        for cli in [&before, &after] {
+            assert_eq!(cli.common.exchange.as_deref(), Some("x1"));
+            assert_eq!(cli.common.queue.as_deref(), Some("q1"));
+            assert!(matches!(cli.command, Command::Migrate));
+        }
+        let c = &after.common;
+        assert_eq!(c.broker_url.as_deref(), Some("amqp://h"));
+        assert_eq!(c.service_name.as_deref(), Some("s"));
+        assert_eq!(c.queue_type, Some(cqrs::config::QueueType::Quorum));
+        assert_eq!(c.tls_ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(before.common.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_command_is_consistent() {
+        command().debug_assert();
+    }
 }

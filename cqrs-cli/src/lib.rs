@@ -37,9 +37,9 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut command = Cli::command();
+    let mut command = cli::command();
     if !registry.is_empty() {
         // An application's own binary (clap names it after argv[0]): no built-in demo.
         command = command
