@@ -499,6 +499,7 @@ fn writes_no_trigger_saw_are_repaired_by_the_two_pipelines() {
         &mut master,
         &TItem::master_spec(),
         None,
+        diff::Compare::Revision,
         100,
         &mut revisions,
     )

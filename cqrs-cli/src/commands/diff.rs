@@ -24,6 +24,11 @@ pub(crate) fn master(
         &mut db(settings)?,
         spec,
         args.filter.as_deref(),
+        if args.content {
+            diff::Compare::Content
+        } else {
+            diff::Compare::Revision
+        },
         args.batch,
         &mut out,
     )?;

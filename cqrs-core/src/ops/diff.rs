@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::Settings;
-use crate::db::Db;
+use crate::db::{Db, SqlConn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::format_datetime;
 use crate::model::{MasterSpec, TableSpec};
@@ -86,12 +86,28 @@ fn key_values(t: &TableSpec, pks: &[Value]) -> Result<Vec<SqlValue>> {
         .collect()
 }
 
-/// Stage 1 of the diff (master): the header, then `[[pk, revision], ...]` per batch. Rows the
-/// model's `filter` hook (is_sync_instance) rejects are left out, as they are never sent.
+/// What `diff-master` sends for each row, and so what `diff-replica` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// `[pk, revision]`, django-cqrs's format: finds rows whose revision differs or is missing.
+    /// A row changed by hand on either side without a new revision is not found.
+    #[default]
+    Revision,
+    /// `[pk, revision, instance_data]` (the document a SYNC would carry, serializer included):
+    /// also finds rows whose stored values differ from what applying the master's would write,
+    /// compared column by column in the replica's own types. Only cqrs's `diff-replica` reads it;
+    /// the pipe carries about a bulk dump's bytes.
+    Content,
+}
+
+/// Stage 1 of the diff (master): the header, then `[[pk, revision], ...]` per batch (with
+/// [`Compare::Content`], `[pk, revision, instance_data]`). Rows the model's `filter` hook
+/// (is_sync_instance) rejects are left out, as they are never sent.
 pub fn diff_master(
     db: &mut Db,
     spec: &MasterSpec,
     filter_json: Option<&str>,
+    compare: Compare,
     batch: usize,
     out: &mut dyn Write,
 ) -> Result<usize> {
@@ -100,30 +116,35 @@ pub fn diff_master(
         .map(|f| filter::compile(t, db.backend(), f, 1))
         .transpose()?;
     writeln!(out, "{}", header(t.cqrs_id())).map_err(io)?;
-    let cols: Vec<usize> = if spec.hooks_ref().filter.is_some() {
+    let hooks = spec.hooks_ref();
+    let cols: Vec<usize> = if hooks.filter.is_some() || compare == Compare::Content {
         rows::all_columns(t).collect()
     } else {
         vec![t.key_index(), t.revision_index()]
     };
     let mut total = 0;
-    pages::pages(db, t, &cols, compiled.as_ref(), batch, |_, rows| {
-        let mut pairs = Vec::with_capacity(rows.len());
+    pages::pages(db, t, &cols, compiled.as_ref(), batch, |db, rows| {
+        let mut entries = Vec::with_capacity(rows.len());
         for row in rows {
-            if let Some(keep) = spec.hooks_ref().filter
-                && !keep(&rows::instance_data(t, &row))
+            let data = (hooks.filter.is_some() || compare == Compare::Content)
+                .then(|| rows::instance_data(t, &row));
+            if let (Some(keep), Some(data)) = (hooks.filter, &data)
+                && !keep(data)
             {
                 continue;
             }
-            let pk = row[t.key_index()]
-                .as_ref()
-                .map_or(Value::Null, SqlValue::to_json);
-            let rev = row[t.revision_index()]
-                .as_ref()
-                .map_or(Value::Null, SqlValue::to_json);
-            pairs.push(Value::Array(vec![pk, rev]));
+            let json = |i: usize| row[i].as_ref().map_or(Value::Null, SqlValue::to_json);
+            let mut entry = vec![json(t.key_index()), json(t.revision_index())];
+            if let (Compare::Content, Some(mut data)) = (compare, data) {
+                if let Some(serialize) = hooks.serializer {
+                    serialize(db.as_dyn(), &mut data)?;
+                }
+                entry.push(Value::Object(data));
+            }
+            entries.push(Value::Array(entry));
         }
-        total += pairs.len();
-        writeln!(out, "{}", Value::Array(pairs)).map_err(io)
+        total += entries.len();
+        writeln!(out, "{}", Value::Array(entries)).map_err(io)
     })?;
     out.flush().map_err(io)?;
     Ok(total)
@@ -242,8 +263,44 @@ fn dense_range(keys: &[SqlValue]) -> Option<(SqlValue, SqlValue)> {
     (span <= 2 * keys.len() as i128).then(|| (lo.clone(), hi.clone()))
 }
 
+/// Stored rows of `keys` with every column, by canonical key.
+fn stored_rows(
+    db: &mut Db,
+    t: &TableSpec,
+    keys: &[SqlValue],
+) -> Result<HashMap<String, Vec<Option<SqlValue>>>> {
+    let cols: Vec<usize> = rows::all_columns(t).filter(|&i| i != t.key_index()).collect();
+    let mut out = HashMap::with_capacity(keys.len());
+    read_rows(db, t, keys, &cols, |k, row| {
+        out.insert(k, row.to_vec());
+    })?;
+    Ok(out)
+}
+
+/// Whether applying the master's `data` would change a column of the stored `row` (the
+/// revision and `cqrs_updated` are compared by the revision check; a column the master does
+/// not send is not compared).
+fn content_differs(t: &TableSpec, row: &[Option<SqlValue>], data: &Map<String, Value>) -> bool {
+    let null = |v: &Option<SqlValue>| v.as_ref().is_none_or(SqlValue::is_null);
+    t.columns().iter().enumerate().any(|(i, col)| {
+        if i == t.revision_index() || i == t.updated_index() {
+            return false;
+        }
+        let Some(sent) = data.get(&col.wire) else {
+            return false;
+        };
+        match col.ty.from_json(sent) {
+            Ok(v) if v.is_null() => !null(&row[i]),
+            Ok(v) => row[i].as_ref() != Some(&v),
+            Err(_) => true,
+        }
+    })
+}
+
 /// Stage 2 of the diff (replica): echo the header with `,<queue>`, then per input batch the pks
-/// whose replica revision differs or is missing (lines only when not empty).
+/// whose replica revision differs or is missing (lines only when not empty). Entries that carry
+/// the master's `instance_data` ([`Compare::Content`]) are also listed when a stored value
+/// differs from it.
 pub fn diff_replica(
     db: &mut Db,
     registry: &Registry,
@@ -255,31 +312,59 @@ pub fn diff_replica(
     let t = replica_table(registry, &cqrs_id)?.clone();
     writeln!(out, "{line},{queue}").map_err(io)?;
     let mut total = 0;
-    for_each_array(input, |pairs| {
-        let mut pks = Vec::with_capacity(pairs.len());
-        let mut revs = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            match p {
-                Value::Array(pr) if pr.len() == 2 => {
-                    pks.push(pr[0].clone());
-                    revs.push(pr[1].as_i64());
-                }
+    for_each_array(input, |entries| {
+        let mut pks = Vec::with_capacity(entries.len());
+        let mut revs = Vec::with_capacity(entries.len());
+        let mut datas = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut e = match entry {
+                Value::Array(e) if e.len() == 2 || e.len() == 3 => e.into_iter(),
                 other => {
                     return Err(Error::config(format!(
-                        "expected [pk, revision], got {other}"
+                        "expected [pk, revision] or [pk, revision, instance_data], got {other}"
                     )));
                 }
-            }
+            };
+            pks.push(e.next().unwrap_or_default());
+            revs.push(e.next().and_then(|r| r.as_i64()));
+            datas.push(match e.next() {
+                None => None,
+                Some(Value::Object(data)) => Some(data),
+                Some(other) => {
+                    return Err(Error::config(format!(
+                        "instance_data of pk {} is not a JSON object: {other}",
+                        pks[pks.len() - 1]
+                    )));
+                }
+            });
         }
         let keys = key_values(&t, &pks)?;
-        let stored = revisions(db, &t, &keys)?;
-        let differ: Vec<Value> = keys
-            .iter()
-            .zip(pks)
-            .zip(revs)
-            .filter(|((k, _), rev)| stored.get(&k.canonical_key()).map(|r| i64::from(*r)) != *rev)
-            .map(|((_, pk), _)| pk)
-            .collect();
+        // Revisions alone unless entries carry content: the common pipe reads two columns.
+        let with_content = datas.iter().any(Option::is_some);
+        let (revs_stored, rows_stored) = if with_content {
+            (HashMap::new(), stored_rows(db, &t, &keys)?)
+        } else {
+            (revisions(db, &t, &keys)?, HashMap::new())
+        };
+        let mut differ = Vec::new();
+        for (((key, pk), rev), data) in keys.iter().zip(pks).zip(revs).zip(datas) {
+            let canon = key.canonical_key();
+            let row = rows_stored.get(&canon);
+            let stored_rev = match row {
+                Some(row) => match &row[t.revision_index()] {
+                    Some(SqlValue::Integer(r)) => Some(*r),
+                    _ => None,
+                },
+                None => revs_stored.get(&canon).copied(),
+            };
+            let content = match (row, &data) {
+                (Some(row), Some(data)) => content_differs(&t, row, data),
+                _ => false,
+            };
+            if stored_rev.map(i64::from) != rev || content {
+                differ.push(pk);
+            }
+        }
         total += differ.len();
         if !differ.is_empty() {
             writeln!(out, "{}", Value::Array(differ)).map_err(io)?;
@@ -461,6 +546,33 @@ pub fn deleted_sync_replica(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_is_compared_in_the_replicas_types_by_wire_name() {
+        use crate::model::ColumnSpec;
+        use crate::value::ColumnType;
+        let t = TableSpec::new("item", "items")
+            .key("id", ColumnType::BigInt)
+            .column(ColumnSpec::new("title", ColumnType::Text).wire("name"))
+            .column(ColumnSpec::new("price", ColumnType::Numeric).nullable())
+            .build()
+            .unwrap();
+        let mut row = vec![None; t.columns().len()];
+        let col = |n: &str| t.columns().iter().position(|c| c.name == n).unwrap();
+        row[col("id")] = Some(SqlValue::BigInt(1));
+        row[col("title")] = Some(SqlValue::Text("a".into()));
+        row[col("price")] = Some(SqlValue::Null(ColumnType::Numeric));
+        row[t.revision_index()] = Some(SqlValue::Integer(3));
+        let data = |v: Value| v.as_object().unwrap().clone();
+        let same = data(serde_json::json!({"id": 1, "name": "a", "price": null, "cqrs_revision": 9}));
+        assert!(!content_differs(&t, &row, &same), "revision is not content");
+        assert!(!content_differs(&t, &row, &data(serde_json::json!({"id": 1}))), "unsent");
+        assert!(content_differs(&t, &row, &data(serde_json::json!({"name": "b"}))));
+        assert!(content_differs(&t, &row, &data(serde_json::json!({"price": "1.50"}))));
+        assert!(content_differs(&t, &row, &data(serde_json::json!({"id": "x"}))), "unreadable");
+        row[col("price")] = Some(SqlValue::Numeric("1.5".parse().unwrap()));
+        assert!(!content_differs(&t, &row, &data(serde_json::json!({"price": "1.50"}))), "scale");
+    }
 
     #[test]
     fn dense_integer_keys_are_read_as_a_range() {
