@@ -455,11 +455,18 @@ mod tests {
         ] {
             let text = help(sub);
             for flag in flags {
-                assert_eq!(text.contains(flag), shown, "{sub} --help and {flag}:\n{text}");
+                assert_eq!(
+                    text.contains(flag),
+                    shown,
+                    "{sub} --help and {flag}:\n{text}"
+                );
             }
         }
         assert!(!help("migrate").contains("--queue <"));
-        assert!(help("diff-replica").contains("--queue <"), "diff-replica reads --queue");
+        assert!(
+            help("diff-replica").contains("--queue <"),
+            "diff-replica reads --queue"
+        );
         assert!(help("migrate").contains("--database-url"));
     }
 
@@ -496,7 +503,10 @@ mod tests {
         assert_eq!(c.broker_url.as_deref(), Some("amqp://h"));
         assert_eq!(c.service_name.as_deref(), Some("s"));
         assert_eq!(c.queue_type, Some(cqrs::config::QueueType::Quorum));
-        assert_eq!(c.tls_ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(
+            c.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(before.common.log_format, LogFormat::Text);
     }

@@ -27,9 +27,16 @@ pub enum Framing {
     AsRelayed,
 }
 
+/// How long [`consume`] waits for the next message before it gives up.
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Publishes sent and not yet confirmed before [`publish`] waits for the oldest: more than the
+/// relay keeps in flight (3 batches of 500), so the ceiling is at least as pipelined as the relay.
+pub const PUBLISH_WINDOW: usize = 4_000;
+
 /// Consume `n` messages from `queue` with a prefetch of 1,000, acking every 500 at once; the
-/// messages and the time it took.
-pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Received>, Duration) {
+/// messages and the time it took, or `None` if a message did not come within 30 s.
+pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> Option<(Vec<Received>, Duration)> {
     let ch = t.channel(false).expect("a channel");
     let queue = queue.to_string();
     t.block_on(async move {
@@ -48,11 +55,11 @@ pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Received>, Dura
             .unwrap();
         let mut received = Vec::with_capacity(n);
         while received.len() < n {
-            let d = consumer
-                .next()
-                .await
-                .expect("a delivery")
-                .expect("no error");
+            let Ok(next) = tokio::time::timeout(CONSUME_TIMEOUT, consumer.next()).await else {
+                let _ = ch.close(200, "OK".into()).await;
+                return None;
+            };
+            let d = next.expect("a delivery").expect("no error");
             received.push(Received {
                 body: d.data.clone(),
                 properties: d.properties.clone(),
@@ -66,12 +73,12 @@ pub fn consume(t: &AmqpTransport, queue: &str, n: usize) -> (Vec<Received>, Dura
         }
         let took = started.elapsed();
         let _ = ch.close(200, "OK".into()).await;
-        (received, took)
+        Some((received, took))
     })
 }
 
-/// Publish `messages` persistent to `exchange` with `key`, framed as `framing` says, confirms
-/// awaited in windows of 1,000; the time it took.
+/// Publish `messages` persistent to `exchange` with `key`, framed as `framing` says, with up to
+/// [`PUBLISH_WINDOW`] unconfirmed (awaited oldest first); the time until the last is confirmed.
 pub fn publish(
     t: &AmqpTransport,
     exchange: &str,
@@ -93,28 +100,31 @@ pub fn publish(
             ..Default::default()
         };
         let started = Instant::now();
-        for window in messages.chunks(1000) {
-            let mut confirms = Vec::with_capacity(window.len());
-            for m in window {
-                let props = match framing {
-                    Framing::Bare => bare.clone(),
-                    Framing::AsRelayed => m.properties.clone(),
-                };
-                confirms.push(
-                    ch.basic_publish(
-                        exchange.as_str().into(),
-                        key.as_str().into(),
-                        options,
-                        &m.body,
-                        props,
-                    )
-                    .await
-                    .unwrap(),
-                );
+        let mut unconfirmed: std::collections::VecDeque<lapin::PublisherConfirm> =
+            std::collections::VecDeque::with_capacity(PUBLISH_WINDOW + 1);
+        for m in messages {
+            if unconfirmed.len() >= PUBLISH_WINDOW {
+                let oldest = unconfirmed.pop_front().expect("a full window");
+                oldest.await.unwrap();
             }
-            for c in confirms {
-                c.await.unwrap();
-            }
+            let props = match framing {
+                Framing::Bare => bare.clone(),
+                Framing::AsRelayed => m.properties.clone(),
+            };
+            unconfirmed.push_back(
+                ch.basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    options,
+                    &m.body,
+                    props,
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in unconfirmed {
+            c.await.unwrap();
         }
         let took = started.elapsed();
         let _ = ch.close(200, "OK".into()).await;

@@ -273,7 +273,14 @@ fn drift(
 ) -> cqrs::Result<usize> {
     let spec = registry.master_named(CQRS_ID)?.clone();
     let mut stage1 = Vec::new();
-    diff::diff_master(master, &spec, None, diff::Compare::Revision, 5_000, &mut stage1)?;
+    diff::diff_master(
+        master,
+        &spec,
+        None,
+        diff::Compare::Revision,
+        5_000,
+        &mut stage1,
+    )?;
     let differ = diff::diff_replica(
         replica,
         registry,

@@ -269,7 +269,9 @@ fn stored_rows(
     t: &TableSpec,
     keys: &[SqlValue],
 ) -> Result<HashMap<String, Vec<Option<SqlValue>>>> {
-    let cols: Vec<usize> = rows::all_columns(t).filter(|&i| i != t.key_index()).collect();
+    let cols: Vec<usize> = rows::all_columns(t)
+        .filter(|&i| i != t.key_index())
+        .collect();
     let mut out = HashMap::with_capacity(keys.len());
     read_rows(db, t, keys, &cols, |k, row| {
         out.insert(k, row.to_vec());
@@ -564,14 +566,32 @@ mod tests {
         row[col("price")] = Some(SqlValue::Null(ColumnType::Numeric));
         row[t.revision_index()] = Some(SqlValue::Integer(3));
         let data = |v: Value| v.as_object().unwrap().clone();
-        let same = data(serde_json::json!({"id": 1, "name": "a", "price": null, "cqrs_revision": 9}));
+        let same =
+            data(serde_json::json!({"id": 1, "name": "a", "price": null, "cqrs_revision": 9}));
         assert!(!content_differs(&t, &row, &same), "revision is not content");
-        assert!(!content_differs(&t, &row, &data(serde_json::json!({"id": 1}))), "unsent");
-        assert!(content_differs(&t, &row, &data(serde_json::json!({"name": "b"}))));
-        assert!(content_differs(&t, &row, &data(serde_json::json!({"price": "1.50"}))));
-        assert!(content_differs(&t, &row, &data(serde_json::json!({"id": "x"}))), "unreadable");
+        assert!(
+            !content_differs(&t, &row, &data(serde_json::json!({"id": 1}))),
+            "unsent"
+        );
+        assert!(content_differs(
+            &t,
+            &row,
+            &data(serde_json::json!({"name": "b"}))
+        ));
+        assert!(content_differs(
+            &t,
+            &row,
+            &data(serde_json::json!({"price": "1.50"}))
+        ));
+        assert!(
+            content_differs(&t, &row, &data(serde_json::json!({"id": "x"}))),
+            "unreadable"
+        );
         row[col("price")] = Some(SqlValue::Numeric("1.5".parse().unwrap()));
-        assert!(!content_differs(&t, &row, &data(serde_json::json!({"price": "1.50"}))), "scale");
+        assert!(
+            !content_differs(&t, &row, &data(serde_json::json!({"price": "1.50"}))),
+            "scale"
+        );
     }
 
     #[test]

@@ -200,9 +200,17 @@ fn content_diff(kind: Kind) {
     let (master, replica) = setup(kind);
     master.connect().migrate().unwrap();
     let dump = run(&master_bin(), &["bulk-dump", "-c", "item"], &master, None);
-    let out = run(&PathBuf::from(REPLICA), &["bulk-load"], &replica, Some(&dump.stdout));
+    let out = run(
+        &PathBuf::from(REPLICA),
+        &["bulk-load"],
+        &replica,
+        Some(&dump.stdout),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(differing_keys(&master, &replica, &["--content"]), Vec::<i64>::new());
+    assert_eq!(
+        differing_keys(&master, &replica, &["--content"]),
+        Vec::<i64>::new()
+    );
 
     replica
         .connect()
@@ -236,7 +244,12 @@ fn content_diff(kind: Kind) {
     broker
         .declare_replica(&b.queue, &["item".into()], &b.delays)
         .unwrap();
-    let sent = run(&master_bin(), &["diff-master", "-c", "item", "--content"], &master, None);
+    let sent = run(
+        &master_bin(),
+        &["diff-master", "-c", "item", "--content"],
+        &master,
+        None,
+    );
     let listed = run(
         &PathBuf::from(REPLICA),
         &["diff-replica", "--queue", &b.queue],
@@ -245,7 +258,13 @@ fn content_diff(kind: Kind) {
     );
     let synced = run(
         &master_bin(),
-        &["diff-sync", "--broker-url", &broker_url, "--exchange", &b.exchange],
+        &[
+            "diff-sync",
+            "--broker-url",
+            &broker_url,
+            "--exchange",
+            &b.exchange,
+        ],
         &master,
         Some(&listed.stdout),
     );
@@ -259,7 +278,10 @@ fn content_diff(kind: Kind) {
     );
     c.drain(Duration::from_millis(500)).unwrap();
     drop(c);
-    assert_eq!(differing_keys(&master, &replica, &["--content"]), Vec::<i64>::new());
+    assert_eq!(
+        differing_keys(&master, &replica, &["--content"]),
+        Vec::<i64>::new()
+    );
     assert_eq!(
         rows(&replica, "replica_items", "title"),
         rows(&master, "items", "name")
