@@ -33,6 +33,9 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// A message kept because no queue is bound for it (`keep_unroutable`) is tried again after this
 /// delay: binding a queue is a deploy step, not a blip, and every try logs a warning.
 const UNROUTABLE_RETRY: Duration = Duration::from_secs(5);
+/// How long an idle relay, having told writers to notify it, waits for the transactions that
+/// could not know before claiming once more (longer ones are found by its next poll).
+const IDLE_SETTLE: Duration = Duration::from_millis(200);
 /// How often an idle relay checks for the outbox's notification.
 const LISTEN_CHECK: Duration = Duration::from_millis(1);
 /// A lost listening connection is opened again after this delay (polling covers the gap).
@@ -429,6 +432,8 @@ impl<P: Publisher> Relay<P> {
             url: self.reconnect_url.clone(),
             listener: None,
             retry_at: Instant::now(),
+            announced: false,
+            announcing: true,
         };
         let mut in_flight = VecDeque::new();
         // Whether to claim this turn: always, except while batches await their confirms and no
@@ -464,6 +469,7 @@ impl<P: Publisher> Relay<P> {
             self.ready(turn.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             match turn {
                 Ok(n) if n > 0 => {
+                    waiter.busy();
                     idle = Duration::from_millis(10);
                     claim = true;
                     continue;
@@ -474,6 +480,18 @@ impl<P: Publisher> Relay<P> {
                     let (now, signalled) = waiter.wait(wake, seen, CONFIRM_CHECK);
                     seen = now;
                     claim = signalled;
+                    continue;
+                }
+                // Writers do not notify a relay that is not idle: a turn that only settled
+                // confirms claims before the relay decides to sleep.
+                Ok(_) if !claim => {
+                    claim = true;
+                    continue;
+                }
+                // Nothing to claim: tell writers to notify, then claim once more for what
+                // committed while they could not know.
+                Ok(_) if waiter.idle() => {
+                    claim = true;
                     continue;
                 }
                 Ok(_) => idle = (idle * 2).min(IDLE_POLL),
@@ -495,6 +513,7 @@ impl<P: Publisher> Relay<P> {
             seen = waiter.wait(wake, seen, idle).0;
             claim = true;
         }
+        waiter.busy();
         self.settle_all(&mut in_flight);
         Ok(())
     }
@@ -584,9 +603,59 @@ struct Idle {
     url: Option<String>,
     listener: Option<Listener>,
     retry_at: Instant,
+    /// Whether the listener has said it is idle (writers notify it).
+    announced: bool,
+    /// False once announcing failed on a schema without `cqrs_relay_idle` (whose trigger
+    /// notifies every commit).
+    announcing: bool,
 }
 
 impl Idle {
+    /// Announce the relay idle if it has a listener and has not yet (see
+    /// [`Listener::announce_idle`]); true if it announced now, so the caller claims once more
+    /// before sleeping.
+    fn idle(&mut self) -> bool {
+        self.open();
+        if self.announced || !self.announcing {
+            return false;
+        }
+        let Some(listener) = self.listener.as_mut() else {
+            return false;
+        };
+        match listener.announce_idle(IDLE_SETTLE) {
+            Ok(settled) => {
+                if !settled {
+                    tracing::debug!(
+                        "relay: transactions older than the idle announcement still running after {IDLE_SETTLE:?}; the idle poll covers them"
+                    );
+                }
+                self.announced = true;
+                true
+            }
+            Err(e) => {
+                // The listener's connection may be gone: `wait` finds out and listens again.
+                tracing::debug!(
+                    "relay: cannot announce itself idle ({e}); writers notify every commit"
+                );
+                self.announcing = false;
+                false
+            }
+        }
+    }
+
+    /// The relay is publishing again: writers may stop notifying.
+    fn busy(&mut self) {
+        if !self.announced {
+            return;
+        }
+        self.announced = false;
+        if let Some(listener) = self.listener.as_mut()
+            && let Err(e) = listener.announce_busy()
+        {
+            tracing::debug!("relay: cannot announce itself busy ({e})");
+        }
+    }
+
     /// Wait until a commit is signalled or `timeout` passes: the in-process generation, and
     /// whether a commit was signalled (in this process or by a notification).
     fn wait(&mut self, wake: &Wakeup, seen: u64, timeout: Duration) -> (u64, bool) {
@@ -605,6 +674,7 @@ impl Idle {
                         "relay: lost the outbox notification connection ({e}); polling until it is back"
                     );
                     self.listener = None;
+                    self.announced = false;
                     self.retry_at = Instant::now() + LISTEN_RETRY;
                     let left = deadline.saturating_duration_since(Instant::now());
                     return in_process(wake.wait(seen, left));
@@ -627,7 +697,12 @@ impl Idle {
             return;
         };
         match Listener::listen(url, outbox::CHANNEL) {
-            Ok(l) => self.listener = Some(l),
+            Ok(l) => {
+                // A new session: whatever the old one announced went with it.
+                self.listener = Some(l);
+                self.announced = false;
+                self.announcing = true;
+            }
             Err(e) => {
                 tracing::warn!("relay: cannot listen for outbox notifications ({e}); polling");
                 self.retry_at = Instant::now() + LISTEN_RETRY;

@@ -64,14 +64,28 @@ fn relay_reconnects_after_its_database_link_is_cut() {
 }
 
 /// A row queued in the outbox by another connection (another process's capture) notifies the
-/// outbox channel at commit, once per transaction: what wakes a relay in another process.
+/// outbox channel at commit, once per transaction, while a relay has said it is idle: what wakes a
+/// relay in another process. While none is idle, writers do not notify (a NOTIFY serializes the
+/// commits of every notifying writer, and a busy relay claims again without being told).
 #[test]
-fn an_outbox_insert_notifies_listeners_at_commit() {
+fn an_outbox_insert_notifies_idle_listeners_at_commit_and_nobody_else() {
     use cqrs::db::listen::Listener;
     let t = TestDb::new(Kind::Postgres);
     let mut listener = Listener::listen(&t.url, cqrs::outbox::CHANNEL).unwrap();
     assert!(!listener.notified().unwrap(), "nothing committed yet");
     let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !listener.notified().unwrap(),
+        "no relay idle: no notification"
+    );
+
+    assert!(listener.announce_idle(Duration::from_secs(5)).unwrap());
+    assert_eq!(
+        count(&mut db, "SELECT count(*) AS n FROM cqrs_relay_idle"),
+        1
+    );
     db.write_transaction(|db| {
         atomic(db, |tx| insert_m_items(tx, 3))?;
         std::thread::sleep(Duration::from_millis(200));
@@ -89,6 +103,133 @@ fn an_outbox_insert_notifies_listeners_at_commit() {
         !listener.notified().unwrap(),
         "one transaction, one wake-up"
     );
+
+    listener.announce_busy().unwrap();
+    assert_eq!(
+        count(&mut db, "SELECT count(*) AS n FROM cqrs_relay_idle"),
+        0
+    );
+    atomic(&mut db, |tx| insert_m_items(tx, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!listener.notified().unwrap(), "busy again: no notification");
+}
+
+/// A writer that queued its outbox rows before the relay said it was idle checked for idle
+/// relays too early to notify. Announcing waits for such writers (those writing to the outbox
+/// then), so a claim right after it finds their rows; one that outlasts the bound is reported
+/// (`false`: the relay's poll finds it). A row left by a relay killed while idle is cleared by the
+/// next listener.
+#[test]
+fn announcing_idle_waits_for_the_writers_that_could_not_know() {
+    use cqrs::db::listen::Listener;
+    use std::time::Instant;
+    let t = TestDb::new(Kind::Postgres);
+    let mut listener = Listener::listen(&t.url, cqrs::outbox::CHANNEL).unwrap();
+    let mut check = t.connect();
+    let outbox = "SELECT count(*) AS n FROM cqrs_outbox";
+    for (hold, settle, ended) in [(300, 10_000, true), (1_000, 100, false)] {
+        let (queued_tx, queued) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut db = t.connect();
+                db.write_transaction(|db| {
+                    atomic(db, |tx| insert_m_items(tx, 2))?;
+                    queued_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(hold));
+                    Ok(())
+                })
+                .unwrap();
+            });
+            queued.recv().unwrap();
+            let before = count(&mut check, outbox);
+            let started = Instant::now();
+            let settled = listener
+                .announce_idle(Duration::from_millis(settle))
+                .unwrap();
+            let waited = started.elapsed();
+            assert_eq!(settled, ended, "held {hold} ms, bound {settle} ms");
+            if ended {
+                assert!(waited >= Duration::from_millis(200), "waited {waited:?}");
+                assert_eq!(
+                    count(&mut check, outbox),
+                    before + 2,
+                    "a claim after the announcement sees the writer's rows"
+                );
+            } else {
+                assert!(waited < Duration::from_millis(hold), "waited {waited:?}");
+            }
+            writer.join().unwrap();
+        });
+        assert!(
+            !listener.notified().unwrap(),
+            "the writer checked before the announcement: it did not notify"
+        );
+        listener.announce_busy().unwrap();
+    }
+
+    // A relay killed while idle leaves its row (writers keep notifying); the next one clears it.
+    assert!(listener.announce_idle(Duration::from_secs(1)).unwrap());
+    drop(listener);
+    wait_until(Duration::from_secs(10), "the killed session to end", || {
+        count(
+            &mut check,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE pid IN (SELECT pid FROM cqrs_relay_idle)",
+        ) == 0
+    });
+    assert_eq!(
+        count(&mut check, "SELECT count(*) AS n FROM cqrs_relay_idle"),
+        1
+    );
+    let _next = Listener::listen(&t.url, cqrs::outbox::CHANNEL).unwrap();
+    assert_eq!(
+        count(&mut check, "SELECT count(*) AS n FROM cqrs_relay_idle"),
+        0
+    );
+}
+
+/// A running relay says it is idle when the outbox is empty and busy while it publishes (its row
+/// goes and comes back), and takes its row away when it stops.
+#[test]
+fn a_relay_announces_itself_idle_and_busy() {
+    let t = TestDb::new(Kind::Postgres);
+    let broker = MemoryBroker::new();
+    broker.declare_replica_queue("q", &["item"]);
+    let mut db = t.connect();
+    let idle = "SELECT count(*) AS n FROM cqrs_relay_idle";
+    let shutdown = Shutdown::new();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&shutdown);
+        let relay = s.spawn(|| {
+            let mut relay =
+                Relay::new(t.connect(), broker.clone(), Settings::default()).reconnect_with(&t.url);
+            relay.run(&shutdown).unwrap();
+        });
+        let mut check = t.connect();
+        wait_until(Duration::from_secs(10), "the relay to be idle", || {
+            count(&mut check, idle) == 1
+        });
+        let since = "SELECT COALESCE(max(CAST(extract(epoch FROM since) * 1000000 AS BIGINT)), 0) AS n \
+                     FROM cqrs_relay_idle";
+        for n in [1, 50] {
+            let (before, idle_since) = (broker.queue_len("q"), count(&mut check, since));
+            atomic(&mut db, |tx| insert_m_items(tx, n)).unwrap();
+            wait_until(Duration::from_secs(10), "the rows to be published", || {
+                broker.queue_len("q") == before + n as usize
+            });
+            wait_until(
+                Duration::from_secs(10),
+                "the relay to be idle again",
+                || count(&mut check, idle) == 1 && count(&mut check, since) > idle_since,
+            );
+        }
+        shutdown.trigger();
+        relay.join().unwrap();
+        assert_eq!(
+            count(&mut check, idle),
+            0,
+            "a stopped relay waits for nobody"
+        );
+    });
 }
 
 /// SQLite has no notifications: a listener watches the file's data version, which another

@@ -4,12 +4,27 @@
 //! non-blocking read of the socket. SQLite has no notifications: a connection of its own asks
 //! `PRAGMA data_version`, which changes when any other connection commits to the file (so a
 //! commit that wrote no outbox row wakes it too: one claim that finds nothing).
+//!
+//! On PostgreSQL the outbox's trigger notifies only while some listener has said it is idle (a row
+//! in `cqrs_relay_idle`, migration `cqrs_relay_idle`): a NOTIFY serializes the commits of every
+//! notifying writer, and a busy relay claims again without being told. [`Listener::announce_idle`]
+//! closes the gap between a writer's check and its commit by waiting for the transactions writing
+//! to the outbox when the row appeared.
+
+use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
-use diesel::{Connection, RunQueryDsl};
+use diesel::sql_types::Text;
+use diesel::{Connection, QueryableByName, RunQueryDsl};
 
 use super::{Backend, parse_database_url, redact};
 use crate::error::{Error, Result};
+
+#[derive(QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    t: String,
+}
 
 /// A connection listening on one channel (PostgreSQL) or watching the file (SQLite).
 pub struct Listener {
@@ -51,9 +66,84 @@ impl Listener {
         diesel::sql_query(format!("LISTEN {channel}"))
             .execute(&mut conn)
             .map_err(|e| Error::from_diesel(e, "LISTEN"))?;
+        // Rows of relays whose sessions are gone (killed while idle) would keep writers notifying.
+        // Before the migration that made the table, there is nothing to clean.
+        let _ = diesel::sql_query(
+            "DELETE FROM cqrs_relay_idle WHERE pid NOT IN (SELECT pid FROM pg_stat_activity)",
+        )
+        .execute(&mut conn);
         Ok(Listener {
             source: Source::Pg(conn),
         })
+    }
+
+    /// Say this listener is idle, so writers notify it: on PostgreSQL a row in `cqrs_relay_idle`
+    /// keyed by this session, then a wait (up to `settle`) for the transactions writing to the
+    /// outbox once the row is committed. A writer that checked for idle listeners before the row
+    /// existed is one of those (a writer at REPEATABLE READ that writes the outbox only later
+    /// checks with its older snapshot, and is found by the caller's next poll instead), so once
+    /// they have ended a claim finds its rows; later writers see the row and notify. Returns whether they all ended within `settle` (if not, a commit among them
+    /// may go unnoticed until the caller's next poll). On SQLite nothing is needed: `Ok(true)`.
+    /// An error means the table is missing (an older schema, whose trigger notifies every
+    /// commit) or the connection is gone.
+    pub fn announce_idle(&mut self, settle: Duration) -> Result<bool> {
+        let Source::Pg(conn) = &mut self.source else {
+            return Ok(true);
+        };
+        let q = |e| Error::from_diesel(e, "announcing an idle relay");
+        diesel::sql_query(
+            "INSERT INTO cqrs_relay_idle (pid) VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING",
+        )
+        .execute(conn)
+        .map_err(q)?;
+        // The transactions that could have checked before the row existed: those that have
+        // written to the outbox (its table lock is held to their end). Not every transaction in
+        // the cluster, so an unrelated long one elsewhere does not hold the relay up.
+        let writing: Vec<TextRow> = diesel::sql_query(
+            "SELECT DISTINCT virtualtransaction AS t FROM pg_locks \
+             WHERE locktype = 'relation' AND relation = CAST('cqrs_outbox' AS regclass) \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND pid <> pg_backend_pid()",
+        )
+        .load(conn)
+        .map_err(q)?;
+        if writing.is_empty() {
+            return Ok(true);
+        }
+        let vxids = writing
+            .into_iter()
+            .map(|r| r.t)
+            .collect::<Vec<_>>()
+            .join(",");
+        let deadline = Instant::now() + settle;
+        loop {
+            // A transaction holds the lock on its own virtual id until it ends.
+            let left: Vec<TextRow> = diesel::sql_query(
+                "SELECT CAST(count(*) AS TEXT) AS t FROM pg_locks \
+                 WHERE locktype = 'virtualxid' AND granted \
+                   AND virtualxid = ANY(string_to_array($1, ','))",
+            )
+            .bind::<Text, _>(&vxids)
+            .load(conn)
+            .map_err(q)?;
+            if left.first().is_none_or(|r| r.t == "0") {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Say this listener is busy again: writers stop notifying unless another listener is idle.
+    pub fn announce_busy(&mut self) -> Result<()> {
+        if let Source::Pg(conn) = &mut self.source {
+            diesel::sql_query("DELETE FROM cqrs_relay_idle WHERE pid = pg_backend_pid()")
+                .execute(conn)
+                .map_err(|e| Error::from_diesel(e, "announcing a busy relay"))?;
+        }
+        Ok(())
     }
 
     /// Whether a notification arrived since the last call; consumes every one waiting. An error
