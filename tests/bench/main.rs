@@ -38,6 +38,7 @@
 // The figures' fields are their documentation.
 #![allow(missing_docs)]
 
+mod cpu;
 mod raw;
 mod stats;
 
@@ -164,6 +165,10 @@ struct Bench {
     sqlite: Option<SqliteFiles>,
     figures: Vec<Figure>,
     problems: Vec<String>,
+    /// The shared PostgreSQL server and RabbitMQ node, for CPU per row.
+    meter: cpu::Meter,
+    /// CPU per row of each measured window, per run, for the CPU table.
+    cpu: Vec<(String, Vec<cpu::Window>)>,
 }
 
 /// SQLite databases and a queue file in a directory of their own (removed on drop).
@@ -320,6 +325,17 @@ impl Bench {
         sink.declare(&[SINK_KEY, ROUND_TRIP_KEY]);
         let sink_twin = broker.another_queue();
         sink_twin.declare(&[SINK_KEY]);
+        let backend: Vec<String> = master
+            .connect()
+            .load_text("SELECT CAST(pg_backend_pid() AS TEXT) AS j", vec![])?;
+        let meter = cpu::Meter {
+            postmaster: backend
+                .first()
+                .and_then(|p| p.parse().ok())
+                .and_then(cpu::postmaster_of),
+            rabbitmq: cpu::rabbitmq_pid(),
+            ..cpu::Meter::default()
+        };
         Ok(Bench {
             master,
             replica,
@@ -330,6 +346,8 @@ impl Bench {
             sqlite: None,
             figures: Vec::new(),
             problems: Vec::new(),
+            meter,
+            cpu: Vec::new(),
         })
     }
 
@@ -424,7 +442,7 @@ impl Bench {
                 let early = last.as_deref().filter(|_| run % 2 == 1).map(publish);
                 purge(&[&sinks[0], &sinks[1]])?;
                 self.clear_replica()?;
-                let rate = relay_rate(&self.master.url, &broker, n)?;
+                let (rate, _) = relay_rate(&self.master.url, &broker, n, &cpu::Meter::default())?;
                 let url = self.master.url.clone();
                 self.check_relayed(&url, &format!("{kind} cluster relay"));
                 let Some((received, took)) = raw::consume(&tap.transport, &tap.queue, n) else {
@@ -471,7 +489,8 @@ impl Bench {
                 let early = (run % 2 == 1).then(|| publish(few));
                 purge(&[&sinks[0], &sinks[1]])?;
                 purge(&fan_sinks.iter().collect::<Vec<_>>())?;
-                let rate = relay_rate(&self.master.url, &broker, fan_n)?;
+                let (rate, _) =
+                    relay_rate(&self.master.url, &broker, fan_n, &cpu::Meter::default())?;
                 self.check_relayed(&url, &format!("{kind} cluster fan-out"));
                 fan.push(rate, Some(early.unwrap_or_else(|| publish(few))));
                 let all: Vec<&TestBroker> = [&broker, &tap]
@@ -555,6 +574,23 @@ impl Bench {
         }
     }
 
+    /// CPU µs per row of a window over its runs, a figure per component that used any.
+    fn add_cpu(&mut self, window: String, runs: Vec<cpu::Window>) {
+        if runs.is_empty() {
+            return;
+        }
+        for (i, (part, _)) in runs[0].parts().into_iter().enumerate() {
+            let mut r = Runs::default();
+            for w in &runs {
+                r.push(w.parts()[i].1, None);
+            }
+            if r.values().is_some_and(|v| v.max > 0.0) {
+                self.add(format!("CPU per row, {window}: {part}"), "µs/row", "", &r);
+            }
+        }
+        self.cpu.push((window, runs));
+    }
+
     /// A figure taken once, with no ceiling (a peak RSS).
     fn add_one(&mut self, figure: String, value: f64, unit: &'static str) {
         let mut runs = Runs::default();
@@ -618,6 +654,7 @@ impl Bench {
         let trigger_spec = SoakItem::master_spec()
             .capture(cqrs::model::CaptureMode::Trigger)
             .expect("the soak model has no hooks");
+        let mut cpu_runs: [Vec<cpu::Window>; 3] = Default::default();
         for run in 0..args.runs {
             // 0: no capture, 1: atomic, 2: triggers.
             let mut rates = [0.0; 3];
@@ -627,7 +664,8 @@ impl Bench {
             }
             for way in order {
                 self.clear_master()?;
-                rates[way] = match way {
+                let start = self.meter.read();
+                let written = match way {
                     0 => write(&self.master.url, writers, rows, Capture::None, args.seconds)?,
                     1 => write(
                         &self.master.url,
@@ -647,6 +685,8 @@ impl Bench {
                         rate?
                     }
                 };
+                cpu_runs[way].push(self.meter.since(&start, written.cpu).per_row(written.rows));
+                rates[way] = written.rate;
                 if way == 1 {
                     self.check_captured("capture by atomic");
                 }
@@ -671,6 +711,11 @@ impl Bench {
             &ceiling,
             &trigger_runs,
         );
+        let shape = format!("{rows} row{rows_plural}/txn, {writers} writer{plural}");
+        let [plain, by_atomic, by_triggers] = cpu_runs;
+        self.add_cpu(format!("no capture, {shape}"), plain);
+        self.add_cpu(format!("capture by atomic, {shape}"), by_atomic);
+        self.add_cpu(format!("capture by triggers, {shape}"), by_triggers);
         Ok(())
     }
 
@@ -685,6 +730,10 @@ impl Bench {
         let mut drain = [Runs::default(), Runs::default()];
         let mut drain_upsert = Runs::default();
         let mut rss = 0.0f64;
+        // CPU per message of each piece: the relay, lapin's publish and consume, each drain, the
+        // raw upsert.
+        let mut windows: [Vec<cpu::Window>; 6] = Default::default();
+        let meter = self.meter;
         // The tap's copy of the last relay turn: what lapin sends when it goes first.
         let mut last: Option<Vec<raw::Received>> = None;
         let mut turn = 0usize;
@@ -692,19 +741,28 @@ impl Bench {
             for workers in [1, 2] {
                 turn += 1;
                 let early = match &last {
-                    Some(messages) if turn.is_multiple_of(2) => {
-                        Some(publish_rates(&self.sink, &self.sink_twin, messages)?)
-                    }
+                    Some(messages) if turn.is_multiple_of(2) => Some(publish_rates(
+                        &self.sink,
+                        &self.sink_twin,
+                        messages,
+                        &meter,
+                    )?),
                     _ => None,
                 };
                 self.clear_replica()?;
-                let rate = relay_rate(&self.master.url, &self.broker, n)?;
+                let (rate, window) = relay_rate(&self.master.url, &self.broker, n, &meter)?;
+                windows[0].push(window.per_row(n));
                 let url = self.master.url.clone();
                 self.check_relayed(&url, "relay alone");
                 let consume_first = turn % 2 == 1;
+                let tap_read = |tap: &TestBroker| {
+                    let start = meter.read();
+                    let consumed = raw::consume(&tap.transport, &tap.queue, n);
+                    (consumed, meter.since(&start, 0.0).per_row(n))
+                };
                 let mut consumed = None;
                 if consume_first {
-                    consumed = raw::consume(&self.tap.transport, &self.tap.queue, n);
+                    consumed = Some(tap_read(&self.tap));
                 }
                 let upsert_first = workers == 1 && turn % 4 == 3;
                 let mut upsert = None;
@@ -714,14 +772,21 @@ impl Bench {
                 }
                 let drained = self.drain_process(args, workers, n)?;
                 if !consume_first {
-                    consumed = raw::consume(&self.tap.transport, &self.tap.queue, n);
+                    consumed = Some(tap_read(&self.tap));
                 }
-                if drained.is_some() {
+                let (consumed, window) = consumed.expect("read before or after the drain");
+                windows[2].push(window);
+                if let Some((_, _, window)) = drained {
+                    windows[2 + workers].push(window);
                     self.compare(&self.pg(), "after a drain")?;
                 }
                 if workers == 1 && !upsert_first {
                     upsert = Some(self.raw_upsert(n)?);
                 }
+                let upsert = upsert.map(|(secs, window)| {
+                    windows[5].push(window);
+                    secs
+                });
                 let Some((received, took)) = consumed else {
                     self.problems
                         .push(format!("lapin did not read {n} messages from the tap"));
@@ -730,15 +795,16 @@ impl Bench {
                     drain[workers - 1].fail();
                     continue;
                 };
-                let (framed, bare) = match early {
+                let (framed, bare, window) = match early {
                     Some(rates) => rates,
-                    None => publish_rates(&self.sink, &self.sink_twin, &received)?,
+                    None => publish_rates(&self.sink, &self.sink_twin, &received, &meter)?,
                 };
+                windows[1].push(window);
                 relayed.push(rate, Some(framed));
                 relayed_bare.push(rate, Some(bare));
                 last = Some(received);
                 match drained {
-                    Some((d, peak)) => {
+                    Some((d, peak, _)) => {
                         drain[workers - 1].push(d, Some(n as f64 / took.as_secs_f64()));
                         if workers == 2 {
                             rss = rss.max(peak);
@@ -790,26 +856,45 @@ impl Bench {
             &drain_upsert,
         );
         self.add_one("consumer peak RSS, -w 2".into(), rss, "MB");
+        let [relay, publish, consume, drain_1, drain_2, upsert] = windows;
+        self.add_cpu(format!("relay alone, in this process, {n} messages"), relay);
+        self.add_cpu(
+            format!("lapin confirmed publish of the same {n} messages"),
+            publish,
+        );
+        self.add_cpu(format!("lapin consume of {n} messages"), consume);
+        self.add_cpu(format!("consume -w 1 draining {n} messages"), drain_1);
+        self.add_cpu(format!("consume -w 2 draining {n} messages"), drain_2);
+        self.add_cpu(
+            format!("raw upsert of {n} rows, {UPSERT_BATCH} per transaction"),
+            upsert,
+        );
         Ok(())
     }
 
-    /// Seconds to upsert `n` rows raw into the empty replica table (left cleared).
-    fn raw_upsert(&mut self, n: usize) -> cqrs::Result<f64> {
+    /// Seconds to upsert `n` rows raw into the empty replica table (left cleared), and the CPU
+    /// per row.
+    fn raw_upsert(&mut self, n: usize) -> cqrs::Result<(f64, cpu::Window)> {
         self.clear_replica()?;
-        let took = raw::upsert(&mut self.replica.connect(), REPLICA_TABLE, n, UPSERT_BATCH)?;
+        let mut db = self.replica.connect();
+        let start = self.meter.read();
+        let took = raw::upsert(&mut db, REPLICA_TABLE, n, UPSERT_BATCH)?;
+        let window = self.meter.since(&start, 0.0).per_row(n);
         self.clear_replica()?;
-        Ok(took.as_secs_f64())
+        Ok((took.as_secs_f64(), window))
     }
 
     /// `consume -w <workers>` as a process draining the replica queue's `n` messages: msgs/s from
-    /// the first row applied, and the process's peak RSS; `None` if they did not all arrive.
+    /// the first row applied, the process's peak RSS, and the CPU per message (the consumer's
+    /// start-up included); `None` if they did not all arrive.
     fn drain_process(
         &mut self,
         args: &Args,
         workers: usize,
         n: usize,
-    ) -> cqrs::Result<Option<(f64, f64)>> {
+    ) -> cqrs::Result<Option<(f64, f64, cpu::Window)>> {
         let mut arrivals = Arrivals::new(&self.replica.url, &self.master.url)?;
+        let start = self.meter.read();
         let started = Instant::now();
         let child = self.process(
             &["consume", "-w", &workers.to_string()],
@@ -818,9 +903,14 @@ impl Bench {
             args,
         );
         let drained = arrivals.drain_time(n, started);
+        let meter = cpu::Meter {
+            consumer: Some(child.id()),
+            ..self.meter
+        };
+        let window = meter.since(&start, 0.0).per_row(n);
         let peak = peak_rss_mb(&child);
         stop(child);
-        Ok(drained.map(|(took, before)| ((n - before) as f64 / took.as_secs_f64(), peak)))
+        Ok(drained.map(|(took, before)| ((n - before) as f64 / took.as_secs_f64(), peak, window)))
     }
 
     /// 4 writers capturing `rows`-row transactions for `--seconds` with the relay and
@@ -834,10 +924,19 @@ impl Bench {
         stack: &Stack,
     ) -> cqrs::Result<()> {
         let mut runs = Runs::default();
+        let (mut cpu_alone, mut cpu_through) = (Vec::new(), Vec::new());
+        // The servers' CPU only where the stack uses them.
+        let servers = if stack.is_sqlite() {
+            cpu::Meter::default()
+        } else {
+            self.meter
+        };
         for run in 0..args.runs {
-            let alone = |stack: &Stack| -> cqrs::Result<f64> {
+            let alone = |stack: &Stack| -> cqrs::Result<(f64, cpu::Window)> {
                 stack.clear_master()?;
-                write(&stack.master, 4, rows, Capture::Atomic, args.seconds)
+                let start = servers.read();
+                let w = write(&stack.master, 4, rows, Capture::Atomic, args.seconds)?;
+                Ok((w.rate, servers.since(&start, w.cpu).per_row(w.rows)))
             };
             // The writers alone go first every other run.
             let early = if run % 2 == 1 {
@@ -856,18 +955,27 @@ impl Bench {
             );
             // Both connected and idle before the load starts.
             std::thread::sleep(Duration::from_millis(1500));
+            let meter = cpu::Meter {
+                relay: Some(relay.id()),
+                consumer: Some(consumer.id()),
+                ..servers
+            };
+            let start = meter.read();
             let started = Instant::now();
-            let written = write(&stack.master, 4, rows, Capture::Atomic, args.seconds)
-                .map(|rate| (rate * args.seconds).round() as usize);
-            let done = written.as_ref().is_ok_and(|n| {
+            let written = write(&stack.master, 4, rows, Capture::Atomic, args.seconds);
+            let done = written.as_ref().is_ok_and(|w| {
                 Arrivals::new(&stack.replica, &stack.master)
-                    .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(*n)))
+                    .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
             });
             let took = started.elapsed();
             self.check_relayed(&stack.master, &stack.named("end to end"));
+            let window = written
+                .as_ref()
+                .map(|w| meter.since(&start, w.cpu).per_row(w.rows))
+                .unwrap_or_default();
             stop(relay);
             stop(consumer);
-            let written = written?;
+            let written = written?.rows;
             if !done {
                 self.problems.push(stack.named(&format!(
                     "end to end: {written} rows did not all reach the replica"
@@ -876,11 +984,13 @@ impl Bench {
                 continue;
             }
             self.compare(stack, "after an end-to-end run")?;
-            let ceiling = match early {
-                Some(rate) => rate,
+            let (ceiling, alone_window) = match early {
+                Some(a) => a,
                 None => alone(stack)?,
             };
             runs.push(written as f64 / took.as_secs_f64(), Some(ceiling));
+            cpu_alone.push(alone_window);
+            cpu_through.push(window);
         }
         self.add(
             stack.named(&format!(
@@ -889,6 +999,17 @@ impl Bench {
             "rows/s",
             "the same writers, nothing behind them",
             &runs,
+        );
+        let shape = format!("4 writers, {rows} row(s)/txn");
+        self.add_cpu(
+            stack.named(&format!(
+                "end to end, {shape}, relay + consume -w {workers}"
+            )),
+            cpu_through,
+        );
+        self.add_cpu(
+            stack.named(&format!("the same capturing writers alone, {shape}")),
+            cpu_alone,
         );
         Ok(())
     }
@@ -1397,19 +1518,46 @@ impl Bench {
         for f in &self.figures {
             println!("{}", f.row());
         }
+        if self.cpu.is_empty() {
+            return;
+        }
+        println!();
+        println!(
+            "CPU µs per row (median of the runs): the writer threads, the PostgreSQL server (every \
+             process, exited backends included), the RabbitMQ node, the relay and consumer processes, \
+             and the rest of this process (lapin's threads, an in-process relay)."
+        );
+        println!("| window | writers | PostgreSQL | RabbitMQ | relay | consumer | harness | all |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (window, runs) in &self.cpu {
+            let cells: Vec<String> = (0..7)
+                .map(|i| {
+                    let xs: Vec<f64> = runs.iter().map(|w| w.parts()[i].1).collect();
+                    format!("{:.0}", stats::median(&xs))
+                })
+                .collect();
+            println!("| {window} | {} |", cells.join(" | "));
+        }
     }
 }
 
 /// `writers` threads writing transactions of `rows` inserts for `secs`, captured or not; rows/s
 /// (with 1 row per transaction, transactions/s).
-fn write(url: &str, writers: usize, rows: usize, capture: Capture, secs: f64) -> cqrs::Result<f64> {
+fn write(
+    url: &str,
+    writers: usize,
+    rows: usize,
+    capture: Capture,
+    secs: f64,
+) -> cqrs::Result<Written> {
     let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    std::thread::scope(|s| -> cqrs::Result<()> {
+    let cpu = std::thread::scope(|s| -> cqrs::Result<f64> {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let done = &done;
-                s.spawn(move || -> cqrs::Result<()> {
+                s.spawn(move || -> cqrs::Result<f64> {
+                    let started = cpu::this_thread();
                     let mut db = Db::connect(url)?;
                     let mut k = 0u64;
                     while Instant::now() < deadline {
@@ -1417,16 +1565,31 @@ fn write(url: &str, writers: usize, rows: usize, capture: Capture, secs: f64) ->
                         k += rows as u64;
                         done.fetch_add(rows as u64, Ordering::Relaxed);
                     }
-                    Ok(())
+                    Ok(cpu::this_thread() - started)
                 })
             })
             .collect();
+        let mut cpu = 0.0;
         for h in handles {
-            h.join().expect("a writer does not panic")?;
+            cpu += h.join().expect("a writer does not panic")?;
         }
-        Ok(())
+        Ok(cpu)
     })?;
-    Ok(done.load(Ordering::Relaxed) as f64 / secs)
+    let rows = done.load(Ordering::Relaxed) as usize;
+    Ok(Written {
+        rate: rows as f64 / secs,
+        rows,
+        cpu,
+    })
+}
+
+/// What [`write`] did.
+struct Written {
+    /// Rows (1 row/txn: transactions) per second.
+    rate: f64,
+    rows: usize,
+    /// CPU seconds of the writer threads.
+    cpu: f64,
 }
 
 /// Whether a bench transaction captures its rows through `atomic`.
@@ -1487,8 +1650,13 @@ fn generate(db: &mut Db, table: &str, n: usize) -> cqrs::Result<()> {
 }
 
 /// An emptied master with `n` captured rows, drained by an in-process relay to `broker`:
-/// messages per second.
-fn relay_rate(master_url: &str, broker: &TestBroker, n: usize) -> cqrs::Result<f64> {
+/// messages per second, and the CPU of the drain as `meter` reads it.
+fn relay_rate(
+    master_url: &str,
+    broker: &TestBroker,
+    n: usize,
+    meter: &cpu::Meter,
+) -> cqrs::Result<(f64, cpu::Window)> {
     clear(
         &mut Db::connect(master_url)?,
         &[MASTER_TABLE, "cqrs_outbox"],
@@ -1499,29 +1667,38 @@ fn relay_rate(master_url: &str, broker: &TestBroker, n: usize) -> cqrs::Result<f
         broker.transport.publisher()?,
         broker.settings(),
     );
+    let start = meter.read();
     let started = Instant::now();
     r.drain()?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, meter.since(&start, 0.0)))
 }
 
 /// lapin publishing `messages` with confirms to the sink (and its twin: the same fan-out as the
-/// relay's), framed as the relay sent them and as bare bodies: msgs/s of each.
+/// relay's), framed as the relay sent them and as bare bodies: msgs/s of each, and the CPU per
+/// message of the first as `meter` reads it.
 fn publish_rates(
     sink: &TestBroker,
     twin: &TestBroker,
     messages: &[raw::Received],
-) -> cqrs::Result<(f64, f64)> {
+    meter: &cpu::Meter,
+) -> cqrs::Result<(f64, f64, cpu::Window)> {
     let mut rates = [0.0; 2];
+    let mut window = cpu::Window::default();
     for (i, framing) in [raw::Framing::AsRelayed, raw::Framing::Bare]
         .into_iter()
         .enumerate()
     {
+        let start = meter.read();
         let took = raw::publish(&sink.transport, &sink.exchange, SINK_KEY, messages, framing);
+        if i == 0 {
+            window = meter.since(&start, 0.0).per_row(messages.len());
+        }
         rates[i] = messages.len() as f64 / took.as_secs_f64();
         sink.transport.purge(&sink.queue)?;
         twin.transport.purge(&twin.queue)?;
     }
-    Ok((rates[0], rates[1]))
+    Ok((rates[0], rates[1], window))
 }
 
 /// Capture `n` rows, 100 per transaction.
