@@ -40,23 +40,55 @@ fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows_sqlite() {
     pipelines(Kind::Sqlite);
 }
 
+/// The pipelines' broker: RabbitMQ on PostgreSQL, the queue file beside the replica's file on
+/// SQLite, with the test's replica queue declared for `item`.
+struct Route {
+    test: TestBroker,
+    settings: cqrs::Settings,
+    broker: Box<dyn cqrs::transport::Broker>,
+}
+
+impl Route {
+    fn new(kind: Kind, replica: &TestDb) -> Route {
+        let test = TestBroker::new();
+        let settings = cqrs::Settings {
+            broker_url: Some(match kind {
+                Kind::Postgres => amqp_url(),
+                Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
+            }),
+            ..test.settings()
+        };
+        let broker = cqrs::transport::connect(&settings, "test").unwrap();
+        broker
+            .declare_replica(&test.queue, &["item".into()], &test.delays)
+            .unwrap();
+        Route {
+            test,
+            settings,
+            broker,
+        }
+    }
+
+    /// One consume pass of everything on the replica's queue into `replica`.
+    fn consume_all(&self, replica: &TestDb) {
+        let registry = example_replica::registry();
+        let t = &self.test;
+        let mut c = Consumer::new(
+            &registry,
+            &self.settings,
+            replica.connect(),
+            self.broker.inbox(&t.queue, 500, &t.delays).unwrap(),
+        );
+        c.drain(Duration::from_millis(500)).unwrap();
+    }
+}
+
 /// On PostgreSQL through RabbitMQ, on SQLite through the embedded queue file.
 fn pipelines(kind: Kind) {
     let (master, replica) = setup(kind);
     master.connect().migrate().unwrap();
-    let b = TestBroker::new();
-    let broker_url = match kind {
-        Kind::Postgres => amqp_url(),
-        Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
-    };
-    let settings = cqrs::Settings {
-        broker_url: Some(broker_url.clone()),
-        ..b.settings()
-    };
-    let broker = cqrs::transport::connect(&settings, "test").unwrap();
-    broker
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let route = Route::new(kind, &replica);
+    let (b, broker_url) = (&route.test, route.settings.broker_url.clone().unwrap());
     let replica_bin = PathBuf::from(REPLICA);
 
     // Start equal, through the dump.
@@ -106,15 +138,7 @@ fn pipelines(kind: Kind) {
     );
 
     // One consume pass.
-    let registry = example_replica::registry();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        replica.connect(),
-        broker.inbox(&b.queue, 500, &b.delays).unwrap(),
-    );
-    c.drain(Duration::from_millis(500)).unwrap();
-    drop(c);
+    route.consume_all(&replica);
     let want = rows(&master, "items", "name");
     let got: Vec<String> = rows(&replica, "replica_items", "title")
         .into_iter()
@@ -231,19 +255,8 @@ fn content_diff(kind: Kind) {
 
     // Repair: the listed keys as directed SYNCs, relayed and applied (a SYNC of the same
     // revision overwrites).
-    let b = TestBroker::new();
-    let broker_url = match kind {
-        Kind::Postgres => amqp_url(),
-        Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
-    };
-    let settings = cqrs::Settings {
-        broker_url: Some(broker_url.clone()),
-        ..b.settings()
-    };
-    let broker = cqrs::transport::connect(&settings, "test").unwrap();
-    broker
-        .declare_replica(&b.queue, &["item".into()], &b.delays)
-        .unwrap();
+    let route = Route::new(kind, &replica);
+    let (b, broker_url) = (&route.test, route.settings.broker_url.clone().unwrap());
     let sent = run(
         &master_bin(),
         &["diff-master", "-c", "item", "--content"],
@@ -269,15 +282,7 @@ fn content_diff(kind: Kind) {
         Some(&listed.stdout),
     );
     assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
-    let registry = example_replica::registry();
-    let mut c = Consumer::new(
-        &registry,
-        &settings,
-        replica.connect(),
-        broker.inbox(&b.queue, 500, &b.delays).unwrap(),
-    );
-    c.drain(Duration::from_millis(500)).unwrap();
-    drop(c);
+    route.consume_all(&replica);
     assert_eq!(
         differing_keys(&master, &replica, &["--content"]),
         Vec::<i64>::new()
