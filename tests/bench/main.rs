@@ -89,9 +89,19 @@ struct Args {
     /// Rows of the bulk-dump, bulk-load and diff runs.
     #[arg(long, default_value_t = 1_000_000)]
     bulk_rows: usize,
-    /// Take only these groups of figures (default: all).
+    /// Take only these groups of figures (default: all but the peer group).
     #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk", "diff", "cluster"])]
     only: Vec<String>,
+    /// Also take the same figures from a peer in the same run: `django` (django-cqrs 3.1.0 in the
+    /// interop tests' virtual environment, on the same model shape).
+    #[arg(long, value_parser = ["django"])]
+    peer: Option<String>,
+    /// Messages in the peer group's drain backlog (django-cqrs consumes a few hundred per second).
+    #[arg(long, default_value_t = 2_000)]
+    peer_messages: usize,
+    /// Rows of the peer group's bulk-dump and bulk-load.
+    #[arg(long, default_value_t = 20_000)]
+    peer_rows: usize,
     /// `CQRS_LOG` of the relay and consumer processes (e.g. `cqrs=debug` for per-batch timings);
     /// the default is what `cqrs` logs when `CQRS_LOG` is unset. Their stderr goes to
     /// `cqrs-bench-<pid>.log` in the temporary directory.
@@ -268,6 +278,8 @@ fn main() -> ExitCode {
         args.latency_search = 0;
         args.latency_seconds = 1.0;
         args.bulk_rows = 2_000;
+        args.peer_messages = 200;
+        args.peer_rows = 2_000;
     }
     let mut bench = match Bench::new() {
         Ok(b) => b,
@@ -391,7 +403,260 @@ impl Bench {
         if wanted("cluster") {
             self.cluster(args)?;
         }
+        if args.peer.as_deref() == Some("django") {
+            self.django(args)?;
+        }
         Ok(())
+    }
+
+    /// django-cqrs 3.1.0 beside cqrs in the same run, on the same model shape (the interop
+    /// tests' Django project: `SoakItem` as master and replica, tables `soak_items` and
+    /// `soak_replica_items`), on a queue and exchange of its own; each figure is cqrs's beside
+    /// django-cqrs's from the same run (order alternating), the ratio cqrs ÷ django-cqrs:
+    /// a replica draining a backlog (`consume -w 1` against `cqrs_consume -w 1`), a master
+    /// creating rows one per transaction end to end to a replica (one writer with the relay and
+    /// `consume -w N` against `save()` with `cqrs_consume -w N`, N = 1, 2), `bulk-dump` against
+    /// `cqrs_bulk_dump` and `bulk-load` against `cqrs_bulk_load`.
+    fn django(&mut self, args: &Args) -> cqrs::Result<()> {
+        use cqrs_tests::django::{Django, Role, Running};
+        let n = args.peer_messages;
+        let peer = TestBroker::new();
+        let theirs = Django::new(Role::Replica, &peer);
+        let their_master = Django::new(Role::Master, &peer);
+        let their_stack = Stack {
+            label: "django-cqrs",
+            master: their_master.db.url.clone(),
+            replica: theirs.db.url.clone(),
+            broker: amqp_url(),
+        };
+        let consuming = |workers: usize| -> cqrs::Result<Running> {
+            let mut c = theirs.spawn(&["cqrs_consume", "-w", &workers.to_string()]);
+            let up = wait_for(Duration::from_secs(60), || {
+                c.exited().is_none()
+                    && peer
+                        .consumers_if_declared(&peer.queue)
+                        .is_some_and(|n| n > 0)
+            });
+            if up {
+                Ok(c)
+            } else {
+                Err(Error::config(
+                    "django-cqrs's cqrs_consume did not start consuming",
+                ))
+            }
+        };
+        // django-cqrs declares its queue itself: once, before the first backlog.
+        drop(consuming(1)?);
+
+        let mut drain = Runs::default();
+        for run in 0..args.runs {
+            self.clear_replica()?;
+            clear(&mut Db::connect(&theirs.db.url)?, &[REPLICA_TABLE])?;
+            // The same backlog on both queues, each through our relay.
+            let url = self.master.url.clone();
+            relay_to_both(&url, &self.broker, &peer, n)?;
+            self.tap.transport.purge(&self.tap.queue)?;
+            let mut ours = || self.drain_process(args, 1, n).map(|d| d.map(|d| d.0));
+            let django = || -> cqrs::Result<Option<f64>> {
+                let mut arrivals = Arrivals::new(&theirs.db.url, &url)?;
+                let started = Instant::now();
+                let c = consuming(1)?;
+                let drained = arrivals.drain_time(n, started);
+                drop(c);
+                Ok(drained.map(|(took, before)| (n - before) as f64 / took.as_secs_f64()))
+            };
+            let (a, b) = if run % 2 == 0 {
+                let a = ours()?;
+                (a, django()?)
+            } else {
+                let b = django()?;
+                (ours()?, b)
+            };
+            match (a, b) {
+                (Some(a), Some(b)) => drain.push(a, Some(b)),
+                _ => {
+                    self.problems.push(format!(
+                        "a drain of {n} messages did not finish (ours {a:?}, django-cqrs {b:?})"
+                    ));
+                    drain.fail();
+                }
+            }
+            self.compare(&self.pg(), "after a drain beside django-cqrs")?;
+            self.compare(
+                &Stack {
+                    master: url.clone(),
+                    ..their_stack.clone()
+                },
+                "after django-cqrs's drain",
+            )?;
+        }
+        self.add(
+            format!("replica drains {n} messages, consume -w 1, beside django-cqrs"),
+            "msgs/s",
+            "django-cqrs 3.1.0 cqrs_consume -w 1, the same messages",
+            &drain,
+        );
+
+        for workers in [1, 2] {
+            let mut e2e = Runs::default();
+            for run in 0..args.runs {
+                let ours = || -> cqrs::Result<Option<f64>> {
+                    let stack = self.pg();
+                    stack.clear_master()?;
+                    stack.clear_replica()?;
+                    let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
+                    let consumer = self.process(
+                        &["consume", "-w", &workers.to_string()],
+                        &stack.replica,
+                        &stack.broker,
+                        args,
+                    );
+                    std::thread::sleep(Duration::from_millis(1500));
+                    let started = Instant::now();
+                    let written = write(&stack.master, 1, 1, Capture::Atomic, args.seconds)?;
+                    let done = Arrivals::new(&stack.replica, &stack.master).is_ok_and(|mut a| {
+                        wait_for(Duration::from_secs(300), || a.all(written.rows))
+                    });
+                    let took = started.elapsed();
+                    stop(relay);
+                    stop(consumer);
+                    Ok(done.then(|| written.rows as f64 / took.as_secs_f64()))
+                };
+                let django = || -> cqrs::Result<Option<f64>> {
+                    clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
+                    clear(&mut Db::connect(&their_stack.replica)?, &[REPLICA_TABLE])?;
+                    let c = consuming(workers)?;
+                    let started = Instant::now();
+                    let saved: usize = their_master
+                        .manage(&["bench_save", "--seconds", &args.seconds.to_string()])
+                        .trim()
+                        .parse()
+                        .map_err(|e| Error::config(format!("bench_save's count: {e}")))?;
+                    let done = Arrivals::new(&their_stack.replica, &their_stack.master)
+                        .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(saved)));
+                    let took = started.elapsed();
+                    drop(c);
+                    Ok(done.then(|| saved as f64 / took.as_secs_f64()))
+                };
+                let (a, b) = if run % 2 == 0 {
+                    let a = ours()?;
+                    (a, django()?)
+                } else {
+                    let b = django()?;
+                    (ours()?, b)
+                };
+                match (a, b) {
+                    (Some(a), Some(b)) => e2e.push(a, Some(b)),
+                    _ => {
+                        self.problems.push(format!(
+                            "end to end beside django-cqrs, -w {workers}: rows did not all arrive (ours {a:?}, django-cqrs {b:?})"
+                        ));
+                        e2e.fail();
+                    }
+                }
+                self.compare(&self.pg(), "after end to end beside django-cqrs")?;
+                self.compare(&their_stack, "after django-cqrs end to end")?;
+            }
+            self.add(
+                format!(
+                    "end to end, 1 writer, 1 row/txn creates, relay + consume -w {workers}, beside django-cqrs"
+                ),
+                "rows/s",
+                &format!("django-cqrs 3.1.0: save() in one process + cqrs_consume -w {workers}"),
+                &e2e,
+            );
+        }
+
+        // Bulk: the same generated rows in both masters.
+        let rows = args.peer_rows;
+        let dir = std::env::temp_dir().join(format!("cqrs-bench-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::config(format!("{dir:?}: {e}")))?;
+        let (ours_file, theirs_file) = (dir.join("cqrs.dump"), dir.join("django.dump"));
+        let (ours_file, theirs_file) = (
+            ours_file.to_str().expect("utf-8"),
+            theirs_file.to_str().expect("utf-8"),
+        );
+        self.clear_master()?;
+        generate(&mut self.master.connect(), MASTER_TABLE, rows)?;
+        clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
+        generate(&mut Db::connect(&their_stack.master)?, MASTER_TABLE, rows)?;
+        let timed = |command: &mut Command| -> cqrs::Result<f64> {
+            let started = Instant::now();
+            let out = command
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::config(format!(
+                    "{command:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(rows as f64 / started.elapsed().as_secs_f64())
+        };
+        let (mut dumps, mut loads) = (Runs::default(), Runs::default());
+        for run in 0..args.runs {
+            let dump_ours = || {
+                let mut c = self.command(&["bulk-dump", "-c", CQRS_ID, "-o", ours_file, "--force"]);
+                c.args(["--database-url", &self.master.url]);
+                timed(&mut c)
+            };
+            let dump_theirs = || {
+                let _ = std::fs::remove_file(theirs_file);
+                timed(&mut their_master.command(&[
+                    "cqrs_bulk_dump",
+                    "-c",
+                    CQRS_ID,
+                    "-o",
+                    theirs_file,
+                ]))
+            };
+            let (a, b) = if run % 2 == 0 {
+                let a = dump_ours()?;
+                (a, dump_theirs()?)
+            } else {
+                let b = dump_theirs()?;
+                (dump_ours()?, b)
+            };
+            dumps.push(a, Some(b));
+            let load_ours = |this: &mut Self| -> cqrs::Result<f64> {
+                this.clear_replica()?;
+                let mut c = this.command(&["bulk-load", "-i", ours_file]);
+                c.args(["--database-url", &this.replica.url]);
+                let rate = timed(&mut c)?;
+                this.compare(&this.pg(), "after bulk-load beside django-cqrs")?;
+                Ok(rate)
+            };
+            let load_theirs = |this: &mut Self| -> cqrs::Result<f64> {
+                clear(&mut Db::connect(&their_stack.replica)?, &[REPLICA_TABLE])?;
+                let rate = timed(&mut theirs.command(&["cqrs_bulk_load", "-i", theirs_file]))?;
+                this.compare(&their_stack, "after django-cqrs's cqrs_bulk_load")?;
+                Ok(rate)
+            };
+            let (a, b) = if run % 2 == 0 {
+                let a = load_ours(self)?;
+                (a, load_theirs(self)?)
+            } else {
+                let b = load_theirs(self)?;
+                (load_ours(self)?, b)
+            };
+            loads.push(a, Some(b));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        self.add(
+            format!("bulk-dump, {rows} rows, beside django-cqrs"),
+            "rows/s",
+            "django-cqrs 3.1.0 cqrs_bulk_dump, the same rows",
+            &dumps,
+        );
+        self.add(
+            format!("bulk-load, {rows} rows, beside django-cqrs"),
+            "rows/s",
+            "django-cqrs 3.1.0 cqrs_bulk_load of its own dump of the same rows",
+            &loads,
+        );
+        self.clear_master()?;
+        self.clear_replica()
     }
 
     /// On a private 3-node RabbitMQ cluster, with classic and then quorum queues: the relay
@@ -1672,6 +1937,33 @@ fn relay_rate(
     r.drain()?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     Ok((rate, meter.since(&start, 0.0)))
+}
+
+/// An emptied master with `n` captured rows whose outbox is relayed to `first` and then, the
+/// same rows put back, to `second`: the same SAVE messages on both exchanges.
+fn relay_to_both(
+    master_url: &str,
+    first: &TestBroker,
+    second: &TestBroker,
+    n: usize,
+) -> cqrs::Result<()> {
+    clear(
+        &mut Db::connect(master_url)?,
+        &[MASTER_TABLE, "cqrs_outbox"],
+    )?;
+    fill(master_url, n)?;
+    let mut db = Db::connect(master_url)?;
+    db.batch_execute(
+        "DROP TABLE IF EXISTS bench_outbox_copy; \
+         CREATE TABLE bench_outbox_copy AS SELECT * FROM cqrs_outbox",
+    )?;
+    Relay::new(db, first.transport.publisher()?, first.settings()).drain()?;
+    let mut db = Db::connect(master_url)?;
+    db.batch_execute(
+        "INSERT INTO cqrs_outbox SELECT * FROM bench_outbox_copy; DROP TABLE bench_outbox_copy",
+    )?;
+    Relay::new(db, second.transport.publisher()?, second.settings()).drain()?;
+    Ok(())
 }
 
 /// lapin publishing `messages` with confirms to the sink (and its twin: the same fan-out as the

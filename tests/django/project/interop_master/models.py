@@ -42,3 +42,18 @@ class Item(MasterMixin):
 
     class Meta:
         db_table = 'items'
+
+
+class SoakItem(MasterMixin):
+    """The shape of the Rust harnesses' model (tests/support/items.rs), for cqrs-bench's peer rows."""
+
+    CQRS_ID = 'soak_item'
+    CQRS_TRACKED_FIELDS = ('value',)
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.TextField()
+    value = models.BigIntegerField()
+    note = models.TextField(null=True)
+
+    class Meta:
+        db_table = 'soak_items'

@@ -36,3 +36,17 @@ class Item(ReplicaMixin):
 
     class Meta:
         db_table = 'items'
+
+
+class SoakItem(ReplicaMixin):
+    """The replica of the Rust harnesses' model, for cqrs-bench's peer rows."""
+
+    CQRS_ID = 'soak_item'
+
+    id = models.BigIntegerField(primary_key=True)
+    name = models.TextField()
+    value = models.BigIntegerField()
+    note = models.TextField(null=True)
+
+    class Meta:
+        db_table = 'soak_replica_items'
