@@ -96,12 +96,14 @@ impl Listener {
         )
         .execute(conn)
         .map_err(q)?;
-        // The transactions that could have checked before the row existed: those that have
-        // written to the outbox (its table lock is held to their end). Not every transaction in
-        // the cluster, so an unrelated long one elsewhere does not hold the relay up.
+        // The transactions that could have checked before the row existed: those writing to the
+        // outbox (the lock a write takes on its table is held to their end). Not readers, nor
+        // autovacuum (which locks the busy outbox often, and for long), nor any other
+        // transaction in the cluster, so none of those holds the relay up.
         let writing: Vec<TextRow> = diesel::sql_query(
             "SELECT DISTINCT virtualtransaction AS t FROM pg_locks \
              WHERE locktype = 'relation' AND relation = CAST('cqrs_outbox' AS regclass) \
+               AND mode = 'RowExclusiveLock' \
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND pid <> pg_backend_pid()",
         )
