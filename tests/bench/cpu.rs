@@ -64,23 +64,45 @@ pub fn postmaster_of(backend_pid: u32) -> Option<u32> {
     stat_fields(&format!("/proc/{backend_pid}/stat")).map(|f| f[1] as u32)
 }
 
+/// Whether `pid` has exited and waits to be reaped (its `/proc` CPU fields then read 0 until its
+/// parent reaps it and adds them to its own `cutime`/`cstime`).
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            t.rfind(')')
+                .and_then(|i| t.get(i + 2..i + 3))
+                .map(|s| s == "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// CPU seconds the PostgreSQL server of `postmaster` has used so far: itself, its live children
-/// and the children it has reaped.
+/// and the children it has reaped. A backend that has just exited (a writer that closed its
+/// connection) reads 0 until the postmaster reaps it, so the reading waits (up to 200 ms) for
+/// that.
 pub fn postgres(postmaster: u32) -> f64 {
+    let children = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                stat_fields(&format!("/proc/{pid}/stat")).is_some_and(|f| f[1] as u32 == postmaster)
+            })
+            .collect()
+    };
+    for _ in 0..100 {
+        if !children().into_iter().any(zombie) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     let Some((own, reaped)) = cpu_of(&format!("/proc/{postmaster}/stat")) else {
         return 0.0;
     };
-    let children: f64 = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            stat_fields(&format!("/proc/{pid}/stat")).is_some_and(|f| f[1] as u32 == postmaster)
-        })
-        .map(process)
-        .sum();
-    own + reaped + children
+    own + reaped + children().into_iter().map(process).sum::<f64>()
 }
 
 /// The pid of the RabbitMQ node `rabbitmqctl` talks to by default.

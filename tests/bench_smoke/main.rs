@@ -1,6 +1,7 @@
-//! The performance harness in its smoke mode: every figure can be taken and the replica equals
-//! the master after each drain and after the latency run (the harness exits 1 otherwise). No
-//! figure is asserted: speed is measured by running `cqrs-bench` itself (BENCHMARKS.md).
+//! The performance harness in its smoke mode, django-cqrs's peer figures included: every figure
+//! can be taken and the replica equals the master after each drain and after the latency run (the
+//! harness exits 1 otherwise), and no run failed. No figure is asserted: speed is measured by
+//! running `cqrs-bench` itself (BENCHMARKS.md).
 
 use std::process::Command;
 
@@ -11,6 +12,7 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
     let json = std::env::temp_dir().join(format!("cqrs-bench-smoke-{}.json", std::process::id()));
     let out = Command::new(BENCH)
         .arg("--smoke")
+        .args(["--peer", "django"])
         .arg("--json")
         .arg(&json)
         .output()
@@ -50,6 +52,13 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "3-node cluster, classic queues",
         "relay fans out 125 messages to 10 queues, 3-node cluster, quorum queues",
         "replica drains 500 messages, consume -w 2, 3-node cluster, quorum queues",
+        "CPU per row, end to end, 4 writers, 1 row(s)/txn, relay + consume -w 1: PostgreSQL",
+        "commit→apply p99.9 (100 changes/s offered)",
+        "changes/s achieved (100 changes/s offered)",
+        "highest offered rate with commit→apply p99 < 50 ms",
+        "replica drains 200 messages, consume -w 1, beside django-cqrs",
+        "relay + consume -w 2, beside django-cqrs",
+        "bulk-load, 2000 rows, beside django-cqrs",
     ] {
         assert!(
             names.iter().any(|n| n.contains(wanted)),
@@ -64,5 +73,11 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
     );
     for f in figures.as_array().unwrap() {
         assert!(f["value"].as_f64().unwrap() >= 0.0, "{f}");
+        assert_eq!(f["failed"], 0, "{f}");
+        let name = f["figure"].as_str().unwrap();
+        if name.contains("beside django-cqrs") {
+            // django-cqrs's own figure from the same run, beside ours.
+            assert!(f["ceiling"]["median"].as_f64().unwrap() > 0.0, "{f}");
+        }
     }
 }
