@@ -141,14 +141,16 @@ fn a_promoted_standby_takes_over_with_nothing_lost() {
                     && rows(&replica_db, true) == rows(&master_db, false)
             },
         );
-        // The relay listens on the new primary (a LISTEN lost with the old one is made again).
+        // The relay listens on the new primary (a LISTEN lost with the old one is made again)
+        // and, idle, has told writers there to notify it: its row in `cqrs_relay_idle`, keyed by
+        // a live session (the table is UNLOGGED: the standby started with it empty).
         wait_until(
             Duration::from_secs(30),
-            "the relay's LISTEN on the new primary",
+            "the relay's LISTEN on the new primary, announced idle",
             || {
                 count(
-                    &standby.url("postgres"),
-                    "(SELECT count(*) FROM pg_stat_activity WHERE datname = 'failover_master' AND query LIKE 'LISTEN %')",
+                    &standby.url("failover_master"),
+                    "(SELECT count(*) FROM cqrs_relay_idle WHERE pid IN (SELECT pid FROM pg_stat_activity))",
                 ) == 1
             },
         );
