@@ -456,7 +456,7 @@ impl Bench {
             let url = self.master.url.clone();
             relay_to_both(&url, &self.broker, &peer, n)?;
             self.tap.transport.purge(&self.tap.queue)?;
-            let mut ours = || self.drain_process(args, 1, n).map(|d| d.map(|d| d.0));
+            let ours = || self.drain_process(args, 1, n).map(|d| d.map(|d| d.0));
             let django = || -> cqrs::Result<Option<f64>> {
                 let mut arrivals = Arrivals::new(&theirs.db.url, &url)?;
                 let started = Instant::now();
@@ -465,22 +465,8 @@ impl Bench {
                 drop(c);
                 Ok(drained.map(|(took, before)| (n - before) as f64 / took.as_secs_f64()))
             };
-            let (a, b) = if run % 2 == 0 {
-                let a = ours()?;
-                (a, django()?)
-            } else {
-                let b = django()?;
-                (ours()?, b)
-            };
-            match (a, b) {
-                (Some(a), Some(b)) => drain.push(a, Some(b)),
-                _ => {
-                    self.problems.push(format!(
-                        "a drain of {n} messages did not finish (ours {a:?}, django-cqrs {b:?})"
-                    ));
-                    drain.fail();
-                }
-            }
+            let pair = in_turn(run, ours, django)?;
+            self.record_pair(&mut drain, pair, &format!("a drain of {n} messages"));
             self.compare(&self.pg(), "after a drain beside django-cqrs")?;
             self.compare(
                 &Stack {
@@ -513,14 +499,17 @@ impl Bench {
                     );
                     std::thread::sleep(Duration::from_millis(1500));
                     let started = Instant::now();
-                    let written = write(&stack.master, 1, 1, Capture::Atomic, args.seconds)?;
-                    let done = Arrivals::new(&stack.replica, &stack.master).is_ok_and(|mut a| {
-                        wait_for(Duration::from_secs(300), || a.all(written.rows))
+                    let written = write(&stack.master, 1, 1, Capture::Atomic, args.seconds);
+                    let done = written.as_ref().is_ok_and(|w| {
+                        Arrivals::new(&stack.replica, &stack.master)
+                            .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
                     });
                     let took = started.elapsed();
+                    // Stopped before any error returns: no process outlives its run.
                     stop(relay);
                     stop(consumer);
-                    Ok(done.then(|| written.rows as f64 / took.as_secs_f64()))
+                    let rows = written?.rows;
+                    Ok(done.then(|| rows as f64 / took.as_secs_f64()))
                 };
                 let django = || -> cqrs::Result<Option<f64>> {
                     clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
@@ -538,22 +527,8 @@ impl Bench {
                     drop(c);
                     Ok(done.then(|| saved as f64 / took.as_secs_f64()))
                 };
-                let (a, b) = if run % 2 == 0 {
-                    let a = ours()?;
-                    (a, django()?)
-                } else {
-                    let b = django()?;
-                    (ours()?, b)
-                };
-                match (a, b) {
-                    (Some(a), Some(b)) => e2e.push(a, Some(b)),
-                    _ => {
-                        self.problems.push(format!(
-                            "end to end beside django-cqrs, -w {workers}: rows did not all arrive (ours {a:?}, django-cqrs {b:?})"
-                        ));
-                        e2e.fail();
-                    }
-                }
+                let pair = in_turn(run, ours, django)?;
+                self.record_pair(&mut e2e, pair, &format!("end to end with -w {workers}"));
                 self.compare(&self.pg(), "after end to end beside django-cqrs")?;
                 self.compare(&their_stack, "after django-cqrs end to end")?;
             }
@@ -611,13 +586,7 @@ impl Bench {
                     theirs_file,
                 ]))
             };
-            let (a, b) = if run % 2 == 0 {
-                let a = dump_ours()?;
-                (a, dump_theirs()?)
-            } else {
-                let b = dump_theirs()?;
-                (dump_ours()?, b)
-            };
+            let (a, b) = in_turn(run, dump_ours, dump_theirs)?;
             dumps.push(a, Some(b));
             let load_ours = |this: &mut Self| -> cqrs::Result<f64> {
                 this.clear_replica()?;
@@ -854,6 +823,20 @@ impl Bench {
             }
         }
         self.cpu.push((window, runs));
+    }
+
+    /// A run of ours beside django-cqrs's: both values, or a failed run and a problem saying which
+    /// side did not finish.
+    fn record_pair(&mut self, runs: &mut Runs, pair: (Option<f64>, Option<f64>), what: &str) {
+        match pair {
+            (Some(a), Some(b)) => runs.push(a, Some(b)),
+            (a, b) => {
+                self.problems.push(format!(
+                    "{what} beside django-cqrs did not finish (ours {a:?}, django-cqrs {b:?})"
+                ));
+                runs.fail();
+            }
+        }
     }
 
     /// A figure taken once, with no ceiling (a peak RSS).
@@ -1846,6 +1829,21 @@ fn write(
         rows,
         cpu,
     })
+}
+
+/// `ours` and `theirs`, ours first on even runs and second on odd ones: a pair's order alternates.
+fn in_turn<T>(
+    run: usize,
+    ours: impl FnOnce() -> cqrs::Result<T>,
+    theirs: impl FnOnce() -> cqrs::Result<T>,
+) -> cqrs::Result<(T, T)> {
+    if run.is_multiple_of(2) {
+        let a = ours()?;
+        Ok((a, theirs()?))
+    } else {
+        let b = theirs()?;
+        Ok((ours()?, b))
+    }
 }
 
 /// What [`write`] did.
