@@ -486,30 +486,10 @@ impl Bench {
         for workers in [1, 2] {
             let mut e2e = Runs::default();
             for run in 0..args.runs {
+                let stack = self.pg();
                 let ours = || -> cqrs::Result<Option<f64>> {
-                    let stack = self.pg();
-                    stack.clear_master()?;
-                    stack.clear_replica()?;
-                    let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
-                    let consumer = self.process(
-                        &["consume", "-w", &workers.to_string()],
-                        &stack.replica,
-                        &stack.broker,
-                        args,
-                    );
-                    std::thread::sleep(Duration::from_millis(1500));
-                    let started = Instant::now();
-                    let written = write(&stack.master, 1, 1, Capture::Atomic, args.seconds);
-                    let done = written.as_ref().is_ok_and(|w| {
-                        Arrivals::new(&stack.replica, &stack.master)
-                            .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
-                    });
-                    let took = started.elapsed();
-                    // Stopped before any error returns: no process outlives its run.
-                    stop(relay);
-                    stop(consumer);
-                    let rows = written?.rows;
-                    Ok(done.then(|| rows as f64 / took.as_secs_f64()))
+                    let t = self.through(args, &stack, cpu::Meter::default(), 1, 1, workers)?;
+                    Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
                 };
                 let django = || -> cqrs::Result<Option<f64>> {
                     clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
@@ -1192,38 +1172,12 @@ impl Bench {
             } else {
                 None
             };
-            stack.clear_master()?;
-            stack.clear_replica()?;
-            let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
-            let consumer = self.process(
-                &["consume", "-w", &workers.to_string()],
-                &stack.replica,
-                &stack.broker,
-                args,
-            );
-            // Both connected and idle before the load starts.
-            std::thread::sleep(Duration::from_millis(1500));
-            let meter = cpu::Meter {
-                relay: Some(relay.id()),
-                consumer: Some(consumer.id()),
-                ..servers
-            };
-            let start = meter.read();
-            let started = Instant::now();
-            let written = write(&stack.master, 4, rows, Capture::Atomic, args.seconds);
-            let done = written.as_ref().is_ok_and(|w| {
-                Arrivals::new(&stack.replica, &stack.master)
-                    .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
-            });
-            let took = started.elapsed();
-            self.check_relayed(&stack.master, &stack.named("end to end"));
-            let window = written
-                .as_ref()
-                .map(|w| meter.since(&start, w.cpu).per_row(w.rows))
-                .unwrap_or_default();
-            stop(relay);
-            stop(consumer);
-            let written = written?.rows;
+            let Through {
+                rows: written,
+                done,
+                took,
+                window,
+            } = self.through(args, stack, servers, 4, rows, workers)?;
             if !done {
                 self.problems.push(stack.named(&format!(
                     "end to end: {written} rows did not all reach the replica"
@@ -1260,6 +1214,59 @@ impl Bench {
             cpu_alone,
         );
         Ok(())
+    }
+
+    /// The relay and `consume -w <workers>` as processes on `stack` (emptied first), then
+    /// `writers` capturing `rows`-row transactions for `--seconds`: how many rows, whether they
+    /// all reached the replica, the time from the first write to the last row applied, and the
+    /// CPU per row (`servers` as they apply to the stack). The outbox must be empty after.
+    fn through(
+        &mut self,
+        args: &Args,
+        stack: &Stack,
+        servers: cpu::Meter,
+        writers: usize,
+        rows: usize,
+        workers: usize,
+    ) -> cqrs::Result<Through> {
+        stack.clear_master()?;
+        stack.clear_replica()?;
+        let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
+        let consumer = self.process(
+            &["consume", "-w", &workers.to_string()],
+            &stack.replica,
+            &stack.broker,
+            args,
+        );
+        // Both connected and idle before the load starts.
+        std::thread::sleep(Duration::from_millis(1500));
+        let meter = cpu::Meter {
+            relay: Some(relay.id()),
+            consumer: Some(consumer.id()),
+            ..servers
+        };
+        let start = meter.read();
+        let started = Instant::now();
+        let written = write(&stack.master, writers, rows, Capture::Atomic, args.seconds);
+        let done = written.as_ref().is_ok_and(|w| {
+            Arrivals::new(&stack.replica, &stack.master)
+                .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
+        });
+        let took = started.elapsed();
+        self.check_relayed(&stack.master, &stack.named("end to end"));
+        let window = written
+            .as_ref()
+            .map(|w| meter.since(&start, w.cpu).per_row(w.rows))
+            .unwrap_or_default();
+        // Stopped before any error returns: no process outlives its run.
+        stop(relay);
+        stop(consumer);
+        Ok(Through {
+            rows: written?.rows,
+            done,
+            took,
+            window,
+        })
     }
 
     /// The commit→apply curve on `stack`: at each of `--latency-rates`, `--runs` runs of 4
@@ -1844,6 +1851,14 @@ fn in_turn<T>(
         let b = theirs()?;
         Ok((ours()?, b))
     }
+}
+
+/// What [`Bench::through`] measured.
+struct Through {
+    rows: usize,
+    done: bool,
+    took: Duration,
+    window: cpu::Window,
 }
 
 /// What [`write`] did.
