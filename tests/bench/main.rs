@@ -535,20 +535,7 @@ impl Bench {
         generate(&mut self.master.connect(), MASTER_TABLE, rows)?;
         clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
         generate(&mut Db::connect(&their_stack.master)?, MASTER_TABLE, rows)?;
-        let timed = |command: &mut Command| -> cqrs::Result<f64> {
-            let started = Instant::now();
-            let out = command
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
-            if !out.status.success() {
-                return Err(Error::config(format!(
-                    "{command:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            Ok(rows as f64 / started.elapsed().as_secs_f64())
-        };
+        let timed = |command: &mut Command| seconds_of(command).map(|secs| rows as f64 / secs);
         let (mut dumps, mut loads) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
             let dump_ours = || {
@@ -1501,20 +1488,7 @@ impl Bench {
         let (dump, csv) = (dir.join("dump"), dir.join("csv"));
         let (dump, csv) = (dump.to_str().expect("utf-8"), csv.to_str().expect("utf-8"));
         let n = args.bulk_rows;
-        let secs = |command: &mut Command| -> cqrs::Result<f64> {
-            let started = Instant::now();
-            let out = command
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
-            if !out.status.success() {
-                return Err(Error::config(format!(
-                    "{command:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            Ok(started.elapsed().as_secs_f64())
-        };
+        let secs = seconds_of;
         let psql = |url: &str, meta: String| {
             let mut c = Command::new("psql");
             c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &meta]);
@@ -1851,6 +1825,22 @@ fn in_turn<T>(
         let b = theirs()?;
         Ok((ours()?, b))
     }
+}
+
+/// Run `command` to its end: the seconds it took, or an error with its stderr if it failed.
+fn seconds_of(command: &mut Command) -> cqrs::Result<f64> {
+    let started = Instant::now();
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::config(format!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// What [`Bench::through`] measured.
