@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cqrs::capture::triggers;
 use cqrs::db::{Db, SqlConn};
-use cqrs::value::SqlValue;
 use cqrs::{Error, MasterModel, Relay, atomic};
 use cqrs_tests::items::{self, CQRS_ID, MASTER_TABLE, REPLICA_TABLE, SoakItem};
 use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, sql_for};
@@ -1869,8 +1868,8 @@ enum Capture {
     Atomic,
 }
 
-/// One transaction of `rows` inserts (the application's statement), captured or not, with
-/// `note` in each row.
+/// One transaction of `rows` inserts (the application's Diesel statement), captured by `atomic`
+/// or not, with `note` in each row.
 fn transaction(
     db: &mut Db,
     rows: usize,
@@ -1878,32 +1877,41 @@ fn transaction(
     first: u64,
     note: Option<&str>,
 ) -> cqrs::Result<()> {
-    let (insert, _) = items::statements(db.backend());
-    let binds = |k: u64| {
-        vec![
-            SqlValue::Text(format!("item {k}")),
-            SqlValue::BigInt(k as i64),
-            note.map_or(SqlValue::Null(cqrs::value::ColumnType::Text), |n| {
-                SqlValue::Text(n.to_string())
-            }),
-        ]
+    use diesel::{Connection, ExpressionMethods, RunQueryDsl};
+    use items::soak_items::dsl as t;
+    let keys = first..first + rows as u64;
+    let values = |k: u64| {
+        (
+            t::name.eq(format!("item {k}")),
+            t::value.eq(k as i64),
+            t::note.eq(note.map(str::to_string)),
+        )
     };
-    if capture == Capture::Atomic {
-        atomic(db, |tx| {
-            for k in first..first + rows as u64 {
-                tx.create_with::<SoakItem, String, Error>(|c| {
-                    Ok(c.load_text(insert, binds(k))?.remove(0))
-                })?;
+    // The same code for each backend's connection.
+    macro_rules! on {
+        ($conn:expr) => {
+            if capture == Capture::Atomic {
+                atomic($conn, |tx| {
+                    for k in keys {
+                        tx.insert_into(t::soak_items).values(values(k)).execute()?;
+                    }
+                    Ok(())
+                })
+            } else {
+                $conn.transaction(|c| {
+                    for k in keys {
+                        diesel::insert_into(t::soak_items)
+                            .values(values(k))
+                            .execute(c)?;
+                    }
+                    Ok::<_, cqrs::Error>(())
+                })
             }
-            Ok(())
-        })
-    } else {
-        db.write_transaction(|db| {
-            for k in first..first + rows as u64 {
-                db.load_text(insert, binds(k))?;
-            }
-            Ok(())
-        })
+        };
+    }
+    match db {
+        Db::Pg(conn) => on!(conn),
+        Db::Sqlite(conn) => on!(conn),
     }
 }
 

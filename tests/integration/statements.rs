@@ -722,3 +722,164 @@ both!(
         );
     }
 );
+
+/// The statements a connection sends, prepares included (each is a round trip to the server).
+fn trace_round_trips(conn: &mut PgConnection) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+    let trips = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = trips.clone();
+    let trace = move |event: InstrumentationEvent<'_>| match event {
+        InstrumentationEvent::StartQuery { query, .. } => {
+            seen.lock().unwrap().push(query.to_string());
+        }
+        InstrumentationEvent::CacheQuery { sql, .. } => {
+            seen.lock().unwrap().push(format!("(prepare) {sql}"));
+        }
+        _ => {}
+    };
+    let trace: Box<dyn Instrumentation> = Box::new(trace);
+    conn.set_instrumentation(trace);
+    trips
+}
+
+/// A captured 1-row create costs the application the round trips of the same transaction
+/// without capture (BEGIN, the INSERT, COMMIT: the SAVE goes in the message that commits), and
+/// the row and its SAVE are what the general path writes.
+#[test]
+fn a_captured_create_commits_in_the_round_trips_of_the_uncaptured_one() {
+    use pg::*;
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    let mut conn = PgConnection::establish(&t.url).unwrap();
+    let trips = trace_round_trips(&mut conn);
+    let take = || std::mem::take(&mut *trips.lock().unwrap());
+    // The second of each: statements prepared by the first are cached.
+    let (mut captured, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..2 {
+        take();
+        atomic(&mut conn, |tx| {
+            tx.insert_into(s_items::table)
+                .values(&NewSItem {
+                    name: &format!("captured {i}"),
+                    value: i,
+                })
+                .execute()
+        })
+        .unwrap();
+        captured = take();
+        conn.transaction(|c| {
+            diesel::insert_into(s_items::table)
+                .values(&NewSItem {
+                    name: &format!("plain {i}"),
+                    value: i,
+                })
+                .execute(c)
+        })
+        .unwrap();
+        plain = take();
+    }
+    assert_eq!(plain.len(), 3, "{plain:#?}");
+    assert_eq!(captured.len(), plain.len(), "{captured:#?}");
+    let msgs = sent(&mut db);
+    assert_eq!(
+        msgs.iter().map(|m| (m.1.as_str(), m.2)).collect::<Vec<_>>(),
+        [("captured 0", 0), ("captured 1", 0)]
+    );
+    // The stored row carries the stamp its SAVE carries.
+    let stamps = cqrs::db::SqlConn::load_text(
+        &mut db,
+        "SELECT CAST(i.cqrs_updated = CAST(o.body::jsonb #>> '{instance_data,cqrs_updated}' AS timestamptz) AS TEXT) AS j \
+         FROM s_items i JOIN cqrs_outbox o ON o.pk = CAST(i.id AS TEXT) ORDER BY i.id",
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(stamps, ["true", "true"]);
+}
+
+/// What takes the general path, and what the message that commits refuses: a create whose SAVE
+/// needs the application (an insert through `tx.conn()` with `created`) beside recorded ones,
+/// an insert too large to record whole, and a created row re-keyed outside capture.
+#[test]
+fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
+    use pg::*;
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    let mut conn = PgConnection::establish(&t.url).unwrap();
+    // Recorded and unrecorded creates in one transaction: all sent, in order, once.
+    atomic(&mut conn, |tx| {
+        tx.insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "a",
+                value: 1,
+            })
+            .execute()?;
+        let id: i64 = diesel::insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "b",
+                value: 2,
+            })
+            .returning(s_items::id)
+            .get_result(tx.conn())?;
+        tx.created::<SItem>(&id)
+    })
+    .unwrap();
+    assert_eq!(
+        sent(&mut db)
+            .iter()
+            .map(|m| m.1.clone())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // 2,000 rows in one INSERT: more than the transaction records.
+    let names: Vec<String> = (0..2000).map(|i| format!("bulk {i:04}")).collect();
+    let rows: Vec<NewSItem> = names
+        .iter()
+        .map(|n| NewSItem { name: n, value: 7 })
+        .collect();
+    atomic(&mut conn, |tx| {
+        tx.insert_into(s_items::table).values(&rows).execute()
+    })
+    .unwrap();
+    let bulk: Vec<String> = sent(&mut db)
+        .into_iter()
+        .skip(2)
+        .map(|m| m.1)
+        .collect();
+    assert_eq!(bulk, names, "every row once, in insert order");
+    // A created row whose key changes outside capture: the transaction does not commit.
+    let before = table_state(&mut db).len();
+    let err = atomic(&mut conn, |tx| {
+        let id: i64 = tx
+            .insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "moved",
+                value: 1,
+            })
+            .returning(s_items::id)
+            .get_result()?;
+        diesel::sql_query("UPDATE s_items SET id = id + 100000 WHERE id = $1")
+            .bind::<diesel::sql_types::BigInt, _>(id)
+            .execute(tx.conn())?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("created in this transaction, but 0 exist at commit"),
+        "{err}"
+    );
+    assert_eq!(table_state(&mut db).len(), before, "rolled back");
+    assert_eq!(sent(&mut db).len(), 2002);
+    // The connection is usable after the refused commit.
+    atomic(&mut conn, |tx| {
+        tx.insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "after",
+                value: 1,
+            })
+            .execute()
+    })
+    .unwrap();
+    assert_eq!(sent(&mut db).len(), 2003);
+}

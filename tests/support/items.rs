@@ -42,6 +42,32 @@ impl MasterModel for SoakItem {
     }
 }
 
+/// The master table as the application's Diesel code writes it (the bookkeeping columns are
+/// capture's: left out, so one declaration serves both backends).
+#[allow(missing_docs)]
+mod schema {
+    diesel::table! {
+        soak_items (id) {
+            id -> BigInt,
+            name -> Text,
+            value -> BigInt,
+            note -> Nullable<Text>,
+        }
+    }
+}
+pub use schema::soak_items;
+
+/// What `#[derive(Master)]` would implement: `tx.insert_into(soak_items::table)` captures
+/// `SoakItem`.
+impl cqrs::capture::MasterTable<SoakItem> for soak_items::table {
+    type Key = i64;
+    type ByKeys = diesel::dsl::EqAny<soak_items::id, Vec<i64>>;
+    fn by_keys(keys: Vec<i64>) -> Self::ByKeys {
+        use diesel::ExpressionMethods;
+        soak_items::id.eq_any(keys)
+    }
+}
+
 /// Both sides' models: a harness's relay and consumer processes are the harness binary itself.
 pub fn registry() -> Registry {
     Registry::new()

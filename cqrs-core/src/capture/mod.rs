@@ -22,7 +22,9 @@
 //! [`atomic`] joins.
 
 mod commit;
+mod fast;
 mod foreign;
+mod in_sql;
 mod open;
 mod statements;
 pub mod triggers;
@@ -32,7 +34,7 @@ pub use statements::{
 };
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -101,6 +103,8 @@ struct Capture {
     own: Vec<u32>,
     /// Nested captures that returned inside a savepoint of the application's (`foreign.rs`).
     watches: Vec<foreign::Watch>,
+    /// Created rows whose keys their INSERT recorded in the transaction (`fast.rs`).
+    in_sql: BTreeSet<(String, String)>,
 }
 
 /// The capture side of one database transaction. See the module docs.
@@ -181,6 +185,11 @@ fn run<C: SqlConn + ?Sized, T>(
             cap,
         };
         f(&mut tx).and_then(|v| {
+            if !want_ids && let Some(script) = tx.commit_in_sql()? {
+                // The SAVEs and the COMMIT in one message (`fast.rs`).
+                tx.conn.exec_script(&script)?;
+                return Ok((v, Vec::new(), true, true));
+            }
             let rows = tx.final_rows()?;
             let ids = if want_ids {
                 outbox::enqueue_returning(tx.conn, &rows)?
@@ -188,12 +197,14 @@ fn run<C: SqlConn + ?Sized, T>(
                 outbox::enqueue(tx.conn, &rows)?;
                 Vec::new()
             };
-            Ok((v, ids, !rows.is_empty()))
+            Ok((v, ids, !rows.is_empty(), false))
         })
     };
     match result {
-        Ok((v, ids, wrote)) => {
-            conn.commit()?;
+        Ok((v, ids, wrote, committed)) => {
+            if !committed {
+                conn.commit()?;
+            }
             if wrote {
                 outbox::wakeup().notify();
             }
@@ -295,6 +306,16 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// stamp is written at commit by the statement that also reads the rows' final state (one
     /// round trip for both); a key that names no row fails the commit.
     pub fn created_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<()> {
+        self.created_keys::<M>(keys, &[])
+    }
+
+    /// [`Tx::created_many`]; `recorded[i]` when the statement that created key `i` also recorded
+    /// it for the commit's SQL-built SAVEs (`fast.rs`).
+    fn created_keys<M: MasterModel>(
+        &mut self,
+        keys: &[impl Serialize],
+        recorded: &[bool],
+    ) -> Result<()> {
         let spec = self.spec::<M>()?;
         let keys = keys
             .iter()
@@ -304,7 +325,8 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         // upsert that updated it) keeps its bumped revision and tracked values; a created row
         // stays created.
         let mut fresh = Vec::with_capacity(keys.len());
-        for key in keys {
+        for (i, key) in keys.into_iter().enumerate() {
+            let in_sql = recorded.get(i).copied().unwrap_or(false);
             match self.state(M::CQRS_ID, &key) {
                 Some(Touched::Deleted) => {
                     return Err(Error::config(format!(
@@ -314,13 +336,19 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     )));
                 }
                 Some(_) => {}
-                None => fresh.push(key),
+                None => fresh.push((key, in_sql)),
             }
         }
         if self.by_trigger(&spec) {
             return Ok(());
         }
-        for key in fresh {
+        for (key, in_sql) in fresh {
+            if in_sql {
+                self.cap
+                    .borrow_mut()
+                    .in_sql
+                    .insert((M::CQRS_ID.to_string(), key.canonical_key()));
+            }
             self.remember(
                 M::CQRS_ID,
                 Touch {

@@ -37,6 +37,7 @@ use diesel::query_dsl::{LoadQuery, RunQueryDsl};
 use diesel::{Connection, Insertable, Table};
 use serde::Serialize;
 
+use super::fast::CreatedMark;
 use super::{Touched, Tx};
 use crate::db::SqlConn;
 use crate::error::{Error, Result};
@@ -204,6 +205,7 @@ where
         InsertValues {
             tx: self.tx,
             pk: self.table.primary_key(),
+            mark_key: self.table.primary_key(),
             statement: diesel::insert_into(self.table).values(records),
             model: PhantomData,
         }
@@ -215,6 +217,8 @@ where
 pub struct InsertValues<'t, 'c, C: SqlConn, T: Table, M, U> {
     tx: &'t mut Tx<'c, C>,
     pk: T::PrimaryKey,
+    /// The key again, for the capture's mark (the key column is not `Clone` to Diesel).
+    mark_key: T::PrimaryKey,
     statement: InsertStatement<T, U>,
     model: PhantomData<fn() -> M>,
 }
@@ -228,21 +232,26 @@ where
     /// Insert; returns the number of rows inserted.
     pub fn execute<'q>(self) -> Result<usize>
     where
-        Returning<InsertStatement<T, U>, T::PrimaryKey>: Query + LoadQuery<'q, C, T::Key>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, CreatedMark<T::PrimaryKey>)>:
+            Query + LoadQuery<'q, C, (T::Key, Option<String>)>,
     {
-        let keys: Vec<T::Key> = self
+        let mark = self.tx.created_mark::<M, _>(self.mark_key)?;
+        let rows: Vec<(T::Key, Option<String>)> = self
             .statement
-            .returning(self.pk)
+            .returning((self.pk, mark))
             .get_results(self.tx.conn)?;
-        self.tx.created_many::<M>(&keys)?;
-        Ok(keys.len())
+        let n = rows.len();
+        let (keys, recorded): (Vec<_>, Vec<_>) =
+            rows.into_iter().map(|(k, m)| (k, m.is_some())).unzip();
+        self.tx.created_keys::<M>(&keys, &recorded)?;
+        Ok(n)
     }
 
     /// Insert one row; returns it, as Diesel's `get_result` does (all the table's columns).
     pub fn get_result<'q, R>(self) -> Result<R>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns)>:
-            Query + LoadQuery<'q, C, (T::Key, R)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns, CreatedMark<T::PrimaryKey>)>:
+            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
     {
         let returned = T::all_columns();
         self.returning(returned).get_result()
@@ -251,8 +260,8 @@ where
     /// Insert rows; returns them (all the table's columns).
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns)>:
-            Query + LoadQuery<'q, C, (T::Key, R)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns, CreatedMark<T::PrimaryKey>)>:
+            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
     {
         let returned = T::all_columns();
         self.returning(returned).get_results()
@@ -263,6 +272,7 @@ where
         InsertReturning {
             tx: self.tx,
             pk: self.pk,
+            mark_key: self.mark_key,
             statement: self.statement,
             returned,
             model: PhantomData,
@@ -275,6 +285,7 @@ where
 pub struct InsertReturning<'t, 'c, C: SqlConn, T: Table, M, U, E> {
     tx: &'t mut Tx<'c, C>,
     pk: T::PrimaryKey,
+    mark_key: T::PrimaryKey,
     statement: InsertStatement<T, U>,
     returned: E,
     model: PhantomData<fn() -> M>,
@@ -289,7 +300,8 @@ where
     /// Insert one row; returns what `returning` named.
     pub fn get_result<'q, R>(self) -> Result<R>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, E)>: Query + LoadQuery<'q, C, (T::Key, R)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, E, CreatedMark<T::PrimaryKey>)>:
+            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
     {
         self.get_results()?
             .pop()
@@ -299,14 +311,25 @@ where
     /// Insert rows; returns what `returning` named, per row.
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, E)>: Query + LoadQuery<'q, C, (T::Key, R)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, E, CreatedMark<T::PrimaryKey>)>:
+            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
     {
-        let rows: Vec<(T::Key, R)> = self
+        let mark = self.tx.created_mark::<M, _>(self.mark_key)?;
+        let rows: Vec<(T::Key, R, Option<String>)> = self
             .statement
-            .returning((self.pk, self.returned))
+            .returning((self.pk, self.returned, mark))
             .get_results(self.tx.conn)?;
-        let (keys, rows): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-        self.tx.created_many::<M>(&keys)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut recorded = Vec::with_capacity(rows.len());
+        let rows = rows
+            .into_iter()
+            .map(|(k, r, m)| {
+                keys.push(k);
+                recorded.push(m.is_some());
+                r
+            })
+            .collect();
+        self.tx.created_keys::<M>(&keys, &recorded)?;
         Ok(rows)
     }
 }

@@ -24,12 +24,12 @@
 //! encoder writes; the relay reads the body like any other. One table has one trigger-captured
 //! model: `install` refuses a second.
 
-use crate::db::dialect::jsonb_object;
 use crate::db::{Backend, SqlConn};
 use crate::error::{Error, Result};
 use crate::model::{CaptureMode, MasterSpec};
+use super::in_sql::{Bodies, literal};
 use crate::rows::quote;
-use crate::value::{ColumnType, SqlValue};
+use crate::value::SqlValue;
 
 /// PostgreSQL's identifier limit: a longer name would be cut, and `check` would not find it.
 const MAX_NAME: usize = 63;
@@ -369,58 +369,17 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
             )));
         }
     }
-    let lit = literal(id);
+    let b = Bodies::new(spec);
+    let lit = b.lit().to_string();
     let key = quote(&t.key_column().name);
-    let key_json = |r: &str| value_expr(t.key_column().ty, &format!("{r}.{key}"));
-    let pk_text = |r: &str| format!("({})::text", key_json(r));
-    let tracked: Vec<usize> = spec.tracked_indexes().collect();
-    let tracked_json = |r: &str| {
-        jsonb_object(
-            &tracked
-                .iter()
-                .map(|&c| column_pair(spec, c, r))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let data = |r: &str| {
-        jsonb_object(
-            &(0..t.columns().len())
-                .map(|c| column_pair(spec, c, r))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let key_json = |r: &str| b.key_json(r);
+    let pk_text = |r: &str| b.pk_text(r);
+    let tracked_json = |r: &str| b.tracked_json(r);
+    let data = |r: &str| b.data(r);
     let claim_of =
         |pk: &str| format!("capture_tx = txid_current() AND cqrs_id = {lit} AND pk = {pk}");
-    let body = |signal: &str, data: &str, previous: &str, key: &str| {
-        format!(
-            "jsonb_build_object('signal_type', '{signal}', 'cqrs_id', {lit}, 'instance_data', {data}, \
-             'previous_data', {previous}, 'instance_pk', {key}, 'correlation_id', NULL, 'retries', 0, \
-             'expires', NULL, 'meta', '{{}}'::jsonb)::text"
-        )
-    };
-    // django-cqrs's previous_data on create: `{field: null}` for each tracked field that is set.
-    let created_previous = |now: &str| {
-        if tracked.is_empty() {
-            "NULL::jsonb".to_string()
-        } else {
-            format!(
-                "(SELECT COALESCE(jsonb_object_agg(p.key, 'null'::jsonb), '{{}}'::jsonb) FROM jsonb_each({now}) AS p WHERE p.value <> 'null'::jsonb)"
-            )
-        }
-    };
-    // On update: the tracked values from before the transaction's first change that differ now.
-    let previous = |first_old: &str, now: &str| {
-        if tracked.is_empty() {
-            "NULL::jsonb".to_string()
-        } else {
-            format!(
-                "CASE WHEN {first_old} IS NULL THEN {created} ELSE \
-                 (SELECT COALESCE(jsonb_object_agg(p.key, p.value), '{{}}'::jsonb) FROM jsonb_each({first_old}) AS p \
-                 WHERE p.value IS DISTINCT FROM {now} -> p.key) END",
-                created = created_previous(now)
-            )
-        }
-    };
+    let body = |signal: &str, data: &str, previous: &str, key: &str| b.body(signal, data, previous, key);
+    let previous = |first_old: &str, now: &str| b.previous(first_old, now);
     let insert_into = "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body, capture_tx, capture_previous)";
     let on_conflict = "ON CONFLICT (capture_tx, cqrs_id, pk) WHERE capture_tx IS NOT NULL";
     let delete_body = |revision: &str| {
@@ -601,39 +560,4 @@ END
             .collect(),
         table,
     })
-}
-
-/// `'wire', <value>` for column `c` of row `r`.
-fn column_pair(spec: &MasterSpec, c: usize, r: &str) -> String {
-    let col = &spec.table().columns()[c];
-    format!(
-        "{}, {}",
-        literal(&col.wire),
-        value_expr(col.ty, &format!("{r}.{}", quote(&col.name)))
-    )
-}
-
-/// The wire form of a column's value as `jsonb` (SQL NULL for NULL): what
-/// [`SqlValue::to_json`](crate::value::SqlValue::to_json) writes for it.
-pub fn value_expr(ty: ColumnType, expr: &str) -> String {
-    match ty {
-        ColumnType::Bool
-        | ColumnType::SmallInt
-        | ColumnType::Integer
-        | ColumnType::BigInt
-        | ColumnType::Text
-        | ColumnType::Uuid
-        | ColumnType::Json => format!("to_jsonb({expr})"),
-        ColumnType::Jsonb => expr.to_string(),
-        ColumnType::Float | ColumnType::Double => format!("cqrs_json_float({expr})"),
-        ColumnType::Numeric => format!("cqrs_json_numeric({expr})"),
-        ColumnType::Date => format!("to_jsonb(to_char({expr}, 'YYYY-MM-DD'))"),
-        ColumnType::Timestamp => format!("cqrs_json_timestamp({expr})"),
-        ColumnType::Timestamptz => format!("cqrs_json_timestamptz({expr})"),
-    }
-}
-
-/// A SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS cqrs_capture_check(text, bigint, bigint);
