@@ -310,6 +310,22 @@ fn bodies_do_not_depend_on_the_writers_session_settings() {
     })
     .unwrap();
     converges(&t, &replica, "a_items");
+    // A create's SAVE, written by PostgreSQL in this session.
+    atomic(&mut conn, |tx| {
+        tx.insert_into(a_items::table)
+            .values((
+                a_items::id.eq(2),
+                a_items::name.eq("g"),
+                a_items::ratio.eq(0.30000000000000004),
+                a_items::secret.eq(""),
+            ))
+            .execute()
+    })
+    .unwrap();
+    assert_eq!(
+        sent(&mut t.connect()).last().unwrap().instance_data["ratio"],
+        serde_json::json!(0.30000000000000004)
+    );
     atomic(&mut conn, |tx| {
         tx.update(a_items::table.find(1))
             .set(a_items::ratio.eq(0.30000000000000004))

@@ -742,11 +742,11 @@ fn trace_round_trips(conn: &mut PgConnection) -> std::sync::Arc<std::sync::Mutex
     trips
 }
 
-/// A captured 1-row create costs the application the round trips of the same transaction
-/// without capture (BEGIN, the INSERT, COMMIT: the SAVE goes in the message that commits), and
-/// the row and its SAVE are what the general path writes.
+/// A captured 1-row create costs the application one round trip more than the same
+/// transaction without capture (BEGIN, the INSERT, the statement that writes the SAVE, COMMIT),
+/// that statement prepared once per connection; the row and its SAVE carry the same stamp.
 #[test]
-fn a_captured_create_commits_in_the_round_trips_of_the_uncaptured_one() {
+fn a_captured_create_costs_one_prepared_statement_more_than_the_uncaptured_one() {
     use pg::*;
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
@@ -754,7 +754,7 @@ fn a_captured_create_commits_in_the_round_trips_of_the_uncaptured_one() {
     let mut conn = PgConnection::establish(&t.url).unwrap();
     let trips = trace_round_trips(&mut conn);
     let take = || std::mem::take(&mut *trips.lock().unwrap());
-    // The second of each: statements prepared by the first are cached.
+    // The second of each: what the first prepared is cached.
     let (mut captured, mut plain) = (Vec::new(), Vec::new());
     for i in 0..2 {
         take();
@@ -780,7 +780,11 @@ fn a_captured_create_commits_in_the_round_trips_of_the_uncaptured_one() {
         plain = take();
     }
     assert_eq!(plain.len(), 3, "{plain:#?}");
-    assert_eq!(captured.len(), plain.len(), "{captured:#?}");
+    assert_eq!(captured.len(), plain.len() + 1, "{captured:#?}");
+    assert!(
+        captured.iter().all(|q| !q.starts_with("(prepare)")),
+        "{captured:#?}"
+    );
     let msgs = sent(&mut db);
     assert_eq!(
         msgs.iter().map(|m| (m.1.as_str(), m.2)).collect::<Vec<_>>(),
@@ -797,17 +801,16 @@ fn a_captured_create_commits_in_the_round_trips_of_the_uncaptured_one() {
     assert_eq!(stamps, ["true", "true"]);
 }
 
-/// What takes the general path, and what the message that commits refuses: a create whose SAVE
-/// needs the application (an insert through `tx.conn()` with `created`) beside recorded ones,
-/// an insert too large to record whole, and a created row re-keyed outside capture.
+/// Creates told with `created` beside Diesel inserts, a large insert, and a transaction that
+/// also updates: every row sent once, in order; a created row re-keyed outside capture fails
+/// the commit.
 #[test]
-fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
+fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     use pg::*;
     let t = TestDb::new(Kind::Postgres);
     let mut db = t.connect();
     create_table(&mut db);
     let mut conn = PgConnection::establish(&t.url).unwrap();
-    // Recorded and unrecorded creates in one transaction: all sent, in order, once.
     atomic(&mut conn, |tx| {
         tx.insert_into(s_items::table)
             .values(&NewSItem {
@@ -832,7 +835,7 @@ fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
             .collect::<Vec<_>>(),
         ["a", "b"]
     );
-    // 2,000 rows in one INSERT: more than the transaction records.
+    // 2,000 rows in one INSERT.
     let names: Vec<String> = (0..2000).map(|i| format!("bulk {i:04}")).collect();
     let rows: Vec<NewSItem> = names
         .iter()
@@ -848,6 +851,25 @@ fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
         .map(|m| m.1)
         .collect();
     assert_eq!(bulk, names, "every row once, in insert order");
+    // A create beside an update (the general path).
+    atomic(&mut conn, |tx| {
+        tx.update(s_items::table.filter(s_items::name.eq("a")))
+            .set(s_items::value.eq(10))
+            .execute()?;
+        tx.insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "c",
+                value: 3,
+            })
+            .execute()
+    })
+    .unwrap();
+    let last: Vec<_> = sent(&mut db)
+        .into_iter()
+        .skip(2002)
+        .map(|m| (m.1, m.2))
+        .collect();
+    assert_eq!(last, [("a".to_string(), 1), ("c".to_string(), 0)]);
     // A created row whose key changes outside capture: the transaction does not commit.
     let before = table_state(&mut db).len();
     let err = atomic(&mut conn, |tx| {
@@ -870,7 +892,7 @@ fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
         "{err}"
     );
     assert_eq!(table_state(&mut db).len(), before, "rolled back");
-    assert_eq!(sent(&mut db).len(), 2002);
+    assert_eq!(sent(&mut db).len(), 2004);
     // The connection is usable after the refused commit.
     atomic(&mut conn, |tx| {
         tx.insert_into(s_items::table)
@@ -881,5 +903,6 @@ fn creates_the_commit_cannot_write_take_the_general_path_or_fail_it() {
             .execute()
     })
     .unwrap();
-    assert_eq!(sent(&mut db).len(), 2003);
+    assert_eq!(sent(&mut db).len(), 2005);
 }
+

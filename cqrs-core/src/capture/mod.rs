@@ -34,7 +34,7 @@ pub use statements::{
 };
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -103,8 +103,6 @@ struct Capture {
     own: Vec<u32>,
     /// Nested captures that returned inside a savepoint of the application's (`foreign.rs`).
     watches: Vec<foreign::Watch>,
-    /// Created rows whose keys their INSERT recorded in the transaction (`fast.rs`).
-    in_sql: BTreeSet<(String, String)>,
 }
 
 /// The capture side of one database transaction. See the module docs.
@@ -185,10 +183,8 @@ fn run<C: SqlConn + ?Sized, T>(
             cap,
         };
         f(&mut tx).and_then(|v| {
-            if !want_ids && let Some(script) = tx.commit_in_sql()? {
-                // The SAVEs and the COMMIT in one message (`fast.rs`).
-                tx.conn.exec_script(&script)?;
-                return Ok((v, Vec::new(), true, true));
+            if !want_ids && tx.saves_in_sql()? {
+                return Ok((v, Vec::new(), true));
             }
             let rows = tx.final_rows()?;
             let ids = if want_ids {
@@ -197,14 +193,12 @@ fn run<C: SqlConn + ?Sized, T>(
                 outbox::enqueue(tx.conn, &rows)?;
                 Vec::new()
             };
-            Ok((v, ids, !rows.is_empty(), false))
+            Ok((v, ids, !rows.is_empty()))
         })
     };
     match result {
-        Ok((v, ids, wrote, committed)) => {
-            if !committed {
-                conn.commit()?;
-            }
+        Ok((v, ids, wrote)) => {
+            conn.commit()?;
             if wrote {
                 outbox::wakeup().notify();
             }
@@ -218,7 +212,7 @@ fn run<C: SqlConn + ?Sized, T>(
 }
 
 /// Microseconds: what both databases store, so a message and the row it came from agree.
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -306,16 +300,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     /// stamp is written at commit by the statement that also reads the rows' final state (one
     /// round trip for both); a key that names no row fails the commit.
     pub fn created_many<M: MasterModel>(&mut self, keys: &[impl Serialize]) -> Result<()> {
-        self.created_keys::<M>(keys, &[])
-    }
-
-    /// [`Tx::created_many`]; `recorded[i]` when the statement that created key `i` also recorded
-    /// it for the commit's SQL-built SAVEs (`fast.rs`).
-    fn created_keys<M: MasterModel>(
-        &mut self,
-        keys: &[impl Serialize],
-        recorded: &[bool],
-    ) -> Result<()> {
         let spec = self.spec::<M>()?;
         let keys = keys
             .iter()
@@ -325,8 +309,7 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
         // upsert that updated it) keeps its bumped revision and tracked values; a created row
         // stays created.
         let mut fresh = Vec::with_capacity(keys.len());
-        for (i, key) in keys.into_iter().enumerate() {
-            let in_sql = recorded.get(i).copied().unwrap_or(false);
+        for key in keys {
             match self.state(M::CQRS_ID, &key) {
                 Some(Touched::Deleted) => {
                     return Err(Error::config(format!(
@@ -336,19 +319,13 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
                     )));
                 }
                 Some(_) => {}
-                None => fresh.push((key, in_sql)),
+                None => fresh.push(key),
             }
         }
         if self.by_trigger(&spec) {
             return Ok(());
         }
-        for (key, in_sql) in fresh {
-            if in_sql {
-                self.cap
-                    .borrow_mut()
-                    .in_sql
-                    .insert((M::CQRS_ID.to_string(), key.canonical_key()));
-            }
+        for key in fresh {
             self.remember(
                 M::CQRS_ID,
                 Touch {

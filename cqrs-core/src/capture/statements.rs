@@ -37,7 +37,6 @@ use diesel::query_dsl::{LoadQuery, RunQueryDsl};
 use diesel::{Connection, Insertable, Table};
 use serde::Serialize;
 
-use super::fast::CreatedMark;
 use super::{Touched, Tx};
 use crate::db::SqlConn;
 use crate::error::{Error, Result};
@@ -205,7 +204,6 @@ where
         InsertValues {
             tx: self.tx,
             pk: self.table.primary_key(),
-            mark_key: self.table.primary_key(),
             statement: diesel::insert_into(self.table).values(records),
             model: PhantomData,
         }
@@ -217,8 +215,6 @@ where
 pub struct InsertValues<'t, 'c, C: SqlConn, T: Table, M, U> {
     tx: &'t mut Tx<'c, C>,
     pk: T::PrimaryKey,
-    /// The key again, for the capture's mark (the key column is not `Clone` to Diesel).
-    mark_key: T::PrimaryKey,
     statement: InsertStatement<T, U>,
     model: PhantomData<fn() -> M>,
 }
@@ -232,26 +228,21 @@ where
     /// Insert; returns the number of rows inserted.
     pub fn execute<'q>(self) -> Result<usize>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, CreatedMark<T::PrimaryKey>)>:
-            Query + LoadQuery<'q, C, (T::Key, Option<String>)>,
+        Returning<InsertStatement<T, U>, T::PrimaryKey>: Query + LoadQuery<'q, C, T::Key>,
     {
-        let mark = self.tx.created_mark::<M, _>(self.mark_key)?;
-        let rows: Vec<(T::Key, Option<String>)> = self
+        let keys: Vec<T::Key> = self
             .statement
-            .returning((self.pk, mark))
+            .returning(self.pk)
             .get_results(self.tx.conn)?;
-        let n = rows.len();
-        let (keys, recorded): (Vec<_>, Vec<_>) =
-            rows.into_iter().map(|(k, m)| (k, m.is_some())).unzip();
-        self.tx.created_keys::<M>(&keys, &recorded)?;
-        Ok(n)
+        self.tx.created_many::<M>(&keys)?;
+        Ok(keys.len())
     }
 
     /// Insert one row; returns it, as Diesel's `get_result` does (all the table's columns).
     pub fn get_result<'q, R>(self) -> Result<R>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns, CreatedMark<T::PrimaryKey>)>:
-            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns)>:
+            Query + LoadQuery<'q, C, (T::Key, R)>,
     {
         let returned = T::all_columns();
         self.returning(returned).get_result()
@@ -260,8 +251,8 @@ where
     /// Insert rows; returns them (all the table's columns).
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns, CreatedMark<T::PrimaryKey>)>:
-            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, T::AllColumns)>:
+            Query + LoadQuery<'q, C, (T::Key, R)>,
     {
         let returned = T::all_columns();
         self.returning(returned).get_results()
@@ -272,7 +263,6 @@ where
         InsertReturning {
             tx: self.tx,
             pk: self.pk,
-            mark_key: self.mark_key,
             statement: self.statement,
             returned,
             model: PhantomData,
@@ -285,7 +275,6 @@ where
 pub struct InsertReturning<'t, 'c, C: SqlConn, T: Table, M, U, E> {
     tx: &'t mut Tx<'c, C>,
     pk: T::PrimaryKey,
-    mark_key: T::PrimaryKey,
     statement: InsertStatement<T, U>,
     returned: E,
     model: PhantomData<fn() -> M>,
@@ -300,8 +289,7 @@ where
     /// Insert one row; returns what `returning` named.
     pub fn get_result<'q, R>(self) -> Result<R>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, E, CreatedMark<T::PrimaryKey>)>:
-            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, E)>: Query + LoadQuery<'q, C, (T::Key, R)>,
     {
         self.get_results()?
             .pop()
@@ -311,25 +299,14 @@ where
     /// Insert rows; returns what `returning` named, per row.
     pub fn get_results<'q, R>(self) -> Result<Vec<R>>
     where
-        Returning<InsertStatement<T, U>, (T::PrimaryKey, E, CreatedMark<T::PrimaryKey>)>:
-            Query + LoadQuery<'q, C, (T::Key, R, Option<String>)>,
+        Returning<InsertStatement<T, U>, (T::PrimaryKey, E)>: Query + LoadQuery<'q, C, (T::Key, R)>,
     {
-        let mark = self.tx.created_mark::<M, _>(self.mark_key)?;
-        let rows: Vec<(T::Key, R, Option<String>)> = self
+        let rows: Vec<(T::Key, R)> = self
             .statement
-            .returning((self.pk, self.returned, mark))
+            .returning((self.pk, self.returned))
             .get_results(self.tx.conn)?;
-        let mut keys = Vec::with_capacity(rows.len());
-        let mut recorded = Vec::with_capacity(rows.len());
-        let rows = rows
-            .into_iter()
-            .map(|(k, r, m)| {
-                keys.push(k);
-                recorded.push(m.is_some());
-                r
-            })
-            .collect();
-        self.tx.created_keys::<M>(&keys, &recorded)?;
+        let (keys, rows): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        self.tx.created_many::<M>(&keys)?;
         Ok(rows)
     }
 }

@@ -15,6 +15,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 pub mod dialect;
 pub mod listen;
 pub mod migrations;
+pub mod prepared;
 pub mod typed;
 
 /// Re-exported: messages about connections redact their URLs.
@@ -210,6 +211,13 @@ pub trait SqlConn {
     fn backend(&self) -> Backend;
     /// Execute one statement with typed binds; returns the affected row count.
     fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize>;
+    /// Execute a statement this connection runs again and again with other values: on
+    /// PostgreSQL parsed and planned once per connection ([`prepared`]); elsewhere as
+    /// [`exec`](Self::exec). Returns the affected row count.
+    fn exec_prepared(&mut self, statement: &prepared::Statement) -> Result<usize> {
+        let (sql, binds) = statement.render(self.backend());
+        self.exec(&sql, binds)
+    }
     /// Execute several statements without binds (a script: DDL, function bodies).
     fn exec_script(&mut self, sql: &str) -> Result<()>;
     /// Rows of a query whose single column `j` is text (JSON documents built in SQL).
@@ -238,8 +246,9 @@ struct TextRow {
 }
 
 macro_rules! sql_conn_impl {
-    ($conn:ty, $backend:expr, $bind:ident, $begin:expr) => {
+    ($conn:ty, $backend:expr, $bind:ident, $begin:expr, { $($extra:item)* }) => {
         impl SqlConn for $conn {
+            $($extra)*
             fn backend(&self) -> Backend {
                 $backend
             }
@@ -308,13 +317,19 @@ macro_rules! sql_conn_impl {
     };
 }
 
-sql_conn_impl!(PgConnection, Backend::Postgres, bind_all_pg, "BEGIN");
+sql_conn_impl!(PgConnection, Backend::Postgres, bind_all_pg, "BEGIN", {
+    fn exec_prepared(&mut self, statement: &prepared::Statement) -> Result<usize> {
+        prepared::OnPg(statement).execute(self).map_err(Error::from)
+    }
+});
 sql_conn_impl!(
     SqliteConnection,
     Backend::Sqlite,
     bind_all_sqlite,
-    "BEGIN IMMEDIATE"
+    "BEGIN IMMEDIATE",
+    {}
 );
+
 
 impl SqlConn for Db {
     fn backend(&self) -> Backend {
@@ -322,6 +337,12 @@ impl SqlConn for Db {
     }
     fn exec(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
         self.execute(sql, binds)
+    }
+    fn exec_prepared(&mut self, statement: &prepared::Statement) -> Result<usize> {
+        match self {
+            Db::Pg(c) => c.exec_prepared(statement),
+            Db::Sqlite(c) => c.exec_prepared(statement),
+        }
     }
     fn exec_script(&mut self, sql: &str) -> Result<()> {
         self.batch_execute(sql)

@@ -1,7 +1,7 @@
--- Used by `atomic` when it writes the SAVEs of the rows a transaction created in the same message
--- as its COMMIT (the bodies built by PostgreSQL): fails that statement, and with it the COMMIT
--- sent behind it, when a created row is no longer there under its key (deleted, or its key changed,
--- outside capture), so nothing commits that the replicas would not hear of.
+-- Used by `atomic` when PostgreSQL writes the SAVEs of the rows a transaction created (one
+-- prepared statement at commit, capture/fast.rs): fails that statement, and the transaction, when a
+-- created row is no longer there under its key (deleted, or its key changed, outside capture), so
+-- nothing commits that the replicas would not hear of.
 CREATE FUNCTION cqrs_capture_check(model text, wanted bigint, present bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -11,3 +11,7 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- `atomic` writes bodies with these outside a trigger, in the writer's session: a float's text must
+-- not depend on that session's `extra_float_digits` (0 would cut 0.30000000000000004 to 0.3).
+ALTER FUNCTION cqrs_json_float(double precision) SET extra_float_digits = 1;
