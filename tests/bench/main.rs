@@ -487,7 +487,11 @@ impl Bench {
             for run in 0..args.runs {
                 let stack = self.pg();
                 let ours = || -> cqrs::Result<Option<f64>> {
-                    let t = self.through(args, &stack, cpu::Meter::default(), 1, 1, workers)?;
+                    let creates = Work::Creates {
+                        writers: 1,
+                        rows: 1,
+                    };
+                    let t = self.through(args, &stack, cpu::Meter::default(), creates, workers)?;
                     Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
                 };
                 let django = || -> cqrs::Result<Option<f64>> {
@@ -521,6 +525,52 @@ impl Bench {
             );
         }
 
+        // Updates: one writer changing rows both replicas already hold, one per transaction.
+        let table_rows = args.peer_rows;
+        for workers in [1, 2] {
+            let mut e2e = Runs::default();
+            for run in 0..args.runs {
+                let stack = self.pg();
+                let ours = || -> cqrs::Result<Option<f64>> {
+                    let updates = Work::Updates(table_rows);
+                    let t = self.through(args, &stack, cpu::Meter::default(), updates, workers)?;
+                    Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
+                };
+                let django = || -> cqrs::Result<Option<f64>> {
+                    populate(&their_stack.master, &their_stack.replica, table_rows)?;
+                    let c = consuming(workers)?;
+                    let started = Instant::now();
+                    let saved: usize = their_master
+                        .manage(&[
+                            "bench_save",
+                            "--seconds",
+                            &args.seconds.to_string(),
+                            "--updates",
+                            &table_rows.to_string(),
+                        ])
+                        .trim()
+                        .parse()
+                        .map_err(|e| Error::config(format!("bench_save's count: {e}")))?;
+                    let done = revisions_arrive(&their_stack.master, &their_stack.replica);
+                    let took = started.elapsed();
+                    drop(c);
+                    Ok(done.then(|| saved as f64 / took.as_secs_f64()))
+                };
+                let pair = in_turn(run, ours, django)?;
+                self.record_pair(&mut e2e, pair, &format!("updates end to end with -w {workers}"));
+                self.compare(&self.pg(), "after updates end to end beside django-cqrs")?;
+                self.compare(&their_stack, "after django-cqrs updates end to end")?;
+            }
+            self.add(
+                format!(
+                    "end to end, 1 writer, 1 row/txn updates, relay + consume -w {workers}, beside django-cqrs"
+                ),
+                "rows/s",
+                &format!("django-cqrs 3.1.0: save() of a changed row + cqrs_consume -w {workers}"),
+                &e2e,
+            );
+        }
+
         // Bulk: the same generated rows in both masters.
         let rows = args.peer_rows;
         let dir = std::env::temp_dir().join(format!("cqrs-bench-peer-{}", std::process::id()));
@@ -534,7 +584,7 @@ impl Bench {
         generate(&mut self.master.connect(), MASTER_TABLE, rows)?;
         clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
         generate(&mut Db::connect(&their_stack.master)?, MASTER_TABLE, rows)?;
-        let timed = |command: &mut Command| seconds_of(command).map(|secs| rows as f64 / secs);
+        let timed = |command: &mut Command| seconds_of(&mut [command]).map(|secs| rows as f64 / secs);
         let (mut dumps, mut loads) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
             let dump_ours = || {
@@ -589,6 +639,63 @@ impl Bench {
             "rows/s",
             "django-cqrs 3.1.0 cqrs_bulk_load of its own dump of the same rows",
             &loads,
+        );
+
+        // The diff pipeline over the loaded replicas, 1% of the rows newer on each master.
+        let drifted = rows / 100;
+        let drift = format!(
+            "UPDATE {MASTER_TABLE} SET cqrs_revision = cqrs_revision + 1 WHERE id % 100 = 0; ANALYZE {MASTER_TABLE}"
+        );
+        self.master.connect().batch_execute(&drift)?;
+        Db::connect(&their_stack.master)?.batch_execute(&drift)?;
+        // Rows compared per second, once the SYNCs of exactly the drifted rows are on the queue.
+        let synced = |secs: f64, broker: &TestBroker| -> cqrs::Result<f64> {
+            let there = wait_for(Duration::from_secs(30), || {
+                broker.count(&broker.queue) as usize >= drifted
+            });
+            let count = broker.count(&broker.queue) as usize;
+            broker.transport.purge(&broker.queue)?;
+            if !there || count != drifted {
+                return Err(Error::config(format!(
+                    "the diff pipeline left {count} SYNCs on {}, not the {drifted} drifted rows",
+                    broker.queue
+                )));
+            }
+            Ok(rows as f64 / secs)
+        };
+        let mut diffs = Runs::default();
+        for run in 0..args.runs {
+            let stage = |command: &[&str], db: &str| {
+                let mut c = self.command(command);
+                c.args(["--database-url", db])
+                    .env("CQRS_LOG", &args.process_log);
+                c
+            };
+            let ours = || {
+                let secs = seconds_of(&mut [
+                    &mut stage(&["diff-master", "-c", CQRS_ID], &self.master.url),
+                    &mut stage(&["diff-replica"], &self.replica.url),
+                    &mut stage(&["diff-sync"], &self.master.url),
+                ])?;
+                self.tap.transport.purge(&self.tap.queue)?;
+                synced(secs, &self.broker)
+            };
+            let django = || {
+                let secs = seconds_of(&mut [
+                    &mut their_master.command(&["cqrs_diff_master", "-cid", CQRS_ID]),
+                    &mut theirs.command(&["cqrs_diff_replica"]),
+                    &mut their_master.command(&["cqrs_diff_sync"]),
+                ])?;
+                synced(secs, &peer)
+            };
+            let (a, b) = in_turn(run, ours, django)?;
+            diffs.push(a, Some(b));
+        }
+        self.add(
+            format!("diff pipeline, {rows} rows, 1% drift, beside django-cqrs"),
+            "rows/s",
+            "django-cqrs 3.1.0 cqrs_diff_master | cqrs_diff_replica | cqrs_diff_sync, the same rows",
+            &diffs,
         );
         self.clear_master()?;
         self.clear_replica()
@@ -1163,7 +1270,13 @@ impl Bench {
                 done,
                 took,
                 window,
-            } = self.through(args, stack, servers, 4, rows, workers)?;
+            } = self.through(
+                args,
+                stack,
+                servers,
+                Work::Creates { writers: 4, rows },
+                workers,
+            )?;
             if !done {
                 self.problems.push(stack.named(&format!(
                     "end to end: {written} rows did not all reach the replica"
@@ -1211,12 +1324,14 @@ impl Bench {
         args: &Args,
         stack: &Stack,
         servers: cpu::Meter,
-        writers: usize,
-        rows: usize,
+        work: Work,
         workers: usize,
     ) -> cqrs::Result<Through> {
         stack.clear_master()?;
         stack.clear_replica()?;
+        if let Work::Updates(n) = work {
+            populate(stack.master.as_str(), stack.replica.as_str(), n)?;
+        }
         let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
         let consumer = self.process(
             &["consume", "-w", &workers.to_string()],
@@ -1233,10 +1348,16 @@ impl Bench {
         };
         let start = meter.read();
         let started = Instant::now();
-        let written = write(&stack.master, writers, rows, Capture::Atomic, args.seconds);
-        let done = written.as_ref().is_ok_and(|w| {
-            Arrivals::new(&stack.replica, &stack.master)
-                .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows)))
+        let written = match work {
+            Work::Creates { writers, rows } => {
+                write(&stack.master, writers, rows, Capture::Atomic, args.seconds)
+            }
+            Work::Updates(n) => update(&stack.master, n, args.seconds),
+        };
+        let done = written.as_ref().is_ok_and(|w| match work {
+            Work::Creates { .. } => Arrivals::new(&stack.replica, &stack.master)
+                .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(w.rows))),
+            Work::Updates(_) => revisions_arrive(&stack.master, &stack.replica),
         });
         let took = started.elapsed();
         self.check_relayed(&stack.master, &stack.named("end to end"));
@@ -1487,7 +1608,7 @@ impl Bench {
         let (dump, csv) = (dir.join("dump"), dir.join("csv"));
         let (dump, csv) = (dump.to_str().expect("utf-8"), csv.to_str().expect("utf-8"));
         let n = args.bulk_rows;
-        let secs = seconds_of;
+        let secs = |c: &mut Command| seconds_of(&mut [c]);
         let psql = |url: &str, meta: String| {
             let mut c = Command::new("psql");
             c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &meta]);
@@ -1604,51 +1725,26 @@ impl Bench {
             self.replica
                 .connect()
                 .batch_execute(&format!("ANALYZE {REPLICA_TABLE}"))?;
-            let stage = |command: &[&str], db: &str, stdin: Stdio| {
-                self.command(command)
-                    .args(["--database-url", db])
-                    .env("CQRS_LOG", &args.process_log)
-                    .stdin(stdin)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("this binary starts as a cqrs process")
+            let stage = |command: &[&str], db: &str| {
+                let mut c = self.command(command);
+                c.args(["--database-url", db])
+                    .env("CQRS_LOG", &args.process_log);
+                c
             };
-            let started = Instant::now();
-            let mut master = stage(
-                &["diff-master", "-c", CQRS_ID],
-                &self.master.url,
-                Stdio::null(),
-            );
-            let mut replica = stage(
-                &["diff-replica"],
-                &self.replica.url,
-                master.stdout.take().expect("piped").into(),
-            );
-            let sync = stage(
-                &["diff-sync"],
-                &self.master.url,
-                replica.stdout.take().expect("piped").into(),
-            );
-            let synced = sync.wait_with_output();
-            let took = started.elapsed().as_secs_f64() * 1000.0;
-            // Every stage is waited for before any error returns.
-            let outputs = [
-                ("diff-master", master.wait_with_output()),
-                ("diff-replica", replica.wait_with_output()),
-                ("diff-sync", synced),
-            ];
+            let piped = seconds_of(&mut [
+                &mut stage(&["diff-master", "-c", CQRS_ID], &self.master.url),
+                &mut stage(&["diff-replica"], &self.replica.url),
+                &mut stage(&["diff-sync"], &self.master.url),
+            ]);
             let mut failed = false;
-            for (name, out) in outputs {
-                let out = out.map_err(|e| Error::config(format!("{name}: {e}")))?;
-                if !out.status.success() {
+            let took = match piped {
+                Ok(secs) => secs * 1000.0,
+                Err(e) => {
                     failed = true;
-                    self.problems.push(format!(
-                        "{name}: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                    self.problems.push(e.to_string());
+                    0.0
                 }
-            }
+            };
             let sent = raw::consume(&self.broker.transport, &self.broker.queue, drifted);
             let mut keys: Vec<i64> = sent
                 .iter()
@@ -1826,20 +1922,131 @@ fn in_turn<T>(
     }
 }
 
-/// Run `command` to its end: the seconds it took, or an error with its stderr if it failed.
-fn seconds_of(command: &mut Command) -> cqrs::Result<f64> {
+/// Run `stages` as a shell pipeline (each one's stdout the next one's stdin; the last one's
+/// dropped) to the end of every stage: the seconds it took, or an error naming each stage that
+/// failed with its stderr.
+fn seconds_of(stages: &mut [&mut Command]) -> cqrs::Result<f64> {
     let started = Instant::now();
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::config(format!("{command:?}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::config(format!(
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let mut children = Vec::new();
+    let mut input = Stdio::null();
+    let last = stages.len() - 1;
+    let mut failed = Vec::new();
+    for (i, stage) in stages.iter_mut().enumerate() {
+        let out = if i == last {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        };
+        match stage.stdin(input).stdout(out).stderr(Stdio::piped()).spawn() {
+            Ok(mut child) => {
+                input = child.stdout.take().map_or(Stdio::null(), Stdio::from);
+                children.push((format!("{stage:?}"), child));
+            }
+            Err(e) => {
+                failed.push(format!("{stage:?}: {e}"));
+                break;
+            }
+        }
     }
-    Ok(started.elapsed().as_secs_f64())
+    // Every stage started is waited for before an error returns.
+    for (name, child) in children {
+        match child.wait_with_output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => failed.push(format!(
+                "{name}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    if failed.is_empty() {
+        Ok(took)
+    } else {
+        Err(Error::config(failed.join("; ")))
+    }
+}
+
+/// What the writers of [`Bench::through`] do.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    /// Threads inserting transactions of `rows` rows.
+    Creates { writers: usize, rows: usize },
+    /// One thread changing one row per transaction, in turn over a table of this many rows that
+    /// the replica already holds.
+    Updates(usize),
+}
+
+/// One writer changing rows 1..=`n` in turn, one per transaction captured by `atomic` (the
+/// application's Diesel `UPDATE`), for `secs`.
+fn update(url: &str, n: usize, secs: f64) -> cqrs::Result<Written> {
+    use diesel::{ExpressionMethods, QueryDsl};
+    use items::soak_items::dsl as t;
+    let started = cpu::this_thread();
+    let mut db = Db::connect(url)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut done = 0usize;
+    macro_rules! on {
+        ($conn:expr) => {
+            while Instant::now() < deadline {
+                let k = (done % n) as i64 + 1;
+                atomic($conn, |tx| {
+                    tx.update(t::soak_items.find(k))
+                        .set(t::value.eq(t::value + 1))
+                        .execute()
+                })?;
+                done += 1;
+            }
+        };
+    }
+    match &mut db {
+        Db::Pg(conn) => on!(conn),
+        Db::Sqlite(conn) => on!(conn),
+    }
+    Ok(Written {
+        rate: done as f64 / secs,
+        rows: done,
+        cpu: cpu::this_thread() - started,
+    })
+}
+
+/// Master and replica emptied and given the same `n` rows (so the replica holds what the
+/// master's updates change).
+fn populate(master: &str, replica: &str, n: usize) -> cqrs::Result<()> {
+    for (url, table) in [(master, MASTER_TABLE), (replica, REPLICA_TABLE)] {
+        let mut db = Db::connect(url)?;
+        clear(&mut db, &[table])?;
+        generate(&mut db, table, n)?;
+    }
+    Ok(())
+}
+
+/// Wait (up to 300 s) until the replica's revisions add up to the master's: every update applied.
+fn revisions_arrive(master: &str, replica: &str) -> bool {
+    let total = |url: &str, table: &str| -> Option<i64> {
+        let sql = format!("SELECT CAST(COALESCE(sum(cqrs_revision), 0) AS TEXT) AS j FROM {table}");
+        Db::connect(url)
+            .ok()?
+            .load_text(&sql, vec![])
+            .ok()?
+            .first()?
+            .parse()
+            .ok()
+    };
+    let Some(want) = total(master, MASTER_TABLE) else {
+        return false;
+    };
+    let Ok(mut db) = Db::connect(replica) else {
+        return false;
+    };
+    let sql = format!("SELECT CAST(COALESCE(sum(cqrs_revision), 0) AS TEXT) AS j FROM {REPLICA_TABLE}");
+    wait_for(Duration::from_secs(300), || {
+        db.load_text(&sql, vec![])
+            .ok()
+            .and_then(|r| r.first().and_then(|v| v.parse::<i64>().ok()))
+            .is_some_and(|got| got >= want)
+    })
 }
 
 /// What [`Bench::through`] measured.

@@ -59,6 +59,8 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "replica drains 200 messages, consume -w 1, beside django-cqrs",
         "relay + consume -w 2, beside django-cqrs",
         "bulk-load, 2000 rows, beside django-cqrs",
+        "1 row/txn updates, relay + consume -w 1, beside django-cqrs",
+        "diff pipeline, 2000 rows, 1% drift, beside django-cqrs",
     ] {
         assert!(
             names.iter().any(|n| n.contains(wanted)),
