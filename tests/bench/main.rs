@@ -482,93 +482,72 @@ impl Bench {
             &drain,
         );
 
-        for workers in [1, 2] {
-            let mut e2e = Runs::default();
-            for run in 0..args.runs {
-                let stack = self.pg();
-                let ours = || -> cqrs::Result<Option<f64>> {
-                    let creates = Work::Creates {
-                        writers: 1,
-                        rows: 1,
-                    };
-                    let t = self.through(args, &stack, cpu::Meter::default(), creates, workers)?;
-                    Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
-                };
-                let django = || -> cqrs::Result<Option<f64>> {
-                    clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
-                    clear(&mut Db::connect(&their_stack.replica)?, &[REPLICA_TABLE])?;
-                    let c = consuming(workers)?;
-                    let started = Instant::now();
-                    let saved: usize = their_master
-                        .manage(&["bench_save", "--seconds", &args.seconds.to_string()])
-                        .trim()
-                        .parse()
-                        .map_err(|e| Error::config(format!("bench_save's count: {e}")))?;
-                    let done = Arrivals::new(&their_stack.replica, &their_stack.master)
-                        .is_ok_and(|mut a| wait_for(Duration::from_secs(300), || a.all(saved)));
-                    let took = started.elapsed();
-                    drop(c);
-                    Ok(done.then(|| saved as f64 / took.as_secs_f64()))
-                };
-                let pair = in_turn(run, ours, django)?;
-                self.record_pair(&mut e2e, pair, &format!("end to end with -w {workers}"));
-                self.compare(&self.pg(), "after end to end beside django-cqrs")?;
-                self.compare(&their_stack, "after django-cqrs end to end")?;
-            }
-            self.add(
-                format!(
-                    "end to end, 1 writer, 1 row/txn creates, relay + consume -w {workers}, beside django-cqrs"
-                ),
-                "rows/s",
-                &format!("django-cqrs 3.1.0: save() in one process + cqrs_consume -w {workers}"),
-                &e2e,
-            );
-        }
-
-        // Updates: one writer changing rows both replicas already hold, one per transaction.
+        // One writer, one row per transaction: creates, then updates of rows both replicas
+        // already hold.
         let table_rows = args.peer_rows;
-        for workers in [1, 2] {
-            let mut e2e = Runs::default();
-            for run in 0..args.runs {
-                let stack = self.pg();
-                let ours = || -> cqrs::Result<Option<f64>> {
-                    let updates = Work::Updates(table_rows);
-                    let t = self.through(args, &stack, cpu::Meter::default(), updates, workers)?;
-                    Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
-                };
-                let django = || -> cqrs::Result<Option<f64>> {
-                    populate(&their_stack.master, &their_stack.replica, table_rows)?;
-                    let c = consuming(workers)?;
-                    let started = Instant::now();
-                    let saved: usize = their_master
-                        .manage(&[
-                            "bench_save",
-                            "--seconds",
-                            &args.seconds.to_string(),
-                            "--updates",
-                            &table_rows.to_string(),
-                        ])
-                        .trim()
-                        .parse()
-                        .map_err(|e| Error::config(format!("bench_save's count: {e}")))?;
-                    let done = revisions_arrive(&their_stack.master, &their_stack.replica);
-                    let took = started.elapsed();
-                    drop(c);
-                    Ok(done.then(|| saved as f64 / took.as_secs_f64()))
-                };
-                let pair = in_turn(run, ours, django)?;
-                self.record_pair(&mut e2e, pair, &format!("updates end to end with -w {workers}"));
-                self.compare(&self.pg(), "after updates end to end beside django-cqrs")?;
-                self.compare(&their_stack, "after django-cqrs updates end to end")?;
+        let shapes = [
+            (Work::Creates { writers: 1, rows: 1 }, "creates", "save()"),
+            (Work::Updates(table_rows), "updates", "save() of a changed row"),
+        ];
+        for (work, what, their_way) in shapes {
+            for workers in [1, 2] {
+                let mut e2e = Runs::default();
+                for run in 0..args.runs {
+                    let stack = self.pg();
+                    let ours = || -> cqrs::Result<Option<f64>> {
+                        let t = self.through(args, &stack, cpu::Meter::default(), work, workers)?;
+                        Ok(t.done.then(|| t.rows as f64 / t.took.as_secs_f64()))
+                    };
+                    let django = || -> cqrs::Result<Option<f64>> {
+                        let secs = args.seconds.to_string();
+                        let mut save = vec!["bench_save", "--seconds", &secs];
+                        let n = table_rows.to_string();
+                        match work {
+                            Work::Creates { .. } => {
+                                clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
+                                clear(&mut Db::connect(&their_stack.replica)?, &[REPLICA_TABLE])?;
+                            }
+                            Work::Updates(_) => {
+                                populate(&their_stack.master, &their_stack.replica, table_rows)?;
+                                save.extend(["--updates", &n]);
+                            }
+                        }
+                        let c = consuming(workers)?;
+                        let started = Instant::now();
+                        let saved: usize = their_master
+                            .manage(&save)
+                            .trim()
+                            .parse()
+                            .map_err(|e| Error::config(format!("bench_save's count: {e}")))?;
+                        let done = match work {
+                            Work::Creates { .. } => {
+                                Arrivals::new(&their_stack.replica, &their_stack.master).is_ok_and(
+                                    |mut a| wait_for(Duration::from_secs(300), || a.all(saved)),
+                                )
+                            }
+                            Work::Updates(_) => {
+                                revisions_arrive(&their_stack.master, &their_stack.replica)
+                            }
+                        };
+                        let took = started.elapsed();
+                        drop(c);
+                        Ok(done.then(|| saved as f64 / took.as_secs_f64()))
+                    };
+                    let pair = in_turn(run, ours, django)?;
+                    let label = format!("{what} end to end with -w {workers}");
+                    self.record_pair(&mut e2e, pair, &label);
+                    self.compare(&self.pg(), &format!("after {label} beside django-cqrs"))?;
+                    self.compare(&their_stack, &format!("after django-cqrs {label}"))?;
+                }
+                self.add(
+                    format!(
+                        "end to end, 1 writer, 1 row/txn {what}, relay + consume -w {workers}, beside django-cqrs"
+                    ),
+                    "rows/s",
+                    &format!("django-cqrs 3.1.0: {their_way} + cqrs_consume -w {workers}"),
+                    &e2e,
+                );
             }
-            self.add(
-                format!(
-                    "end to end, 1 writer, 1 row/txn updates, relay + consume -w {workers}, beside django-cqrs"
-                ),
-                "rows/s",
-                &format!("django-cqrs 3.1.0: save() of a changed row + cqrs_consume -w {workers}"),
-                &e2e,
-            );
         }
 
         // Bulk: the same generated rows in both masters.
