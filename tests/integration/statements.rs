@@ -906,3 +906,4 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     assert_eq!(sent(&mut db).len(), 2005);
 }
 
+
