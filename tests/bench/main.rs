@@ -486,8 +486,19 @@ impl Bench {
         // already hold.
         let table_rows = args.peer_rows;
         let shapes = [
-            (Work::Creates { writers: 1, rows: 1 }, "creates", "save()"),
-            (Work::Updates(table_rows), "updates", "save() of a changed row"),
+            (
+                Work::Creates {
+                    writers: 1,
+                    rows: 1,
+                },
+                "creates",
+                "save()",
+            ),
+            (
+                Work::Updates(table_rows),
+                "updates",
+                "save() of a changed row",
+            ),
         ];
         for (work, what, their_way) in shapes {
             for workers in [1, 2] {
@@ -563,7 +574,8 @@ impl Bench {
         generate(&mut self.master.connect(), MASTER_TABLE, rows)?;
         clear(&mut Db::connect(&their_stack.master)?, &[MASTER_TABLE])?;
         generate(&mut Db::connect(&their_stack.master)?, MASTER_TABLE, rows)?;
-        let timed = |command: &mut Command| seconds_of(&mut [command]).map(|secs| rows as f64 / secs);
+        let timed =
+            |command: &mut Command| seconds_of(&mut [command]).map(|secs| rows as f64 / secs);
         let (mut dumps, mut loads) = (Runs::default(), Runs::default());
         for run in 0..args.runs {
             let dump_ours = || {
@@ -1916,7 +1928,12 @@ fn seconds_of(stages: &mut [&mut Command]) -> cqrs::Result<f64> {
         } else {
             Stdio::piped()
         };
-        match stage.stdin(input).stdout(out).stderr(Stdio::piped()).spawn() {
+        match stage
+            .stdin(input)
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .spawn()
+        {
             Ok(mut child) => {
                 input = child.stdout.take().map_or(Stdio::null(), Stdio::from);
                 children.push((format!("{stage:?}"), child));
@@ -2019,7 +2036,8 @@ fn revisions_arrive(master: &str, replica: &str) -> bool {
     let Ok(mut db) = Db::connect(replica) else {
         return false;
     };
-    let sql = format!("SELECT CAST(COALESCE(sum(cqrs_revision), 0) AS TEXT) AS j FROM {REPLICA_TABLE}");
+    let sql =
+        format!("SELECT CAST(COALESCE(sum(cqrs_revision), 0) AS TEXT) AS j FROM {REPLICA_TABLE}");
     wait_for(Duration::from_secs(300), || {
         db.load_text(&sql, vec![])
             .ok()

@@ -845,11 +845,7 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
         tx.insert_into(s_items::table).values(&rows).execute()
     })
     .unwrap();
-    let bulk: Vec<String> = sent(&mut db)
-        .into_iter()
-        .skip(2)
-        .map(|m| m.1)
-        .collect();
+    let bulk: Vec<String> = sent(&mut db).into_iter().skip(2).map(|m| m.1).collect();
     assert_eq!(bulk, names, "every row once, in insert order");
     // A create beside an update (the general path).
     atomic(&mut conn, |tx| {
@@ -888,7 +884,8 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     })
     .unwrap_err();
     assert!(
-        err.to_string().contains("created in this transaction, but 0 exist at commit"),
+        err.to_string()
+            .contains("created in this transaction, but 0 exist at commit"),
         "{err}"
     );
     assert_eq!(table_state(&mut db).len(), before, "rolled back");
@@ -905,5 +902,3 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     .unwrap();
     assert_eq!(sent(&mut db).len(), 2005);
 }
-
-

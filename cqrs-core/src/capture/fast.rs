@@ -126,7 +126,9 @@ fn save_statement(models: Vec<(Bodies<'_>, Vec<SqlValue>, Vec<SqlValue>)>) -> Re
         }
         st.sql(&format!("cqrs_capture_check({lit}, "))
             .bind(SqlValue::BigInt(wanted))?
-            .sql(&format!(", (SELECT count(*) FROM sent WHERE cqrs_id = {lit}))"));
+            .sql(&format!(
+                ", (SELECT count(*) FROM sent WHERE cqrs_id = {lit}))"
+            ));
     }
     Ok(st)
 }
@@ -154,12 +156,18 @@ mod tests {
         let b = spec("b", "b_items", ColumnType::Uuid);
         let u = SqlValue::Uuid(uuid::Uuid::nil());
         let st = save_statement(vec![
-            (Bodies::new(&a), vec![SqlValue::BigInt(7)], vec![SqlValue::BigInt(0)]),
+            (
+                Bodies::new(&a),
+                vec![SqlValue::BigInt(7)],
+                vec![SqlValue::BigInt(0)],
+            ),
             (Bodies::new(&b), vec![u], vec![SqlValue::BigInt(1)]),
         ])
         .unwrap();
         let (sql, binds) = st.render(Backend::Postgres);
-        assert!(sql.contains("k0 AS (SELECT * FROM unnest(CAST($2 AS bigint[]), CAST($3 AS bigint[]))"));
+        assert!(
+            sql.contains("k0 AS (SELECT * FROM unnest(CAST($2 AS bigint[]), CAST($3 AS bigint[]))")
+        );
         assert!(sql.contains("\"id\" = ANY(ARRAY(SELECT key FROM k0)) RETURNING *"));
         assert!(sql.contains("unnest(CAST($4 AS uuid[]), CAST($5 AS bigint[]))"));
         assert!(sql.contains("cqrs_capture_check('a', $6, "));

@@ -24,10 +24,10 @@
 //! encoder writes; the relay reads the body like any other. One table has one trigger-captured
 //! model: `install` refuses a second.
 
+use super::in_sql::{Bodies, literal};
 use crate::db::{Backend, SqlConn};
 use crate::error::{Error, Result};
 use crate::model::{CaptureMode, MasterSpec};
-use super::in_sql::{Bodies, literal};
 use crate::rows::quote;
 use crate::value::SqlValue;
 
@@ -378,7 +378,8 @@ fn generate(spec: &MasterSpec) -> Result<Generated> {
     let data = |r: &str| b.data(r);
     let claim_of =
         |pk: &str| format!("capture_tx = txid_current() AND cqrs_id = {lit} AND pk = {pk}");
-    let body = |signal: &str, data: &str, previous: &str, key: &str| b.body(signal, data, previous, key);
+    let body =
+        |signal: &str, data: &str, previous: &str, key: &str| b.body(signal, data, previous, key);
     let previous = |first_old: &str, now: &str| b.previous(first_old, now);
     let insert_into = "INSERT INTO cqrs_outbox (message_id, cqrs_id, signal_type, pk, routing_key, body, capture_tx, capture_previous)";
     let on_conflict = "ON CONFLICT (capture_tx, cqrs_id, pk) WHERE capture_tx IS NOT NULL";

@@ -330,7 +330,6 @@ sql_conn_impl!(
     {}
 );
 
-
 impl SqlConn for Db {
     fn backend(&self) -> Backend {
         Db::backend(self)

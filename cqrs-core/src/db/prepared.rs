@@ -102,7 +102,11 @@ fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<Bound> {
                         SqlValue::Null(_) => Ok(None),
                         other => Err(Error::new(
                             ErrorKind::Database,
-                            format!("a {} value in a {} array", other.column_type().name(), ty.name()),
+                            format!(
+                                "a {} value in a {} array",
+                                other.column_type().name(),
+                                ty.name()
+                            ),
                         )),
                     })
                     .collect::<Result<_>>()?,
