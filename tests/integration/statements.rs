@@ -902,3 +902,42 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     .unwrap();
     assert_eq!(sent(&mut db).len(), 2005);
 }
+
+/// A create inside a savepoint that rolls back is neither stored nor sent; the transaction's other
+/// create is, through the statement PostgreSQL writes the SAVEs with.
+#[test]
+fn a_create_in_a_rolled_back_savepoint_is_not_sent() {
+    use pg::*;
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    let mut conn = PgConnection::establish(&t.url).unwrap();
+    atomic(&mut conn, |tx| {
+        tx.insert_into(s_items::table)
+            .values(&NewSItem {
+                name: "kept",
+                value: 1,
+            })
+            .execute()?;
+        let abandoned = tx.savepoint(|tx| {
+            tx.insert_into(s_items::table)
+                .values(&NewSItem {
+                    name: "gone",
+                    value: 2,
+                })
+                .execute()?;
+            Err::<(), _>(cqrs::Error::config("abandoned"))
+        });
+        assert!(abandoned.is_err());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(table_state(&mut db), [("kept".to_string(), 0, 1)]);
+    assert_eq!(
+        sent(&mut db)
+            .iter()
+            .map(|m| (m.1.as_str(), m.2))
+            .collect::<Vec<_>>(),
+        [("kept", 0)]
+    );
+}
