@@ -1,8 +1,7 @@
 //! Created rows' SAVEs written by PostgreSQL in one prepared statement: when every change a
-//! transaction captured is a created row of a model without Rust hooks (a few: [`MAX_ROWS`]),
-//! the commit's work (stamp
-//! the rows revision 0 and `cqrs_updated`, read them as they are now, write one SAVE each) is one
-//! statement whose bodies PostgreSQL builds (`in_sql.rs`, the forms trigger capture writes),
+//! transaction captured is a created row of a model without Rust hooks (a few: [`MAX_ROWS`]), the
+//! commit's work (stamp the rows revision 0 and `cqrs_updated`, read them as they are now, write
+//! one SAVE each) is one statement whose bodies PostgreSQL builds (`in_sql.rs`, the forms trigger capture writes),
 //! prepared once per connection. The general path (`commit.rs`) spends two statements, each
 //! parsed and planned anew, and a trip through the application between them.
 //!
@@ -26,7 +25,7 @@ use crate::value::{ColumnType, SqlValue};
 /// The most created rows a transaction writes this way. Preparing saves about 0.1 ms per commit
 /// (planning), but PostgreSQL builds a body as `jsonb` slower than Rust serializes it: about 47 µs
 /// a row in this statement against about 15 µs on the general path (measured on 100-row
-/// transactions: 5.2–9.7 ms for this statement against 4.7 ms for the two general ones), so past
+/// transactions: 5.2–9.7 ms for this statement against 2.3 ms for the two general ones), so past
 /// a few rows the general path is faster.
 const MAX_ROWS: usize = 4;
 
