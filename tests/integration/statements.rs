@@ -723,6 +723,16 @@ both!(
     }
 );
 
+/// A PostgreSQL database with the items table: the test's handle, a `Db` on it and the Diesel
+/// connection the test writes through.
+fn pg_items() -> (TestDb, Db, PgConnection) {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    create_table(&mut db);
+    let conn = PgConnection::establish(&t.url).unwrap();
+    (t, db, conn)
+}
+
 /// The statements a connection sends, prepares included (each is a round trip to the server).
 fn trace_round_trips(conn: &mut PgConnection) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -748,10 +758,7 @@ fn trace_round_trips(conn: &mut PgConnection) -> std::sync::Arc<std::sync::Mutex
 #[test]
 fn a_captured_create_costs_one_prepared_statement_more_than_the_uncaptured_one() {
     use pg::*;
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    create_table(&mut db);
-    let mut conn = PgConnection::establish(&t.url).unwrap();
+    let (_t, mut db, mut conn) = pg_items();
     let trips = trace_round_trips(&mut conn);
     let take = || std::mem::take(&mut *trips.lock().unwrap());
     // The second of each: what the first prepared is cached.
@@ -807,10 +814,7 @@ fn a_captured_create_costs_one_prepared_statement_more_than_the_uncaptured_one()
 #[test]
 fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
     use pg::*;
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    create_table(&mut db);
-    let mut conn = PgConnection::establish(&t.url).unwrap();
+    let (_t, mut db, mut conn) = pg_items();
     atomic(&mut conn, |tx| {
         tx.insert_into(s_items::table)
             .values(&NewSItem {
@@ -908,10 +912,7 @@ fn created_rows_are_sent_once_in_order_and_a_row_gone_at_commit_fails_it() {
 #[test]
 fn a_create_in_a_rolled_back_savepoint_is_not_sent() {
     use pg::*;
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    create_table(&mut db);
-    let mut conn = PgConnection::establish(&t.url).unwrap();
+    let (_t, mut db, mut conn) = pg_items();
     atomic(&mut conn, |tx| {
         tx.insert_into(s_items::table)
             .values(&NewSItem {

@@ -18,7 +18,7 @@ use super::in_sql::Bodies;
 use super::{State, Tx, now};
 use crate::db::prepared::Statement;
 use crate::db::{Backend, SqlConn};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::rows::quote;
 use crate::value::{ColumnType, SqlValue};
 
@@ -69,10 +69,6 @@ impl<'c, C: SqlConn + ?Sized> Tx<'c, C> {
     }
 }
 
-fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<SqlValue> {
-    SqlValue::array(ty, items).map_err(|e| Error::new(ErrorKind::Database, e))
-}
-
 /// The statement that stamps each model's created rows (`keys`, at `places` in the
 /// transaction's order) and writes their SAVEs in that order, failing when fewer rows are found
 /// than were created. Every value is bound; the text depends only on the models.
@@ -89,9 +85,9 @@ fn save_statement(models: Vec<(Bodies<'_>, Vec<SqlValue>, Vec<SqlValue>)>) -> Re
         let (lit, key_col, key_ty) = (b.lit(), quote(&key.name), key.ty.name());
         let wanted = keys.len() as i64;
         st.sql(&format!(", k{i} AS (SELECT * FROM unnest(CAST("))
-            .bind(array(key.ty, keys)?)?
+            .bind(SqlValue::Array(key.ty, keys))?
             .sql(&format!(" AS {key_ty}[]), CAST("))
-            .bind(array(ColumnType::BigInt, places)?)?
+            .bind(SqlValue::Array(ColumnType::BigInt, places))?
             .sql(" AS bigint[])) AS k(key, n))");
         // `= ANY(ARRAY(subquery))`: a plan made for a few keys is not reused for many
         // (ARCHITECTURE.md §8).
