@@ -27,4 +27,5 @@ mod protocol;
 mod reconnect;
 mod rules;
 mod statements;
+mod transports;
 mod triggers;

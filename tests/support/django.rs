@@ -27,33 +27,47 @@ pub fn venv() -> &'static Path {
     VENV.get_or_init(|| {
         let dir = std::env::var_os("CQRS_DJANGO_VENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").expect("HOME is set");
-                Path::new(&home).join(".cache/cqrs/venv-django-cqrs-3.1.0")
-            });
-        let marker = dir.join("cqrs-requirements.txt");
-        let wanted = REQUIREMENTS.join("\n");
-        if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
-            return dir;
-        }
-        let parent = dir.parent().expect("the venv has a parent directory");
-        std::fs::create_dir_all(parent).expect("the venv's parent directory");
-        let building = parent.join(format!(".venv-building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&building);
-        succeed(Command::new("python3").arg("-m").arg("venv").arg(&building));
-        succeed(
-            Command::new(building.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(REQUIREMENTS),
-        );
-        std::fs::write(building.join("cqrs-requirements.txt"), &wanted).expect("marker written");
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&building, &dir).is_err() {
-            // Another process put its own in place meanwhile: use that one.
-            let _ = std::fs::remove_dir_all(&building);
-        }
-        dir
+            .unwrap_or_else(|| cache_dir().join("venv-django-cqrs-3.1.0"));
+        python_env(&dir, REQUIREMENTS)
     })
+}
+
+/// `~/.cache/cqrs`: where the tests' Python environments are kept between runs.
+pub fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    Path::new(&home).join(".cache/cqrs")
+}
+
+/// A Python virtual environment at `dir` holding `requirements`: used as it is when a marker says
+/// it holds exactly those, else built beside it and renamed into place, so a half-made one is
+/// never used. Panics (failing the test) with pip's own words when it cannot be made.
+pub fn python_env(dir: &Path, requirements: &[&str]) -> PathBuf {
+    let marker = dir.join("cqrs-requirements.txt");
+    let wanted = requirements.join("\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return dir.to_path_buf();
+    }
+    let parent = dir.parent().expect("the venv has a parent directory");
+    std::fs::create_dir_all(parent).expect("the venv's parent directory");
+    let name = dir
+        .file_name()
+        .expect("the venv has a name")
+        .to_string_lossy();
+    let building = parent.join(format!(".{name}-building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    succeed(Command::new("python3").arg("-m").arg("venv").arg(&building));
+    succeed(
+        Command::new(building.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(requirements),
+    );
+    std::fs::write(building.join("cqrs-requirements.txt"), &wanted).expect("marker written");
+    let _ = std::fs::remove_dir_all(dir);
+    if std::fs::rename(&building, dir).is_err() {
+        // Another process put its own in place meanwhile: use that one.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    dir.to_path_buf()
 }
 
 /// Run `command` to the end; panic (failing the test) with its output unless it succeeds; its

@@ -12,6 +12,8 @@
 //! - [`logs`]: the JSON log lines of code run on the test's thread.
 //! - [`examples`]: the example services' databases and rows.
 //! - [`rabbit`]: a private RabbitMQ node for tests that stop and start the broker.
+//! - [`nats`]: a private nats-server with JetStream per test; [`transports`]: one replica queue
+//!   on any transport through the `Broker` trait, and [`transports!`] to run a body on each.
 //! - [`postgres`]: a private PostgreSQL cluster for tests that stop and kill the database server.
 //! - [`proxy`]: a TCP proxy whose links a test can cut or slow down.
 //! - [`django`]: a real django-cqrs project as master or replica, in a cached virtual
@@ -29,11 +31,13 @@ pub mod items;
 pub mod logs;
 pub mod messages;
 pub mod models;
+pub mod nats;
 pub mod postgres;
 pub mod proxy;
 pub mod rabbit;
 pub mod rng;
 pub mod rows;
+pub mod transports;
 pub mod wait;
 
 pub use broker::*;
@@ -43,10 +47,12 @@ pub use examples::*;
 pub use logs::*;
 pub use messages::*;
 pub use models::*;
+pub use nats::PrivateNats;
 pub use postgres::PrivatePostgres;
 pub use proxy::ChaosProxy;
 pub use rabbit::{PrivateCluster, PrivateRabbit};
 pub use rows::*;
+pub use transports::{Engine, TestTransport};
 pub use wait::*;
 
 /// Define a test body once and run it on both backends: `name::postgres` and `name::sqlite`.

@@ -10,7 +10,7 @@ use crate::config::{QueueType, Settings};
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 
-use super::{Inbox, Letters, Publisher, amqp, local};
+use super::{Inbox, Letters, Publisher, amqp, local, nats};
 
 /// What a command or service needs from a broker, whatever it is.
 pub trait Broker: Send + Sync {
@@ -117,6 +117,11 @@ pub const SCHEMES: &[Scheme] = &[
         connect: amqp::connect_broker,
     },
     Scheme {
+        prefixes: &["nats://", "tls://"],
+        name: "NATS JetStream",
+        connect: nats::connect_broker,
+    },
+    Scheme {
         prefixes: &["sqlite:"],
         name: "a SQLite queue file",
         connect: local::connect_broker,
@@ -136,7 +141,7 @@ fn examples() -> String {
 ///
 /// ```
 /// use cqrs::Settings;
-/// let settings = Settings { broker_url: Some("nats://localhost".into()), ..Settings::default() };
+/// let settings = Settings { broker_url: Some("kafka://localhost".into()), ..Settings::default() };
 /// let err = cqrs::transport::connect(&settings, "relay").err().unwrap();
 /// assert!(err.to_string().contains("amqp://"), "{err}");
 /// ```

