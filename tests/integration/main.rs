@@ -22,6 +22,7 @@ mod local;
 mod logs;
 mod migrations;
 mod model_settings;
+mod nats;
 mod property;
 mod protocol;
 mod reconnect;

@@ -334,3 +334,109 @@ transports!(
         assert_eq!(broker.letters(t.queue()).unwrap().total(), 0);
     }
 );
+
+transports!(
+    /// A directed SYNC that fails once keeps `cqrs-directed` on its retry copy: it still downgrades
+    /// the row when it applies.
+    fn a_directed_sync_keeps_its_mark_through_a_retry(engine: Engine) {
+        let t = TestTransport::new(engine);
+        t.declare(&["item"]);
+        let replica = TestDb::new(Kind::Postgres);
+        let registry = item_registry();
+        let settings = Settings {
+            max_retries: 1,
+            ..replica_settings(&t, &replica)
+        };
+        cqrs::Replica::apply(
+            &cqrs::TableReplica::new(item_spec()),
+            &mut replica.connect(),
+            &[&cqrs::Change::new(ItemState::new(1, 5, at(50)).save())],
+        )
+        .unwrap();
+        // A Django master's directed SYNC (only the routing key says so) with a value the CHECK refuses.
+        let mut sync = ItemState::new(1, 2, at(20));
+        sync.value = i64::MIN;
+        t.publish(
+            &directed_key(t.queue(), "item"),
+            &sync.sync().encode(),
+            "sync-1",
+        );
+        let broker = t.broker();
+        let inbox = broker
+            .inbox(t.queue(), 100, &settings.retry_delays)
+            .unwrap();
+        let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+        c.poll(Duration::from_secs(2)).unwrap();
+        assert_eq!(c.stats().retried, 1);
+        c.db()
+            .batch_execute("ALTER TABLE items DROP CONSTRAINT items_value_check")
+            .unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "the retried directed SYNC to downgrade the row",
+            || {
+                c.poll(Duration::from_millis(200)).unwrap();
+                items(c.db())[&1].rev == 2
+            },
+        );
+        assert_eq!(items(c.db())[&1].value, i64::MIN);
+    }
+);
+
+transports!(
+    /// While the replica's database refuses connections, the batch is held: nothing is retried or
+    /// dead-lettered, and every message applies once the database is back.
+    fn a_database_outage_spends_no_retries(engine: Engine) {
+        let t = TestTransport::new(engine);
+        t.declare(&["item"]);
+        let replica = TestDb::new(Kind::Postgres);
+        let registry = item_registry();
+        let settings = replica_settings(&t, &replica);
+        let db_name = replica.url.rsplit('/').next().unwrap().to_string();
+        let admin = || cqrs::Db::connect(&pg_server_url()).unwrap();
+        let shutdown = Shutdown::new();
+        let stats = std::thread::scope(|s| {
+            let stop = StopOnDrop(&shutdown);
+            let consumer =
+                s.spawn(|| cqrs::service::consume(&registry, &settings, 1, &[], &shutdown));
+            t.publish(
+                "item",
+                &ItemState::new(100, 0, at(0)).save().encode(),
+                "first",
+            );
+            wait_until(Duration::from_secs(20), "the worker to consume", || {
+                items(&mut replica.connect()).len() == 1
+            });
+            admin()
+                .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"))
+                .unwrap();
+            admin()
+                .batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}'"
+                ))
+                .unwrap();
+            for id in 0..50 {
+                t.publish(
+                    "item",
+                    &ItemState::new(id, 0, at(id)).save().encode(),
+                    &format!("m{id}"),
+                );
+            }
+            // Long enough for several redo pauses (0.1, 0.2, 0.4 ... s) and failed reconnects.
+            std::thread::sleep(Duration::from_secs(3));
+            admin()
+                .batch_execute(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
+                .unwrap();
+            wait_until(
+                Duration::from_secs(30),
+                "all rows to apply after the outage",
+                || items(&mut replica.connect()).len() == 51,
+            );
+            drop(stop);
+            consumer.join().unwrap().unwrap()
+        });
+        assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
+        assert!(stats.transient_redos > 0, "{stats:?}");
+        assert_eq!(t.broker().letters(t.queue()).unwrap().total(), 0);
+    }
+);

@@ -37,6 +37,7 @@ pub struct PrivateNats {
     server: Option<Child>,
     /// Extra arguments it was started with (a cluster's routes).
     args: Vec<String>,
+    bin: PathBuf,
 }
 
 impl PrivateNats {
@@ -47,6 +48,11 @@ impl PrivateNats {
 
     /// [`PrivateNats::start`] with extra server arguments.
     pub fn start_with(args: Vec<String>) -> PrivateNats {
+        PrivateNats::start_binary(nats_server(), args)
+    }
+
+    /// A private server run from `bin` (another version than the tests' own).
+    pub fn start_binary(bin: &Path, args: Vec<String>) -> PrivateNats {
         let dir = std::env::temp_dir().join(crate::db::unique("cqrs_nats"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nats = PrivateNats {
@@ -54,6 +60,7 @@ impl PrivateNats {
             dir,
             server: None,
             args,
+            bin: bin.to_path_buf(),
         };
         nats.boot();
         nats
@@ -68,7 +75,7 @@ impl PrivateNats {
     pub fn boot(&mut self) {
         assert!(self.server.is_none(), "the server is already running");
         let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let server = Command::new(nats_server())
+        let server = Command::new(&self.bin)
             .args([
                 "-a",
                 "127.0.0.1",
@@ -83,10 +90,19 @@ impl PrivateNats {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("{} cannot start: {e}", nats_server().display()));
+            .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.bin.display()));
         self.server = Some(server);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "nats-server exited ({exited:?}); see {}",
+                self.dir.join("server.log").display()
+            );
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start; see {}",

@@ -33,15 +33,21 @@ pub(crate) fn give_to(dir: &std::path::Path, user: &str) {
 /// A free port below Linux's ephemeral range (32768+): while the node is down, a client's
 /// reconnect from an ephemeral port could otherwise take the node's port (a TCP self-connect).
 pub(crate) fn free_port() -> u16 {
+    // Never the same port twice in one process: two tests starting servers at once would both
+    // see it free before either binds it.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos()
         ^ std::process::id();
-    (0..1000u32)
+    let port = (0..1000u32)
         .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 12_000) as u16)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free local port in 20000..32000")
+        .find(|p| !given.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free local port in 20000..32000");
+    given.push(port);
+    port
 }
 
 impl PrivateRabbit {
