@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use example_master::{NewItem, schema::items};
 
-const QUEUE: &str = "cluster_replica";
+pub(crate) const QUEUE: &str = "cluster_replica";
 /// Rows per writer transaction.
 const PER_COMMIT: usize = 100;
 
@@ -88,7 +88,11 @@ fn a_rolling_restart_of_the_cluster_loses_nothing() {
 }
 
 /// How long after `since` each of `a` and `b` first held (both polled every 20 ms).
-fn first_after(since: Instant, a: impl Fn() -> bool, b: impl Fn() -> bool) -> (Duration, Duration) {
+pub(crate) fn first_after(
+    since: Instant,
+    a: impl Fn() -> bool,
+    b: impl Fn() -> bool,
+) -> (Duration, Duration) {
     let (mut at_a, mut at_b) = (None, None);
     wait_until(Duration::from_secs(120), "a confirm and an apply", || {
         if at_a.is_none() && a() {
@@ -103,9 +107,9 @@ fn first_after(since: Instant, a: impl Fn() -> bool, b: impl Fn() -> bool) -> (D
     (at_a.unwrap(), at_b.unwrap())
 }
 
-/// A master and a replica database with the example models, and the replica's quorum queues
-/// declared on the cluster.
-struct Flow {
+/// A master and a replica database with the example models, and the replica's queue declared on
+/// a cluster (RabbitMQ's or NATS's).
+pub(crate) struct Flow {
     master: TestDb,
     replica: TestDb,
     base: Settings,
@@ -113,18 +117,25 @@ struct Flow {
 
 impl Flow {
     fn new(cluster: &PrivateCluster) -> Flow {
+        Flow::on(Settings {
+            broker_url: Some(cluster.urls(&[0])),
+            queue_type: QueueType::Quorum,
+            ..Settings::default()
+        })
+    }
+
+    /// Declare the replica's queue with `broker`'s URL and queue type.
+    pub(crate) fn on(broker: Settings) -> Flow {
         let (master, replica) = example_dbs();
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn")
             .with_test_writer()
             .try_init();
         let base = Settings {
-            broker_url: Some(cluster.urls(&[0])),
             queue: Some(QUEUE.into()),
             service_name: "cluster".into(),
             batch_size: 100,
-            queue_type: QueueType::Quorum,
-            ..Settings::default()
+            ..broker
         };
         cqrs::transport::connect(&base, "setup")
             .unwrap()
@@ -145,7 +156,7 @@ impl Flow {
     }
 
     /// Items committed on the master whose outbox row is gone (confirmed), in one snapshot.
-    fn confirmed(&self) -> i64 {
+    pub(crate) fn confirmed(&self) -> i64 {
         diesel::select(diesel::dsl::sql::<BigInt>(
             "(SELECT count(*) FROM items) - (SELECT count(*) FROM cqrs_outbox)",
         ))
@@ -154,7 +165,7 @@ impl Flow {
     }
 
     /// Items in the replica.
-    fn applied(&self) -> i64 {
+    pub(crate) fn applied(&self) -> i64 {
         diesel::select(diesel::dsl::sql::<BigInt>(
             "(SELECT count(*) FROM replica_items)",
         ))
@@ -162,7 +173,7 @@ impl Flow {
         .unwrap()
     }
 
-    fn wait_applied(&self, n: i64) {
+    pub(crate) fn wait_applied(&self, n: i64) {
         wait_until(
             Duration::from_secs(120),
             &format!("{n} items applied"),
@@ -175,7 +186,7 @@ impl Flow {
     /// `total`) `disrupt` sets the flag it gets. Then wait until the
     /// replica equals the master row by row and return the relay's counters and what `disrupt`
     /// returned.
-    fn run<T: Send>(
+    pub(crate) fn run<T: Send>(
         &self,
         urls: (String, String),
         total: Option<usize>,

@@ -1,6 +1,6 @@
-//! Tests that stop and start a RabbitMQ node. They use a private node ([`PrivateRabbit`]), never
-//! the machine's shared broker, and live in their own test binary so they do not run beside the
-//! other tests.
+//! Tests that stop and start a broker node (RabbitMQ, or NATS in a JetStream cluster). They use
+//! private nodes ([`PrivateRabbit`], `PrivateNatsCluster`), never the machine's shared broker, and
+//! live in their own test binary so they do not run beside the other tests.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use cqrs_tests::*;
 
 mod cluster;
 mod failover;
+mod nats_cluster;
 
 /// One broker scenario at a time: Erlang nodes booting beside the workers on 2 cores are slow to
 /// no purpose, and a cluster's three nodes more so.

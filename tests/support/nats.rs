@@ -131,3 +131,79 @@ impl Drop for PrivateNats {
         }
     }
 }
+
+/// A private JetStream cluster: [`PrivateNats`] servers named `n0`, `n1`, … routed to each other.
+pub struct PrivateNatsCluster {
+    /// The servers; a killed one is started again with [`PrivateNats::boot`].
+    pub nodes: Vec<PrivateNats>,
+}
+
+impl PrivateNatsCluster {
+    /// Start `n` servers and wait until the cluster has a JetStream meta leader.
+    pub fn start(n: usize) -> PrivateNatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let name = crate::db::unique("cqrs_js");
+        let nodes = (0..n)
+            .map(|i| {
+                PrivateNats::start_with(vec![
+                    "-n".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    name.clone(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    all.clone(),
+                ])
+            })
+            .collect();
+        let cluster = PrivateNatsCluster { nodes };
+        let settings = cqrs::Settings {
+            broker_url: Some(cluster.urls(1)),
+            ..cqrs::Settings::default()
+        };
+        // JetStream answers once the servers have elected a meta leader.
+        crate::wait_until(
+            Duration::from_secs(60),
+            "the JetStream cluster to elect a meta leader",
+            || cqrs::transport::connect(&settings, "probe").is_ok(),
+        );
+        cluster
+    }
+
+    /// Every server's URL, the first with `?stream_replicas=<replicas>`.
+    pub fn urls(&self, replicas: usize) -> String {
+        let mut urls: Vec<String> = self.nodes.iter().map(PrivateNats::url).collect();
+        urls[0].push_str(&format!("?stream_replicas={replicas}"));
+        urls.join(",")
+    }
+
+    /// The index of the server leading `stream`.
+    pub fn leader_of(&self, stream: &str) -> usize {
+        let t = cqrs::transport::nats::NatsTransport::connect(cqrs::transport::nats::NatsConfig {
+            url: self.urls(1),
+            connection_name: "cqrs-test-leader".into(),
+            exchange: "cqrs".into(),
+            tls_ca_file: None,
+            dead_letter_ttl: Duration::from_secs(60),
+        })
+        .unwrap();
+        let js = t.jetstream().clone();
+        let stream = stream.to_string();
+        let leader = t.block_on(async move {
+            let mut s = js.get_stream(&stream).await.unwrap();
+            let info = s.info().await.unwrap();
+            info.cluster.as_ref().and_then(|c| c.leader.clone())
+        });
+        let leader = leader.expect("the stream has a leader");
+        leader
+            .strip_prefix('n')
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("leader {leader:?} is none of n0..n{}", self.nodes.len()))
+    }
+}

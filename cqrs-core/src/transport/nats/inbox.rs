@@ -254,14 +254,7 @@ impl Inbox for NatsInbox {
         let subject = self.transport.names.directed(&self.queue, cqrs_id);
         let message = self.copy(original, body, headers, "retry");
         let t = self.transport.clone();
-        if t.block_on(t.publish_acked(subject.clone(), message))? {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::Transport,
-                format!("no stream takes {subject}"),
-            ))
-        }
+        t.block_on(t.publish_acked(subject, message))
     }
 
     fn publish_dead_letter(
@@ -275,14 +268,7 @@ impl Inbox for NatsInbox {
         let subject = self.transport.names.dead(&self.queue, cqrs_id);
         let message = self.copy(original, original.body.clone(), headers, "dead");
         let t = self.transport.clone();
-        if t.block_on(t.publish_acked(subject.clone(), message))? {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::Transport,
-                format!("no stream takes {subject}"),
-            ))
-        }
+        t.block_on(t.publish_acked(subject, message))
     }
 
     fn requeue_unacked(&mut self) -> Result<()> {

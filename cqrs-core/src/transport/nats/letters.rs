@@ -124,7 +124,7 @@ impl Letters for NatsLetters {
                     return Ok(false);
                 }
             }
-            t.publish_acked(subject, message).await
+            t.publish_acked(subject, message).await.map(|()| true)
         })
     }
 

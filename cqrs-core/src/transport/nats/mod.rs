@@ -193,6 +193,9 @@ pub struct NatsTransport {
     names: Names,
     replicas: usize,
     dead_letter_ttl: Duration,
+    /// Counts the connection's drops: a batch waiting for acks stops waiting when it changes
+    /// (what was written on a dead connection will not be acked).
+    disconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NatsTransport {
@@ -202,9 +205,17 @@ impl NatsTransport {
         let names = Names::new(&config.exchange)?;
         let (urls, replicas) = parse_urls(&config.url)?;
         let runtime = OwnRuntime::start("cqrs-nats")?;
+        let (dropped, disconnects) = tokio::sync::watch::channel(0u64);
         let mut options = async_nats::ConnectOptions::new()
             .name(&config.connection_name)
-            .connection_timeout(CONNECT_TIMEOUT);
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    tracing::warn!("NATS: the connection dropped; reconnecting");
+                    dropped.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            });
         if let Some(ca) = &config.tls_ca_file {
             options = options.add_root_certificates(ca.clone());
         }
@@ -239,6 +250,7 @@ impl NatsTransport {
             names,
             replicas,
             dead_letter_ttl: config.dead_letter_ttl,
+            disconnects,
         });
         t.runtime.block_on(t.account())?;
         Ok(t)

@@ -4,12 +4,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use tokio::sync::oneshot;
 
 use super::{NatsTransport, header_map, transient};
 use crate::error::{Error, ErrorKind, Result};
+
+/// How long a batch's acks are waited for, from when its last message was written.
+const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::transport::{Confirm, Outgoing, Publisher, Sent};
 
 impl NatsTransport {
@@ -19,26 +23,26 @@ impl NatsTransport {
         NatsPublisher {
             transport: self.clone(),
             last_written: None,
+            recheck: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Publish one message to `subject` and wait for the stream's ack: `Ok(false)` if no stream
-    /// takes the subject.
+    /// Publish one message to `subject` and wait for the stream's ack.
     pub(crate) async fn publish_acked(
         &self,
         subject: String,
         message: PublishMessage,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let sent = self
             .js
             .send_publish(subject.clone(), message)
             .await
             .map_err(|e| transient(&format!("publishing to {subject}"), e))?;
-        match to_confirm(sent.await) {
-            Confirm::Delivered => Ok(true),
-            Confirm::Unroutable => Ok(false),
-            Confirm::Failed(why) => Err(transient(&format!("publishing to {subject}"), why)),
-        }
+        tokio::time::timeout(ACK_DEADLINE, sent.into_future())
+            .await
+            .map_err(|_| transient(&format!("publishing to {subject}"), "no ack"))?
+            .map(drop)
+            .map_err(|e| transient(&format!("publishing to {subject}"), no_ack(&e)))
     }
 }
 
@@ -47,6 +51,9 @@ pub struct NatsPublisher {
     transport: Arc<NatsTransport>,
     /// Fires when the last batch handed to the runtime has been written: batches go out in order.
     last_written: Option<oneshot::Receiver<()>>,
+    /// Set when a batch was not acked: the streams are declared again before the next one, so a
+    /// stream deleted under the relay comes back instead of failing every publish.
+    recheck: Arc<AtomicBool>,
 }
 
 impl Publisher for NatsPublisher {
@@ -63,8 +70,16 @@ impl Publisher for NatsPublisher {
         self.last_written = Some(written_rx);
         let done = Arc::new(AtomicBool::new(false));
         let finished = done.clone();
+        let recheck = self.recheck.clone();
         let task = self.transport.runtime.spawn(async move {
             let result = write_and_confirm(&transport, batch, previous, written).await;
+            let refused = match &result {
+                Ok(confirms) => confirms.iter().any(|c| matches!(c, Confirm::Failed(_))),
+                Err(_) => true,
+            };
+            if refused {
+                recheck.store(true, Ordering::Release);
+            }
             finished.store(true, Ordering::Release);
             result
         });
@@ -81,13 +96,23 @@ impl Publisher for NatsPublisher {
 
     fn check(&mut self) -> Result<()> {
         // async-nats reconnects in the background; until it has, a publish would only wait.
-        match self.transport.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
-            state => Err(transient(
+        if let state @ (async_nats::connection::State::Disconnected
+        | async_nats::connection::State::Pending) = self.transport.client.connection_state()
+        {
+            return Err(transient(
                 "publishing to NATS",
                 format!("the connection is {state:?}"),
-            )),
+            ));
         }
+        if self.recheck.swap(false, Ordering::AcqRel) {
+            // Not fatal: between leaders a cluster answers no stream request either, and the
+            // publish that follows is what finds the new leader.
+            let t = self.transport.clone();
+            if let Err(e) = t.block_on(t.ensure_streams()) {
+                tracing::warn!("publisher: the streams could not be checked: {e}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +127,8 @@ async fn write_and_confirm(
     if let Some(previous) = previous {
         let _ = previous.await;
     }
+    let mut dropped = transport.disconnects.clone();
+    dropped.mark_unchanged();
     let mut pending: Vec<Option<PublishAckFuture>> = Vec::with_capacity(batch.len());
     for m in batch {
         let Some(subject) = transport.names.subject_of(&m.routing_key) else {
@@ -122,27 +149,53 @@ async fn write_and_confirm(
     }
     crate::crash::point("relay.after_publish");
     drop(written);
+    // One deadline for the whole batch: each ack future's own timeout starts only when it is
+    // awaited, so awaiting them in turn after a lost node would wait 30 s per message.
+    let deadline = tokio::time::Instant::now() + ACK_DEADLINE;
     let mut out = Vec::with_capacity(pending.len());
+    let mut lost = false;
     for ack in pending {
-        out.push(match ack {
-            Some(a) => to_confirm(a.await),
-            None => Confirm::Unroutable,
+        let Some(ack) = ack else {
+            out.push(Confirm::Unroutable);
+            continue;
+        };
+        if lost {
+            out.push(Confirm::Failed(
+                "the connection dropped before its ack".into(),
+            ));
+            continue;
+        }
+        out.push(tokio::select! {
+            ack = tokio::time::timeout_at(deadline, ack.into_future()) => match ack {
+                Ok(ack) => to_confirm(ack),
+                Err(_) => Confirm::Failed(format!("no ack within {} s", ACK_DEADLINE.as_secs())),
+            },
+            _ = dropped.changed() => {
+                lost = true;
+                Confirm::Failed("the connection dropped before its ack".into())
+            }
         });
     }
     Ok(out)
 }
 
-fn to_confirm(
-    ack: std::result::Result<
-        async_nats::jetstream::publish::PublishAck,
-        async_nats::jetstream::context::PublishError,
-    >,
-) -> Confirm {
+fn to_confirm(ack: std::result::Result<PublishAck, PublishError>) -> Confirm {
     match ack {
         // A duplicate was stored before (a re-publish after a crash): delivered all the same.
         Ok(_) => Confirm::Delivered,
-        // No stream takes the subject: nobody declared a replica on this exchange yet.
-        Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Confirm::Unroutable,
-        Err(e) => Confirm::Failed(format!("no ack: {e}")),
+        Err(e) => Confirm::Failed(no_ack(&e)),
+    }
+}
+
+/// Why a publish was not acked. No stream answering is never taken for "nobody listens": the
+/// streams were declared before the first publish, so it is a stream between leaders (a cluster
+/// node lost) or one deleted under the relay, and the message must be published again.
+fn no_ack(e: &PublishError) -> String {
+    match e.kind() {
+        PublishErrorKind::StreamNotFound => {
+            "no stream answered for the subject (its leader being elected, or the stream deleted)"
+                .into()
+        }
+        _ => format!("no ack: {e}"),
     }
 }
