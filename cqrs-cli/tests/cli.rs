@@ -182,6 +182,49 @@ fn demo_on_postgres_and_rabbitmq_converges_with_zero_drift() {
     assert_eq!(r, m);
 }
 
+#[test]
+fn demo_on_postgres_and_nats_converges_with_zero_drift() {
+    let db = TestDb::empty(Kind::Postgres);
+    let nats = cqrs_tests::PrivateNats::start();
+    let o = cqrs(&[
+        "demo",
+        "--rows",
+        "300",
+        "--database-url",
+        &db.url,
+        "--broker-url",
+        &nats.url(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut conn = db.connect();
+    let (m, r) = (
+        demo_rows(&mut conn, "demo_items"),
+        demo_rows(&mut conn, "demo_replica_items"),
+    );
+    assert_eq!(m.len(), 270);
+    assert_eq!(r, m);
+}
+
+/// A queue name NATS cannot use is a usage error (exit 2) naming it, before anything connects.
+#[test]
+fn a_queue_name_nats_cannot_use_exits_2_naming_it() {
+    let db = TestDb::empty(Kind::Postgres);
+    let nats = cqrs_tests::PrivateNats::start();
+    let o = cqrs(&[
+        "demo",
+        "--rows",
+        "10",
+        "--database-url",
+        &db.url,
+        "--broker-url",
+        &nats.url(),
+        "--queue",
+        "demo.replica",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("demo.replica"), "{}", stderr(&o));
+}
+
 /// Without `--dir`, the demo's temporary files are removed after a clean run.
 #[test]
 fn demo_removes_the_temporary_directory_it_made() {
