@@ -1,5 +1,6 @@
 //! The short chaos soak, seeded, as a test: its own binary so it runs alone (it starts and kills a
-//! private PostgreSQL cluster and a private RabbitMQ node, never the machine's).
+//! private PostgreSQL cluster, private RabbitMQ nodes and a private nats-server, never the
+//! machine's).
 
 use std::process::Command;
 
@@ -34,7 +35,7 @@ fn short_soak_converges_under_every_fault_kind() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report")).unwrap();
     let _ = std::fs::remove_file(&json);
     let reports = reports.as_array().expect("one report per setup");
-    assert_eq!(reports.len(), 3, "{stdout}");
+    assert_eq!(reports.len(), 4, "{stdout}");
     for r in reports {
         let setup = r["setup"].as_str().unwrap();
         assert_eq!(r["rows_differing"], 0, "{setup}: {stdout}");
@@ -45,6 +46,7 @@ fn short_soak_converges_under_every_fault_kind() {
         let kinds = match setup {
             "pg" => 9,
             "cluster" => 6,
+            "nats" => 5,
             _ => 2,
         };
         assert_eq!(faults.len(), kinds, "{setup}: {stdout}");

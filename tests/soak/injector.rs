@@ -34,6 +34,7 @@ pub fn run(
 ) {
     let mut rng = Rng::new(seed);
     let mut held: Vec<(Instant, Outgoing, bool)> = Vec::new();
+    let mut copies = 0u64;
     loop {
         if stop.load(Ordering::SeqCst) && held.is_empty() {
             return;
@@ -70,11 +71,17 @@ pub fn run(
                     } else {
                         Duration::ZERO
                     };
+                copies += 1;
                 let copy = Outgoing {
                     routing_key: directed_key(queue, CQRS_ID),
                     body: d.body.clone(),
                     headers,
-                    message_id: d.message_id.clone().unwrap_or_default(),
+                    // An id of its own: NATS drops a message whose id it stored in the last two
+                    // minutes, which would make the duplicate no duplicate.
+                    message_id: format!(
+                        "{}:copy{copies}",
+                        d.message_id.as_deref().unwrap_or("none")
+                    ),
                 };
                 held.push((due, copy, late));
             }

@@ -3,7 +3,8 @@
 //! random moments: SIGKILL of the relay and of consumers, a private RabbitMQ node and a private
 //! PostgreSQL cluster stopped and killed, links cut and slowed through a proxy, connections closed
 //! by name, duplicated and delayed deliveries; on a 3-node RabbitMQ cluster with quorum queues,
-//! nodes stopped and killed, the replica queue's leader among them. Then the faults stop, the replica must converge,
+//! nodes stopped and killed, the replica queue's leader among them; on NATS JetStream, the server
+//! stopped and killed. Then the faults stop, the replica must converge,
 //! and master and replica are compared row by row.
 //!
 //! ```text
@@ -51,8 +52,9 @@ struct Args {
     #[arg(long)]
     long: bool,
     /// Which setups: pg (private PostgreSQL + RabbitMQ), sqlite (files + queue file), cluster
-    /// (private PostgreSQL + 3-node RabbitMQ cluster, quorum queues), all.
-    #[arg(long, default_value = "all", value_parser = ["pg", "sqlite", "cluster", "all"])]
+    /// (private PostgreSQL + 3-node RabbitMQ cluster, quorum queues), nats (private PostgreSQL +
+    /// nats-server with JetStream), all.
+    #[arg(long, default_value = "all", value_parser = ["pg", "sqlite", "cluster", "nats", "all"])]
     setup: String,
     /// Master transactions per second.
     #[arg(long, default_value_t = 150.0)]
@@ -186,7 +188,8 @@ fn main() -> ExitCode {
         "pg" => &["pg"],
         "sqlite" => &["sqlite"],
         "cluster" => &["cluster"],
-        _ => &["sqlite", "pg", "cluster"],
+        "nats" => &["nats"],
+        _ => &["sqlite", "pg", "cluster", "nats"],
     };
     let mut reports = Vec::new();
     for name in setups {

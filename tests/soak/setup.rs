@@ -6,6 +6,7 @@
 //! - `sqlite`: SQLite files and the SQLite queue file in a temporary directory.
 //! - `cluster`: a private PostgreSQL cluster and a private 3-node RabbitMQ cluster with quorum
 //!   queues; the processes are given every node's URL.
+//! - `nats`: a private PostgreSQL cluster and a private nats-server with JetStream.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cqrs::db::Db;
-use cqrs_tests::{ChaosProxy, PrivateCluster, PrivatePostgres, PrivateRabbit};
+use cqrs_tests::{ChaosProxy, PrivateCluster, PrivateNats, PrivatePostgres, PrivateRabbit};
 
 use crate::processes::Supervisor;
 use cqrs_tests::rng::Rng;
@@ -33,6 +34,8 @@ pub enum Fault {
     NodeStop,
     NodeCrash,
     LeaderCrash,
+    NatsStop,
+    NatsCrash,
 }
 
 impl Fault {
@@ -51,6 +54,8 @@ impl Fault {
             Fault::NodeStop => "cluster node stopped",
             Fault::NodeCrash => "cluster node killed",
             Fault::LeaderCrash => "quorum leader killed",
+            Fault::NatsStop => "nats-server stopped",
+            Fault::NatsCrash => "nats-server killed",
         }
     }
 }
@@ -83,6 +88,13 @@ pub struct Setup {
     pub dir: PathBuf,
     servers: Option<Servers>,
     cluster: Option<ClusterServers>,
+    nats: Option<NatsServers>,
+}
+
+/// Servers of the `nats` setup.
+struct NatsServers {
+    pg: PrivatePostgres,
+    nats: PrivateNats,
 }
 
 /// Servers of the `cluster` setup.
@@ -130,6 +142,28 @@ impl Setup {
                     rabbit_proxy,
                 }),
                 cluster: None,
+                nats: None,
+            }
+        } else if name == "nats" {
+            let pg = PrivatePostgres::start();
+            let nats = PrivateNats::start();
+            let mut admin = Db::connect(&pg.url("postgres"))?;
+            admin.batch_execute("CREATE DATABASE soak_master")?;
+            admin.batch_execute("CREATE DATABASE soak_replica")?;
+            Setup {
+                master_url: pg.url("soak_master"),
+                replica_url: pg.url("soak_replica"),
+                broker_url: nats.url(),
+                process_master_url: pg.url("soak_master"),
+                process_replica_url: pg.url("soak_replica"),
+                process_broker_url: nats.url(),
+                exchange: "soak".into(),
+                queue: "soak_replica".into(),
+                tap: "soak_tap".into(),
+                dir: dir.clone(),
+                servers: None,
+                cluster: None,
+                nats: Some(NatsServers { pg, nats }),
             }
         } else if name == "cluster" {
             let pg = PrivatePostgres::start();
@@ -151,6 +185,7 @@ impl Setup {
                 dir: dir.clone(),
                 servers: None,
                 cluster: Some(ClusterServers { pg, rabbit }),
+                nats: None,
             }
         } else {
             Setup {
@@ -166,6 +201,7 @@ impl Setup {
                 dir: dir.clone(),
                 servers: None,
                 cluster: None,
+                nats: None,
             }
         };
         cqrs_tests::items::create(&mut Db::connect(&setup.master_url)?, true)?;
@@ -220,6 +256,9 @@ impl Setup {
                 Fault::ConnectionsClosed,
             ]);
         }
+        if self.nats.is_some() {
+            kinds.extend([Fault::NatsStop, Fault::NatsCrash, Fault::PostgresCrash]);
+        }
         if self.cluster.is_some() {
             kinds.extend([
                 Fault::NodeStop,
@@ -267,6 +306,21 @@ impl Setup {
         match fault {
             Fault::KillRelay => supervisor.kill("relay", rng).unwrap_or_default(),
             Fault::KillConsumer => supervisor.kill("consumer", rng).unwrap_or_default(),
+            _ if self.nats.is_some() => {
+                let n = self.nats.as_mut().expect("checked");
+                match fault {
+                    Fault::NatsStop => n.nats.stop(),
+                    Fault::NatsCrash => n.nats.kill(),
+                    Fault::PostgresCrash => n.pg.crash(),
+                    _ => unreachable!("not a fault of the nats setup: {fault:?}"),
+                }
+                std::thread::sleep(outage);
+                match fault {
+                    Fault::PostgresCrash => n.pg.boot(),
+                    _ => n.nats.boot(),
+                }
+                format!("down for {outage:?}")
+            }
             _ if self.cluster.is_some() => {
                 let c = self.cluster.as_mut().expect("checked");
                 cluster_fault(c, fault, outage, rng, &self.queue)
@@ -320,7 +374,9 @@ impl Setup {
                     | Fault::KillConsumer
                     | Fault::NodeStop
                     | Fault::NodeCrash
-                    | Fault::LeaderCrash => unreachable!("not a fault of this setup"),
+                    | Fault::LeaderCrash
+                    | Fault::NatsStop
+                    | Fault::NatsCrash => unreachable!("not a fault of this setup"),
                 }
                 format!("down for {outage:?}")
             }

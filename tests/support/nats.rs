@@ -112,6 +112,20 @@ impl PrivateNats {
         }
     }
 
+    /// Stop the server as an operator does (SIGTERM: it closes its clients and flushes its store)
+    /// and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = Command::new("kill").arg(s.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while s.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+
     /// Kill the server (SIGKILL): what it stored stays on disk for [`PrivateNats::boot`].
     pub fn kill(&mut self) {
         if let Some(mut s) = self.server.take() {
