@@ -39,7 +39,9 @@
 #![allow(missing_docs)]
 
 mod cpu;
+mod nats;
 mod raw;
+mod raw_nats;
 mod stats;
 
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -89,7 +91,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     bulk_rows: usize,
     /// Take only these groups of figures (default: all but the peer group).
-    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk", "diff", "cluster"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["capture", "relay", "e2e", "latency", "bulk", "diff", "cluster", "nats"])]
     only: Vec<String>,
     /// Also take the same figures from a peer in the same run: `django` (django-cqrs 3.1.0 in the
     /// interop tests' virtual environment, on the same model shape).
@@ -178,6 +180,8 @@ struct Bench {
     meter: cpu::Meter,
     /// CPU per row of each measured window, per run, for the CPU table.
     cpu: Vec<(String, Vec<cpu::Window>)>,
+    /// A private nats-server, started by the first group that wants NATS.
+    nats: Option<nats::NatsServer>,
 }
 
 /// SQLite databases and a queue file in a directory of their own (removed on drop).
@@ -235,6 +239,10 @@ impl Stack {
 
     fn is_sqlite(&self) -> bool {
         self.master.starts_with("sqlite:")
+    }
+
+    fn is_nats(&self) -> bool {
+        self.broker.starts_with("nats://")
     }
 
     /// `what`, with the stack's name unless it is the default PostgreSQL + RabbitMQ.
@@ -359,6 +367,7 @@ impl Bench {
             problems: Vec::new(),
             meter,
             cpu: Vec::new(),
+            nats: None,
         })
     }
 
@@ -374,8 +383,15 @@ impl Bench {
         if wanted("relay") {
             self.relay_and_drain(args)?;
         }
+        if wanted("nats") {
+            self.nats_relay_and_drain(args)?;
+        }
         let stacks = if wanted("e2e") || wanted("latency") {
-            self.stacks()?
+            let mut stacks = self.stacks()?;
+            if wanted("nats") {
+                stacks.push(self.nats_stack()?);
+            }
+            stacks
         } else {
             Vec::new()
         };
@@ -1205,13 +1221,24 @@ impl Bench {
         workers: usize,
         n: usize,
     ) -> cqrs::Result<Option<(f64, f64, cpu::Window)>> {
+        self.drain_process_on(args, workers, n, &amqp_url())
+    }
+
+    /// [`Bench::drain_process`] from the broker at `broker`.
+    fn drain_process_on(
+        &mut self,
+        args: &Args,
+        workers: usize,
+        n: usize,
+        broker: &str,
+    ) -> cqrs::Result<Option<(f64, f64, cpu::Window)>> {
         let mut arrivals = Arrivals::new(&self.replica.url, &self.master.url)?;
         let start = self.meter.read();
         let started = Instant::now();
         let child = self.process(
             &["consume", "-w", &workers.to_string()],
             &self.replica.url,
-            &amqp_url(),
+            broker,
             args,
         );
         let drained = arrivals.drain_time(n, started);
@@ -1438,17 +1465,23 @@ impl Bench {
                 relay_rss = relay_rss.max(run.relay_rss);
                 consumer_rss = consumer_rss.max(run.consumer_rss);
                 let rt: Option<Vec<f64>> = (!stack.is_sqlite()).then(|| {
-                    let mut rt: Vec<f64> = raw::round_trips(
-                        &self.sink.transport,
-                        &self.sink.exchange,
-                        ROUND_TRIP_KEY,
-                        &self.sink.queue,
-                        rate,
-                        args.latency_seconds,
-                    )
-                    .iter()
-                    .map(|d| d.as_secs_f64() * 1000.0)
-                    .collect();
+                    let trips = match &self.nats {
+                        Some(n) if stack.is_nats() => raw_nats::round_trips(
+                            &n.transport,
+                            "bench_rt",
+                            rate,
+                            args.latency_seconds,
+                        ),
+                        _ => raw::round_trips(
+                            &self.sink.transport,
+                            &self.sink.exchange,
+                            ROUND_TRIP_KEY,
+                            &self.sink.queue,
+                            rate,
+                            args.latency_seconds,
+                        ),
+                    };
+                    let mut rt: Vec<f64> = trips.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
                     rt.sort_by(f64::total_cmp);
                     rt
                 });
@@ -1472,6 +1505,10 @@ impl Bench {
             for (name, runs) in [("p50", &p50), ("p99", &p99), ("p99.9", &p999)] {
                 let floor = if stack.is_sqlite() {
                     "none (the queue file has no bare counterpart)".to_string()
+                } else if stack.is_nats() {
+                    format!(
+                        "bare JetStream publish→pull round trip {name} at the same rate, run alone"
+                    )
                 } else {
                     format!("bare RabbitMQ round trip {name} at the same rate, run alone")
                 };

@@ -134,3 +134,88 @@ fn a_server_restart_under_a_running_consumer_loses_nothing() {
     });
     assert_eq!((stats.retried, stats.dead_lettered), (0, 0), "{stats:?}");
 }
+
+fn body(id: i64) -> Vec<u8> {
+    ItemState::new(id, 0, at(id)).save().encode()
+}
+
+/// Every delivery that arrives until none has for 500 ms, acked: (routing key, message id).
+fn take_all(inbox: &mut dyn cqrs::transport::Inbox) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    loop {
+        let got = inbox.receive(100, Duration::from_millis(500)).unwrap();
+        let Some(last) = got.last() else {
+            return out;
+        };
+        inbox.ack_up_to(last.tag).unwrap();
+        out.extend(got.into_iter().map(|d| (d.routing_key, d.message_id.unwrap_or_default())));
+    }
+}
+
+/// Declaring a replica again with other models adds them, as RabbitMQ bindings add: a worker of
+/// an older deploy reconnecting with fewer models takes none away.
+#[test]
+fn declaring_again_adds_models_and_takes_none_away() {
+    let t = TestTransport::new(Engine::Nats);
+    t.declare(&["item", "typed"]);
+    t.declare(&["item"]);
+    assert_eq!(t.publish("typed", &body(1), "t1"), Confirm::Delivered);
+    assert_eq!(t.publish("item", &body(2), "i2"), Confirm::Delivered);
+    let broker = t.broker();
+    let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
+    let mut got = take_all(&mut *inbox);
+    got.sort();
+    assert_eq!(got, [("item".to_string(), "i2".to_string()), ("typed".into(), "t1".into())]);
+}
+
+/// A message no replica's consumer takes is unroutable, as on RabbitMQ (an interest stream would
+/// ack it and drop it), so `keep_unroutable` keeps it; a replica declared later gets only what is
+/// published from then on, as a new RabbitMQ queue does.
+#[test]
+fn a_message_nobody_takes_is_unroutable_and_a_new_replica_starts_from_now() {
+    let t = TestTransport::new(Engine::Nats);
+    t.declare(&["item"]);
+    assert_eq!(t.publish("typed", &body(1), "t1"), Confirm::Unroutable);
+    assert_eq!(t.publish("item", &body(2), "i2"), Confirm::Delivered);
+    let broker = t.broker();
+    broker.declare_replica("late", &["item".to_string(), "typed".to_string()], &[]).unwrap();
+    assert_eq!(t.publish("typed", &body(3), "t3"), Confirm::Delivered, "the new replica's model routes at once");
+    let mut late = broker.inbox("late", 100, &[]).unwrap();
+    assert_eq!(take_all(&mut *late), [("typed".to_string(), "t3".to_string())]);
+    let mut first = broker.inbox(t.queue(), 100, &[]).unwrap();
+    assert_eq!(take_all(&mut *first), [("item".to_string(), "i2".to_string())]);
+}
+
+/// A header value with a line break (a multi-line error text) is sent with spaces, not a panic.
+#[test]
+fn a_header_with_a_line_break_is_sent() {
+    let t = TestTransport::new(Engine::Nats);
+    t.declare(&["item"]);
+    let mut headers = Headers::new();
+    headers.insert("cqrs-error".into(), "CHECK (value >= 0)\nfailed".into());
+    let broker = t.broker();
+    let out = Outgoing { routing_key: "item".into(), body: body(1), headers, message_id: "m1".into() };
+    assert_eq!(broker.publisher().unwrap().publish(&[out]).unwrap(), [Confirm::Delivered]);
+    let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
+    let got = inbox.receive(10, Duration::from_secs(2)).unwrap();
+    assert_eq!(got[0].headers["cqrs-error"], "CHECK (value >= 0) failed");
+}
+
+/// Purging a replica's queue drops what waits for it and nothing published after, and does not
+/// bring back what the stream keeps for another replica.
+#[test]
+fn purge_drops_what_waits_and_keeps_what_comes_after() {
+    let t = TestTransport::new(Engine::Nats);
+    t.declare(&["item"]);
+    let broker = t.broker();
+    broker.declare_replica("other", &["item".to_string()], &[]).unwrap();
+    for i in 0..5 {
+        t.publish("item", &body(i), &format!("old{i}"));
+    }
+    assert_eq!(broker.purge(t.queue()).unwrap(), 5);
+    t.publish("item", &body(9), "new9");
+    let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
+    assert_eq!(take_all(&mut *inbox), [("item".to_string(), "new9".to_string())]);
+    let mut other = broker.inbox("other", 100, &[]).unwrap();
+    assert_eq!(take_all(&mut *other).len(), 6, "the other replica keeps its messages");
+}

@@ -27,6 +27,11 @@ use crate::transport::{Delivery, Headers, Inbox};
 
 /// How often held deliveries are kept alive (`+WPI`), well inside the consumer's ack wait.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long one pull request stays open (see [`NatsInbox::start`]).
+const PULL_EXPIRES: Duration = Duration::from_secs(300);
+/// How long acks and NAKs may take to reach a server that is away before they are given up (the
+/// server delivers again after its ack wait): a worker stopping while NATS is down still stops.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A delivery handed to the engine and not acked yet.
 struct Held {
@@ -98,7 +103,11 @@ impl NatsInbox {
                 .stream()
                 .max_messages_per_batch(batch)
                 .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+                // A pull request stays open this long, and async-nats asks again when one expires
+                // even if nothing was read: while the engine holds a long batch (a database
+                // outage) a request's messages wait unread and come back after the ack wait, at
+                // most one batch per request. Heartbeats keep a live request known.
+                .expires(PULL_EXPIRES)
                 .messages()
                 .await
                 .map_err(|e| transient(&format!("consuming {queue}"), e))
@@ -118,6 +127,8 @@ impl NatsInbox {
     fn stop(&mut self) {
         if let Some(p) = self.pump.take() {
             p.abort();
+            // Until it has stopped it may still hold one more delivery.
+            let _ = self.transport.block_on(p);
         }
         self.rx = None;
     }
@@ -143,13 +154,18 @@ impl NatsInbox {
         }
         let client = self.transport.client.clone();
         self.transport.block_on(async move {
-            for reply in replies {
-                client
-                    .publish(reply, payload.into())
-                    .await
-                    .map_err(|e| transient("acknowledging", e))?;
-            }
-            Ok(())
+            let send = async {
+                for reply in replies {
+                    client
+                        .publish(reply, payload.into())
+                        .await
+                        .map_err(|e| transient("acknowledging", e))?;
+                }
+                Ok(())
+            };
+            tokio::time::timeout(SETTLE_TIMEOUT, send)
+                .await
+                .map_err(|_| transient("acknowledging", "NATS did not take the acks"))?
         })
     }
 
@@ -277,7 +293,8 @@ impl Inbox for NatsInbox {
         self.settle_up_to(u64::MAX, b"-NAK")?;
         let client = self.transport.client.clone();
         self.transport
-            .block_on(async move { client.flush().await })
+            .block_on(async move { tokio::time::timeout(SETTLE_TIMEOUT, client.flush()).await })
+            .map_err(|_| transient("giving deliveries back", "NATS did not answer"))?
             .map_err(|e| transient("giving deliveries back", e))
     }
 }

@@ -110,19 +110,9 @@ impl Letters for NatsLetters {
             .message_id(id);
         let t = self.transport.clone();
         t.block_on(async {
-            // Directed to a queue that does not take the subject, it would be stored for nobody
-            // (RabbitMQ returns it unroutable): the letter stays.
-            if let Some((queue, _)) = routing_key
-                .strip_prefix("cqrs.")
-                .and_then(|r| r.split_once('.'))
-            {
-                let takes = t.consumer_info(queue).await?.is_some_and(|c| {
-                    c.config.filter_subjects.contains(&subject)
-                        || c.config.filter_subject == subject
-                });
-                if !takes {
-                    return Ok(false);
-                }
+            // Nobody takes it (RabbitMQ would return it unroutable): the letter stays.
+            if !t.taken(&subject).await? {
+                return Ok(false);
             }
             t.publish_acked(subject, message).await.map(|()| true)
         })
@@ -137,9 +127,10 @@ impl Letters for NatsLetters {
     }
 
     fn purge_all(&mut self) -> Result<usize> {
-        let (stream, filter) = (self.stream.clone(), self.filter.clone());
+        let (stream, filter, last) = (self.stream.clone(), self.filter.clone(), self.last);
+        // Letters that came after the pass started are not part of it.
         self.transport
-            .block_on(async move { stream.purge().filter(filter).await })
+            .block_on(async move { stream.purge().filter(filter).sequence(last + 1).await })
             .map(|r| r.purged as usize)
             .map_err(|e| transient("purging dead letters", e))
     }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::IntoConsumerConfig;
 use async_nats::jetstream::{self, consumer, stream};
 
 mod inbox;
@@ -196,6 +197,49 @@ pub struct NatsTransport {
     /// Counts the connection's drops: a batch waiting for acks stops waiting when it changes
     /// (what was written on a dead connection will not be acked).
     disconnects: tokio::sync::watch::Receiver<u64>,
+    interest: Interest,
+}
+
+/// The filter subjects of the stream's consumers as last read. An interest stream stores a
+/// message no consumer takes and drops it at once, acking it all the same: the relay asks here
+/// first, so such a message is unroutable (dropped as django-cqrs drops it, or kept with
+/// `keep_unroutable`), as on RabbitMQ.
+#[derive(Default)]
+struct Interest(std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>);
+
+/// How old the filters read may be before a subject they do not take makes them read again.
+const INTEREST_FRESH: Duration = Duration::from_millis(100);
+
+impl Interest {
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// `Some(true)` if a filter read takes `subject`, `Some(false)` if none does and the read is
+    /// fresh, `None` when it must be read again.
+    fn takes(&self, subject: &str) -> Option<bool> {
+        let cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, filters) = cached.as_ref()?;
+        if filters.iter().any(|f| subject_matches(f, subject)) {
+            Some(true)
+        } else {
+            (at.elapsed() < INTEREST_FRESH).then_some(false)
+        }
+    }
+}
+
+/// Whether NATS subject filter `pattern` (`*` one token, `>` the rest) takes `subject`.
+fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 impl NatsTransport {
@@ -251,6 +295,7 @@ impl NatsTransport {
             replicas,
             dead_letter_ttl: config.dead_letter_ttl,
             disconnects,
+            interest: Interest::default(),
         });
         t.runtime.block_on(t.account())?;
         Ok(t)
@@ -318,33 +363,92 @@ impl NatsTransport {
         Ok((main, dead))
     }
 
-    fn consumer_config(&self, queue: &str, cqrs_ids: &[String]) -> consumer::pull::Config {
+    /// A new consumer for `queue`: like a new RabbitMQ queue, it takes what is published from now
+    /// on, not what the stream still keeps for other replicas.
+    fn consumer_config(&self, queue: &str, filters: Vec<String>) -> consumer::pull::Config {
         consumer::pull::Config {
             durable_name: Some(queue.to_string()),
-            filter_subjects: self.names.filters(queue, cqrs_ids),
+            filter_subjects: filters,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_ack_pending: MAX_ACK_PENDING,
-            deliver_policy: consumer::DeliverPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::New,
             ..Default::default()
         }
     }
 
-    /// The streams, and `queue`'s consumer taking `cqrs_ids`' broadcasts and whatever is directed
-    /// to it; run again with other models, it updates the consumer's filter subjects.
+    /// The streams, and `queue`'s consumer taking `cqrs_ids`' broadcasts and what is directed to
+    /// it for them. Declared again, filters are only added, as RabbitMQ bindings are: a worker of
+    /// an older deploy that reconnects must not take a model away from the newer ones.
     pub fn declare_replica(&self, queue: &str, cqrs_ids: &[String]) -> Result<()> {
         check_token("queue", queue)?;
         for id in cqrs_ids {
             check_token("cqrs_id", id)?;
         }
-        let config = self.consumer_config(queue, cqrs_ids);
+        let wanted = self.names.filters(queue, cqrs_ids);
         self.block_on(async {
             let (main, _) = self.ensure_streams().await?;
+            let config = match self.consumer_info(queue).await? {
+                Some(info) => {
+                    let mut config = info.config.clone();
+                    let missing: Vec<String> = wanted
+                        .into_iter()
+                        .filter(|f| {
+                            !config.filter_subjects.contains(f) && config.filter_subject != *f
+                        })
+                        .collect();
+                    if missing.is_empty() {
+                        return Ok(());
+                    }
+                    if !config.filter_subject.is_empty() {
+                        let one = std::mem::take(&mut config.filter_subject);
+                        config.filter_subjects.insert(0, one);
+                    }
+                    config.filter_subjects.extend(missing);
+                    config
+                }
+                None => self.consumer_config(queue, wanted).into_consumer_config(),
+            };
             main.create_consumer(config)
                 .await
                 .map(|_| ())
-                .map_err(|e| refused(&format!("declaring consumer {queue}"), e))
+                .map_err(|e| refused(&format!("declaring consumer {queue}"), e))?;
+            self.interest.forget();
+            Ok(())
         })
+    }
+
+    /// Whether some consumer of the stream takes `subject` (see [`Interest`]).
+    pub(crate) async fn taken(&self, subject: &str) -> Result<bool> {
+        if let Some(yes) = self.interest.takes(subject) {
+            return Ok(yes);
+        }
+        let mut filters = Vec::new();
+        match self.js.get_stream(self.names.stream()).await {
+            Ok(main) => {
+                use futures_lite::StreamExt;
+                let mut consumers = main.consumers();
+                while let Some(c) = consumers.next().await {
+                    let c = c.map_err(|e| transient("listing consumers", e))?;
+                    let f = &c.config;
+                    if f.filter_subject.is_empty() && f.filter_subjects.is_empty() {
+                        filters.push(">".to_string());
+                    }
+                    filters.extend(f.filter_subjects.iter().cloned());
+                    if !f.filter_subject.is_empty() {
+                        filters.push(f.filter_subject.clone());
+                    }
+                }
+            }
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
+            Err(e) => return Err(transient("reading the stream", e)),
+        }
+        let yes = filters.iter().any(|f| subject_matches(f, subject));
+        *self.interest.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), filters));
+        Ok(yes)
     }
 
     /// `queue`'s consumer, `None` if nobody declared it.
@@ -385,19 +489,33 @@ impl NatsTransport {
         if let Some(of) = queue.strip_prefix("dead_letter_") {
             return self.purge_dead(of);
         }
+        check_token("queue", queue)?;
         self.block_on(async {
             let Some(info) = self.consumer_info(queue).await? else {
                 return Ok(0);
             };
-            let main = self
+            let mut main = self
                 .js
                 .get_stream(self.names.stream())
                 .await
                 .map_err(|e| transient("reading the stream", e))?;
+            let next = main
+                .info()
+                .await
+                .map_err(|e| transient("reading the stream", e))?
+                .state
+                .last_sequence
+                + 1;
             main.delete_consumer(queue)
                 .await
                 .map_err(|e| refused(&format!("purging {queue}"), e))?;
-            main.create_consumer(info.config.clone())
+            // Again from the stream's next message: not from its first, which would bring back
+            // what it keeps for other replicas.
+            let mut config = info.config.clone();
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: next,
+            };
+            main.create_consumer(config)
                 .await
                 .map_err(|e| refused(&format!("declaring consumer {queue}"), e))?;
             Ok(Self::waiting(&info))
@@ -406,6 +524,7 @@ impl NatsTransport {
 
     /// Drop `queue`'s dead letters; returns how many.
     pub fn purge_dead(&self, queue: &str) -> Result<usize> {
+        check_token("queue", queue)?;
         let filter = self.names.dead_all(queue);
         self.block_on(async {
             let (_, dead) = self.ensure_streams().await?;
@@ -517,6 +636,11 @@ fn parse_urls(setting: &str) -> Result<(Vec<String>, usize)> {
 fn header_map(headers: &Headers) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
+        // A header line cannot hold a line break (async-nats panics on one); an error text can.
+        let v: String = v
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect();
         map.insert(k.as_str(), v.as_str());
     }
     map
@@ -642,6 +766,12 @@ mod tests {
         let err = parse_urls("nats://a?heartbeat=3").unwrap_err().to_string();
         assert!(err.contains("heartbeat"), "{err}");
         assert_eq!(version_of("2.9.10"), (2, 9));
+        assert!(subject_matches("cqrs.b.item", "cqrs.b.item"));
+        assert!(subject_matches("cqrs.*.item", "cqrs.b.item"));
+        assert!(subject_matches("cqrs.>", "cqrs.d.q.item"));
+        assert!(!subject_matches("cqrs.b.item", "cqrs.b.item2"));
+        assert!(!subject_matches("cqrs.b", "cqrs.b.item"));
+        assert!(!subject_matches("cqrs.>", "cqrs"));
         assert!(version_of("v2.15.1") >= MIN_SERVER);
     }
 }

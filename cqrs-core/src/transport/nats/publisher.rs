@@ -116,6 +116,13 @@ impl Publisher for NatsPublisher {
     }
 }
 
+/// One message of a batch on its way.
+enum Pending {
+    Sent(PublishAckFuture),
+    Unroutable,
+    Refused(String),
+}
+
 /// Send every message of `batch` once the batch before it is written (`previous` fires), signal
 /// `written`, then read the stream's acks in order.
 async fn write_and_confirm(
@@ -129,23 +136,29 @@ async fn write_and_confirm(
     }
     let mut dropped = transport.disconnects.clone();
     dropped.mark_unchanged();
-    let mut pending: Vec<Option<PublishAckFuture>> = Vec::with_capacity(batch.len());
+    let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
     for m in batch {
+        // No consumer can take a subject that is not made of tokens: nobody listens.
         let Some(subject) = transport.names.subject_of(&m.routing_key) else {
-            // No consumer can take a subject that is not made of tokens: nobody listens.
-            pending.push(None);
+            pending.push(Pending::Unroutable);
             continue;
         };
+        if !transport.taken(&subject).await? {
+            pending.push(Pending::Unroutable);
+            continue;
+        }
         let message = PublishMessage::build()
             .payload(m.body.into())
             .headers(header_map(&m.headers))
             .message_id(&m.message_id);
-        let ack = transport
-            .js
-            .send_publish(subject, message)
-            .await
-            .map_err(|e| transient("publishing", e))?;
-        pending.push(Some(ack));
+        match transport.js.send_publish(subject, message).await {
+            Ok(ack) => pending.push(Pending::Sent(ack)),
+            // This message's own fault (too large for the server): the rest of the batch goes on.
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                pending.push(Pending::Refused(format!("refused: {e}")));
+            }
+            Err(e) => return Err(transient("publishing", e)),
+        }
     }
     crate::crash::point("relay.after_publish");
     drop(written);
@@ -155,9 +168,16 @@ async fn write_and_confirm(
     let mut out = Vec::with_capacity(pending.len());
     let mut lost = false;
     for ack in pending {
-        let Some(ack) = ack else {
-            out.push(Confirm::Unroutable);
-            continue;
+        let ack = match ack {
+            Pending::Sent(ack) => ack,
+            Pending::Unroutable => {
+                out.push(Confirm::Unroutable);
+                continue;
+            }
+            Pending::Refused(why) => {
+                out.push(Confirm::Failed(why));
+                continue;
+            }
         };
         if lost {
             out.push(Confirm::Failed(
