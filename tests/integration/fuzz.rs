@@ -28,7 +28,7 @@ const TYPES: [ColumnType; 14] = [
 ];
 
 /// Arbitrary JSON, weighted toward the shapes our parsers look into.
-fn json() -> impl Strategy<Value = Value> {
+pub(crate) fn json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),

@@ -148,7 +148,10 @@ fn take_all(inbox: &mut dyn cqrs::transport::Inbox) -> Vec<(String, String)> {
             return out;
         };
         inbox.ack_up_to(last.tag).unwrap();
-        out.extend(got.into_iter().map(|d| (d.routing_key, d.message_id.unwrap_or_default())));
+        out.extend(
+            got.into_iter()
+                .map(|d| (d.routing_key, d.message_id.unwrap_or_default())),
+        );
     }
 }
 
@@ -165,7 +168,13 @@ fn declaring_again_adds_models_and_takes_none_away() {
     let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
     let mut got = take_all(&mut *inbox);
     got.sort();
-    assert_eq!(got, [("item".to_string(), "i2".to_string()), ("typed".into(), "t1".into())]);
+    assert_eq!(
+        got,
+        [
+            ("item".to_string(), "i2".to_string()),
+            ("typed".into(), "t1".into())
+        ]
+    );
 }
 
 /// A message no replica's consumer takes is unroutable, as on RabbitMQ (an interest stream would
@@ -178,12 +187,24 @@ fn a_message_nobody_takes_is_unroutable_and_a_new_replica_starts_from_now() {
     assert_eq!(t.publish("typed", &body(1), "t1"), Confirm::Unroutable);
     assert_eq!(t.publish("item", &body(2), "i2"), Confirm::Delivered);
     let broker = t.broker();
-    broker.declare_replica("late", &["item".to_string(), "typed".to_string()], &[]).unwrap();
-    assert_eq!(t.publish("typed", &body(3), "t3"), Confirm::Delivered, "the new replica's model routes at once");
+    broker
+        .declare_replica("late", &["item".to_string(), "typed".to_string()], &[])
+        .unwrap();
+    assert_eq!(
+        t.publish("typed", &body(3), "t3"),
+        Confirm::Delivered,
+        "the new replica's model routes at once"
+    );
     let mut late = broker.inbox("late", 100, &[]).unwrap();
-    assert_eq!(take_all(&mut *late), [("typed".to_string(), "t3".to_string())]);
+    assert_eq!(
+        take_all(&mut *late),
+        [("typed".to_string(), "t3".to_string())]
+    );
     let mut first = broker.inbox(t.queue(), 100, &[]).unwrap();
-    assert_eq!(take_all(&mut *first), [("item".to_string(), "i2".to_string())]);
+    assert_eq!(
+        take_all(&mut *first),
+        [("item".to_string(), "i2".to_string())]
+    );
 }
 
 /// A header value with a line break (a multi-line error text) is sent with spaces, not a panic.
@@ -194,8 +215,16 @@ fn a_header_with_a_line_break_is_sent() {
     let mut headers = Headers::new();
     headers.insert("cqrs-error".into(), "CHECK (value >= 0)\nfailed".into());
     let broker = t.broker();
-    let out = Outgoing { routing_key: "item".into(), body: body(1), headers, message_id: "m1".into() };
-    assert_eq!(broker.publisher().unwrap().publish(&[out]).unwrap(), [Confirm::Delivered]);
+    let out = Outgoing {
+        routing_key: "item".into(),
+        body: body(1),
+        headers,
+        message_id: "m1".into(),
+    };
+    assert_eq!(
+        broker.publisher().unwrap().publish(&[out]).unwrap(),
+        [Confirm::Delivered]
+    );
     let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
     let got = inbox.receive(10, Duration::from_secs(2)).unwrap();
     assert_eq!(got[0].headers["cqrs-error"], "CHECK (value >= 0) failed");
@@ -208,14 +237,23 @@ fn purge_drops_what_waits_and_keeps_what_comes_after() {
     let t = TestTransport::new(Engine::Nats);
     t.declare(&["item"]);
     let broker = t.broker();
-    broker.declare_replica("other", &["item".to_string()], &[]).unwrap();
+    broker
+        .declare_replica("other", &["item".to_string()], &[])
+        .unwrap();
     for i in 0..5 {
         t.publish("item", &body(i), &format!("old{i}"));
     }
     assert_eq!(broker.purge(t.queue()).unwrap(), 5);
     t.publish("item", &body(9), "new9");
     let mut inbox = broker.inbox(t.queue(), 100, &[]).unwrap();
-    assert_eq!(take_all(&mut *inbox), [("item".to_string(), "new9".to_string())]);
+    assert_eq!(
+        take_all(&mut *inbox),
+        [("item".to_string(), "new9".to_string())]
+    );
     let mut other = broker.inbox("other", 100, &[]).unwrap();
-    assert_eq!(take_all(&mut *other).len(), 6, "the other replica keeps its messages");
+    assert_eq!(
+        take_all(&mut *other).len(),
+        6,
+        "the other replica keeps its messages"
+    );
 }

@@ -440,3 +440,56 @@ transports!(
         assert_eq!(t.broker().letters(t.queue()).unwrap().total(), 0);
     }
 );
+
+transports!(
+    /// Fuzzed bodies (arbitrary JSON shaped like messages, and arbitrary bytes) published through
+    /// the broker: none stops the consumer or comes back for ever; each is applied, skipped or
+    /// dead-lettered once, and a good message behind them applies.
+    fn fuzzed_bodies_are_each_settled_once_and_the_next_good_message_applies(engine: Engine) {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let bodies = prop::collection::vec(
+            prop_oneof![
+                crate::fuzz::json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+                prop::collection::vec(any::<u8>(), 0..200),
+            ],
+            20..40,
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 3,
+            ..Config::default()
+        });
+        runner
+            .run(&bodies, |bodies| {
+                let t = TestTransport::new(engine);
+                t.declare(&["item"]);
+                let replica = TestDb::new(Kind::Postgres);
+                let registry = item_registry();
+                let settings = Settings {
+                    max_retries: 0,
+                    ..replica_settings(&t, &replica)
+                };
+                for (i, b) in bodies.iter().enumerate() {
+                    t.publish("item", b, &format!("fuzz-{i}"));
+                }
+                t.publish(
+                    "item",
+                    &ItemState::new(1_000_001, 0, at(0)).save().encode(),
+                    "good",
+                );
+                let broker = t.broker();
+                let inbox = broker
+                    .inbox(t.queue(), 100, &settings.retry_delays)
+                    .unwrap();
+                let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+                c.drain(Duration::from_millis(700))
+                    .expect("no body stops the consumer");
+                let s = c.stats();
+                prop_assert_eq!(s.received, bodies.len() + 1, "each once: {:?}", s);
+                prop_assert!(items(c.db()).contains_key(&1_000_001));
+                prop_assert_eq!(c.poll(Duration::from_millis(300)).unwrap(), 0);
+                Ok(())
+            })
+            .unwrap();
+    }
+);
