@@ -22,6 +22,18 @@ fn take_all(inbox: &mut dyn Inbox, idle: Duration) -> Vec<Delivery> {
     }
 }
 
+/// A consumer of the settings' queue on `broker`, applying to `replica`.
+fn consumer<'a>(
+    broker: &dyn cqrs::transport::Broker,
+    registry: &'a cqrs::Registry,
+    settings: &'a Settings,
+    replica: &TestDb,
+) -> Consumer<'a, Box<dyn Inbox>> {
+    let queue = settings.queue.as_deref().expect("a queue");
+    let inbox = broker.inbox(queue, 100, &settings.retry_delays).unwrap();
+    Consumer::new(registry, settings, replica.connect(), inbox)
+}
+
 /// The replica's settings on `t` with its own database.
 fn replica_settings(t: &TestTransport, db: &TestDb) -> Settings {
     Settings {
@@ -170,10 +182,7 @@ transports!(
         t.publish("item", &bad.encode(), "outbox-row-7");
         let published = Instant::now();
         let broker = t.broker();
-        let inbox = broker
-            .inbox(t.queue(), 100, &settings.retry_delays)
-            .unwrap();
-        let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+        let mut c = consumer(&*broker, &registry, &settings, &replica);
         wait_until(
             Duration::from_secs(20),
             "the failing message to be dead-lettered",
@@ -235,10 +244,7 @@ transports!(
         }
         t.publish("item", &ItemState::new(1, 0, at(0)).save().encode(), "good");
         let broker = t.broker();
-        let inbox = broker
-            .inbox(t.queue(), 100, &settings.retry_delays)
-            .unwrap();
-        let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+        let mut c = consumer(&*broker, &registry, &settings, &replica);
         wait_until(
             Duration::from_secs(30),
             "every hostile body dead-lettered",
@@ -293,10 +299,7 @@ transports!(
         t.publish("item", &ghost.encode(), "ghost");
         let broker = t.broker();
         let consume = || {
-            let inbox = broker
-                .inbox(t.queue(), 100, &settings.retry_delays)
-                .unwrap();
-            let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+            let mut c = consumer(&*broker, &registry, &settings, &replica);
             c.drain(Duration::from_millis(500)).unwrap();
             c.stats()
         };
@@ -362,10 +365,7 @@ transports!(
             "sync-1",
         );
         let broker = t.broker();
-        let inbox = broker
-            .inbox(t.queue(), 100, &settings.retry_delays)
-            .unwrap();
-        let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+        let mut c = consumer(&*broker, &registry, &settings, &replica);
         c.poll(Duration::from_secs(2)).unwrap();
         assert_eq!(c.stats().retried, 1);
         c.db()
@@ -478,10 +478,7 @@ transports!(
                     "good",
                 );
                 let broker = t.broker();
-                let inbox = broker
-                    .inbox(t.queue(), 100, &settings.retry_delays)
-                    .unwrap();
-                let mut c = Consumer::new(&registry, &settings, replica.connect(), inbox);
+                let mut c = consumer(&*broker, &registry, &settings, &replica);
                 c.drain(Duration::from_millis(700))
                     .expect("no body stops the consumer");
                 let s = c.stats();

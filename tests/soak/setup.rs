@@ -117,9 +117,7 @@ impl Setup {
             let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
             let pg_proxy = ChaosProxy::start(addr(pg.port));
             let rabbit_proxy = ChaosProxy::start(addr(rabbit.port));
-            let mut admin = Db::connect(&pg.url("postgres"))?;
-            admin.batch_execute("CREATE DATABASE soak_master")?;
-            admin.batch_execute("CREATE DATABASE soak_replica")?;
+            create_databases(&pg)?;
             let via = |db: &str| format!("postgres://postgres@127.0.0.1:{}/{db}", pg_proxy.port);
             Setup {
                 master_url: pg.url("soak_master"),
@@ -147,9 +145,7 @@ impl Setup {
         } else if name == "nats" {
             let pg = PrivatePostgres::start();
             let nats = PrivateNats::start();
-            let mut admin = Db::connect(&pg.url("postgres"))?;
-            admin.batch_execute("CREATE DATABASE soak_master")?;
-            admin.batch_execute("CREATE DATABASE soak_replica")?;
+            create_databases(&pg)?;
             Setup {
                 master_url: pg.url("soak_master"),
                 replica_url: pg.url("soak_replica"),
@@ -168,9 +164,7 @@ impl Setup {
         } else if name == "cluster" {
             let pg = PrivatePostgres::start();
             let rabbit = PrivateCluster::start(3);
-            let mut admin = Db::connect(&pg.url("postgres"))?;
-            admin.batch_execute("CREATE DATABASE soak_master")?;
-            admin.batch_execute("CREATE DATABASE soak_replica")?;
+            create_databases(&pg)?;
             let broker = rabbit.urls(&[0, 1, 2]);
             Setup {
                 master_url: pg.url("soak_master"),
@@ -449,6 +443,13 @@ fn close_connections(s: &Servers) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!("{closed} RabbitMQ connections closed, {terminated} PostgreSQL backends terminated")
+}
+
+/// The master's and the replica's databases on the private cluster.
+fn create_databases(pg: &PrivatePostgres) -> cqrs::Result<()> {
+    let mut admin = Db::connect(&pg.url("postgres"))?;
+    admin.batch_execute("CREATE DATABASE soak_master")?;
+    admin.batch_execute("CREATE DATABASE soak_replica")
 }
 
 /// How long a fault-free pause between faults lasts.

@@ -68,3 +68,42 @@ impl Drop for OwnRuntime {
         }
     }
 }
+
+impl OwnRuntime {
+    /// Publish a relay batch on this runtime with `work` (its confirms, one per message): the
+    /// [`Sent`](super::Sent) returned is ready once `work` ends. `refused` is set when the batch
+    /// failed or a confirm did, so the publisher can mend its link before the next batch.
+    pub(crate) fn send_batch<F>(
+        self: &std::sync::Arc<Self>,
+        refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        work: F,
+    ) -> super::Sent
+    where
+        F: std::future::Future<Output = crate::error::Result<Vec<super::Confirm>>> + Send + 'static,
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let finished = done.clone();
+        let task = self.spawn(async move {
+            let result = work.await;
+            let failed = result.as_ref().map_or(true, |c| {
+                c.iter().any(|c| matches!(c, super::Confirm::Failed(_)))
+            });
+            if failed {
+                refused.store(true, Ordering::Release);
+            }
+            // Set whatever the result: an error too is ready to read.
+            finished.store(true, Ordering::Release);
+            result
+        });
+        let runtime = self.clone();
+        super::Sent::waiting(done, move || {
+            runtime.block_on(task).unwrap_or_else(|e| {
+                Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Transport,
+                    format!("the publishing task ended: {e}"),
+                ))
+            })
+        })
+    }
+}

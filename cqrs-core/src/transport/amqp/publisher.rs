@@ -9,7 +9,7 @@ use lapin::options::BasicPublishOptions;
 use super::{AmqpTransport, MAX_ROUTING_KEY, properties, to_confirm, transient};
 use tokio::sync::oneshot;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::transport::{Confirm, Outgoing, Publisher, Sent};
 
 impl AmqpTransport {
@@ -51,31 +51,10 @@ impl Publisher for AmqpPublisher {
         let previous = self.last_written.take();
         let (written, written_rx) = oneshot::channel::<()>();
         self.last_written = Some(written_rx);
-        let done = Arc::new(AtomicBool::new(false));
-        let finished = done.clone();
-        let broken = self.broken.clone();
-        let task = self.transport.runtime.spawn(async move {
-            let result = write_and_confirm(ch, exchange, batch, previous, written).await;
-            let refused = match &result {
-                Ok(confirms) => confirms.iter().any(|c| matches!(c, Confirm::Failed(_))),
-                Err(_) => true,
-            };
-            if refused {
-                broken.store(true, Ordering::Release);
-            }
-            // Set whatever the result: an error too is ready to read.
-            finished.store(true, Ordering::Release);
-            result
-        });
-        let runtime = self.transport.runtime.clone();
-        Ok(Sent::waiting(done, move || {
-            runtime.block_on(task).unwrap_or_else(|e| {
-                Err(Error::new(
-                    ErrorKind::Transport,
-                    format!("the publishing task ended: {e}"),
-                ))
-            })
-        }))
+        Ok(self.transport.runtime.send_batch(
+            self.broken.clone(),
+            write_and_confirm(ch, exchange, batch, previous, written),
+        ))
     }
 
     fn check(&mut self) -> Result<()> {

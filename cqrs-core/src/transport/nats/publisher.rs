@@ -10,7 +10,7 @@ use async_nats::jetstream::publish::PublishAck;
 use tokio::sync::oneshot;
 
 use super::{NatsTransport, header_map, transient};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// How long a batch's acks are waited for, from when its last message was written.
 const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -68,30 +68,12 @@ impl Publisher for NatsPublisher {
         let previous = self.last_written.take();
         let (written, written_rx) = oneshot::channel::<()>();
         self.last_written = Some(written_rx);
-        let done = Arc::new(AtomicBool::new(false));
-        let finished = done.clone();
-        let recheck = self.recheck.clone();
-        let task = self.transport.runtime.spawn(async move {
-            let result = write_and_confirm(&transport, batch, previous, written).await;
-            let refused = match &result {
-                Ok(confirms) => confirms.iter().any(|c| matches!(c, Confirm::Failed(_))),
-                Err(_) => true,
-            };
-            if refused {
-                recheck.store(true, Ordering::Release);
-            }
-            finished.store(true, Ordering::Release);
-            result
-        });
-        let runtime = self.transport.runtime.clone();
-        Ok(Sent::waiting(done, move || {
-            runtime.block_on(task).unwrap_or_else(|e| {
-                Err(Error::new(
-                    ErrorKind::Transport,
-                    format!("the publishing task ended: {e}"),
-                ))
-            })
-        }))
+        Ok(self
+            .transport
+            .runtime
+            .send_batch(self.recheck.clone(), async move {
+                write_and_confirm(&transport, batch, previous, written).await
+            }))
     }
 
     fn check(&mut self) -> Result<()> {
