@@ -257,3 +257,66 @@ fn purge_drops_what_waits_and_keeps_what_comes_after() {
         "the other replica keeps its messages"
     );
 }
+
+/// `tls://`: the server's certificate checked against a private CA (`--tls-ca-file`), then
+/// publish and consume through TLS; another CA is refused at connect.
+#[test]
+fn tls_publishes_and_consumes_trusting_a_private_ca() {
+    let dir = std::env::temp_dir().join(unique("cqrs_nats_tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write_cert = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (cert, key) = write_cert("server");
+    let (other, _) = write_cert("other");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let nats = PrivateNats::start_with(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        path(&cert),
+        "--tlskey".into(),
+        path(&key),
+    ]);
+    let settings = Settings {
+        broker_url: Some(format!("tls://localhost:{}", nats.port)),
+        tls_ca_file: Some(cert.clone()),
+        ..Settings::default()
+    };
+    let broker = cqrs::transport::connect(&settings, "tls").unwrap();
+    broker
+        .declare_replica("tq", &["item".to_string()], &[])
+        .unwrap();
+    let out = Outgoing {
+        routing_key: "item".into(),
+        body: body(1),
+        headers: Headers::new(),
+        message_id: "m1".into(),
+    };
+    assert_eq!(
+        broker.publisher().unwrap().publish(&[out]).unwrap(),
+        [Confirm::Delivered]
+    );
+    let mut inbox = broker.inbox("tq", 10, &[]).unwrap();
+    let got = inbox.receive(10, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body(1));
+    inbox.ack_up_to(got[0].tag).unwrap();
+    drop(inbox);
+    let wrong = Settings {
+        tls_ca_file: Some(other),
+        ..settings
+    };
+    let err = cqrs::transport::connect(&wrong, "tls")
+        .err()
+        .expect("an untrusted certificate is refused");
+    assert!(err.to_string().contains("connecting to NATS"), "{err}");
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
