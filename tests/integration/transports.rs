@@ -34,6 +34,13 @@ fn consumer<'a>(
     Consumer::new(registry, settings, replica.connect(), inbox)
 }
 
+/// A replica queue for the `item` model on `engine`, the replica's database and its registry.
+fn item_replica(engine: Engine) -> (TestTransport, TestDb, cqrs::Registry) {
+    let t = TestTransport::new(engine);
+    t.declare(&["item"]);
+    (t, TestDb::new(Kind::Postgres), item_registry())
+}
+
 /// The replica's settings on `t` with its own database.
 fn replica_settings(t: &TestTransport, db: &TestDb) -> Settings {
     Settings {
@@ -167,10 +174,7 @@ transports!(
     /// A message that fails to apply comes back after each delay with `retries` + 1, then is
     /// dead-lettered with its reason and kind, keeping its message id; the rest applies.
     fn apply_errors_are_retried_after_their_delays_then_dead_lettered(engine: Engine) {
-        let t = TestTransport::new(engine);
-        t.declare(&["item"]);
-        let replica = TestDb::new(Kind::Postgres);
-        let registry = item_registry();
+        let (t, replica, registry) = item_replica(engine);
         let settings = replica_settings(&t, &replica);
         let mut bad = ItemState::new(2, 0, at(0)).save();
         bad.instance_data.remove("name");
@@ -229,10 +233,7 @@ transports!(
     /// Every hostile body dead-letters alone with its kind; none stops the consumer or writes a
     /// row; the good message behind them applies and the queue is left empty.
     fn hostile_bodies_dead_letter_alone_and_the_next_good_message_applies(engine: Engine) {
-        let t = TestTransport::new(engine);
-        t.declare(&["item"]);
-        let replica = TestDb::new(Kind::Postgres);
-        let registry = item_registry();
+        let (t, replica, registry) = item_replica(engine);
         let settings = Settings {
             max_retries: 0,
             max_body_bytes: 100_000,
@@ -283,10 +284,7 @@ transports!(
     /// gone, and removes it; `purge` empties what is left.
     fn dead_letters_are_retried_into_the_queue_and_purged(engine: Engine) {
         use cqrs::ops::dead_letters::{Action, Filter, run};
-        let t = TestTransport::new(engine);
-        t.declare(&["item"]);
-        let replica = TestDb::new(Kind::Postgres);
-        let registry = item_registry();
+        let (t, replica, registry) = item_replica(engine);
         let settings = Settings {
             max_retries: 0,
             ..replica_settings(&t, &replica)
@@ -342,10 +340,7 @@ transports!(
     /// A directed SYNC that fails once keeps `cqrs-directed` on its retry copy: it still downgrades
     /// the row when it applies.
     fn a_directed_sync_keeps_its_mark_through_a_retry(engine: Engine) {
-        let t = TestTransport::new(engine);
-        t.declare(&["item"]);
-        let replica = TestDb::new(Kind::Postgres);
-        let registry = item_registry();
+        let (t, replica, registry) = item_replica(engine);
         let settings = Settings {
             max_retries: 1,
             ..replica_settings(&t, &replica)
@@ -387,10 +382,7 @@ transports!(
     /// While the replica's database refuses connections, the batch is held: nothing is retried or
     /// dead-lettered, and every message applies once the database is back.
     fn a_database_outage_spends_no_retries(engine: Engine) {
-        let t = TestTransport::new(engine);
-        t.declare(&["item"]);
-        let replica = TestDb::new(Kind::Postgres);
-        let registry = item_registry();
+        let (t, replica, registry) = item_replica(engine);
         let settings = replica_settings(&t, &replica);
         let db_name = replica.url.rsplit('/').next().unwrap().to_string();
         let admin = || cqrs::Db::connect(&pg_server_url()).unwrap();
@@ -461,10 +453,7 @@ transports!(
         });
         runner
             .run(&bodies, |bodies| {
-                let t = TestTransport::new(engine);
-                t.declare(&["item"]);
-                let replica = TestDb::new(Kind::Postgres);
-                let registry = item_registry();
+                let (t, replica, registry) = item_replica(engine);
                 let settings = Settings {
                     max_retries: 0,
                     ..replica_settings(&t, &replica)
