@@ -88,7 +88,7 @@ impl Bench {
         for _ in 0..args.runs {
             for workers in [1, 2] {
                 turn += 1;
-                let first = turn % 2 == 0;
+                let first = turn.is_multiple_of(2);
                 // async-nats goes first every other turn, with the previous turn's messages.
                 let early = last.as_deref().filter(|_| first).map(publish);
                 let early_outbox = if first {
@@ -160,7 +160,7 @@ impl Bench {
         self.add(
             format!("relay alone, {n} messages [NATS]"),
             "msgs/s",
-            &format!("the lower of the two below, per run (target: relay ≥ 80%)"),
+            "the lower of the two below, per run (target: relay ≥ 80%)",
             &by_lower,
         );
         self.add(
