@@ -1,6 +1,13 @@
 //! The tokio runtime a transport owns: its public callers are blocking (a relay or a worker on a
 //! thread of its own), but an application may call them from inside its own runtime.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Confirm, Sent};
+use crate::error::{Error, ErrorKind, Result};
+
 /// The transport's own tokio runtime. Its public callers are blocking (a relay or a worker on a
 /// thread of its own), but an application may call them from inside its own runtime (an
 /// in-process relay started in `#[tokio::main]`): waiting and dropping both work there instead of
@@ -10,19 +17,14 @@ pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
 impl OwnRuntime {
     /// A runtime of two worker threads named `name`: enough for a client's I/O and the pumps on
     /// a 2-core machine; Diesel work runs on the callers' own threads, never here.
-    pub(crate) fn start(name: &str) -> crate::error::Result<OwnRuntime> {
+    pub(crate) fn start(name: &str) -> Result<OwnRuntime> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(name)
             .enable_all()
             .build()
             .map(|rt| OwnRuntime(Some(rt)))
-            .map_err(|e| {
-                crate::error::Error::new(
-                    crate::error::ErrorKind::Io,
-                    format!("starting the {name} runtime: {e}"),
-                )
-            })
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the {name} runtime: {e}")))
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -71,24 +73,19 @@ impl Drop for OwnRuntime {
 
 impl OwnRuntime {
     /// Publish a relay batch on this runtime with `work` (its confirms, one per message): the
-    /// [`Sent`](super::Sent) returned is ready once `work` ends. `refused` is set when the batch
+    /// [`Sent`] returned is ready once `work` ends. `refused` is set when the batch
     /// failed or a confirm did, so the publisher can mend its link before the next batch.
-    pub(crate) fn send_batch<F>(
-        self: &std::sync::Arc<Self>,
-        refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
-        work: F,
-    ) -> super::Sent
+    pub(crate) fn send_batch<F>(self: &Arc<Self>, refused: Arc<AtomicBool>, work: F) -> Sent
     where
-        F: std::future::Future<Output = crate::error::Result<Vec<super::Confirm>>> + Send + 'static,
+        F: Future<Output = Result<Vec<Confirm>>> + Send + 'static,
     {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let finished = done.clone();
         let task = self.spawn(async move {
             let result = work.await;
-            let failed = result.as_ref().map_or(true, |c| {
-                c.iter().any(|c| matches!(c, super::Confirm::Failed(_)))
-            });
+            let failed = result
+                .as_ref()
+                .map_or(true, |c| c.iter().any(|c| matches!(c, Confirm::Failed(_))));
             if failed {
                 refused.store(true, Ordering::Release);
             }
@@ -97,10 +94,10 @@ impl OwnRuntime {
             result
         });
         let runtime = self.clone();
-        super::Sent::waiting(done, move || {
+        Sent::waiting(done, move || {
             runtime.block_on(task).unwrap_or_else(|e| {
-                Err(crate::error::Error::new(
-                    crate::error::ErrorKind::Transport,
+                Err(Error::new(
+                    ErrorKind::Transport,
                     format!("the publishing task ended: {e}"),
                 ))
             })

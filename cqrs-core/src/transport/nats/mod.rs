@@ -215,6 +215,14 @@ impl Interest {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Keep `filters` as just read; whether one takes `subject`.
+    fn store(&self, filters: Vec<String>, subject: &str) -> bool {
+        let yes = filters.iter().any(|f| subject_matches(f, subject));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), filters));
+        yes
+    }
+
     /// `Some(true)` if a filter read takes `subject`, `Some(false)` if none does and the read is
     /// fresh, `None` when it must be read again.
     fn takes(&self, subject: &str) -> Option<bool> {
@@ -418,50 +426,48 @@ impl NatsTransport {
         })
     }
 
+    /// The message stream, `None` while nobody has declared it.
+    async fn main_stream(&self) -> Result<Option<stream::Stream>> {
+        match self.js.get_stream(self.names.stream()).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(transient("reading the stream", e)),
+        }
+    }
+
     /// Whether some consumer of the stream takes `subject` (see [`Interest`]).
     pub(crate) async fn taken(&self, subject: &str) -> Result<bool> {
         if let Some(yes) = self.interest.takes(subject) {
             return Ok(yes);
         }
         let mut filters = Vec::new();
-        match self.js.get_stream(self.names.stream()).await {
-            Ok(main) => {
-                use futures_lite::StreamExt;
-                let mut consumers = main.consumers();
-                while let Some(c) = consumers.next().await {
-                    let c = c.map_err(|e| transient("listing consumers", e))?;
-                    let f = &c.config;
-                    if f.filter_subject.is_empty() && f.filter_subjects.is_empty() {
-                        filters.push(">".to_string());
-                    }
-                    filters.extend(f.filter_subjects.iter().cloned());
-                    if !f.filter_subject.is_empty() {
-                        filters.push(f.filter_subject.clone());
-                    }
+        if let Some(main) = self.main_stream().await? {
+            use futures_lite::StreamExt;
+            let mut consumers = main.consumers();
+            while let Some(c) = consumers.next().await {
+                let c = c.map_err(|e| transient("listing consumers", e))?;
+                let f = &c.config;
+                if f.filter_subject.is_empty() && f.filter_subjects.is_empty() {
+                    filters.push(">".to_string());
+                }
+                filters.extend(f.filter_subjects.iter().cloned());
+                if !f.filter_subject.is_empty() {
+                    filters.push(f.filter_subject.clone());
                 }
             }
-            Err(e)
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
-            Err(e) => return Err(transient("reading the stream", e)),
         }
-        let yes = filters.iter().any(|f| subject_matches(f, subject));
-        *self.interest.0.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), filters));
-        Ok(yes)
+        Ok(self.interest.store(filters, subject))
     }
 
     /// `queue`'s consumer, `None` if nobody declared it.
     async fn consumer_info(&self, queue: &str) -> Result<Option<consumer::Info>> {
-        let main = match self.js.get_stream(self.names.stream()).await {
-            Ok(s) => s,
-            Err(e)
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(transient("reading the stream", e)),
+        let Some(main) = self.main_stream().await? else {
+            return Ok(None);
         };
         match main.consumer_info(queue).await {
             Ok(info) => Ok(Some(info)),
