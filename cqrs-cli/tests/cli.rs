@@ -619,3 +619,48 @@ fn queues_delete_removes_a_retired_replicas_queues_and_retry_exchange() {
         "{exchanges}"
     );
 }
+
+/// A relay killed after the broker confirmed its batch and before it committed the batch's
+/// deletes leaves every row in the outbox, free to claim at once: the open transaction that held
+/// them ended with its session, there is no lease (60 s by default) to wait out.
+#[test]
+fn a_relay_killed_before_committing_a_batch_gives_its_rows_back_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let b = cqrs_tests::TestBroker::new();
+    b.declare(&["item"]);
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    cqrs::atomic(&mut db, |tx| cqrs_tests::insert_m_items(tx, 5)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cqrs"))
+        .args(["relay", "--database-url", &t.url])
+        .args([
+            "--broker-url",
+            &cqrs_tests::amqp_url(),
+            "--exchange",
+            &b.exchange,
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("CQRS_CONFIG")
+        .env("CQRS_CRASH_POINT", "relay.after_confirm")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.signal(), Some(6), "{}", stderr(&o));
+    assert_eq!(b.count(&b.queue), 5, "published and confirmed");
+    let free = |db: &mut cqrs::Db| {
+        cqrs::db::SqlConn::load_text(
+            db,
+            "SELECT CAST(count(*) AS TEXT) AS j FROM (SELECT id FROM cqrs_outbox \
+             WHERE leased_until IS NULL FOR UPDATE SKIP LOCKED) AS free",
+            vec![],
+        )
+        .unwrap()[0]
+            .clone()
+    };
+    // The server ends the dead relay's session as soon as it reads the closed socket.
+    cqrs_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the killed relay's rows to be free",
+        || free(&mut db) == "5",
+    );
+}

@@ -1,6 +1,13 @@
 //! Stage 3: The relay: claim a batch of outbox rows -> set `expires`/`retries` -> publish with
 //! confirms -> delete what was confirmed, release the rest for a later attempt.
 //!
+//! On PostgreSQL, when the relay knows its database's URL ([`Relay::reconnect_with`]), a batch is
+//! claimed by deleting its rows in a transaction of its own connection that stays open until the
+//! broker confirms them ([`outbox::take`]): committed when all went out, rolled back otherwise. That
+//! is one write per row and one commit per batch, and no commit before the publish. Otherwise (SQLite,
+//! whose one write lock cannot be held that long, or no URL for the extra connections) rows are
+//! leased, then deleted ([`outbox::claim`]).
+//!
 //! Transport-agnostic: it publishes through [`Publisher`]. It wakes as soon as a capture
 //! transaction commits: in-process through [`crate::outbox::wakeup`], from other processes on
 //! PostgreSQL through the outbox's `NOTIFY` ([`crate::outbox::CHANNEL`], checked every
@@ -14,8 +21,8 @@ use chrono::Utc;
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::db::Db;
 use crate::db::listen::Listener;
+use crate::db::{Backend, Db, SqlConn};
 use crate::error::{Error, Result};
 use crate::message::{Expires, Message, SignalType};
 use crate::outbox::{self, Claimed, Wakeup};
@@ -75,6 +82,8 @@ pub struct Relay<P: Publisher> {
     unroutable: BTreeMap<String, usize>,
     reconnect_url: Option<String>,
     readiness: Option<Readiness>,
+    /// Connections with no batch held in them, for [`outbox::take`].
+    lanes: Vec<Db>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -88,6 +97,7 @@ impl<P: Publisher> Relay<P> {
             unroutable: BTreeMap::new(),
             reconnect_url: None,
             readiness: None,
+            lanes: Vec::new(),
         }
     }
 
@@ -99,7 +109,10 @@ impl<P: Publisher> Relay<P> {
     }
 
     /// After a transient database error, [`Relay::run`] replaces a connection that no longer
-    /// answers (the database restarted, a link was cut) with a new one to `url`.
+    /// answers (the database restarted, a link was cut) with a new one to `url`. On PostgreSQL the
+    /// relay also opens a connection to `url` per batch in flight (up to four), each holding its
+    /// batch's rows deleted in a transaction until the broker confirms them: so a relay with a URL
+    /// uses up to six connections (with the one it was given and the one listening for commits).
     pub fn reconnect_with(mut self, url: impl Into<String>) -> Self {
         self.reconnect_url = Some(url.into());
         self
@@ -190,18 +203,38 @@ impl<P: Publisher> Relay<P> {
         // nothing, its rows come back after it.
         let lease = self.settings.relay_lease;
         let started = Instant::now();
-        let rows = self
-            .db
-            .write_transaction(|db| outbox::claim(db, batch, lease, now))?;
+        let (rows, held) = match self.lane()? {
+            Some(mut lane) => match take(&mut lane, batch, now) {
+                Ok(rows) if rows.is_empty() => {
+                    self.lanes.push(lane);
+                    (rows, None)
+                }
+                Ok(rows) => (rows, Some(lane)),
+                // The lane is dropped: a broken connection is not used again.
+                Err(e) => return Err(e),
+            },
+            None => (
+                self.db
+                    .write_transaction(|db| outbox::claim(db, batch, lease, now))?,
+                None,
+            ),
+        };
         if rows.is_empty() {
             return Ok(None);
         }
         self.stats.claimed += rows.len();
         metrics::counter!("cqrs_relay_claimed_total").increment(rows.len() as u64);
-        let messages = rows
+        let messages = match rows
             .iter()
             .map(|row| self.outgoing(row))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.give_back(held);
+                return Err(e);
+            }
+        };
         let claimed_at = Instant::now();
         match self.publisher.send(&messages) {
             Ok(sent) => Ok(Some({
@@ -210,12 +243,49 @@ impl<P: Publisher> Relay<P> {
                     rows,
                     messages,
                     sent,
+                    held,
                     claim_ms: ms(claimed_at - started),
                     send_ms: ms(claimed_at.elapsed()),
                     sent_at: Instant::now(),
                 }
             })),
-            Err(e) => Err(self.publish_failed(&rows, e)),
+            Err(e) => {
+                self.give_back(held);
+                Err(self.publish_failed(&rows, e))
+            }
+        }
+    }
+
+    /// A connection to hold the next batch in ([`outbox::take`]): a free one, or a new one to the
+    /// relay's URL; `None` where batches are leased instead (SQLite, or no URL).
+    fn lane(&mut self) -> Result<Option<Db>> {
+        if let Some(lane) = self.lanes.pop() {
+            return Ok(Some(lane));
+        }
+        let Some(url) = self.reconnect_url.as_deref() else {
+            return Ok(None);
+        };
+        if self.db.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut lane = Db::connect(url)?;
+        // A relay cut off from the database (not killed: its session would end) must not hold its
+        // rows for longer than a lease would: the server ends the session, the rows come back.
+        let lease_ms = self.settings.relay_lease.as_millis().max(1);
+        lane.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {lease_ms}"
+        ))?;
+        Ok(Some(lane))
+    }
+
+    /// Roll back a held batch (its rows are in the outbox again) and keep the connection if that
+    /// worked.
+    fn give_back(&mut self, held: Option<Db>) {
+        if let Some(mut lane) = held {
+            match lane.rollback() {
+                Ok(()) => self.lanes.push(lane),
+                Err(e) => tracing::debug!("relay: rolling back a held batch: {e}"),
+            }
         }
     }
 
@@ -242,6 +312,7 @@ impl<P: Publisher> Relay<P> {
             rows,
             messages,
             sent,
+            mut held,
             claim_ms,
             send_ms,
             sent_at,
@@ -256,7 +327,10 @@ impl<P: Publisher> Relay<P> {
                 ));
                 messages.len()
             ],
-            Err(e) => return Err(self.publish_failed(&rows, e)),
+            Err(e) => {
+                self.give_back(held);
+                return Err(self.publish_failed(&rows, e));
+            }
         };
         crate::crash::point("relay.after_confirm");
         let confirmed_at = Instant::now();
@@ -316,6 +390,18 @@ impl<P: Publisher> Relay<P> {
                 "no queue is bound for {n} message(s) of {cqrs_id} ({total} so far): {fate}"
             );
         }
+        if let Some(mut lane) = held.take() {
+            if failed.is_empty() && kept.is_empty() {
+                // Every row went out: the held deletes stand.
+                lane.commit()?;
+                self.lanes.push(lane);
+                return Ok(self.settled(rows.len(), claim_ms, send_ms, sent_at, confirmed_at));
+            }
+            // Rare: undo the batch's deletes, then delete and release as leased rows are (another
+            // relay may take them in between; it publishes them again, as after a crash).
+            lane.rollback()?;
+            self.lanes.push(lane);
+        }
         self.db.write_transaction(|db| {
             outbox::delete(db, &done)?;
             for (ids, delay) in [(&failed, RETRY_DELAY), (&kept, UNROUTABLE_RETRY)] {
@@ -326,15 +412,27 @@ impl<P: Publisher> Relay<P> {
             }
             Ok(())
         })?;
+        Ok(self.settled(rows.len(), claim_ms, send_ms, sent_at, confirmed_at))
+    }
+
+    /// Log a settled batch's timings; returns its row count.
+    fn settled(
+        &self,
+        rows: usize,
+        claim_ms: f64,
+        send_ms: f64,
+        sent_at: Instant,
+        confirmed_at: Instant,
+    ) -> usize {
         tracing::debug!(
-            rows = rows.len(),
+            rows,
             claim_ms,
             send_ms,
             confirm_ms = ms(confirmed_at - sent_at),
             settle_ms = ms(confirmed_at.elapsed()),
             "relay batch"
         );
-        Ok(rows.len())
+        rows
     }
 
     fn outgoing(&self, row: &Claimed) -> Result<Outgoing> {
@@ -501,6 +599,8 @@ impl<P: Publisher> Relay<P> {
                         break;
                     }
                     if e.is_transient() {
+                        // Free held-batch connections may be as dead as this one: open new ones.
+                        self.lanes.clear();
                         metrics::counter!("cqrs_reconnects_total", "role" => "relay").increment(1);
                         if let Some(url) = &self.reconnect_url
                             && let Err(e) = self.db.heal(url)
@@ -586,9 +686,24 @@ struct InFlight {
     rows: Vec<Claimed>,
     messages: Vec<Outgoing>,
     sent: Sent,
+    /// The connection whose open transaction deleted `rows` ([`outbox::take`]), if taken so.
+    held: Option<Db>,
     claim_ms: f64,
     send_ms: f64,
     sent_at: Instant,
+}
+
+/// [`outbox::take`] in a transaction left open on `lane` (rolled back if nothing was taken or the
+/// statement failed).
+fn take(lane: &mut Db, limit: usize, now: chrono::DateTime<Utc>) -> Result<Vec<Claimed>> {
+    lane.begin()?;
+    match outbox::take(lane, limit, now) {
+        Ok(rows) if !rows.is_empty() => Ok(rows),
+        other => {
+            lane.rollback()?;
+            other
+        }
+    }
 }
 
 /// Milliseconds, for logs.

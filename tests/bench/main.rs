@@ -2183,7 +2183,8 @@ fn relay_rate(
         Db::connect(master_url)?,
         broker.transport.publisher()?,
         broker.settings(),
-    );
+    )
+    .reconnect_with(master_url);
     let start = meter.read();
     let started = Instant::now();
     r.drain()?;
@@ -2209,12 +2210,16 @@ fn relay_to_both(
         "DROP TABLE IF EXISTS bench_outbox_copy; \
          CREATE TABLE bench_outbox_copy AS SELECT * FROM cqrs_outbox",
     )?;
-    Relay::new(db, first.transport.publisher()?, first.settings()).drain()?;
+    Relay::new(db, first.transport.publisher()?, first.settings())
+        .reconnect_with(master_url)
+        .drain()?;
     let mut db = Db::connect(master_url)?;
     db.batch_execute(
         "INSERT INTO cqrs_outbox SELECT * FROM bench_outbox_copy; DROP TABLE bench_outbox_copy",
     )?;
-    Relay::new(db, second.transport.publisher()?, second.settings()).drain()?;
+    Relay::new(db, second.transport.publisher()?, second.settings())
+        .reconnect_with(master_url)
+        .drain()?;
     Ok(())
 }
 

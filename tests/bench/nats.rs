@@ -106,7 +106,8 @@ impl Bench {
                     cqrs::Db::connect(&self.master.url)?,
                     broker.publisher()?,
                     settings.clone(),
-                );
+                )
+                .reconnect_with(&self.master.url);
                 let started = Instant::now();
                 relay.drain()?;
                 let rate = n as f64 / started.elapsed().as_secs_f64();

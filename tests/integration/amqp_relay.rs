@@ -9,6 +9,25 @@ use cqrs::{Message, Relay, atomic};
 use cqrs_tests::*;
 use serde_json::json;
 
+/// Both ways a relay claims on PostgreSQL: leased rows (no URL; SQLite's way) and batches held
+/// deleted in open transactions until confirmed (with the URL).
+const HELD: [bool; 2] = [false, true];
+
+/// A relay on `t`'s outbox, holding its batches in transactions if `held`.
+fn relay_on<P: cqrs::transport::Publisher>(
+    t: &TestDb,
+    held: bool,
+    publisher: P,
+    settings: cqrs::Settings,
+) -> Relay<P> {
+    let relay = Relay::new(t.connect(), publisher, settings);
+    if held {
+        relay.reconnect_with(&t.url)
+    } else {
+        relay
+    }
+}
+
 /// The outbox's message ids in claim order.
 fn outbox_message_ids(db: &mut cqrs::Db) -> Vec<String> {
     db.load_text(
@@ -93,143 +112,151 @@ fn limit_queue(b: &TestBroker, max: usize) {
 /// nacked rows stay in the outbox until they can be delivered.
 #[test]
 fn nacked_messages_stay_in_the_outbox() {
-    let b = TestBroker::new();
-    b.declare(&["item"]);
-    limit_queue(&b, 4);
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
-    let ids = outbox_message_ids(&mut db);
-    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
-    let ((), lines) = capture_json_logs(|| {
-        relay.run_once().unwrap();
-    });
-    assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
-    // Each nacked message's line names it.
-    let nacked: Vec<&serde_json::Value> = lines
-        .iter()
-        .filter(|l| {
-            l["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("not confirmed"))
-        })
-        .collect();
-    assert_eq!(nacked.len(), 6, "{lines:#?}");
-    let mut named = Vec::new();
-    for line in nacked {
-        let f = &line["fields"];
-        assert_eq!(f["cqrs_id"], "item", "{line}");
-        assert!(f["pk"].is_string() && f["revision"] == 0, "{line}");
-        named.push(f["message_id"].as_str().unwrap().to_string());
-    }
-    named.sort();
-    let mut nacked_ids = ids[4..].to_vec();
-    nacked_ids.sort();
-    assert_eq!(
-        named, nacked_ids,
-        "each nacked row's line names its own message"
-    );
-    assert_eq!(
-        cqrs::outbox::pending(&mut db).unwrap(),
-        6,
-        "nacked rows are kept"
-    );
-    assert_eq!(b.count(&b.queue), 4);
-    // Room again: the kept rows go out on a later pass.
-    b.drain(&b.queue);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["clear_policy", &b.queue])
-        .output()
+    for held in HELD {
+        let b = TestBroker::new();
+        b.declare(&["item"]);
+        limit_queue(&b, 4);
+        let t = TestDb::new(Kind::Postgres);
+        let mut db = t.connect();
+        atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+        let ids = outbox_message_ids(&mut db);
+        let mut relay = relay_on(&t, held, b.transport.publisher().unwrap(), b.settings());
+        let ((), lines) = capture_json_logs(|| {
+            relay.run_once().unwrap();
+        });
+        assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+        // Each nacked message's line names it.
+        let nacked: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("not confirmed"))
+            })
+            .collect();
+        assert_eq!(nacked.len(), 6, "{lines:#?}");
+        let mut named = Vec::new();
+        for line in nacked {
+            let f = &line["fields"];
+            assert_eq!(f["cqrs_id"], "item", "{line}");
+            assert!(f["pk"].is_string() && f["revision"] == 0, "{line}");
+            named.push(f["message_id"].as_str().unwrap().to_string());
+        }
+        named.sort();
+        let mut nacked_ids = ids[4..].to_vec();
+        nacked_ids.sort();
+        assert_eq!(
+            named, nacked_ids,
+            "each nacked row's line names its own message"
+        );
+        assert_eq!(
+            cqrs::outbox::pending(&mut db).unwrap(),
+            6,
+            "nacked rows are kept"
+        );
+        assert_eq!(b.count(&b.queue), 4);
+        // Room again: the kept rows go out on a later pass.
+        b.drain(&b.queue);
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &b.queue])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        wait_until(
+            Duration::from_secs(10),
+            "the queue to drop the policy",
+            || queue_policy(&b.queue).is_empty(),
+        );
+        db.execute(
+            "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
+            vec![],
+        )
         .unwrap();
-    assert!(out.status.success());
-    wait_until(
-        Duration::from_secs(10),
-        "the queue to drop the policy",
-        || queue_policy(&b.queue).is_empty(),
-    );
-    db.execute(
-        "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
-        vec![],
-    )
-    .unwrap();
-    relay.run_once().unwrap();
-    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
-    assert_eq!(b.count(&b.queue), 6);
+        relay.run_once().unwrap();
+        assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+        assert_eq!(b.count(&b.queue), 6);
+    }
 }
 
 /// `mandatory`: a message no queue is bound for is logged, counted and deleted (nobody listens).
 #[test]
 fn unroutable_messages_are_counted_and_dropped() {
-    let b = TestBroker::new();
-    b.transport.declare_exchange().unwrap();
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    atomic(&mut db, |tx| insert_m_items(tx, 2)).unwrap();
-    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), b.settings());
-    relay.run_once().unwrap();
-    assert_eq!((relay.stats().published, relay.stats().unroutable), (0, 2));
-    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    for held in HELD {
+        let b = TestBroker::new();
+        b.transport.declare_exchange().unwrap();
+        let t = TestDb::new(Kind::Postgres);
+        let mut db = t.connect();
+        atomic(&mut db, |tx| insert_m_items(tx, 2)).unwrap();
+        let mut relay = relay_on(&t, held, b.transport.publisher().unwrap(), b.settings());
+        relay.run_once().unwrap();
+        assert_eq!((relay.stats().published, relay.stats().unroutable), (0, 2));
+        assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+    }
 }
 
 /// With several batches in flight (the next one sent before the last one's confirms are in),
 /// messages still leave in outbox order and every row is deleted once confirmed.
 #[test]
 fn batches_in_flight_leave_in_outbox_order() {
-    let b = TestBroker::new();
-    b.declare(&["item"]);
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    atomic(&mut db, |tx| insert_m_items(tx, 300)).unwrap();
-    let ids = outbox_message_ids(&mut db);
-    let settings = cqrs::Settings {
-        batch_size: 7,
-        ..b.settings()
-    };
-    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), settings);
-    assert_eq!(relay.drain().unwrap(), 300);
-    assert_eq!(relay.stats().published, 300);
-    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
-    let got: Vec<String> = b
-        .drain(&b.queue)
-        .iter()
-        .map(|(_, props, _)| props.message_id().as_ref().unwrap().to_string())
-        .collect();
-    assert_eq!(got, ids);
+    for held in HELD {
+        let b = TestBroker::new();
+        b.declare(&["item"]);
+        let t = TestDb::new(Kind::Postgres);
+        let mut db = t.connect();
+        atomic(&mut db, |tx| insert_m_items(tx, 300)).unwrap();
+        let ids = outbox_message_ids(&mut db);
+        let settings = cqrs::Settings {
+            batch_size: 7,
+            ..b.settings()
+        };
+        let mut relay = relay_on(&t, held, b.transport.publisher().unwrap(), settings);
+        assert_eq!(relay.drain().unwrap(), 300);
+        assert_eq!(relay.stats().published, 300);
+        assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 0);
+        let got: Vec<String> = b
+            .drain(&b.queue)
+            .iter()
+            .map(|(_, props, _)| props.message_id().as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(got, ids);
+    }
 }
 
 /// A nacked batch among batches in flight goes back to the outbox while the others are deleted.
 #[test]
 fn nacked_batches_in_flight_stay_in_the_outbox() {
-    let b = TestBroker::new();
-    b.declare(&["item"]);
-    limit_queue(&b, 4);
-    let t = TestDb::new(Kind::Postgres);
-    let mut db = t.connect();
-    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
-    let settings = cqrs::Settings {
-        batch_size: 3,
-        ..b.settings()
-    };
-    let mut relay = Relay::new(t.connect(), b.transport.publisher().unwrap(), settings);
-    assert_eq!(relay.drain().unwrap(), 10);
-    assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
-    assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 6);
-    assert_eq!(b.count(&b.queue), 4);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["clear_policy", &b.queue])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    // The publisher left the channel that nacked for a new one: the refused rows go out on it.
-    wait_until(
-        Duration::from_secs(30),
-        "the refused rows to be published",
-        || {
-            relay.drain().unwrap();
-            cqrs::outbox::pending(&mut db).unwrap() == 0
-        },
-    );
-    assert_eq!(b.count(&b.queue), 10);
+    for held in HELD {
+        let b = TestBroker::new();
+        b.declare(&["item"]);
+        limit_queue(&b, 4);
+        let t = TestDb::new(Kind::Postgres);
+        let mut db = t.connect();
+        atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+        let settings = cqrs::Settings {
+            batch_size: 3,
+            ..b.settings()
+        };
+        let mut relay = relay_on(&t, held, b.transport.publisher().unwrap(), settings);
+        assert_eq!(relay.drain().unwrap(), 10);
+        assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
+        assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 6);
+        assert_eq!(b.count(&b.queue), 4);
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &b.queue])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        // The publisher left the channel that nacked for a new one: the refused rows go out on it.
+        wait_until(
+            Duration::from_secs(30),
+            "the refused rows to be published",
+            || {
+                relay.drain().unwrap();
+                cqrs::outbox::pending(&mut db).unwrap() == 0
+            },
+        );
+        assert_eq!(b.count(&b.queue), 10);
+    }
 }
 
 /// README's in-process relay, started from inside the application's tokio runtime (what

@@ -134,7 +134,8 @@ transports!(
                 master.connect(),
                 t.broker().publisher().unwrap(),
                 settings.clone(),
-            );
+            )
+            .reconnect_with(&master.url);
             while relay.run_once().unwrap() > 0 {}
             assert_eq!(
                 cqrs::outbox::pending(&mut db).unwrap(),

@@ -203,7 +203,8 @@ fn stream(
                 Db::connect(master_url)?,
                 broker.publisher()?,
                 settings.clone(),
-            );
+            )
+            .reconnect_with(master_url.as_str());
             relay.run(&shutdown)?;
             Ok(relay.stats().published)
         });

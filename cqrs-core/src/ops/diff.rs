@@ -390,11 +390,10 @@ pub fn diff_sync_and_publish(
     let url = settings.require_database_url()?;
     let mut db = Db::connect(url)?;
     let mut relay = match broker {
-        Some(broker) => Some(Relay::new(
-            Db::connect(url)?,
-            broker.publisher()?,
-            settings.clone(),
-        )),
+        Some(broker) => Some(
+            Relay::new(Db::connect(url)?, broker.publisher()?, settings.clone())
+                .reconnect_with(url),
+        ),
         None => None,
     };
     diff_sync(&mut db, registry, input, progress, &mut |ids| {

@@ -41,7 +41,8 @@ pub fn run(
     filter: &str,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(usize, usize)> {
-    let mut db = Db::connect(settings.require_database_url()?)?;
+    let url = settings.require_database_url()?;
+    let mut db = Db::connect(url)?;
     let (n, ids) = sync(
         &mut db,
         spec,
@@ -51,7 +52,9 @@ pub fn run(
         progress,
     )?;
     if let Some(broker) = broker {
-        Relay::new(db, broker.publisher()?, settings.clone()).drain_rows(&ids)?;
+        Relay::new(db, broker.publisher()?, settings.clone())
+            .reconnect_with(url)
+            .drain_rows(&ids)?;
     }
     Ok((n, ids.len()))
 }
