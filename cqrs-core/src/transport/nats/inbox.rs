@@ -222,6 +222,22 @@ impl Inbox for NatsInbox {
             .block_on(async { tokio::time::timeout(wait, rx.recv()).await });
         let first = match first {
             Ok(Some(d)) => d,
+            // async-nats reconnects by itself and the pull stream notices a lost link only when
+            // two of its 5 s heartbeats are missing: an idle worker asks the client, so readiness
+            // and the reconnect count follow the link within one wait (the metrics test's cut:
+            // its run went from 29 s to 19 s). The worker is built again once the server answers.
+            Err(_)
+                if matches!(
+                    self.transport.client.connection_state(),
+                    async_nats::connection::State::Disconnected
+                ) =>
+            {
+                let e = transient(
+                    &format!("consuming {}", self.queue),
+                    "lost the connection to the NATS server",
+                );
+                return Err(self.broken(e));
+            }
             Err(_) => return Ok(Vec::new()),
             Ok(None) => {
                 let e = transient(
