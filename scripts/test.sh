@@ -27,3 +27,8 @@ fi
 
 export CQRS_TEST_DATABASE_URL="$PG_URL"
 cargo test --workspace --locked "$@"
+
+# Release readiness: the API docs build with no warning (broken intra-doc links included) and the
+# three published crates package (`--no-verify`: their build is the one above).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p cqrs-core -p cqrs-derive -p cqrs-cli
+cargo publish --dry-run --workspace --no-verify --allow-dirty --locked

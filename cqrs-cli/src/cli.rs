@@ -23,7 +23,7 @@ pub struct CommonArgs {
     /// Database URL: postgres://…, sqlite://relative.db or sqlite:///absolute.db [env: DATABASE_URL]
     #[arg(long, global = true)]
     pub database_url: Option<String>,
-    /// Broker URL: amqp://, amqps:// or a sqlite:// queue file [env: CQRS_BROKER_URL, AMQP_URL]
+    /// Broker URL: amqp:// or amqps:// (RabbitMQ), nats:// or tls:// (NATS JetStream), or a sqlite:// queue file [env: CQRS_BROKER_URL, AMQP_URL]
     #[arg(long, global = true, visible_alias = "amqp-url")]
     pub broker_url: Option<String>,
     /// This replica's queue [env: CQRS_QUEUE]
@@ -145,7 +145,7 @@ pub enum Command {
     DeadLetters(DeadLettersArgs),
     /// This replica's RabbitMQ queues: migrate them to another type with their messages (needs replica models), or delete them
     Queues(QueuesArgs),
-    /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"`
+    /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"` (needs master models)
     Triggers(TriggersArgs),
     /// The master's outbox: `status` prints the backlog per model (pending, leased, oldest age)
     Outbox(OutboxArgs),
@@ -155,19 +155,19 @@ pub enum Command {
     BulkDump(BulkDumpArgs),
     /// Load a dump into the replica it names (needs replica models)
     BulkLoad(BulkLoadArgs),
-    /// Send SYNC messages for the master rows matching a filter (to --queue, or broadcast)
+    /// Send SYNC messages for the master rows matching a filter (to --queue, or broadcast) (needs master models)
     Sync(SyncArgs),
-    /// Diff stage 1 (master): `<cqrs_id>,<now>` then [[pk, revision], ...] per batch
+    /// Diff stage 1 (master): `<cqrs_id>,<now>` then [[pk, revision], ...] per batch (needs master models)
     DiffMaster(DiffMasterArgs),
-    /// Diff stage 2 (replica): the pks whose revision differs or is missing here
+    /// Diff stage 2 (replica): the pks whose revision differs or is missing here (needs replica models)
     DiffReplica,
-    /// Diff stage 3 (master): directed SYNCs for the listed pks (broadcast for queue None)
+    /// Diff stage 3 (master): directed SYNCs for the listed pks (broadcast for queue None) (needs master models)
     DiffSync(DiffSyncArgs),
-    /// Deleted-rows stage 1 (replica): `<cqrs_id>,<now>` then the replica's pks per batch
+    /// Deleted-rows stage 1 (replica): `<cqrs_id>,<now>` then the replica's pks per batch (needs replica models)
     DeletedDiffReplica(DeletedDiffReplicaArgs),
-    /// Deleted-rows stage 2 (master): the pks the master no longer has
+    /// Deleted-rows stage 2 (master): the pks the master no longer has (needs master models)
     DeletedDiffMaster,
-    /// Deleted-rows stage 3 (replica): delete the listed rows (leaving tombstones)
+    /// Deleted-rows stage 3 (replica): delete the listed rows (leaving tombstones) (needs replica models)
     DeletedSyncReplica,
 }
 

@@ -26,6 +26,17 @@ pub use cli::{Cli, Command, CommonArgs};
 pub const NO_MODELS: &str =
     "no models registered: build your own binary with cqrs_cli::run (see README)";
 
+/// What the stock binary's help says about the commands it cannot run.
+const STOCK_BINARY: &str = "\
+This binary has no models: the commands marked (needs ... models) run only in your own cqrs binary,
+whose main calls cqrs_cli::run with your models' Registry (cargo add cqrs-cli; see the README):
+
+    fn main() -> std::process::ExitCode {
+        cqrs_cli::run(cqrs::Registry::new().master::<Item>().replica::<ReplicaItem>())
+    }
+
+The others (demo, migrate, config, relay, dead-letters, queues delete, outbox, tombstones) work here.";
+
 /// Parse the process arguments and run the command against `registry`.
 pub fn run(registry: Registry) -> ExitCode {
     run_from(registry, std::env::args_os())
@@ -40,7 +51,9 @@ where
     use clap::FromArgMatches;
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut command = cli::command();
-    if !registry.is_empty() {
+    if registry.is_empty() {
+        command = command.after_help(STOCK_BINARY);
+    } else {
         // An application's own binary (clap names it after argv[0]): no built-in demo.
         command = command
             .about("cqrs commands for this service's models (built with cqrs_cli::run)")

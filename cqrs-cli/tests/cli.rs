@@ -27,6 +27,30 @@ fn help_works_and_lists_commands() {
         out.contains("migrate") && out.contains("--database-url"),
         "{out}"
     );
+    // The stock binary says which commands need an application's own binary, and how to make one.
+    for needs in [
+        "sync ",
+        "diff-master ",
+        "diff-replica ",
+        "consume ",
+        "bulk-dump ",
+        "triggers ",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(needs))
+            .unwrap_or_else(|| panic!("no {needs}line: {out}"));
+        assert!(line.contains("models)"), "{line}");
+    }
+    assert!(
+        out.contains("This binary has no models") && out.contains("cqrs_cli::run"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(
+            "relay                 Publish the outbox to the broker, with confirms (needs"
+        )
+    );
 }
 
 #[test]

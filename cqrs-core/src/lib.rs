@@ -1,6 +1,20 @@
 //! `cqrs` keeps read-only copies of database models (replicas) in other services in sync with the
 //! service that owns them (the master), wire-compatible with the Python package django-cqrs.
 //!
+//! # Where to start
+//!
+//! - A master: `#[derive(Master)]` on the Diesel model ([`Master`]), then write through [`atomic`]
+//!   and the Diesel statements on its [`Tx`] (`tx.insert_into(..)`, `tx.update(..)`,
+//!   `tx.delete(..)`), or install PostgreSQL triggers (`capture = "trigger"`) for writers that are
+//!   not Diesel. Run [`Db::migrate`] once for the outbox.
+//! - Publishing: a [`Relay`] (in the process, woken at each commit) or the `relay` command.
+//! - A replica: `#[derive(Replica)]` ([`Replica`]), a [`Registry`] of the models, and
+//!   [`service::consume`] or the `consume` command.
+//! - The commands: the `cqrs-cli` crate's `cqrs_cli::run` with your [`Registry`] is your own
+//!   `cqrs` binary (the stock one has no models).
+//! - Settings: [`Settings`] (flags > environment > `cqrs.toml` > defaults). The repository's README
+//!   walks through all of it with a demo that needs no broker.
+//!
 //! # Layout
 //!
 //! The pipeline, stage by stage, as data flows:
@@ -22,7 +36,8 @@
 //! - 4 · [`transport`]: everything about brokers: the [`transport::Inbox`], [`transport::Publisher`]
 //!   and [`transport::Letters`] traits, [`transport::Broker`] chosen by URL scheme from one table,
 //!   [`transport::routing`] (queue and routing-key names); [`transport::amqp`] (RabbitMQ),
-//!   [`transport::local`] (a SQLite queue file), [`transport::memory`] (tests).
+//!   [`transport::local`] (a SQLite queue file), [`transport::nats`] (NATS JetStream),
+//!   [`transport::memory`] (tests).
 //! - 5 · [`consumer`]: deliveries -> decode -> batch per model -> apply in one transaction -> ack;
 //!   retries and dead letters by outcome class.
 //! - 6 · [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
