@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-const README: &str = include_str!("../../README.md");
+const README: &str = include_str!("../README.md");
 
 /// The body of the first fenced block of `lang` whose text starts with `starts`.
 fn block<'a>(lang: &str, starts: &str) -> &'a str {

@@ -5,8 +5,9 @@
 //! PostgreSQL is the postmaster and all its children (backends, WAL writer, checkpointer, …) plus
 //! what its exited children used (the postmaster's `cutime`/`cstime`: a writer's connection that
 //! closed before the end of the window still counts). RabbitMQ is its Erlang VM (`beam.smp`, found
-//! with `rabbitmqctl eval 'os:getpid().'`). Both are the machine's shared servers: anything else
-//! using them during a window counts too.
+//! with `rabbitmqctl eval 'os:getpid().'`), or the private nats-server the `nats` group starts.
+//! The first two are the machine's shared servers: anything else using them during a window counts
+//! too.
 
 use std::process::Command;
 
@@ -119,7 +120,8 @@ pub fn rabbitmq_pid() -> Option<u32> {
 pub struct Window {
     pub writers: f64,
     pub postgres: f64,
-    pub rabbitmq: f64,
+    /// RabbitMQ or nats-server.
+    pub broker: f64,
     pub relay: f64,
     pub consumer: f64,
     /// The harness process outside its writer threads (lapin's I/O threads, a relay in process).
@@ -133,7 +135,7 @@ impl Window {
         Window {
             writers: self.writers * k,
             postgres: self.postgres * k,
-            rabbitmq: self.rabbitmq * k,
+            broker: self.broker * k,
             relay: self.relay * k,
             consumer: self.consumer * k,
             harness: self.harness * k,
@@ -141,7 +143,7 @@ impl Window {
     }
 
     pub fn total(&self) -> f64 {
-        self.writers + self.postgres + self.rabbitmq + self.relay + self.consumer + self.harness
+        self.writers + self.postgres + self.broker + self.relay + self.consumer + self.harness
     }
 
     /// The components by name, the total last.
@@ -149,7 +151,7 @@ impl Window {
         [
             ("writers", self.writers),
             ("PostgreSQL", self.postgres),
-            ("RabbitMQ", self.rabbitmq),
+            ("broker", self.broker),
             ("relay", self.relay),
             ("consumer", self.consumer),
             ("harness process", self.harness),
@@ -162,17 +164,17 @@ impl Window {
 #[derive(Debug, Clone, Copy)]
 pub struct Reading {
     postgres: f64,
-    rabbitmq: f64,
+    broker: f64,
     relay: f64,
     consumer: f64,
     harness: f64,
 }
 
-/// What to read: the PostgreSQL server, the RabbitMQ node and the relay and consumer processes.
+/// What to read: the PostgreSQL server, the broker and the relay and consumer processes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Meter {
     pub postmaster: Option<u32>,
-    pub rabbitmq: Option<u32>,
+    pub broker: Option<u32>,
     pub relay: Option<u32>,
     pub consumer: Option<u32>,
 }
@@ -181,7 +183,7 @@ impl Meter {
     pub fn read(&self) -> Reading {
         Reading {
             postgres: self.postmaster.map_or(0.0, postgres),
-            rabbitmq: self.rabbitmq.map_or(0.0, process),
+            broker: self.broker.map_or(0.0, process),
             relay: self.relay.map_or(0.0, process),
             consumer: self.consumer.map_or(0.0, process),
             harness: this_process(),
@@ -195,7 +197,7 @@ impl Meter {
         Window {
             writers,
             postgres: now.postgres - start.postgres,
-            rabbitmq: now.rabbitmq - start.rabbitmq,
+            broker: now.broker - start.broker,
             relay: now.relay - start.relay,
             consumer: now.consumer - start.consumer,
             harness: (now.harness - start.harness - writers).max(0.0),

@@ -352,7 +352,7 @@ impl Bench {
                 .first()
                 .and_then(|p| p.parse().ok())
                 .and_then(cpu::postmaster_of),
-            rabbitmq: cpu::rabbitmq_pid(),
+            broker: cpu::rabbitmq_pid(),
             ..cpu::Meter::default()
         };
         Ok(Bench {

@@ -75,11 +75,21 @@ impl Bench {
         broker.declare_replica(TAP, &ids, &[])?;
         raw_nats::sink(&t, SINK, &["a", "b"]);
         let n = args.messages;
-        let publish = |messages: &[raw_nats::Got]| {
-            let took = raw_nats::publish(&t, &format!("{SINK}.item"), messages);
-            raw_nats::purge(&t, SINK);
-            n as f64 / took.as_secs_f64()
+        // CPU of this process (the relay runs in it), PostgreSQL and the nats-server.
+        let meter = crate::cpu::Meter {
+            broker: self.nats_server()?.server.pid(),
+            ..self.meter
         };
+        let publish = |messages: &[raw_nats::Got]| {
+            let start = meter.read();
+            let took = raw_nats::publish(&t, &format!("{SINK}.item"), messages);
+            let cpu = meter.since(&start, 0.0).per_row(n);
+            raw_nats::purge(&t, SINK);
+            (n as f64 / took.as_secs_f64(), cpu)
+        };
+        // Per run: CPU per message of the relay, of the raw publish and of the raw claim-and-delete.
+        let mut cpu: [Vec<crate::cpu::Window>; 3] = Default::default();
+        let mut cpu_sum = Runs::default();
         let (mut by_publish, mut by_outbox, mut by_lower, mut by_both) = (
             Runs::default(),
             Runs::default(),
@@ -96,7 +106,7 @@ impl Bench {
                 // async-nats goes first every other turn, with the previous turn's messages.
                 let early = last.as_deref().filter(|_| first).map(publish);
                 let early_outbox = if first {
-                    Some(self.outbox_rate(n)?)
+                    Some(self.outbox_rate(n, &meter)?)
                 } else {
                     None
                 };
@@ -112,9 +122,11 @@ impl Bench {
                     settings.clone(),
                 )
                 .reconnect_with(&self.master.url);
+                let start = meter.read();
                 let started = Instant::now();
                 relay.drain()?;
                 let rate = n as f64 / started.elapsed().as_secs_f64();
+                let relay_cpu = meter.since(&start, 0.0).per_row(n);
                 let master = self.master.url.clone();
                 self.check_relayed(&master, "relay alone [NATS]");
                 let pulled = if first {
@@ -133,7 +145,7 @@ impl Bench {
                 // After the drain was compared: it empties the master.
                 let outbox = match early_outbox {
                     Some(o) => o,
-                    None => self.outbox_rate(n)?,
+                    None => self.outbox_rate(n, &meter)?,
                 };
                 let Some((got, took)) = pulled else {
                     self.problems
@@ -144,7 +156,15 @@ impl Bench {
                     drain[workers - 1].fail();
                     continue;
                 };
-                let published = early.unwrap_or_else(|| publish(&got));
+                let (published, publish_cpu) = early.unwrap_or_else(|| publish(&got));
+                let (outbox, outbox_cpu) = outbox;
+                cpu_sum.push(
+                    relay_cpu.total(),
+                    Some(publish_cpu.total() + outbox_cpu.total()),
+                );
+                for (runs, w) in cpu.iter_mut().zip([relay_cpu, publish_cpu, outbox_cpu]) {
+                    runs.push(w);
+                }
                 by_publish.push(rate, Some(published));
                 by_outbox.push(rate, Some(outbox));
                 by_lower.push(rate, Some(published.min(outbox)));
@@ -190,6 +210,19 @@ impl Bench {
             "DELETE … RETURNING of 500 outbox rows per transaction, no broker",
             &by_outbox,
         );
+        self.add(
+            "CPU per message, relay alone [NATS]".into(),
+            "µs/msg",
+            "the raw publish's and the raw claim-and-delete's CPU per message added (this process, PostgreSQL, nats-server)",
+            &cpu_sum,
+        );
+        let [relay_cpu, publish_cpu, outbox_cpu] = cpu;
+        self.add_cpu(format!("relay alone [NATS], {n} messages"), relay_cpu);
+        self.add_cpu(
+            "async-nats publish of the same messages".into(),
+            publish_cpu,
+        );
+        self.add_cpu("outbox claim-and-delete of as many rows".into(), outbox_cpu);
         for (i, d) in drain.iter().enumerate() {
             self.add(
                 format!("replica drains {n} messages, consume -w {} [NATS]", i + 1),
@@ -202,13 +235,19 @@ impl Bench {
     }
 
     /// Messages per second of the outbox's claim-and-delete of `n` freshly captured rows (the
-    /// master left emptied).
-    fn outbox_rate(&mut self, n: usize) -> cqrs::Result<f64> {
+    /// master left emptied), and its CPU per row as `meter` reads it.
+    fn outbox_rate(
+        &mut self,
+        n: usize,
+        meter: &crate::cpu::Meter,
+    ) -> cqrs::Result<(f64, crate::cpu::Window)> {
         let mut db = cqrs::Db::connect(&self.master.url)?;
         clear(&mut db, &[MASTER_TABLE, "cqrs_outbox"])?;
         fill(&self.master.url, n)?;
+        let start = meter.read();
         let took = raw_nats::claim_and_delete(&mut db, n)?;
+        let cpu = meter.since(&start, 0.0).per_row(n);
         clear(&mut db, &[MASTER_TABLE, "cqrs_outbox"])?;
-        Ok(n as f64 / took.as_secs_f64())
+        Ok((n as f64 / took.as_secs_f64(), cpu))
     }
 }

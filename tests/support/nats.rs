@@ -66,6 +66,11 @@ impl PrivateNats {
         nats
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     /// `nats://` URL of this server.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

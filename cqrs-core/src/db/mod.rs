@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 use crate::turns::Turn;
 use crate::value::{ColumnType, SqlValue};
 
-const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Split a database URL into its backend and the string its driver takes.
 ///
