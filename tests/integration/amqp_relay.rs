@@ -108,6 +108,20 @@ fn limit_queue(b: &TestBroker, max: usize) {
     );
 }
 
+/// Take [`limit_queue`]'s policy off `b`'s queue and wait until the queue runs without it.
+fn unlimit_queue(b: &TestBroker) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &b.queue])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_until(
+        Duration::from_secs(10),
+        "the queue to drop the policy",
+        || queue_policy(&b.queue).is_empty(),
+    );
+}
+
 /// Confirms are real: with the queue full (max-length + reject-publish) the broker nacks, and
 /// nacked rows stay in the outbox until they can be delivered.
 #[test]
@@ -157,16 +171,7 @@ fn nacked_messages_stay_in_the_outbox() {
         assert_eq!(b.count(&b.queue), 4);
         // Room again: the kept rows go out on a later pass.
         b.drain(&b.queue);
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(["clear_policy", &b.queue])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        wait_until(
-            Duration::from_secs(10),
-            "the queue to drop the policy",
-            || queue_policy(&b.queue).is_empty(),
-        );
+        unlimit_queue(&b);
         db.execute(
             "UPDATE cqrs_outbox SET available_at = now() - interval '1 second'",
             vec![],
@@ -241,11 +246,7 @@ fn nacked_batches_in_flight_stay_in_the_outbox() {
         assert_eq!((relay.stats().published, relay.stats().failed), (4, 6));
         assert_eq!(cqrs::outbox::pending(&mut db).unwrap(), 6);
         assert_eq!(b.count(&b.queue), 4);
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(["clear_policy", &b.queue])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        unlimit_queue(&b);
         // The publisher left the channel that nacked for a new one: the refused rows go out on it.
         wait_until(
             Duration::from_secs(30),
