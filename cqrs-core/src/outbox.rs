@@ -270,13 +270,33 @@ fn id_list(backend: Backend, ids: &[i64], first: usize, sql: &mut String) -> Res
     backend.member_of(sql, &mut (first - 1), ColumnType::BigInt, &ids)
 }
 
-/// Delete rows the broker confirmed (or that nobody listens to).
+/// ` = ANY(..)` / ` IN (..)` of the outbox ids among `ids` that no other transaction holds
+/// (PostgreSQL skips locked rows), placeholders from `first`. A batch given back by a relay can be
+/// taken by another relay's held transaction before this relay deletes or releases its rows: that
+/// relay settles them, and waiting for it could stall both relays until one's session times out
+/// (each waiting on the other's batch).
+fn unlocked_ids(
+    backend: Backend,
+    ids: &[i64],
+    first: usize,
+    sql: &mut String,
+) -> Result<Vec<SqlValue>> {
+    let mut select = String::from("SELECT id FROM cqrs_outbox WHERE id");
+    let binds = id_list(backend, ids, first, &mut select)?;
+    select.push_str(backend.skip_locked());
+    sql.push(' ');
+    sql.push_str(&backend.in_subquery("id", &select));
+    Ok(binds)
+}
+
+/// Delete rows the broker confirmed (or that nobody listens to), but for those another relay
+/// holds now (it publishes them again, at least once).
 pub fn delete<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
     let backend = conn.backend();
     let mut deleted = 0;
     for chunk in ids.chunks(backend.bind_limit()) {
-        let mut sql = String::from("DELETE FROM cqrs_outbox WHERE id");
-        let binds = id_list(backend, chunk, 1, &mut sql)?;
+        let mut sql = String::from("DELETE FROM cqrs_outbox WHERE");
+        let binds = unlocked_ids(backend, chunk, 1, &mut sql)?;
         deleted += conn
             .exec(&sql, binds)
             .map_err(|e| e.context("deleting published outbox rows"))?;
@@ -284,7 +304,8 @@ pub fn delete<C: SqlConn + ?Sized>(conn: &mut C, ids: &[i64]) -> Result<usize> {
     Ok(deleted)
 }
 
-/// Give rows back after a failed publish; they become available again at `retry_at`.
+/// Give rows back after a failed publish; they become available again at `retry_at` (rows another
+/// relay holds now are its to settle).
 pub fn release<C: SqlConn + ?Sized>(
     conn: &mut C,
     ids: &[i64],
@@ -294,9 +315,9 @@ pub fn release<C: SqlConn + ?Sized>(
     for chunk in ids.chunks(backend.bind_limit() - 1) {
         let mut sql = String::from("UPDATE cqrs_outbox SET leased_until = NULL, available_at = ");
         backend.placeholder(1, &mut sql);
-        sql.push_str(" WHERE id");
+        sql.push_str(" WHERE");
         let mut binds = vec![SqlValue::Timestamptz(retry_at)];
-        binds.extend(id_list(backend, chunk, 2, &mut sql)?);
+        binds.extend(unlocked_ids(backend, chunk, 2, &mut sql)?);
         conn.exec(&sql, binds)
             .map_err(|e| e.context("releasing outbox rows"))?;
     }

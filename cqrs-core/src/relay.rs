@@ -275,7 +275,12 @@ impl<P: Publisher> Relay<P> {
         let mut lane = Db::connect(url)?;
         // A relay cut off from the database (not killed: its session would end) must not hold its
         // rows for longer than a lease would: the server ends the session, the rows come back.
-        let lease_ms = self.settings.relay_lease.as_millis().max(1);
+        // The server takes at most i32::MAX ms (about 24 days).
+        let lease_ms = self
+            .settings
+            .relay_lease
+            .as_millis()
+            .clamp(1, i32::MAX as u128);
         // Its commits need not wait for the disk: a commit lost in a server crash only brings its
         // rows back, to be published again, which at-least-once delivery allows anyway.
         lane.batch_execute(&format!(

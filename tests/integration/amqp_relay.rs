@@ -302,3 +302,49 @@ fn the_readme_relay_runs_inside_a_tokio_runtime() {
         assert_eq!(b.drain(&b.queue).len(), 2, "multi-thread: {multi_thread}");
     }
 }
+
+/// Rows another relay holds in its open batch transaction are skipped by `delete` and `release`,
+/// not waited for: two relays giving batches back at once must not wait on each other's batches
+/// (each would hold the rows the other waits for until a session timed out).
+#[test]
+fn rows_another_relay_holds_are_skipped_by_delete_and_release() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 4)).unwrap();
+    let ids: Vec<i64> = db
+        .load_text(
+            "SELECT CAST(id AS TEXT) AS j FROM cqrs_outbox ORDER BY id",
+            vec![],
+        )
+        .unwrap()
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    // Another relay's batch in flight: the two oldest rows taken in a transaction left open.
+    let mut other = t.connect();
+    other.begin().unwrap();
+    let taken = cqrs::outbox::take(&mut other, 2, chrono::Utc::now()).unwrap();
+    assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+    // Waiting for `other` would be the bug: fail after 2 s instead of hanging.
+    db.batch_execute("SET lock_timeout = '2s'").unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    cqrs::outbox::release(&mut db, &ids, later).unwrap();
+    assert_eq!(
+        cqrs::outbox::delete(&mut db, &ids).unwrap(),
+        2,
+        "only the rows nobody holds"
+    );
+    other.rollback().unwrap();
+    // The held rows are back as they were (available now: the release skipped them).
+    let left = db
+        .load_text(
+            "SELECT CAST(id AS TEXT) || ':' || CAST(available_at <= now() AS TEXT) AS j \
+             FROM cqrs_outbox ORDER BY id",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(
+        left,
+        [format!("{}:true", ids[0]), format!("{}:true", ids[1])]
+    );
+}
