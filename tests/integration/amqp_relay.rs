@@ -108,6 +108,17 @@ fn limit_queue(b: &TestBroker, max: usize) {
     );
 }
 
+/// A queue that refuses publishes beyond 4 messages, and a master with 10 captured rows waiting.
+fn ten_rows_for_a_queue_of_four() -> (TestBroker, TestDb, cqrs::Db) {
+    let b = TestBroker::new();
+    b.declare(&["item"]);
+    limit_queue(&b, 4);
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+    (b, t, db)
+}
+
 /// Take [`limit_queue`]'s policy off `b`'s queue and wait until the queue runs without it.
 fn unlimit_queue(b: &TestBroker) {
     let out = std::process::Command::new("rabbitmqctl")
@@ -127,12 +138,7 @@ fn unlimit_queue(b: &TestBroker) {
 #[test]
 fn nacked_messages_stay_in_the_outbox() {
     for held in HELD {
-        let b = TestBroker::new();
-        b.declare(&["item"]);
-        limit_queue(&b, 4);
-        let t = TestDb::new(Kind::Postgres);
-        let mut db = t.connect();
-        atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+        let (b, t, mut db) = ten_rows_for_a_queue_of_four();
         let ids = outbox_message_ids(&mut db);
         let mut relay = relay_on(&t, held, b.transport.publisher().unwrap(), b.settings());
         let ((), lines) = capture_json_logs(|| {
@@ -231,12 +237,7 @@ fn batches_in_flight_leave_in_outbox_order() {
 #[test]
 fn nacked_batches_in_flight_stay_in_the_outbox() {
     for held in HELD {
-        let b = TestBroker::new();
-        b.declare(&["item"]);
-        limit_queue(&b, 4);
-        let t = TestDb::new(Kind::Postgres);
-        let mut db = t.connect();
-        atomic(&mut db, |tx| insert_m_items(tx, 10)).unwrap();
+        let (b, t, mut db) = ten_rows_for_a_queue_of_four();
         let settings = cqrs::Settings {
             batch_size: 3,
             ..b.settings()
