@@ -38,6 +38,7 @@ pub(crate) const ORDER: &[&str] = &[
     "consumer",
     // on top: what the CLI calls
     "service",
+    "background",
     "ops",
 ];
 

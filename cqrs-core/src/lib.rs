@@ -7,9 +7,10 @@
 //!   and the Diesel statements on its [`Tx`] (`tx.insert_into(..)`, `tx.update(..)`,
 //!   `tx.delete(..)`), or install PostgreSQL triggers (`capture = "trigger"`) for writers that are
 //!   not Diesel. Run [`Db::migrate`] once for the outbox.
-//! - Publishing: a [`Relay`] (in the process, woken at each commit) or the `relay` command.
+//! - Publishing: the `relay` command, or a relay inside your service, woken at each commit
+//!   ([`background::relay`] beside an async HTTP server; a [`Relay`] for full control).
 //! - A replica: `#[derive(Replica)]` ([`Replica`]), a [`Registry`] of the models, and
-//!   [`service::consume`] or the `consume` command.
+//!   the `consume` command or [`background::consume`] inside the service that serves the reads.
 //! - The commands: the `cqrs-cli` crate's `cqrs_cli::run` with your [`Registry`] is your own
 //!   `cqrs` binary (the stock one has no models).
 //! - Settings: [`Settings`] (flags > environment > `cqrs.toml` > defaults). The repository's README
@@ -42,7 +43,8 @@
 //!   retries and dead letters by outcome class.
 //! - 6 · [`apply`]: versioned multi-row upsert, revision-checked delete, tombstones.
 //! - on top: [`registry`] (the models a binary serves), [`service`] (the long-running `consume`
-//!   and `relay` loops) and [`ops`] (bulk dump and load, filters, sync, the diff pipelines, dead
+//!   and `relay` loops), [`background`] (the same on threads inside an application's async
+//!   service: awaited, stopped, readiness for its `/readyz`) and [`ops`] (bulk dump and load, filters, sync, the diff pipelines, dead
 //!   letters), which the CLI calls with a broker it connected.
 //!
 //! Imports follow one order, bottom up: a module uses only the modules before it. The order is
@@ -50,6 +52,7 @@
 //! on a backward import or a cycle.
 
 pub mod apply;
+pub mod background;
 pub mod backoff;
 pub mod capture;
 pub mod config;

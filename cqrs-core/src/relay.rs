@@ -616,9 +616,23 @@ impl<P: Publisher> Relay<P> {
     /// Relay until the outbox has nothing available, with batches in flight as [`Relay::run`]
     /// has them; returns how many rows were relayed.
     pub fn drain(&mut self) -> Result<usize> {
+        self.drain_until(None)
+    }
+
+    /// [`Relay::drain`], claiming no new batch after `deadline` (the batches in flight then are
+    /// still settled): what a relay stopping inside a service does with the time it is given.
+    pub fn drain_within(&mut self, deadline: Instant) -> Result<usize> {
+        self.drain_until(Some(deadline))
+    }
+
+    fn drain_until(&mut self, deadline: Option<Instant>) -> Result<usize> {
         let mut in_flight = VecDeque::new();
         let mut total = 0;
         loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.settle_all(&mut in_flight);
+                return Ok(total);
+            }
             match self.step(&mut in_flight, true) {
                 Ok(0) if in_flight.is_empty() => return Ok(total),
                 Ok(n) => total += n,

@@ -48,6 +48,25 @@ pub fn consume(
     only: &[String],
     shutdown: &Shutdown,
 ) -> Result<ConsumerStats> {
+    consume_reporting(
+        registry,
+        settings,
+        workers,
+        only,
+        shutdown,
+        &Readiness::default(),
+    )
+}
+
+/// [`consume`], its workers' readiness (one part each) set in `readiness`.
+pub(crate) fn consume_reporting(
+    registry: &Registry,
+    settings: &Settings,
+    workers: usize,
+    only: &[String],
+    shutdown: &Shutdown,
+    readiness: &Readiness,
+) -> Result<ConsumerStats> {
     let ids = consumed_ids(registry, only)?;
     registry.check_settings(settings)?;
     let db_url = settings.require_database_url()?.to_string();
@@ -77,11 +96,10 @@ pub fn consume(
         broker = %settings.broker_url.as_deref().map(crate::db::redact).unwrap_or_default(),
         "consume starting"
     );
-    let readiness = Readiness::default();
     for w in 0..workers {
         readiness.set(&worker_part(w), Err("starting".into()));
     }
-    let _server = observe(settings, &readiness, None, shutdown)?;
+    let _server = observe(settings, readiness, None, shutdown)?;
     let transport = transport::connect_until(settings, "consumer", shutdown, u32::MAX)?;
     transport.declare_replica(&queue, &ids, &settings.retry_levels())?;
     // Prefetch two batches: one being applied, one arriving.
@@ -248,6 +266,18 @@ fn worker(
 
 /// Relay the outbox of the settings' database to the broker until `shutdown` fires.
 pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
+    relay_reporting(settings, shutdown, &Readiness::default(), None)
+}
+
+/// [`relay`], its readiness set in `readiness` (part "relay"); with `publish_on_stop`, once
+/// `shutdown` fires it goes on publishing what is in the outbox for at most that long (an
+/// application's own relay, stopped after its last request committed, leaves nothing behind).
+pub(crate) fn relay_reporting(
+    settings: &Settings,
+    shutdown: &Shutdown,
+    readiness: &Readiness,
+    publish_on_stop: Option<Duration>,
+) -> Result<RelayStats> {
     let url = settings.require_database_url()?;
     let Some(db) = database_until(url, shutdown)? else {
         return Ok(RelayStats::default());
@@ -259,20 +289,28 @@ pub fn relay(settings: &Settings, shutdown: &Shutdown) -> Result<RelayStats> {
         batch_size = settings.batch_size,
         "relay starting"
     );
-    let readiness = Readiness::default();
     readiness.set("relay", Err("connecting".into()));
     let mut gauges = BacklogGauges::new(url);
     let _server = observe(
         settings,
-        &readiness,
+        readiness,
         Some(Box::new(move || gauges.refresh())),
         shutdown,
     )?;
     let transport = transport::connect_until(settings, "relay", shutdown, u32::MAX)?;
     let mut relay = Relay::new(db, transport.publisher()?, settings.clone())
         .reconnect_with(url)
-        .report_to(readiness);
+        .report_to(readiness.clone());
     relay.run(shutdown)?;
+    if let Some(grace) = publish_on_stop {
+        match relay.drain_within(std::time::Instant::now() + grace) {
+            Ok(n) if n > 0 => tracing::info!("published {n} outbox row(s) while stopping"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "stopping with rows left in the outbox (the next relay publishes them): {e}"
+            ),
+        }
+    }
     Ok(relay.stats())
 }
 

@@ -20,6 +20,8 @@ struct Inner {
     /// Fired, and the children to fire with it.
     state: Mutex<(bool, Vec<Weak<Inner>>)>,
     wake: Condvar,
+    /// The same wake-up for async waiters ([`Shutdown::wait`]).
+    notify: tokio::sync::Notify,
 }
 
 impl Shutdown {
@@ -59,6 +61,7 @@ impl Shutdown {
             let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
             state.0 = true;
             self.0.wake.notify_all();
+            self.0.notify.notify_waiters();
             std::mem::take(&mut state.1)
         };
         for child in children.iter().filter_map(Weak::upgrade) {
@@ -80,6 +83,31 @@ impl Shutdown {
             .wait_timeout_while(guard, d, |state| !state.0)
             .unwrap_or_else(|p| p.into_inner());
         guard.0
+    }
+
+    /// Wait, without blocking a thread, until the signal fires: what an async service passes
+    /// to its HTTP server's graceful shutdown, so one signal stops the server and the relay.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let shutdown = cqrs::Shutdown::new();
+    /// let fired = shutdown.clone();
+    /// std::thread::spawn(move || fired.trigger());
+    /// shutdown.wait().await;
+    /// assert!(shutdown.is_triggered());
+    /// # });
+    /// ```
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a trigger between the two is not missed.
+            notified.as_mut().enable();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

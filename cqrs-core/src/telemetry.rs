@@ -64,7 +64,7 @@ impl Readiness {
 /// The process's Prometheus recorder, installed on first use.
 fn recorder() -> Result<&'static PrometheusHandle> {
     static HANDLE: OnceLock<std::result::Result<PrometheusHandle, String>> = OnceLock::new();
-    HANDLE
+    let handle = HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
@@ -76,7 +76,42 @@ fn recorder() -> Result<&'static PrometheusHandle> {
             Ok(handle)
         })
         .as_ref()
-        .map_err(|e| Error::config(format!("cannot record metrics: {e}")))
+        .map_err(|e| Error::config(format!("cannot record metrics: {e}")))?;
+    static UPKEEP: OnceLock<()> = OnceLock::new();
+    UPKEEP.get_or_init(|| {
+        // Histogram samples wait in the recorder until rendered: compact them even when nobody
+        // scrapes, whoever serves the metrics.
+        let kept = std::thread::Builder::new()
+            .name("cqrs-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(REFRESH);
+                    handle.run_upkeep();
+                }
+            });
+        if let Err(e) = kept {
+            tracing::warn!("metrics upkeep thread not started: {e}");
+        }
+    });
+    Ok(handle)
+}
+
+/// Install the process's metrics recorder, so the relay and consumers started after it record:
+/// for a service that serves [`render`] on its own router rather than [`serve`]'s listener.
+pub fn install() -> Result<()> {
+    recorder().map(|_| ())
+}
+
+/// The metrics recorded so far, in Prometheus's text format (installs the recorder if needed).
+///
+/// ```
+/// cqrs::telemetry::install()?;
+/// let text = cqrs::telemetry::render()?;
+/// assert!(text.contains("cqrs_up"));
+/// # Ok::<(), cqrs::Error>(())
+/// ```
+pub fn render() -> Result<String> {
+    recorder().map(|h| h.render())
 }
 
 /// Buckets of the `_seconds` histograms: 1 ms to 1 min.
@@ -197,14 +232,7 @@ pub fn serve(
     let mut threads = Vec::new();
     let listening = stop.clone();
     let listen = move || {
-        let mut upkeep = Instant::now();
         while !listening.is_triggered() {
-            if upkeep.elapsed() >= REFRESH {
-                // Histogram samples wait in the recorder until rendered: compact them even when
-                // nobody scrapes.
-                handle.run_upkeep();
-                upkeep = Instant::now();
-            }
             match listener.accept() {
                 Ok((stream, _)) => {
                     if let Err(e) = answer(stream, handle, &readiness) {

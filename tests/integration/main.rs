@@ -9,6 +9,7 @@ mod amqp_relay;
 mod amqp_retries;
 mod amqp_tls;
 mod amqp_topology;
+mod background;
 mod capture;
 mod capture_edges;
 mod capture_property;
