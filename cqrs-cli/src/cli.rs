@@ -59,8 +59,9 @@ const BROKER_FLAGS: [&str; 5] = [
 ];
 
 /// Subcommands that never connect to a broker, and whether each reads `--queue`.
-const NO_BROKER: [(&str, bool); 12] = [
+const NO_BROKER: [(&str, bool); 13] = [
     ("migrate", false),
+    ("generate-migration", false),
     ("models", false),
     ("triggers", false),
     ("outbox", false),
@@ -147,6 +148,9 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Install or check the PostgreSQL triggers of masters with `capture = "trigger"` (needs master models)
     Triggers(TriggersArgs),
+    /// Write the Diesel migration that adds cqrs_revision and cqrs_updated to a table that already
+    /// holds rows (and installs its triggers if its model is captured by them)
+    GenerateMigration(GenerateMigrationArgs),
     /// The master's outbox: `status` prints the backlog per model (pending, leased, oldest age)
     Outbox(OutboxArgs),
     /// The replica's tombstones: `prune` deletes those past the retention (`consume` does it hourly)
@@ -354,6 +358,38 @@ pub struct TriggersArgs {
     /// Only these models (repeatable; default: every master with `capture = "trigger"`)
     #[arg(short = 'c', long = "cqrs-id")]
     pub cqrs_ids: Vec<String>,
+}
+
+/// `cqrs generate-migration`.
+#[derive(Debug, Args)]
+pub struct GenerateMigrationArgs {
+    /// The model whose table to adopt: the columns typed as it declares them, and its triggers
+    /// if it is captured by them (master or replica; needs your binary's models)
+    #[arg(
+        short = 'c',
+        long = "cqrs-id",
+        required_unless_present = "table",
+        conflicts_with = "table"
+    )]
+    pub cqrs_id: Option<String>,
+    /// A table by name (`name` or `schema.name`), for a binary without the model
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The application's Diesel migrations directory (the migration is a new directory in it)
+    #[arg(long, default_value = "migrations")]
+    pub migration_dir: std::path::PathBuf,
+    /// The database the migration is for [default: the scheme of --database-url]
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+}
+
+/// A database kind named on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    /// PostgreSQL
+    Postgres,
+    /// SQLite
+    Sqlite,
 }
 
 /// What `triggers` does.

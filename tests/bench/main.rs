@@ -1625,11 +1625,11 @@ impl Bench {
         }))
     }
 
-    /// Record a problem unless the replica equals the master row by row.
     /// `bulk-dump` of rows inserted just before (no statistics: autovacuum is off for the table)
     /// and again after ANALYZE, against psql's `\copy` of the same table to CSV; `bulk-load` of
     /// that dump into an empty replica, against `\copy` of the CSV into it. Rows/s; the replica
-    /// must equal the master after each load.
+    /// must equal the master after each load. Then `sync` of every row to the bench's queue (an
+    /// adopted table's first sync), no ceiling: every SYNC on the queue and the outbox empty.
     fn bulk(&mut self, args: &Args) -> cqrs::Result<()> {
         let dir = std::env::temp_dir().join(format!("cqrs-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::config(format!("{dir:?}: {e}")))?;
@@ -1642,8 +1642,8 @@ impl Bench {
             c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &meta]);
             c
         };
-        let [mut fresh, mut analysed, mut loaded] =
-            std::array::from_fn::<Runs, 3, _>(|_| Runs::default());
+        let [mut fresh, mut analysed, mut loaded, mut synced] =
+            std::array::from_fn::<Runs, 4, _>(|_| Runs::default());
         for run in 0..args.runs {
             // The ceilings go first every other run.
             let ceilings_first = run % 2 == 1;
@@ -1709,6 +1709,29 @@ impl Bench {
                 None => copy_in(self)?,
             };
             loaded.push(load_rate, Some(in_rate));
+            // The first sync of an adopted table: one SYNC per row, directed to the bench's
+            // queue, until the last is confirmed (`sync` waits for its own messages).
+            let mut sync_cmd = self.command(&["sync", "-c", CQRS_ID, "-f", "{}"]);
+            sync_cmd.args(["--database-url", &self.master.url]);
+            let took = secs(&mut sync_cmd);
+            let (queued, left) = (
+                self.broker.count(&self.broker.queue) as usize,
+                count(&self.master.url, "cqrs_outbox"),
+            );
+            match took {
+                Ok(t) if queued == n && left == 0 => synced.push(n as f64 / t, None),
+                Ok(_) => {
+                    self.problems.push(format!(
+                        "sync of {n} rows left {queued} SYNCs on the queue and {left} outbox rows"
+                    ));
+                    synced.fail();
+                }
+                Err(e) => {
+                    self.problems.push(format!("sync: {e}"));
+                    synced.fail();
+                }
+            }
+            self.broker.transport.purge(&self.broker.queue)?;
         }
         self.master.connect().batch_execute(&format!(
             "ALTER TABLE {MASTER_TABLE} RESET (autovacuum_enabled)"
@@ -1727,6 +1750,12 @@ impl Bench {
             &analysed,
         );
         self.add(label("bulk-load"), "rows/s", "psql \\copy FROM", &loaded);
+        self.add(
+            label("sync of every row (an adopted table's first sync), until confirmed"),
+            "rows/s",
+            "none",
+            &synced,
+        );
         let _ = std::fs::remove_dir_all(&dir);
         self.clear_master()?;
         self.clear_replica()
@@ -1811,6 +1840,7 @@ impl Bench {
         self.clear_replica()
     }
 
+    /// Record a problem unless the replica equals the master row by row.
     fn compare(&mut self, stack: &Stack, when: &str) -> cqrs::Result<()> {
         let m = items::snapshot(&mut stack.master()?, MASTER_TABLE)?;
         let r = items::snapshot(&mut stack.replica()?, REPLICA_TABLE)?;

@@ -48,6 +48,7 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "bulk-dump, fresh",
         "bulk-dump, analysed",
         "bulk-load",
+        "an adopted table's first sync",
         "diff pipeline",
         "3-node cluster, classic queues",
         "relay fans out 125 messages to 10 queues, 3-node cluster, quorum queues",

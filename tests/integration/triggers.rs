@@ -641,3 +641,65 @@ fn a_64_column_master_is_captured_by_its_triggers() {
         "as atomic reads it"
     );
 }
+
+/// `cqrs generate-migration`'s migration for a model captured by triggers, applied to a table
+/// that already holds rows: the rows read as revision 0 and nothing is sent for them; from then
+/// on a plain SQL write is captured; reverting drops the triggers and the columns.
+#[test]
+fn the_adoption_migration_adds_the_columns_and_the_triggers_to_a_table_with_rows() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    db.batch_execute(
+        "CREATE TABLE t_items (
+            id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, value BIGINT NOT NULL DEFAULT 0,
+            price NUMERIC(12,2), ratio DOUBLE PRECISION, flag BOOLEAN NOT NULL DEFAULT false,
+            day DATE, at TIMESTAMPTZ, naive TIMESTAMP, uid UUID, tags JSONB, owner_id BIGINT,
+            secret TEXT NOT NULL DEFAULT '');
+         INSERT INTO t_items (name, value) SELECT 'n' || i, i FROM generate_series(1, 1000) AS i;",
+    )
+    .unwrap();
+    let m =
+        cqrs::ops::adopt::for_master(cqrs::db::Backend::Postgres, &TItem::master_spec()).unwrap();
+    // As Diesel runs a migration: in a transaction of its own.
+    db.batch_execute(&format!("BEGIN;\n{}COMMIT;", m.up))
+        .unwrap();
+    let n = |db: &mut Db, sql: &str| count(db, sql);
+    assert_eq!(
+        n(
+            &mut db,
+            "SELECT count(*) AS n FROM t_items WHERE cqrs_revision = 0 AND cqrs_updated IS NOT NULL"
+        ),
+        1000
+    );
+    assert_eq!(n(&mut db, "SELECT count(*) AS n FROM cqrs_outbox"), 0);
+    assert!(
+        triggers::check(&mut db, &TItem::master_spec())
+            .unwrap()
+            .is_empty()
+    );
+
+    db.batch_execute("UPDATE t_items SET value = -value WHERE id <= 10; INSERT INTO t_items (name) VALUES ('new');")
+        .unwrap();
+    let msgs = sent(&mut db);
+    assert_eq!(msgs.len(), 11);
+    assert!(
+        msgs[..10]
+            .iter()
+            .all(|m| m.instance_data["cqrs_revision"] == json!(1)),
+        "{msgs:?}"
+    );
+    assert_eq!(msgs[10].instance_data["name"], json!("new"));
+    assert_eq!(msgs[10].instance_data["cqrs_revision"], json!(0));
+
+    db.batch_execute(&format!("BEGIN;\n{}COMMIT;", m.down))
+        .unwrap();
+    assert_eq!(
+        n(
+            &mut db,
+            "SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 't_items' AND column_name LIKE 'cqrs%'"
+        ),
+        0
+    );
+    db.batch_execute("UPDATE t_items SET value = 0").unwrap();
+    assert_eq!(sent(&mut db).len(), 11, "no triggers left");
+}

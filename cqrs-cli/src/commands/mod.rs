@@ -6,6 +6,7 @@ mod consume;
 mod dead_letters;
 mod demo;
 mod diff;
+mod generate_migration;
 mod housekeeping;
 mod migrate;
 mod models;
@@ -52,6 +53,7 @@ pub(crate) fn dispatch(cli: Cli, registry: &Registry) -> Result<(), Error> {
         Command::Outbox(_) => housekeeping::outbox_status(&settings),
         Command::Tombstones(_) => housekeeping::prune_tombstones(&settings),
         Command::Triggers(args) => triggers::run(require_models(registry)?, &settings, &args),
+        Command::GenerateMigration(args) => generate_migration::run(registry, &settings, &args),
         Command::BulkDump(args) => bulk::dump(require_models(registry)?, &settings, &args),
         Command::BulkLoad(args) => bulk::load(require_models(registry)?, &settings, &args),
         Command::Sync(args) => bulk::sync(require_models(registry)?, &settings, &args),

@@ -1,5 +1,6 @@
 //! Operations behind the CLI's data and maintenance commands, as library calls.
 
+pub mod adopt;
 pub mod bulk;
 pub mod dead_letters;
 pub mod diff;

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use cqrs::Consumer;
 use cqrs::db::SqlConn;
 use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, rabbitmqctl};
 
@@ -38,49 +37,6 @@ fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows_postgres() {
 #[test]
 fn diff_pipeline_then_deleted_pipeline_repair_drift_on_10000_rows_sqlite() {
     pipelines(Kind::Sqlite);
-}
-
-/// The pipelines' broker: RabbitMQ on PostgreSQL, the queue file beside the replica's file on
-/// SQLite, with the test's replica queue declared for `item`.
-struct Route {
-    test: TestBroker,
-    settings: cqrs::Settings,
-    broker: Box<dyn cqrs::transport::Broker>,
-}
-
-impl Route {
-    fn new(kind: Kind, replica: &TestDb) -> Route {
-        let test = TestBroker::new();
-        let settings = cqrs::Settings {
-            broker_url: Some(match kind {
-                Kind::Postgres => amqp_url(),
-                Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
-            }),
-            ..test.settings()
-        };
-        let broker = cqrs::transport::connect(&settings, "test").unwrap();
-        broker
-            .declare_replica(&test.queue, &["item".into()], &test.delays)
-            .unwrap();
-        Route {
-            test,
-            settings,
-            broker,
-        }
-    }
-
-    /// One consume pass of everything on the replica's queue into `replica`.
-    fn consume_all(&self, replica: &TestDb) {
-        let registry = example_replica::registry();
-        let t = &self.test;
-        let mut c = Consumer::new(
-            &registry,
-            &self.settings,
-            replica.connect(),
-            self.broker.inbox(&t.queue, 500, &t.delays).unwrap(),
-        );
-        c.drain(Duration::from_millis(500)).unwrap();
-    }
 }
 
 /// On PostgreSQL through RabbitMQ, on SQLite through the embedded queue file.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use cqrs::db::SqlConn;
-use cqrs_tests::{Kind, TestDb, wait_until};
+use cqrs_tests::{Kind, TestBroker, TestDb, amqp_url, wait_until};
 
 pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
 
@@ -120,4 +120,47 @@ pub fn terminate(mut child: Child) -> std::process::ExitStatus {
         },
     );
     status.unwrap()
+}
+
+/// The pipelines' broker: RabbitMQ on PostgreSQL, the queue file beside the replica's file on
+/// SQLite, with the test's replica queue declared for `item`.
+pub struct Route {
+    pub test: TestBroker,
+    pub settings: cqrs::Settings,
+    pub broker: Box<dyn cqrs::transport::Broker>,
+}
+
+impl Route {
+    pub fn new(kind: Kind, replica: &TestDb) -> Route {
+        let test = TestBroker::new();
+        let settings = cqrs::Settings {
+            broker_url: Some(match kind {
+                Kind::Postgres => amqp_url(),
+                Kind::Sqlite => replica.url.replace("replica.db", "queue.db"),
+            }),
+            ..test.settings()
+        };
+        let broker = cqrs::transport::connect(&settings, "test").unwrap();
+        broker
+            .declare_replica(&test.queue, &["item".into()], &test.delays)
+            .unwrap();
+        Route {
+            test,
+            settings,
+            broker,
+        }
+    }
+
+    /// One consume pass of everything on the replica's queue into `replica`.
+    pub fn consume_all(&self, replica: &TestDb) {
+        let registry = example_replica::registry();
+        let t = &self.test;
+        let mut c = cqrs::Consumer::new(
+            &registry,
+            &self.settings,
+            replica.connect(),
+            self.broker.inbox(&t.queue, 500, &t.delays).unwrap(),
+        );
+        c.drain(Duration::from_millis(500)).unwrap();
+    }
 }
