@@ -84,6 +84,8 @@ pub struct Relay<P: Publisher> {
     readiness: Option<Readiness>,
     /// Connections with no batch held in them, for [`outbox::take`].
     lanes: Vec<Db>,
+    /// The highest outbox id this relay has claimed (claims go oldest first).
+    claimed_up_to: i64,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -98,6 +100,7 @@ impl<P: Publisher> Relay<P> {
             reconnect_url: None,
             readiness: None,
             lanes: Vec::new(),
+            claimed_up_to: 0,
         }
     }
 
@@ -222,6 +225,8 @@ impl<P: Publisher> Relay<P> {
         if rows.is_empty() {
             return Ok(None);
         }
+        let newest = rows.iter().map(|r| r.id).max().unwrap_or(0);
+        self.claimed_up_to = self.claimed_up_to.max(newest);
         self.stats.claimed += rows.len();
         metrics::counter!("cqrs_relay_claimed_total").increment(rows.len() as u64);
         let claimed_at = Instant::now();
@@ -463,21 +468,24 @@ impl<P: Publisher> Relay<P> {
     /// them all (one-shot commands that publish what they wrote: `sync`, `diff-sync`). Other
     /// rows go out on the way, oldest first, but are not waited for. A row another relay has
     /// claimed is its to publish: this waits for it to go from the outbox (confirmed), or for
-    /// that relay's lease to lapse (then it is claimed here).
+    /// that relay's lease to lapse (then it is claimed here). It fails, naming how many rows
+    /// are left, only after a lease (at least 10 s) and 10 s more without progress.
     pub fn drain_rows(&mut self, ids: &[i64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         // Rows the broker keeps refusing are retried with other traffic flowing, and rows
         // another relay holds may only come back when its lease lapses: give up after a lease
-        // and then some rather than never return.
-        let deadline = std::time::Instant::now()
-            + self.settings.relay_lease.max(DRAIN_AT_LEAST)
-            + DRAIN_AT_LEAST;
+        // and then some without progress rather than never return. Progress (rows claimed here,
+        // or ours gone from the outbox) starts the wait again, so a large sync is not cut short.
+        let patience = self.settings.relay_lease.max(DRAIN_AT_LEAST) + DRAIN_AT_LEAST;
+        let mut deadline = Instant::now() + patience;
+        let newest = ids.iter().copied().max().unwrap_or(0);
         let mut in_flight = VecDeque::new();
         let mut left = outbox::pending_of(&mut self.db, ids)?;
-        while left > 0 && std::time::Instant::now() < deadline {
+        while left > 0 && Instant::now() < deadline {
             // Batches in flight as in `drain`: the next claim overlaps the last one's confirms.
+            let reached = self.claimed_up_to;
             let n = match self.step(&mut in_flight, true) {
                 Ok(n) => n,
                 Err(e) => {
@@ -485,7 +493,22 @@ impl<P: Publisher> Relay<P> {
                     return Err(e);
                 }
             };
-            left = outbox::pending_of(&mut self.db, ids)?;
+            // Claims go oldest first: claiming further toward our newest row is progress (a row
+            // claimed again, refused by the broker and kept, is not; nor is other traffic past it).
+            if self.claimed_up_to > reached && reached < newest {
+                deadline = Instant::now() + patience;
+            }
+            // Until the claims pass our newest row, the rows of ours not claimed yet are still
+            // ahead: counting them is a statement over every id, too dear to run per batch of a
+            // sync of a whole table.
+            if n > 0 && self.claimed_up_to < newest {
+                continue;
+            }
+            let now_left = outbox::pending_of(&mut self.db, ids)?;
+            if now_left < left {
+                deadline = Instant::now() + patience;
+            }
+            left = now_left;
             if left > 0 && n == 0 && in_flight.is_empty() {
                 // Nothing to claim, ours still there: leased by another relay (or set aside to
                 // retry later).
