@@ -362,6 +362,7 @@ pub struct TriggersArgs {
 
 /// `cqrs generate-migration`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cqrs_id", "table"])))]
 pub struct GenerateMigrationArgs {
     /// The model whose table to adopt: the columns typed as it declares them, and its triggers
     /// if it is captured by them (master or replica; needs your binary's models)

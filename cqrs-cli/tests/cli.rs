@@ -71,6 +71,62 @@ fn model_command_without_models_exits_2_with_the_reason() {
     assert_eq!(stderr(&o).trim(), format!("cqrs: {}", cqrs_cli::NO_MODELS));
 }
 
+/// The stock binary writes the columns' migration of a table named on the command line; what it
+/// cannot do exits 2 with the reason, writing nothing.
+#[test]
+fn generate_migration_by_table_name_writes_a_diesel_migration() {
+    let dir = std::env::temp_dir().join(format!("cqrs-genmig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let o = cqrs(&[
+        "generate-migration",
+        "--table",
+        "shop.items",
+        "--backend",
+        "postgres",
+        "--migration-dir",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let made = std::path::PathBuf::from(String::from_utf8(o.stdout).unwrap().trim());
+    assert_eq!(made.parent(), Some(dir.as_path()));
+    let name = made.file_name().unwrap().to_str().unwrap();
+    // Diesel's migration directory name: <YYYY-MM-DD-HHMMSS>_<name>.
+    assert_eq!(
+        name.len(),
+        "2026-12-07-160000_cqrs_adopt_shop_items".len(),
+        "{name}"
+    );
+    assert!(name.ends_with("_cqrs_adopt_shop_items"), "{name}");
+    let up = std::fs::read_to_string(made.join("up.sql")).unwrap();
+    assert!(up.contains(r#"ALTER TABLE "shop"."items""#), "{up}");
+    assert!(
+        std::fs::read_to_string(made.join("down.sql"))
+            .unwrap()
+            .contains("DROP COLUMN cqrs_updated")
+    );
+
+    for (args, why) in [
+        (
+            &["--table", "items; DROP TABLE x", "--backend", "sqlite"][..],
+            "--table",
+        ),
+        (&["--table", "items"][..], "--backend"),
+        (&["-c", "item", "--backend", "sqlite"][..], "no models"),
+        (&["--backend", "sqlite"][..], "--table"),
+    ] {
+        let o = cqrs(&[&["generate-migration", "--migration-dir", d][..], args].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "nothing else written"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn migrate_without_database_exits_2_naming_the_flag() {
     let o = cqrs(&["migrate"]);
