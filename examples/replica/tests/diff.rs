@@ -4,7 +4,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use cqrs::db::SqlConn;

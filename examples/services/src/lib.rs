@@ -22,6 +22,42 @@ use cqrs::telemetry::Readiness;
 use diesel::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool as R2d2Pool};
 
+/// An item as both services' APIs show it (the replica's `title` is the master's `name`), so a
+/// client compares the two as they are.
+#[derive(Debug, serde::Serialize)]
+pub struct ItemView {
+    /// Its key.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: i64,
+    /// `cqrs_revision`.
+    pub revision: i32,
+}
+
+impl From<example_master::Item> for ItemView {
+    fn from(i: example_master::Item) -> Self {
+        ItemView {
+            id: i.id,
+            name: i.name,
+            value: i.value,
+            revision: i.cqrs_revision,
+        }
+    }
+}
+
+impl From<example_replica::ReplicaItem> for ItemView {
+    fn from(i: example_replica::ReplicaItem) -> Self {
+        ItemView {
+            id: i.id,
+            name: i.title,
+            value: i.value,
+            revision: i.cqrs_revision,
+        }
+    }
+}
+
 /// The service's pool of Diesel connections.
 pub type Pool = R2d2Pool<ConnectionManager<PgConnection>>;
 

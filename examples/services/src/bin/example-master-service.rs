@@ -16,28 +16,8 @@ use axum::{Json, Router};
 use diesel::prelude::*;
 use example_master::schema::items;
 use example_master::{Item, NewItem};
-use example_services::{ApiError, Pool, with_conn};
-use serde::{Deserialize, Serialize};
-
-/// An item as the API shows it.
-#[derive(Serialize)]
-struct ItemView {
-    id: i64,
-    name: String,
-    value: i64,
-    revision: i32,
-}
-
-impl From<Item> for ItemView {
-    fn from(i: Item) -> Self {
-        ItemView {
-            id: i.id,
-            name: i.name,
-            value: i.value,
-            revision: i.cqrs_revision,
-        }
-    }
-}
+use example_services::{ApiError, ItemView, Pool, with_conn};
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Create {

@@ -16,31 +16,10 @@ use axum::{Json, Router};
 use diesel::prelude::*;
 use example_replica::ReplicaItem;
 use example_replica::schema::replica_items;
-use example_services::{ApiError, Pool, with_conn};
-use serde::Serialize;
+use example_services::{ApiError, ItemView, Pool, with_conn};
 
 /// How many workers consume, each with its own broker channel and database connection.
 const WORKERS: usize = 2;
-
-/// A replicated item as the API shows it (the master's `name` is this table's `title`).
-#[derive(Serialize)]
-struct ItemView {
-    id: i64,
-    name: String,
-    value: i64,
-    revision: i32,
-}
-
-impl From<ReplicaItem> for ItemView {
-    fn from(i: ReplicaItem) -> Self {
-        ItemView {
-            id: i.id,
-            name: i.title,
-            value: i.value,
-            revision: i.cqrs_revision,
-        }
-    }
-}
 
 async fn one(State(pool): State<Pool>, Path(id): Path<i64>) -> Result<Json<ItemView>, ApiError> {
     let item = with_conn(&pool, move |conn| {
