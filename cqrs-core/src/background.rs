@@ -4,14 +4,16 @@
 //!
 //! A master service runs [`relay`] beside its HTTP server: the relay wakes at each commit of
 //! `cqrs::atomic` in the process (no polling), and when stopped it publishes what the last
-//! requests committed before it returns. A replica service runs [`consume`] beside the HTTP
+//! requests committed before it returns. Start it on a [`Shutdown`] of its own and stop it once
+//! the server has finished its requests: on the server's, it would stop while they still commit. A replica service runs [`consume`] beside the HTTP
 //! server that serves its reads.
 //!
 //! ```no_run
 //! # async fn service(settings: cqrs::Settings) -> Result<(), Box<dyn std::error::Error>> {
 //! let shutdown = cqrs::Shutdown::new();
 //! shutdown.on_signals()?; // SIGTERM or Ctrl-C fires it
-//! let mut relay = cqrs::background::relay(settings, &shutdown);
+//! // Its own shutdown, not the signal's: it must outlive the server's last requests.
+//! let mut relay = cqrs::background::relay(settings, &cqrs::Shutdown::new());
 //! let ready = relay.readiness().clone(); // for the service's /readyz
 //! tokio::select! {
 //!     // the HTTP server, with `shutdown.wait()` as its graceful shutdown

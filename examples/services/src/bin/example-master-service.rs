@@ -111,7 +111,9 @@ async fn main() -> ExitCode {
         Ok(svc) => svc,
         Err(code) => return code,
     };
-    let relay = cqrs::background::relay(svc.settings, &svc.shutdown);
+    // A shutdown of its own, not the signal's: the relay must outlive the server's last requests
+    // (`serve_beside` stops it once the server has finished them), so it publishes what they commit.
+    let relay = cqrs::background::relay(svc.settings, &cqrs::Shutdown::new());
     let app = Router::new()
         .route("/items", get(all).post(create))
         .route("/items/{id}", get(one).patch(change).delete(delete))
