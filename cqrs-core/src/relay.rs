@@ -476,8 +476,9 @@ impl<P: Publisher> Relay<P> {
         }
         // Rows the broker keeps refusing are retried with other traffic flowing, and rows
         // another relay holds may only come back when its lease lapses: give up after a lease
-        // and then some without progress rather than never return. Progress (rows claimed here,
-        // or ours gone from the outbox) starts the wait again, so a large sync is not cut short.
+        // and then some without progress rather than never return. Progress (claims moving on
+        // toward our newest row, or ours leaving the outbox) starts the wait again, so a large
+        // sync is not cut short.
         let patience = self.settings.relay_lease.max(DRAIN_AT_LEAST) + DRAIN_AT_LEAST;
         let mut deadline = Instant::now() + patience;
         let newest = ids.iter().copied().max().unwrap_or(0);

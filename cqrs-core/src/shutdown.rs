@@ -86,7 +86,8 @@ impl Shutdown {
     }
 
     /// Wait, without blocking a thread, until the signal fires: what an async service passes
-    /// to its HTTP server's graceful shutdown, so one signal stops the server and the relay.
+    /// to its HTTP server's graceful shutdown (see [`crate::background`] for stopping the relay
+    /// after the server).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {

@@ -78,25 +78,25 @@ pub struct Service {
 /// error), the reason on stderr.
 pub fn start() -> Result<Service, ExitCode> {
     init_logging();
-    let fail = |code: u8| {
-        move |e: String| {
-            eprintln!("error: {e}");
-            ExitCode::from(code)
-        }
-    };
-    let (listen, settings) = config().map_err(fail(2))?;
-    let pool = pool(&settings).map_err(fail(1))?;
-    cqrs::telemetry::install().map_err(|e| fail(1)(e.to_string()))?;
+    let (listen, settings) = config().map_err(|e| fail(2, e))?;
+    let pool = pool(&settings).map_err(|e| fail(1, e))?;
+    cqrs::telemetry::install().map_err(|e| fail(1, e))?;
     let shutdown = cqrs::Shutdown::new();
     shutdown
         .on_signals()
-        .map_err(|e| fail(1)(format!("cannot listen for signals: {e}")))?;
+        .map_err(|e| fail(1, format!("cannot listen for signals: {e}")))?;
     Ok(Service {
         listen,
         settings,
         pool,
         shutdown,
     })
+}
+
+/// Say why on stderr; the exit code.
+fn fail(code: u8, why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {why}");
+    ExitCode::from(code)
 }
 
 /// Where to listen (`--listen ADDR`, default 127.0.0.1:8080) and the library's settings
