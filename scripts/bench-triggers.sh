@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server time of trigger capture, statement by statement: installs the script that
-# `cargo run -p cqrs-core --example trigger_sql` prints (this checkout's triggers) on a scratch
+# `cargo run -p diesel-cqrs --example trigger_sql` prints (this checkout's triggers) on a scratch
 # database and times, one transaction each, 20,000 one-row INSERTs / UPDATEs / DELETEs and one
 # 100,000-row INSERT ... SELECT / UPDATE / DELETE. To compare with another commit, run it there too
 # (BENCHMARKS.md, "Trigger capture after the capture-correctness fixes").
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 sql=$(mktemp)
 trap 'rm -f "$sql"' EXIT
-cargo run -q -p cqrs-core --example trigger_sql > "$sql"
+cargo run -q -p diesel-cqrs --example trigger_sql > "$sql"
 db=cqrs_trigbench_$$
 P="psql -h 127.0.0.1 -U postgres -qAt -v ON_ERROR_STOP=1"
 time_it() { # label, sql

@@ -29,7 +29,7 @@ pub const NO_MODELS: &str =
 /// What the stock binary's help says about the commands it cannot run.
 const STOCK_BINARY: &str = "\
 This binary has no models: the commands marked (needs ... models) run only in your own cqrs binary,
-whose main calls cqrs_cli::run with your models' Registry (cargo add cqrs-cli; see the README):
+whose main calls cqrs_cli::run with your models' Registry (cargo add diesel-cqrs-cli; see the README):
 
     fn main() -> std::process::ExitCode {
         cqrs_cli::run(cqrs::Registry::new().master::<Item>().replica::<ReplicaItem>())

@@ -47,8 +47,8 @@ fn readmes_dependency_block_resolves_and_covers_its_code() {
     let code = rust_code();
     for (krate, dep) in [
         ("diesel::", "diesel"),
-        ("cqrs::", "cqrs"),
-        ("cqrs_cli::", "cqrs-cli"),
+        ("cqrs::", "diesel-cqrs"),
+        ("cqrs_cli::", "diesel-cqrs-cli"),
         ("chrono::", "chrono"),
         ("bigdecimal::", "bigdecimal"),
         ("serde_json::", "serde_json"),

@@ -3,7 +3,7 @@
 //! small batches. The replica ends as a Django replica fed in order would, whatever the order.
 //!
 //! ```sh
-//! cargo run -p cqrs-core --example replay_captures
+//! cargo run -p diesel-cqrs --example replay_captures
 //! ```
 
 use std::path::PathBuf;

@@ -11,7 +11,7 @@
 //!   ([`background::relay`] beside an async HTTP server; a [`Relay`] for full control).
 //! - A replica: `#[derive(Replica)]` ([`Replica`]), a [`Registry`] of the models, and
 //!   the `consume` command or [`background::consume`] inside the service that serves the reads.
-//! - The commands: the `cqrs-cli` crate's `cqrs_cli::run` with your [`Registry`] is your own
+//! - The commands: the `diesel-cqrs-cli` crate's `cqrs_cli::run` with your [`Registry`] is your own
 //!   `cqrs` binary (the stock one has no models).
 //! - Settings: [`Settings`] (flags > environment > `cqrs.toml` > defaults). The repository's README
 //!   walks through all of it with a demo that needs no broker.

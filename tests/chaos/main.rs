@@ -16,7 +16,7 @@ fn short_soak_converges_under_every_fault_kind() {
             "--seed",
             "20261203",
             "--duration",
-            "40",
+            "20",
             "--converge-timeout",
             "180",
             "--json",

@@ -3,17 +3,17 @@
 #[test]
 fn replica_derive_misuse() {
     let t = trybuild::TestCases::new();
-    t.compile_fail("ui/replica/*.rs");
+    t.compile_fail("tests/ui/replica/*.rs");
 }
 
 #[test]
 fn master_derive_misuse() {
     let t = trybuild::TestCases::new();
-    t.compile_fail("ui/master/*.rs");
+    t.compile_fail("tests/ui/master/*.rs");
 }
 
 #[test]
 fn captured_writes_misuse() {
     let t = trybuild::TestCases::new();
-    t.compile_fail("ui/capture/*.rs");
+    t.compile_fail("tests/ui/capture/*.rs");
 }
