@@ -319,18 +319,34 @@ fn worker_part(w: usize) -> String {
     format!("worker {w}")
 }
 
+/// What [`observe`] keeps running until dropped.
+enum Observer {
+    Nothing,
+    Listener { _server: telemetry::Server },
+    Refresher { _refresher: telemetry::Refresher },
+}
+
 /// Serve metrics and health if the settings ask for it (`metrics_addr`); stops with `shutdown`.
+/// Without a listener, an application that renders the metrics itself (the recorder installed,
+/// `telemetry::render` on its own route) still gets the gauges `refresh` sets.
 fn observe(
     settings: &Settings,
     readiness: &Readiness,
     refresh: Option<telemetry::Refresh>,
     shutdown: &Shutdown,
-) -> Result<Option<telemetry::Server>> {
-    let Some(addr) = &settings.metrics_addr else {
-        return Ok(None);
-    };
-    let addr = settings.metrics_socket(addr)?;
-    telemetry::serve(addr, readiness.clone(), refresh, shutdown).map(Some)
+) -> Result<Observer> {
+    match (&settings.metrics_addr, refresh) {
+        (Some(addr), refresh) => {
+            let addr = settings.metrics_socket(addr)?;
+            telemetry::serve(addr, readiness.clone(), refresh, shutdown)
+                .map(|_server| Observer::Listener { _server })
+        }
+        (None, Some(refresh)) if telemetry::installed() => {
+            telemetry::refresh_every(refresh, shutdown)
+                .map(|_refresher| Observer::Refresher { _refresher })
+        }
+        (None, _) => Ok(Observer::Nothing),
+    }
 }
 
 /// The outbox gauges, set from the database every few seconds on one connection of their own

@@ -61,9 +61,17 @@ impl Readiness {
     }
 }
 
+/// The process's Prometheus recorder once installed, or why it could not be.
+static HANDLE: OnceLock<std::result::Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Whether this process records metrics ([`install`] or [`serve`] ran): without a recorder the
+/// pipeline's metrics go nowhere, so nothing needs refreshing.
+pub fn installed() -> bool {
+    matches!(HANDLE.get(), Some(Ok(_)))
+}
+
 /// The process's Prometheus recorder, installed on first use.
 fn recorder() -> Result<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<std::result::Result<PrometheusHandle, String>> = OnceLock::new();
     let handle = HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
@@ -195,6 +203,43 @@ pub struct Server {
     addr: SocketAddr,
     stop: Shutdown,
     threads: Vec<std::thread::JoinHandle<()>>,
+    _refresher: Option<Refresher>,
+}
+
+/// A refresh hook running every [`REFRESH`] on a thread of its own; stops when dropped or with
+/// the shutdown it was given.
+pub struct Refresher {
+    stop: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Run `refresh` now and then every [`REFRESH`] until `shutdown`, on a thread: the gauges a
+/// process reads rather than counts, for whoever renders the metrics ([`serve`]'s listener, or
+/// the application's own route through [`render`]).
+pub fn refresh_every(mut refresh: Refresh, shutdown: &Shutdown) -> Result<Refresher> {
+    let stop = shutdown.child();
+    let refreshing = stop.clone();
+    let thread = spawn("cqrs-metrics-refresh", move || {
+        loop {
+            refresh();
+            if refreshing.sleep(REFRESH) {
+                break;
+            }
+        }
+    })?;
+    Ok(Refresher {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 impl Server {
@@ -250,21 +295,21 @@ pub fn serve(
         }
     };
     threads.push(spawn("cqrs-metrics", listen)?);
-    if let Some(mut refresh) = refresh {
-        // Once before returning, so the first scrape has the gauges.
-        refresh();
-        let refreshing = stop.clone();
-        threads.push(spawn("cqrs-metrics-refresh", move || {
-            while !refreshing.sleep(REFRESH) {
-                refresh();
-            }
-        })?);
-    }
+    let refresher = match refresh {
+        Some(mut refresh) => {
+            // Once before returning, so the first scrape has the gauges (the thread reads them
+            // again at once: one small query).
+            refresh();
+            Some(refresh_every(refresh, &stop)?)
+        }
+        None => None,
+    };
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(Server {
         addr,
         stop,
         threads,
+        _refresher: refresher,
     })
 }
 

@@ -29,6 +29,56 @@ fn a_stopped_background_relay_publishes_what_is_left_in_the_outbox() {
     assert_eq!(b.drain(&b.queue).len(), 30);
 }
 
+/// A service that renders the metrics on its own route (no `metrics_addr`, so no listener of
+/// the library's) still gets the outbox backlog gauges: the background relay refreshes them once
+/// the recorder is installed, before it has a broker.
+#[test]
+fn a_background_relay_keeps_the_outbox_gauges_for_a_service_that_renders_them() {
+    let t = TestDb::new(Kind::Postgres);
+    let mut db = t.connect();
+    // A cqrs_id of this test's own: the gauges are the process's, shared with other tests.
+    let rows: Vec<cqrs::outbox::NewRow> = (0..3)
+        .map(|pk| cqrs::outbox::NewRow {
+            message_id: uuid::Uuid::new_v4(),
+            cqrs_id: "background_gauged".into(),
+            signal_type: cqrs::SignalType::Save,
+            pk: pk.to_string(),
+            routing_key: "background_gauged".into(),
+            body: "{}".into(),
+        })
+        .collect();
+    cqrs::outbox::enqueue(&mut db, &rows).unwrap();
+    cqrs::telemetry::install().unwrap();
+    let unreachable_broker = cqrs::Settings {
+        database_url: Some(t.url.clone()),
+        broker_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
+        metrics_addr: None,
+        ..cqrs::Settings::default()
+    };
+    let shutdown = cqrs::Shutdown::new();
+    let relay = background::relay(unreachable_broker, &shutdown);
+    let wanted = r#"cqrs_outbox_pending{cqrs_id="background_gauged"} 3"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = cqrs::telemetry::render().unwrap();
+        if text.lines().any(|l| l == wanted) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = relay.stop_blocking();
+    assert!(
+        text.lines().any(|l| l == wanted),
+        "no {wanted:?} in:\n{text}"
+    );
+    assert_eq!(
+        cqrs::outbox::pending(&mut db).unwrap(),
+        3,
+        "nothing could be published"
+    );
+}
+
 /// Awaiting a background part resolves when it ends on its own: only a fatal error does, and
 /// the error is handed back (a service must not serve on without its relay or workers).
 #[test]
