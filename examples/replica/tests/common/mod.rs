@@ -13,7 +13,9 @@ pub const REPLICA: &str = env!("CARGO_BIN_EXE_example-replica");
 
 /// The example master's binary, built (or brought up to date) once per test process, in the
 /// target directory and profile this test binary was built in: cargo builds a package's own
-/// binaries for its tests, not another package's.
+/// binaries for its tests, not another package's. Built as `cargo test --workspace` builds it
+/// (every package's tests, so the same features): under that command it is already there and
+/// this is a no-op, where `-p example-master` alone would build it again with other features.
 pub fn master_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -26,11 +28,34 @@ pub fn master_bin() -> PathBuf {
             };
             let target_dir = out_dir.parent().unwrap();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            // Not the variables cargo set for this test: build scripts that track one (ring's
+            // tracks CARGO_MANIFEST_DIR) would run again here, and again in the next `cargo test`.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if [
+                    "CARGO_MANIFEST_",
+                    "CARGO_PKG_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p))
+                    || [
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                    ]
+                    .contains(&&*name)
+                {
+                    build.env_remove(&*name);
+                }
+            }
+            let status = build
                 .args(["build", "--quiet", "--locked", "--profile", &profile])
                 .arg("--target-dir")
                 .arg(target_dir)
-                .args(["-p", "example-master", "--bin", "example-master"])
+                .args(["--workspace", "--tests"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("cargo runs");
