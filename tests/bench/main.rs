@@ -201,6 +201,8 @@ impl Drop for SqliteFiles {
 struct LatencyRun {
     /// Each row's lag from its due time to its apply time, ms, sorted.
     lags: Vec<f64>,
+    /// The same split at the master's stamp, one sorted list per stage of the run's stages.
+    stages: Vec<Vec<f64>>,
     /// Changes per second the writers achieved.
     achieved: f64,
     relay_rss: f64,
@@ -1405,6 +1407,26 @@ impl Bench {
         let mut replica = stack.replica()?;
         // The replica stamps each row as it is written. SQLite's clock has millisecond resolution
         // and is read once per statement (a batch's rows share its start time).
+        // On PostgreSQL the lag is also split at the master's stamp (`cqrs_updated`, set in the
+        // writer's transaction just before its commit): the writer's part, and the relay's, the
+        // broker's and the consumer's after it.
+        let split = |from: &str, to: &str| {
+            format!("SELECT CAST({to} - {from} AS TEXT) AS j FROM {REPLICA_TABLE}")
+        };
+        let stamped = "extract(epoch FROM cqrs_updated) * 1000";
+        let stages: Vec<(&str, String)> = match replica.backend() {
+            cqrs::db::Backend::Postgres => vec![
+                (
+                    "due→master stamp",
+                    split("CAST(note AS DOUBLE PRECISION) / 1000", stamped),
+                ),
+                (
+                    "master stamp→apply",
+                    split(stamped, "extract(epoch FROM applied_at) * 1000"),
+                ),
+            ],
+            cqrs::db::Backend::Sqlite => Vec::new(),
+        };
         let (stamp, lag, unstamp) = match replica.backend() {
             cqrs::db::Backend::Postgres => (
                 format!(
@@ -1453,11 +1475,16 @@ impl Bench {
             let runs = if curve { args.runs } else { 1 };
             let [mut p50, mut p99, mut p999, mut achieved] =
                 std::array::from_fn::<Runs, 4, _>(|_| Runs::default());
+            // p50 and p99 of each stage.
+            let mut parts: Vec<[Runs; 2]> = stages.iter().map(|_| Default::default()).collect();
             let mut p99s = Vec::new();
             let mut rates = Vec::new();
             for _ in 0..runs {
-                let Some(run) = self.latency_run(args, stack, &lag, rate)? else {
-                    for r in [&mut p50, &mut p99, &mut p999, &mut achieved] {
+                let Some(run) = self.latency_run(args, stack, &lag, &stages, rate)? else {
+                    for r in [&mut p50, &mut p99, &mut p999, &mut achieved]
+                        .into_iter()
+                        .chain(parts.iter_mut().flatten())
+                    {
                         r.fail();
                     }
                     continue;
@@ -1490,6 +1517,10 @@ impl Bench {
                 p99.push(q(&run.lags, 0.99), rt.as_deref().map(|r| q(r, 0.99)));
                 p999.push(q(&run.lags, 0.999), rt.as_deref().map(|r| q(r, 0.999)));
                 achieved.push(run.achieved, Some(rate));
+                for ([p50, p99], lags) in parts.iter_mut().zip(&run.stages) {
+                    p50.push(q(lags, 0.5), None);
+                    p99.push(q(lags, 0.99), None);
+                }
                 p99s.push(q(&run.lags, 0.99));
                 rates.push(run.achieved);
             }
@@ -1518,6 +1549,16 @@ impl Bench {
                     &floor,
                     runs,
                 );
+            }
+            for ((stage, _), [p50, p99]) in stages.iter().zip(&parts) {
+                for (name, runs) in [("p50", p50), ("p99", p99)] {
+                    self.add(
+                        stack.named(&format!("of which {stage} {name} ({load})")),
+                        "ms",
+                        "none (a part of the line above)",
+                        runs,
+                    );
+                }
             }
             self.add(
                 stack.named(&format!("changes/s achieved ({load})")),
@@ -1585,6 +1626,7 @@ impl Bench {
         args: &Args,
         stack: &Stack,
         lag_sql: &str,
+        stages: &[(&str, String)],
         rate: f64,
     ) -> cqrs::Result<Option<LatencyRun>> {
         stack.clear_master()?;
@@ -1610,15 +1652,24 @@ impl Bench {
             return Ok(None);
         }
         self.compare(stack, "after a latency run")?;
-        let mut lags: Vec<f64> = stack
-            .replica()?
-            .load_text(lag_sql, vec![])?
+        let mut replica = stack.replica()?;
+        let mut sorted = |sql: &str| -> cqrs::Result<Vec<f64>> {
+            let mut ms: Vec<f64> = replica
+                .load_text(sql, vec![])?
+                .iter()
+                .map(|x| x.parse().expect("a number of milliseconds"))
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            Ok(ms)
+        };
+        let lags = sorted(lag_sql)?;
+        let stages = stages
             .iter()
-            .map(|x| x.parse().expect("a number of milliseconds"))
-            .collect();
-        lags.sort_by(f64::total_cmp);
+            .map(|(_, sql)| sorted(sql))
+            .collect::<cqrs::Result<_>>()?;
         Ok(Some(LatencyRun {
             lags,
+            stages,
             achieved,
             relay_rss,
             consumer_rss,

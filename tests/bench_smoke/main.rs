@@ -55,6 +55,8 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "replica drains 500 messages, consume -w 2, 3-node cluster, quorum queues",
         "CPU per row, end to end, 4 writers, 1 row(s)/txn, relay + consume -w 1: PostgreSQL",
         "commit→apply p99.9 (100 changes/s offered)",
+        "of which due→master stamp p50 (100 changes/s offered)",
+        "of which master stamp→apply p99 (100 changes/s offered)",
         "changes/s achieved (100 changes/s offered)",
         "highest offered rate with commit→apply p99 < 50 ms",
         "replica drains 200 messages, consume -w 1, beside django-cqrs",
