@@ -322,6 +322,74 @@ fn main() -> ExitCode {
 }
 
 /// Empty `tables` (TRUNCATE on PostgreSQL; SQLite has none).
+/// A trigger on the master recording when the relay's claim deleted each outbox row (latency
+/// runs on PostgreSQL: the relay claims by `DELETE … RETURNING`, and an `AFTER` row trigger runs
+/// at the end of that statement, in its transaction).
+const CLAIMS_ON: &str = "CREATE TABLE IF NOT EXISTS bench_claims (pk TEXT NOT NULL, \
+       at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+     CREATE OR REPLACE FUNCTION bench_claimed() RETURNS trigger AS $$
+     BEGIN INSERT INTO bench_claims (pk) VALUES (OLD.pk); RETURN NULL; END $$ LANGUAGE plpgsql;
+     DROP TRIGGER IF EXISTS bench_claimed ON cqrs_outbox;
+     CREATE TRIGGER bench_claimed AFTER DELETE ON cqrs_outbox
+       FOR EACH ROW EXECUTE FUNCTION bench_claimed();";
+const CLAIMS_OFF: &str = "DROP TRIGGER bench_claimed ON cqrs_outbox; \
+     DROP FUNCTION bench_claimed(); DROP TABLE bench_claims";
+
+/// The stages of a PostgreSQL latency run, ms per row, each sorted: due→master stamp, master
+/// stamp→apply, master stamp→relay claim, relay claim→apply. A row claimed twice (a relay that
+/// lost its batch) counts from its last claim.
+fn pg_stages(replica: &mut Db, master: &mut Db) -> cqrs::Result<Vec<Vec<f64>>> {
+    let ms = |t: &str| format!("CAST(extract(epoch FROM {t}) * 1000 AS TEXT)");
+    let claims: std::collections::HashMap<String, f64> = master
+        .load_text(
+            &format!(
+                "SELECT json_build_object('pk', pk, 'at', {})::text AS j FROM bench_claims",
+                ms("at")
+            ),
+            vec![],
+        )?
+        .iter()
+        .map(|j| {
+            let v: serde_json::Value = serde_json::from_str(j).expect("json");
+            let at: f64 = v["at"].as_str().expect("at").parse().expect("ms");
+            (v["pk"].as_str().expect("pk").to_string(), at)
+        })
+        .fold(Default::default(), |mut m, (pk, at)| {
+            let e = m.entry(pk).or_insert(at);
+            *e = f64::max(*e, at);
+            m
+        });
+    let rows = replica.load_text(
+        &format!(
+            "SELECT json_build_object('id', CAST(id AS TEXT), 'due', CAST(CAST(note AS DOUBLE PRECISION) / 1000 AS TEXT), \
+               'stamp', {}, 'applied', {})::text AS j FROM {REPLICA_TABLE}",
+            ms("cqrs_updated"),
+            ms("applied_at")
+        ),
+        vec![],
+    )?;
+    let mut stages: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    for j in rows {
+        let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+        let f = |k: &str| -> f64 { v[k].as_str().expect(k).parse().expect("ms") };
+        let (due, stamp, applied) = (f("due"), f("stamp"), f("applied"));
+        stages[0].push(stamp - due);
+        stages[1].push(applied - stamp);
+        let id = v["id"].as_str().expect("id");
+        let claimed = *claims.get(id).ok_or_else(|| {
+            Error::config(format!(
+                "row {id} reached the replica without a recorded claim"
+            ))
+        })?;
+        stages[2].push(claimed - stamp);
+        stages[3].push(applied - claimed);
+    }
+    for s in &mut stages {
+        s.sort_by(f64::total_cmp);
+    }
+    Ok(stages)
+}
+
 fn clear(db: &mut Db, tables: &[&str]) -> cqrs::Result<()> {
     match db.backend() {
         cqrs::db::Backend::Postgres => db.batch_execute(&format!("TRUNCATE {}", tables.join(", "))),
@@ -1407,25 +1475,22 @@ impl Bench {
         let mut replica = stack.replica()?;
         // The replica stamps each row as it is written. SQLite's clock has millisecond resolution
         // and is read once per statement (a batch's rows share its start time).
-        // On PostgreSQL the lag is also split at the master's stamp (`cqrs_updated`, set in the
-        // writer's transaction just before its commit): the writer's part, and the relay's, the
-        // broker's and the consumer's after it.
-        let split = |from: &str, to: &str| {
-            format!("SELECT CAST({to} - {from} AS TEXT) AS j FROM {REPLICA_TABLE}")
-        };
-        let stamped = "extract(epoch FROM cqrs_updated) * 1000";
-        let stages: Vec<(&str, String)> = match replica.backend() {
-            cqrs::db::Backend::Postgres => vec![
-                (
+        // On PostgreSQL the lag is also split in three: at the master's stamp (`cqrs_updated`,
+        // set in the writer's transaction just before its commit) and at the relay's claim of
+        // the row's outbox row (a trigger on the master records when the claim's `DELETE` ran):
+        // the writer's part; the master's commit and the relay's wake-up and claim; the
+        // publish, the broker and the consumer.
+        let stages: &[&str] = match replica.backend() {
+            cqrs::db::Backend::Postgres => {
+                stack.master()?.batch_execute(CLAIMS_ON)?;
+                &[
                     "due→master stamp",
-                    split("CAST(note AS DOUBLE PRECISION) / 1000", stamped),
-                ),
-                (
                     "master stamp→apply",
-                    split(stamped, "extract(epoch FROM applied_at) * 1000"),
-                ),
-            ],
-            cqrs::db::Backend::Sqlite => Vec::new(),
+                    "master stamp→relay claim",
+                    "relay claim→apply",
+                ]
+            }
+            cqrs::db::Backend::Sqlite => &[],
         };
         let (stamp, lag, unstamp) = match replica.backend() {
             cqrs::db::Backend::Postgres => (
@@ -1480,7 +1545,7 @@ impl Bench {
             let mut p99s = Vec::new();
             let mut rates = Vec::new();
             for _ in 0..runs {
-                let Some(run) = self.latency_run(args, stack, &lag, &stages, rate)? else {
+                let Some(run) = self.latency_run(args, stack, &lag, rate)? else {
                     for r in [&mut p50, &mut p99, &mut p999, &mut achieved]
                         .into_iter()
                         .chain(parts.iter_mut().flatten())
@@ -1550,7 +1615,7 @@ impl Bench {
                     runs,
                 );
             }
-            for ((stage, _), [p50, p99]) in stages.iter().zip(&parts) {
+            for (stage, [p50, p99]) in stages.iter().zip(&parts) {
                 for (name, runs) in [("p50", p50), ("p99", p99)] {
                     self.add(
                         stack.named(&format!("of which {stage} {name} ({load})")),
@@ -1595,8 +1660,12 @@ impl Bench {
                 }
             }
         }
-        // Later groups (bulk-load and its \copy ceiling) want the replica table as it was.
+        // Later groups (bulk-load and its \copy ceiling) want the replica table as it was, and
+        // the relay groups an outbox without the claims' trigger.
         replica.batch_execute(&unstamp)?;
+        if !stages.is_empty() {
+            stack.master()?.batch_execute(CLAIMS_OFF)?;
+        }
         let highest = tried
             .iter()
             .filter(|t| t.1)
@@ -1626,10 +1695,12 @@ impl Bench {
         args: &Args,
         stack: &Stack,
         lag_sql: &str,
-        stages: &[(&str, String)],
         rate: f64,
     ) -> cqrs::Result<Option<LatencyRun>> {
         stack.clear_master()?;
+        if !stack.is_sqlite() {
+            clear(&mut stack.master()?, &["bench_claims"])?;
+        }
         stack.clear_replica()?;
         let relay = self.process(&["relay"], &stack.master, &stack.broker, args);
         let consumer = self.process(&["consume", "-w", "2"], &stack.replica, &stack.broker, args);
@@ -1663,10 +1734,11 @@ impl Bench {
             Ok(ms)
         };
         let lags = sorted(lag_sql)?;
-        let stages = stages
-            .iter()
-            .map(|(_, sql)| sorted(sql))
-            .collect::<cqrs::Result<_>>()?;
+        let stages = if stack.is_sqlite() {
+            Vec::new()
+        } else {
+            pg_stages(&mut replica, &mut stack.master()?)?
+        };
         Ok(Some(LatencyRun {
             lags,
             stages,

@@ -57,6 +57,8 @@ fn bench_smoke_takes_every_figure_and_the_replica_equals_the_master() {
         "commit→apply p99.9 (100 changes/s offered)",
         "of which due→master stamp p50 (100 changes/s offered)",
         "of which master stamp→apply p99 (100 changes/s offered)",
+        "of which master stamp→relay claim p50 (100 changes/s offered)",
+        "of which relay claim→apply p99 (100 changes/s offered)",
         "changes/s achieved (100 changes/s offered)",
         "highest offered rate with commit→apply p99 < 50 ms",
         "replica drains 200 messages, consume -w 1, beside django-cqrs",
