@@ -10,8 +10,8 @@
 //!
 //! Transport-agnostic: it publishes through [`Publisher`]. It wakes as soon as a capture
 //! transaction commits: in-process through [`crate::outbox::wakeup`], from other processes on
-//! PostgreSQL through the outbox's `NOTIFY` ([`crate::outbox::CHANNEL`], checked every
-//! millisecond while idle). It also polls: immediately again while batches come back full, backing
+//! PostgreSQL through the outbox's `NOTIFY` ([`crate::outbox::CHANNEL`]; an idle relay waits on
+//! the listening connection's socket, a busy one checks every millisecond). It also polls: immediately again while batches come back full, backing
 //! off to [`IDLE_POLL`] when the outbox is empty, which is all SQLite has across processes.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -43,8 +43,13 @@ const UNROUTABLE_RETRY: Duration = Duration::from_secs(5);
 /// How long an idle relay, having told writers to notify it, waits for the transactions that
 /// could not know before claiming once more (longer ones are found by its next poll).
 const IDLE_SETTLE: Duration = Duration::from_millis(200);
-/// How often an idle relay checks for the outbox's notification.
+/// How often a relay that has not announced itself idle checks for the outbox's notification
+/// (a commit in this process wakes it at once).
 const LISTEN_CHECK: Duration = Duration::from_millis(1);
+/// How long a relay announced idle waits on the notification connection's socket before it
+/// looks at the in-process signal (a notification wakes it at once; so does this process's
+/// commit, whose outbox row notifies too).
+const IDLE_SLICE: Duration = Duration::from_millis(10);
 /// A lost listening connection is opened again after this delay (polling covers the gap).
 const LISTEN_RETRY: Duration = Duration::from_secs(5);
 /// Batches sent and not yet settled before the relay waits for the oldest one's confirms: the
@@ -829,11 +834,22 @@ impl Idle {
         self.open();
         let deadline = Instant::now() + timeout;
         let in_process = |generation: u64| (generation, generation != seen);
+        let announced = self.announced;
         let Some(listener) = self.listener.as_mut() else {
             return in_process(wake.wait(seen, timeout));
         };
         loop {
-            match listener.notified() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Announced idle, every commit notifies (this process's too): wait on the
+            // notification itself, looking at the in-process signal between slices. Otherwise
+            // only this process's commits signal: wait on that, looking for a notification
+            // between checks.
+            let waited = if announced {
+                listener.wait(IDLE_SLICE.min(left))
+            } else {
+                listener.notified()
+            };
+            match waited {
                 Ok(true) => return (wake.generation(), true),
                 Ok(false) => {}
                 Err(e) => {
@@ -848,7 +864,11 @@ impl Idle {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let generation = wake.wait(seen, LISTEN_CHECK.min(left));
+            let generation = if announced {
+                wake.generation()
+            } else {
+                wake.wait(seen, LISTEN_CHECK.min(left))
+            };
             if generation != seen || left.is_zero() {
                 return in_process(generation);
             }

@@ -115,6 +115,60 @@ fn an_outbox_insert_notifies_idle_listeners_at_commit_and_nobody_else() {
     assert!(!listener.notified().unwrap(), "busy again: no notification");
 }
 
+/// An idle listener waits on its connection's socket: a commit in another process wakes it as
+/// the notification arrives, not at the end of its timeout; with nothing to say it sleeps the
+/// whole timeout; a connection the server ends is an error, not a wait.
+#[test]
+fn an_idle_listener_sleeps_until_the_notification_arrives() {
+    use cqrs::db::listen::Listener;
+    use std::time::Instant;
+    let t = TestDb::new(Kind::Postgres);
+    let mut listener = Listener::listen(&t.url, cqrs::outbox::CHANNEL).unwrap();
+    assert!(listener.announce_idle(Duration::from_secs(5)).unwrap());
+
+    let started = Instant::now();
+    assert!(
+        !listener.wait(Duration::from_millis(300)).unwrap(),
+        "nothing committed"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "woke after {:?} with nothing to say",
+        started.elapsed()
+    );
+
+    let writer = std::thread::spawn({
+        let url = t.url.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut db = cqrs::Db::connect(&url).unwrap();
+            atomic(&mut db, |tx| insert_m_items(tx, 1)).unwrap();
+        }
+    });
+    let started = Instant::now();
+    assert!(listener.wait(Duration::from_secs(60)).unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "woke only at its timeout"
+    );
+    writer.join().unwrap();
+
+    let mut db = t.connect();
+    count(
+        &mut db,
+        "SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM cqrs_relay_idle) AS k",
+    );
+    // The server's last words may come before the end of the stream: a wait or two may read
+    // them first.
+    let started = Instant::now();
+    while listener.wait(Duration::from_secs(60)).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a terminated connection is not an error"
+        );
+    }
+}
+
 /// A writer that queued its outbox rows before the relay said it was idle checked for idle
 /// relays too early to notify. Announcing waits for such writers (those writing to the outbox
 /// then, and not readers or autovacuum: waiting on autovacuum's lock of the busy outbox held the

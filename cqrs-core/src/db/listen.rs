@@ -1,9 +1,9 @@
-//! Wake-ups across processes. PostgreSQL: `LISTEN` on a channel on a connection of its own, and
-//! ask without blocking whether a `NOTIFY` arrived; Diesel reads notifications with libpq's
-//! non-blocking input, so a caller that wants to wait checks in a short loop; each check is one
-//! non-blocking read of the socket. SQLite has no notifications: a connection of its own asks
-//! `PRAGMA data_version`, which changes when any other connection commits to the file (so a
-//! commit that wrote no outbox row wakes it too: one claim that finds nothing).
+//! Wake-ups across processes. PostgreSQL: `LISTEN` on a channel on a connection of its own (a
+//! bare libpq one, `libpq.rs`, whose socket can be waited on), and ask whether a `NOTIFY`
+//! arrived, without blocking or waiting on the socket up to a timeout. SQLite has no
+//! notifications: a connection of its own asks `PRAGMA data_version`, which changes when any
+//! other connection commits to the file (so a commit that wrote no outbox row wakes it too: one
+//! claim that finds nothing); a caller that wants to wait checks in a short loop.
 //!
 //! On PostgreSQL the outbox's trigger notifies only while some listener has said it is idle (a row
 //! in `cqrs_relay_idle`, migration `cqrs_relay_idle`): a NOTIFY serializes the commits of every
@@ -13,18 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::pg::PgConnection;
-use diesel::sql_types::Text;
-use diesel::{Connection, QueryableByName, RunQueryDsl};
-
+use super::libpq::RawPg;
 use super::{Backend, parse_database_url, redact};
-use crate::error::{Error, Result};
-
-#[derive(QueryableByName)]
-struct TextRow {
-    #[diesel(sql_type = Text)]
-    t: String,
-}
+use crate::error::{Error, ErrorKind, Result};
 
 /// A connection listening on one channel (PostgreSQL) or watching the file (SQLite).
 pub struct Listener {
@@ -32,7 +23,7 @@ pub struct Listener {
 }
 
 enum Source {
-    Pg(PgConnection),
+    Pg(RawPg),
     Sqlite { db: super::Db, version: Option<i64> },
 }
 
@@ -61,17 +52,20 @@ impl Listener {
         {
             return Err(Error::config(format!("{channel:?} is not a channel name")));
         }
-        let mut conn = PgConnection::establish(&target)
-            .map_err(|e| Error::from(e).context(format!("database {}", redact(url))))?;
-        diesel::sql_query(format!("LISTEN {channel}"))
-            .execute(&mut conn)
-            .map_err(|e| Error::from_diesel(e, "LISTEN"))?;
+        let mut conn = RawPg::connect(&target).map_err(|e| {
+            Error::new(
+                ErrorKind::Transient,
+                format!("database {}: {e}", redact(url)),
+            )
+        })?;
+        conn.query(&format!("LISTEN {channel}"), &[])
+            .map_err(|e| Error::new(ErrorKind::Database, format!("LISTEN: {e}")))?;
         // Rows of relays whose sessions are gone (killed while idle) would keep writers notifying.
         // Before the migration that made the table, there is nothing to clean.
-        let _ = diesel::sql_query(
+        let _ = conn.query(
             "DELETE FROM cqrs_relay_idle WHERE pid NOT IN (SELECT pid FROM pg_stat_activity)",
-        )
-        .execute(&mut conn);
+            &[],
+        );
         Ok(Listener {
             source: Source::Pg(conn),
         })
@@ -90,45 +84,47 @@ impl Listener {
         let Source::Pg(conn) = &mut self.source else {
             return Ok(true);
         };
-        let q = |e| Error::from_diesel(e, "announcing an idle relay");
-        diesel::sql_query(
+        let q = |e: String| {
+            Error::new(
+                ErrorKind::Database,
+                format!("announcing an idle relay: {e}"),
+            )
+        };
+        conn.query(
             "INSERT INTO cqrs_relay_idle (pid) VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING",
+            &[],
         )
-        .execute(conn)
         .map_err(q)?;
         // The transactions that could have checked before the row existed: those writing to the
         // outbox (the lock a write takes on its table is held to their end). Not readers, nor
         // autovacuum (which locks the busy outbox often, and for long), nor any other
         // transaction in the cluster, so none of those holds the relay up.
-        let writing: Vec<TextRow> = diesel::sql_query(
-            "SELECT DISTINCT virtualtransaction AS t FROM pg_locks \
-             WHERE locktype = 'relation' AND relation = CAST('cqrs_outbox' AS regclass) \
-               AND mode = 'RowExclusiveLock' \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND pid <> pg_backend_pid()",
-        )
-        .load(conn)
-        .map_err(q)?;
+        let writing = conn
+            .query(
+                "SELECT DISTINCT virtualtransaction FROM pg_locks \
+                 WHERE locktype = 'relation' AND relation = CAST('cqrs_outbox' AS regclass) \
+                   AND mode = 'RowExclusiveLock' \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .map_err(q)?;
         if writing.is_empty() {
             return Ok(true);
         }
-        let vxids = writing
-            .into_iter()
-            .map(|r| r.t)
-            .collect::<Vec<_>>()
-            .join(",");
+        let vxids = writing.into_iter().flatten().collect::<Vec<_>>().join(",");
         let deadline = Instant::now() + settle;
         loop {
             // A transaction holds the lock on its own virtual id until it ends.
-            let left: Vec<TextRow> = diesel::sql_query(
-                "SELECT CAST(count(*) AS TEXT) AS t FROM pg_locks \
-                 WHERE locktype = 'virtualxid' AND granted \
-                   AND virtualxid = ANY(string_to_array($1, ','))",
-            )
-            .bind::<Text, _>(&vxids)
-            .load(conn)
-            .map_err(q)?;
-            if left.first().is_none_or(|r| r.t == "0") {
+            let left = conn
+                .query(
+                    "SELECT count(*) FROM pg_locks \
+                     WHERE locktype = 'virtualxid' AND granted \
+                       AND virtualxid = ANY(string_to_array($1, ','))",
+                    &[&vxids],
+                )
+                .map_err(q)?;
+            if left.first().is_none_or(|n| n.as_deref() == Some("0")) {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
@@ -141,9 +137,13 @@ impl Listener {
     /// Say this listener is busy again: writers stop notifying unless another listener is idle.
     pub fn announce_busy(&mut self) -> Result<()> {
         if let Source::Pg(conn) = &mut self.source {
-            diesel::sql_query("DELETE FROM cqrs_relay_idle WHERE pid = pg_backend_pid()")
-                .execute(conn)
-                .map_err(|e| Error::from_diesel(e, "announcing a busy relay"))?;
+            conn.query(
+                "DELETE FROM cqrs_relay_idle WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .map_err(|e| {
+                Error::new(ErrorKind::Database, format!("announcing a busy relay: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -152,14 +152,7 @@ impl Listener {
     /// means the connection is gone (listen again).
     pub fn notified(&mut self) -> Result<bool> {
         match &mut self.source {
-            Source::Pg(conn) => {
-                let mut any = false;
-                for n in conn.notifications_iter() {
-                    n.map_err(|e| Error::from_diesel(e, "reading notifications"))?;
-                    any = true;
-                }
-                Ok(any)
-            }
+            Source::Pg(conn) => conn.notified().map_err(lost),
             Source::Sqlite { db, version } => {
                 let now = db.data_version()?;
                 let changed = now != *version;
@@ -168,4 +161,24 @@ impl Listener {
             }
         }
     }
+
+    /// Whether a notification arrives within `timeout` (one waiting already counts); consumes
+    /// every one waiting. PostgreSQL waits on the connection's socket, so the answer comes as
+    /// the notification does; SQLite checks once, then once more after `timeout`. An error means
+    /// the connection is gone (listen again).
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        if self.notified()? {
+            return Ok(true);
+        }
+        match &mut self.source {
+            Source::Pg(conn) => conn.wait(timeout).map_err(lost)?,
+            Source::Sqlite { .. } => std::thread::sleep(timeout),
+        }
+        self.notified()
+    }
+}
+
+/// The listening connection failed: it is gone.
+fn lost(e: String) -> Error {
+    Error::new(ErrorKind::Transient, format!("reading notifications: {e}"))
 }

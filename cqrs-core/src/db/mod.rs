@@ -13,6 +13,7 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub mod dialect;
+mod libpq;
 pub mod listen;
 pub mod migrations;
 pub mod prepared;
