@@ -13,7 +13,7 @@ use lapin::{BasicProperties, Channel};
 
 use super::{
     AmqpTransport, Confirm, Found, HEADER_DELAY, TypedChannel, declare_delay_level, headers_of,
-    properties, publish_confirmed, retry_exchange, transient,
+    properties, publish_confirmed, refused_unless_gone, retry_exchange, transient,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::routing::{dead_letter_key, dead_letter_queue, directed_key};
@@ -43,7 +43,7 @@ impl AmqpTransport {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| Error::new(ErrorKind::Transport, format!("consuming {queue_name}: {e}")))
+            .map_err(|e| refused_unless_gone(&format!("consuming {queue_name}"), e))
         })?;
         self.runtime.spawn(async move {
             while let Some(d) = consumer.next().await {

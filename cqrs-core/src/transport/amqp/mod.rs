@@ -76,6 +76,23 @@ fn refused(what: &str, e: lapin::Error) -> Error {
     Error::new(ErrorKind::Transport, format!("{what}: {e}"))
 }
 
+/// A refused binding or consume of a queue this process has just declared. 404 NOT_FOUND then
+/// means the queue was deleted meanwhile: `cqrs queues migrate` moving it while a consumer
+/// reconnects (the move cancelled its consumer). Transient: the next attempt declares again and
+/// finds the moved queue. Any other refusal is [`refused`].
+fn refused_unless_gone(what: &str, e: lapin::Error) -> Error {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let gone = matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)));
+    if gone {
+        return transient(
+            &format!("{what} (deleted meanwhile: moved by a migration?)"),
+            e,
+        );
+    }
+    refused(what, e)
+}
+
 /// The retry exchange of a replica queue: `cqrs_retry_<queue>` (headers, durable).
 pub fn retry_exchange(queue: &str) -> String {
     format!("cqrs_retry_{queue}")
@@ -454,12 +471,7 @@ async fn bind(
         args,
     )
     .await
-    .map_err(|e| {
-        Error::new(
-            ErrorKind::Transport,
-            format!("binding {queue} to {exchange} with {key:?}: {e}"),
-        )
-    })
+    .map_err(|e| refused_unless_gone(&format!("binding {queue} to {exchange} with {key:?}"), e))
 }
 
 /// One delay level: a queue whose messages expire after `delay` into the main exchange (keeping
@@ -693,5 +705,38 @@ impl Broker for AmqpBroker {
 
     fn purge(&self, queue: &str) -> Result<usize> {
         self.0.purge(queue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    fn refusal(kind: AMQPSoftError, text: &str) -> lapin::Error {
+        lapin::ErrorKind::ProtocolError(AMQPError::new(AMQPErrorKind::Soft(kind), text.into()))
+            .into()
+    }
+
+    /// A queue that vanished between its declaration and its binding or consume (a migration
+    /// moving it) is retried; any other refusal is not.
+    #[test]
+    fn a_queue_deleted_meanwhile_is_transient() {
+        let gone = refused_unless_gone(
+            "binding q",
+            refusal(
+                AMQPSoftError::NOTFOUND,
+                "NOT_FOUND - no queue 'q' in vhost '/'",
+            ),
+        );
+        assert!(gone.is_transient(), "{gone}");
+        let refused = refused_unless_gone(
+            "binding q",
+            refusal(
+                AMQPSoftError::ACCESSREFUSED,
+                "ACCESS_REFUSED - no write access",
+            ),
+        );
+        assert_eq!(refused.kind(), ErrorKind::Transport, "{refused}");
     }
 }
