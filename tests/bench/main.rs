@@ -201,7 +201,8 @@ impl Drop for SqliteFiles {
 struct LatencyRun {
     /// Each row's lag from its due time to its apply time, ms, sorted.
     lags: Vec<f64>,
-    /// The same split at the master's stamp, one sorted list per stage of the run's stages.
+    /// The same split at the master's stamp and at the relay's claim (PostgreSQL), one sorted list
+    /// per stage, in the order `pg_stages` gives them.
     stages: Vec<Vec<f64>>,
     /// Changes per second the writers achieved.
     achieved: f64,
@@ -321,7 +322,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Empty `tables` (TRUNCATE on PostgreSQL; SQLite has none).
 /// A trigger on the master recording when the relay's claim deleted each outbox row (latency
 /// runs on PostgreSQL: the relay claims by `DELETE … RETURNING`, and an `AFTER` row trigger runs
 /// at the end of that statement, in its transaction).
@@ -390,6 +390,7 @@ fn pg_stages(replica: &mut Db, master: &mut Db) -> cqrs::Result<Vec<Vec<f64>>> {
     Ok(stages)
 }
 
+/// Empty `tables` (TRUNCATE on PostgreSQL; SQLite has none).
 fn clear(db: &mut Db, tables: &[&str]) -> cqrs::Result<()> {
     match db.backend() {
         cqrs::db::Backend::Postgres => db.batch_execute(&format!("TRUNCATE {}", tables.join(", "))),
