@@ -11,8 +11,9 @@
 //! Transport-agnostic: it publishes through [`Publisher`]. It wakes as soon as a capture
 //! transaction commits: in-process through [`crate::outbox::wakeup`], from other processes on
 //! PostgreSQL through the outbox's `NOTIFY` ([`crate::outbox::CHANNEL`]; an idle relay waits on
-//! the listening connection's socket, a busy one checks every millisecond). It also polls: immediately again while batches come back full, backing
-//! off to [`IDLE_POLL`] when the outbox is empty, which is all SQLite has across processes.
+//! the listening connection's socket, a busy one checks every millisecond). It also polls:
+//! immediately again while batches come back full, backing off to [`IDLE_POLL`] when the outbox
+//! is empty, which is all SQLite has across processes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
