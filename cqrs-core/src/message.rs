@@ -8,7 +8,8 @@ use chrono::{
     DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Timelike,
     Utc,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -282,6 +283,126 @@ impl Message {
     }
 }
 
+/// A stored body as the relay publishes it: the same message with `retries` 0 and `expires` set,
+/// and its signal type (the relay's headers depend on it). The result is what
+/// `Message::decode`, setting both keys and [`Message::encode`] give, read as JSON, but the keys
+/// the relay does not change are copied as they are written (numbers keep their text) instead of
+/// being parsed into values and written again, which was most of the time the relay spent framing
+/// a message. A body this cannot copy safely (a `\u` escape, a key given twice) takes the full
+/// decode, so the errors are [`Message::decode`]'s.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use cqrs::message::{restamp, SignalType};
+/// let body = br#"{"signal_type":"SAVE","cqrs_id":"item","instance_data":{"id":1},"instance_pk":1,"retries":3}"#;
+/// let at = Utc.with_ymd_and_hms(2026, 12, 8, 1, 2, 3).unwrap();
+/// let (signal, out) = restamp(body, at).unwrap();
+/// assert_eq!(signal, SignalType::Save);
+/// assert_eq!(
+///     String::from_utf8(out).unwrap(),
+///     r#"{"signal_type":"SAVE","cqrs_id":"item","instance_data":{"id":1},"previous_data":null,"instance_pk":1,"correlation_id":null,"retries":0,"expires":"2026-12-08T01:02:03+00:00","meta":null}"#
+/// );
+/// ```
+pub fn restamp(body: &[u8], expires: DateTime<Utc>) -> Result<(SignalType, Vec<u8>)> {
+    if let Some(copied) = restamp_copying(body, expires) {
+        return Ok(copied);
+    }
+    let mut m = Message::decode(body)?;
+    m.expires = Expires::At(expires);
+    m.retries = 0;
+    Ok((m.signal_type, m.encode()))
+}
+
+/// The body's keys borrowed as written: only what [`Message::from_value`] checks is looked at.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    signal_type: &'a str,
+    #[serde(borrow)]
+    cqrs_id: &'a RawValue,
+    #[serde(borrow)]
+    instance_data: &'a RawValue,
+    #[serde(borrow, default)]
+    previous_data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    instance_pk: &'a RawValue,
+    #[serde(borrow, default)]
+    correlation_id: Option<&'a RawValue>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(borrow, default)]
+    expires: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    meta: Option<&'a RawValue>,
+}
+
+/// A key's value as written, `null` when absent.
+fn raw_or_null(raw: Option<&RawValue>) -> &[u8] {
+    raw.map_or("null", RawValue::get).as_bytes()
+}
+
+/// [`restamp`] by copying, or `None` where the full decode must decide (including every body it
+/// rejects).
+fn restamp_copying(body: &[u8], expires: DateTime<Utc>) -> Option<(SignalType, Vec<u8>)> {
+    // Skipping a string checks its escapes' hex digits but not that surrogates pair up, which
+    // the full decode rejects; bodies with `\u` escapes are rare (capture writes UTF-8).
+    if body.windows(2).any(|w| w == b"\\u") {
+        return None;
+    }
+    // A struct also reads from a JSON array; the full decode takes only an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    // `null` reads as `None` for the optional keys, as it does in the full decode.
+    let s: Stored = serde_json::from_slice(body).ok()?;
+    let signal_type = SignalType::parse(s.signal_type)?;
+    let starts =
+        |raw: &RawValue, first: fn(u8) -> bool| raw.get().bytes().next().is_some_and(first);
+    let object = |raw: &RawValue| starts(raw, |b| b == b'{');
+    let string = |raw: &RawValue| starts(raw, |b| b == b'"');
+    let number_or_string =
+        |raw: &RawValue| starts(raw, |b| b == b'"' || b == b'-' || b.is_ascii_digit());
+    if !string(s.cqrs_id)
+        || s.cqrs_id.get() == "\"\""
+        || !object(s.instance_data)
+        || !s.previous_data.is_none_or(object)
+        || !number_or_string(s.instance_pk)
+        || !s.correlation_id.is_none_or(string)
+    {
+        return None;
+    }
+    // Read only to be checked (the full decode rejects what does not fit a `u32`): it becomes 0.
+    let _ = s.retries;
+    if let Some(raw) = s.expires {
+        let text: &str = serde_json::from_str(raw.get()).ok()?;
+        parse_datetime(text).ok()?;
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut put = |key: &str, value: &[u8]| {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(value);
+    };
+    put(
+        "signal_type",
+        format!("\"{}\"", signal_type.as_str()).as_bytes(),
+    );
+    put("cqrs_id", s.cqrs_id.get().as_bytes());
+    put("instance_data", s.instance_data.get().as_bytes());
+    put("previous_data", raw_or_null(s.previous_data));
+    put("instance_pk", s.instance_pk.get().as_bytes());
+    put("correlation_id", raw_or_null(s.correlation_id));
+    put("retries", b"0");
+    put(
+        "expires",
+        format!("\"{}\"", format_expires(expires)).as_bytes(),
+    );
+    put("meta", raw_or_null(s.meta));
+    out.push(b'}');
+    Some((signal_type, out))
+}
+
 fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
     Error::malformed(format!(
         "key `{key}` is {}, expected {expected}",
@@ -399,6 +520,25 @@ pub fn parse_datetime(s: &str) -> std::result::Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The relay's bodies take the copying path (the full decode is only the fallback): what
+    /// capture writes, and django-cqrs's own bodies where they hold no `\u` escape.
+    #[test]
+    fn restamp_copies_what_capture_writes() {
+        let mut data = Map::new();
+        data.insert("id".into(), Value::from(1));
+        data.insert("name".into(), Value::from("a/b \"q\" ü 😀"));
+        let m = Message::new(SignalType::Delete, "item", Value::from(1), data);
+        let at = Utc.with_ymd_and_hms(2026, 12, 8, 0, 0, 0).unwrap();
+        let (signal, out) = restamp_copying(&m.encode(), at).expect("copied");
+        assert_eq!(signal, SignalType::Delete);
+        let mut stamped = m.clone();
+        stamped.expires = Expires::At(at);
+        assert_eq!(out, stamped.encode());
+        let django = br#"{"signal_type": "SYNC", "cqrs_id": "item", "instance_data": {"id": 2}, "previous_data": null, "instance_pk": 2, "correlation_id": null, "retries": 5, "expires": "2026-11-24T14:17:42+00:00", "meta": {"a": 1}}"#;
+        assert!(restamp_copying(django, at).is_some());
+        assert!(restamp_copying(br#"{"signal_type":"SAVE","cqrs_id":"\u0069tem","instance_data":{},"instance_pk":1}"#, at).is_none());
+    }
 
     /// The field-by-field formatter writes what chrono's patterns write.
     #[test]

@@ -25,7 +25,7 @@ use crate::config::Settings;
 use crate::db::listen::Listener;
 use crate::db::{Backend, Db, SqlConn};
 use crate::error::{Error, Result};
-use crate::message::{Expires, Message, SignalType};
+use crate::message::{self, Message, SignalType};
 use crate::outbox::{self, Claimed, Wakeup};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Readiness;
@@ -438,8 +438,12 @@ impl<P: Publisher> Relay<P> {
     fn outgoing(&self, row: &Claimed) -> Result<Outgoing> {
         let mut headers = Headers::new();
         headers.insert(HEADER_PRODUCER.into(), self.settings.service_name.clone());
-        let mut m = match Message::decode(row.body.as_bytes()) {
-            Ok(m) => m,
+        // Set at publish time, not at capture: a relay outage longer than the TTL must not
+        // dead-letter the backlog.
+        let ttl = chrono::Duration::from_std(self.settings.model(&row.cqrs_id).message_ttl())
+            .map_err(|e| Error::config(e.to_string()))?;
+        let (signal_type, body) = match message::restamp(row.body.as_bytes(), Utc::now() + ttl) {
+            Ok(stamped) => stamped,
             Err(e) => {
                 // Not written by capture (edited by hand, another writer): it must not hold up
                 // every row behind it. It goes out as it is; a replica dead-letters it as
@@ -453,18 +457,12 @@ impl<P: Publisher> Relay<P> {
                 });
             }
         };
-        // Set at publish time, not at capture: a relay outage longer than the TTL must not
-        // dead-letter the backlog.
-        let ttl = chrono::Duration::from_std(self.settings.model(&row.cqrs_id).message_ttl())
-            .map_err(|e| Error::config(e.to_string()))?;
-        m.expires = Expires::At(Utc::now() + ttl);
-        m.retries = 0;
-        if m.signal_type == SignalType::Sync && row.routing_key.starts_with("cqrs.") {
+        if signal_type == SignalType::Sync && row.routing_key.starts_with("cqrs.") {
             headers.insert(HEADER_DIRECTED.into(), "true".into());
         }
         Ok(Outgoing {
             routing_key: row.routing_key.clone(),
-            body: m.encode(),
+            body,
             headers,
             message_id: row.message_id.clone(),
         })

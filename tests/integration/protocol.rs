@@ -220,3 +220,110 @@ fn absent_and_null_expires_differ() {
         Expires::Never
     );
 }
+
+/// What the relay publishes for a stored body ([`cqrs::message::restamp`]) is what decoding it,
+/// stamping `expires` and `retries` and encoding it again gives: the same signal type, the same
+/// JSON (byte for byte when the body is in our own encoding), or the same error.
+pub(crate) fn restamp_agrees_with_the_full_decode(body: &[u8]) {
+    let at = cqrs_tests::at(86_400_000);
+    let decoded = Message::decode(body);
+    // Our own encoding: the copy must be the same bytes, not only the same JSON.
+    let canonical = decoded.as_ref().is_ok_and(|m| m.encode() == body);
+    let full = decoded.map(|mut m| {
+        m.expires = Expires::At(at);
+        m.retries = 0;
+        (m.signal_type, m.encode())
+    });
+    let copied = cqrs::message::restamp(body, at);
+    let shown = String::from_utf8_lossy(body);
+    match (full, copied) {
+        (Ok((signal, encoded)), Ok((signal_copied, copied))) => {
+            assert_eq!(signal_copied, signal, "{shown}");
+            let parsed = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+            assert_eq!(parsed(&copied), parsed(&encoded), "{shown}");
+            if canonical {
+                assert_eq!(
+                    String::from_utf8(copied).unwrap(),
+                    String::from_utf8(encoded).unwrap()
+                );
+            }
+        }
+        (Err(full), Err(copied)) => {
+            assert_eq!(copied.kind(), full.kind(), "{shown}");
+            assert_eq!(copied.to_string(), full.to_string(), "{shown}");
+        }
+        (full, copied) => panic!(
+            "{shown}: the full decode gave {:?}, restamp {:?}",
+            full.map(|f| f.0),
+            copied.map(|c| c.0)
+        ),
+    }
+}
+
+#[test]
+fn the_relays_restamp_agrees_with_the_full_decode_on_captures_and_hostile_bodies() {
+    let mut bodies: Vec<Vec<u8>> = capture_files()
+        .iter()
+        .flat_map(|f| capture(f).into_iter().map(|(_, body)| body))
+        .collect();
+    bodies.extend(cqrs_tests::hostile_bodies().into_iter().map(|(_, b, _)| b));
+    let ours = cqrs_tests::ItemState::new(7, 3, cqrs_tests::at(5)).save();
+    let canonical = ours.encode();
+    let text = String::from_utf8(canonical.clone()).unwrap();
+    bodies.extend([
+        canonical.clone(),
+        // Whitespace, another key order, keys absent or null, extra keys, a key twice.
+        serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&canonical).unwrap()).unwrap(),
+        text.replacen(r#""signal_type":"SAVE","#, "", 1)
+            .replacen('{', r#"{"signal_type":"SYNC","#, 1)
+            .into_bytes(),
+        text.replacen(r#","meta":{}"#, "", 1).into_bytes(),
+        text.replacen(
+            r#""expires":null"#,
+            r#""expires":"2026-01-01 10:00:00.5+02:00""#,
+            1,
+        )
+        .into_bytes(),
+        text.replacen(r#""expires":null"#, r#""expires":"never""#, 1)
+            .into_bytes(),
+        text.replacen(r#""retries":0"#, r#""retries":4294967296"#, 1)
+            .into_bytes(),
+        text.replacen(r#""retries":0"#, r#""retries":1.0"#, 1)
+            .into_bytes(),
+        text.replacen(r#""cqrs_id":"item""#, r#""cqrs_id":"""#, 1)
+            .into_bytes(),
+        text.replacen(r#""cqrs_id":"item""#, r#""cqrs_id":"it\"em""#, 1)
+            .into_bytes(),
+        text.replacen(r#""signal_type":"SAVE""#, r#""signal_type":"S\u0041VE""#, 1)
+            .into_bytes(),
+        text.replacen(r#""instance_pk":7"#, r#""instance_pk":-7.5e3"#, 1)
+            .into_bytes(),
+        text.replacen(r#""instance_pk":7"#, r#""instance_pk":true"#, 1)
+            .into_bytes(),
+        text.replacen(
+            r#""previous_data":null"#,
+            r#""previous_data":{"name":"x"}"#,
+            1,
+        )
+        .into_bytes(),
+        text.replacen(r#""previous_data":null"#, r#""previous_data":[]"#, 1)
+            .into_bytes(),
+        text.replacen(r#""correlation_id":null"#, r#""correlation_id":"c-1""#, 1)
+            .into_bytes(),
+        text.replacen(r#""name":"n7-3""#, r#""name":"\ud800""#, 1)
+            .into_bytes(),
+        text.replacen(r#""name":"n7-3""#, r#""name":"\ud83d\ude00 \n""#, 1)
+            .into_bytes(),
+        text.replacen(r#""meta":{}"#, r#""meta":{},"cqrs_id":"other""#, 1)
+            .into_bytes(),
+        text.replacen(r#""id":7,"#, r#""id":7,"id":8,"#, 1)
+            .into_bytes(),
+        br#"["SAVE","item",{},null,1,null,0,null,{}]"#.to_vec(),
+        format!(" \n{text}\t").into_bytes(),
+        format!("{text}x").into_bytes(),
+    ]);
+    for body in &bodies {
+        restamp_agrees_with_the_full_decode(body);
+    }
+    assert!(bodies.len() > 70, "{} bodies", bodies.len());
+}
