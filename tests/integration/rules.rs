@@ -548,7 +548,10 @@ both!(
         let spec = typed_spec(kind);
         let (_, body) = capture("30_typed_create.json").remove(0);
         let template: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let id = template["instance_data"]["id"].as_str().unwrap().to_string();
+        let id = template["instance_data"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let doubles = [
             0.1 + 0.2,
             1.0715660391465826e-75,
@@ -569,8 +572,15 @@ both!(
                 &spec,
                 vec![Change::new(Message::decode(text.as_bytes()).unwrap())],
             );
-            assert!(matches!(r.outcomes[0], Outcome::Applied), "{:?}", r.outcomes[0]);
-            let sql = sql_for(&db, "UPDATE typed SET flag = flag WHERE id = $1 AND ratio = $2");
+            assert!(
+                matches!(r.outcomes[0], Outcome::Applied),
+                "{:?}",
+                r.outcomes[0]
+            );
+            let sql = sql_for(
+                &db,
+                "UPDATE typed SET flag = flag WHERE id = $1 AND ratio = $2",
+            );
             let id_bind = match kind {
                 Kind::Postgres => cqrs::value::SqlValue::Uuid(id.parse().unwrap()),
                 Kind::Sqlite => cqrs::value::SqlValue::Text(id.clone()),
@@ -578,7 +588,12 @@ both!(
             let equal = db
                 .execute(&sql, vec![id_bind, cqrs::value::SqlValue::Double(ratio)])
                 .unwrap();
-            assert_eq!(equal, 1, "ratio {ratio:?} ({:#x}) changed on the way", ratio.to_bits());
+            assert_eq!(
+                equal,
+                1,
+                "ratio {ratio:?} ({:#x}) changed on the way",
+                ratio.to_bits()
+            );
         }
     }
 );
