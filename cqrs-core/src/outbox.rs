@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::db::prepared::Statement;
 use crate::db::{Backend, Db, SqlConn, typed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::SignalType;
@@ -163,7 +164,10 @@ pub fn take(db: &mut Db, limit: usize, now: DateTime<Utc>) -> Result<Vec<Claimed
         T::Text,
         T::Integer,
     ];
-    let mut rows = typed::load_rows(conn, &sql, available_binds(limit, now), &types)
+    // Prepared: planning this statement cost PostgreSQL more than running it on a short outbox
+    // (about 0.2 ms a claim, paid on every commit's way to the broker).
+    let statement = Statement::numbered(&sql, available_binds(limit, now))?;
+    let mut rows = typed::load_prepared(conn, &statement, &types)
         .map_err(|e| e.context("taking outbox rows"))?
         .into_iter()
         .map(|row| match <[SqlValue; 7]>::try_from(row) {

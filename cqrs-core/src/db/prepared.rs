@@ -73,6 +73,59 @@ impl Statement {
         Ok(self)
     }
 
+    /// A statement from PostgreSQL text whose placeholders are `$1`, `$2`, … each once and in
+    /// that order, bound to `binds`: for a text built with [`Backend::placeholder`].
+    ///
+    /// ```ignore
+    /// let s = Statement::numbered("SELECT id FROM t WHERE a = $1 AND b < $2", binds)?;
+    /// ```
+    pub fn numbered(sql: &str, binds: Vec<SqlValue>) -> Result<Statement> {
+        let mut s = Statement::default();
+        let mut rest = sql;
+        for (i, value) in binds.into_iter().enumerate() {
+            let placeholder = format!("${}", i + 1);
+            let at = rest
+                .match_indices(&placeholder)
+                .map(|(at, _)| at)
+                .find(|&at| {
+                    !rest[at + placeholder.len()..].starts_with(|c: char| c.is_ascii_digit())
+                })
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Database,
+                        format!("statement has no {placeholder} after the ones before it: {sql}"),
+                    )
+                })?;
+            if rest[..at].contains('$') {
+                return Err(Error::new(
+                    ErrorKind::Database,
+                    format!(
+                        "statement's placeholders are not in order before {placeholder}: {sql}"
+                    ),
+                ));
+            }
+            s.sql(&rest[..at]).bind(value)?;
+            rest = &rest[at + placeholder.len()..];
+        }
+        if rest.contains('$') {
+            return Err(Error::new(
+                ErrorKind::Database,
+                format!("statement has more placeholders than values: {sql}"),
+            ));
+        }
+        s.sql(rest);
+        Ok(s)
+    }
+
+    /// Whether PostgreSQL can run it prepared: every value is of a type [`Statement::bind`]
+    /// accepts there.
+    pub fn is_preparable(&self) -> bool {
+        !self
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Bind(Bound::Other(_))))
+    }
+
     /// The text with `backend`'s placeholders, and the values in order: for running it as any
     /// other statement.
     pub fn render(&self, backend: Backend) -> (String, Vec<SqlValue>) {
@@ -201,3 +254,40 @@ impl QueryId for OnPg<'_> {
 }
 
 impl diesel::RunQueryDsl<diesel::pg::PgConnection> for OnPg<'_> {}
+
+/// Rows of it are read by column index ([`crate::db::typed::load_prepared`]).
+impl diesel::query_builder::Query for OnPg<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `numbered` splits at `$1`, `$2`, … and renders back to the same text and values.
+    #[test]
+    fn numbered_statements_render_back_to_their_text() {
+        let binds: Vec<SqlValue> = (1..=11).map(SqlValue::BigInt).collect();
+        let sql: String = (1..=11)
+            .map(|i| format!("a{i} = ${i} AND "))
+            .collect::<String>()
+            + "true";
+        let s = Statement::numbered(&sql, binds.clone()).unwrap();
+        assert_eq!(s.render(Backend::Postgres), (sql, binds));
+    }
+
+    /// Texts whose placeholders are not `$1`, `$2`, … once each in order are refused.
+    #[test]
+    fn numbered_statements_refuse_other_placeholders() {
+        let two = || vec![SqlValue::BigInt(1), SqlValue::BigInt(2)];
+        for sql in [
+            "a = $2 AND b = $1",
+            "a = $1",
+            "a = $1 AND b = $2 AND c = $3",
+            "a = $1 AND b = $1 AND c = $2",
+            "a = $10 AND b = $2",
+        ] {
+            assert!(Statement::numbered(sql, two()).is_err(), "{sql}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ use diesel::row::Row;
 use diesel::sql_types::{self as st, Nullable};
 
 use super::bind_all_pg;
+use super::prepared::{OnPg, Statement};
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::{ColumnType, SqlValue};
 
@@ -24,6 +25,26 @@ pub fn load_rows(
     let query = bind_all_pg(diesel::sql_query(sql).into_boxed(), binds);
     let cursor = LoadConnection::<diesel::connection::DefaultLoadingMode>::load(conn, query)
         .map_err(Error::from)?;
+    decode_rows(cursor, types)
+}
+
+/// [`load_rows`] of a statement PostgreSQL parses and plans once per connection (see
+/// [`prepared`](super::prepared)): for a query run again and again.
+pub fn load_prepared(
+    conn: &mut PgConnection,
+    statement: &Statement,
+    types: &[ColumnType],
+) -> Result<Vec<Vec<SqlValue>>> {
+    let cursor =
+        LoadConnection::<diesel::connection::DefaultLoadingMode>::load(conn, OnPg(statement))
+            .map_err(Error::from)?;
+    decode_rows(cursor, types)
+}
+
+fn decode_rows<'a, R: Row<'a, Pg>>(
+    cursor: impl Iterator<Item = diesel::QueryResult<R>>,
+    types: &[ColumnType],
+) -> Result<Vec<Vec<SqlValue>>> {
     let mut rows = Vec::new();
     for row in cursor {
         let row = row.map_err(Error::from)?;
