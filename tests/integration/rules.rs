@@ -599,7 +599,7 @@ both!(
 );
 
 // The statements run for every batch are parsed and planned once per connection: the relay's
-// claim, the consumer's locks and its two state reads. Planning each cost PostgreSQL about 0.2 ms,
+// claim, the consumer's locks, its two state reads and its upsert. Planning each cost PostgreSQL about 0.2 ms,
 // more than running it on a batch of a few rows.
 #[test]
 fn batch_statements_are_planned_once_per_connection() {
@@ -637,4 +637,5 @@ fn batch_statements_are_planned_once_per_connection() {
         1,
         "the tombstones' states"
     );
+    assert_eq!(prepared("INSERT INTO \"items\"%"), 1, "the upsert");
 }
