@@ -472,12 +472,12 @@ fn finish(outcomes: Vec<Option<Outcome>>, stats: ApplyStats) -> BatchReport {
     }
 }
 
-/// Multi-row `INSERT .. ON CONFLICT (key) DO UPDATE` of `rows` (indexes into `prepared`) over the
-/// columns `cols`; returns (statements, rows written).
 /// The most optional columns a model may have for its upserts to be prepared whatever columns a
 /// batch carries: 2^4 column sets, twice (forced or not), 32 statements per connection at most.
 const MAX_PREPARED_OPTIONAL: usize = 4;
 
+/// Multi-row `INSERT .. ON CONFLICT (key) DO UPDATE` of `rows` (indexes into `prepared`) over the
+/// columns `cols`; returns (statements, rows written).
 fn write_rows(
     spec: &TableSpec,
     db: &mut Db,
