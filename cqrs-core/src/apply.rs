@@ -472,10 +472,6 @@ fn finish(outcomes: Vec<Option<Outcome>>, stats: ApplyStats) -> BatchReport {
     }
 }
 
-/// The most optional columns a model may have for its upserts to be prepared whatever columns a
-/// batch carries: 2^4 column sets, twice (forced or not), 32 statements per connection at most.
-const MAX_PREPARED_OPTIONAL: usize = 4;
-
 /// Multi-row `INSERT .. ON CONFLICT (key) DO UPDATE` of `rows` (indexes into `prepared`) over the
 /// columns `cols`; returns (statements, rows written).
 fn write_rows(
@@ -518,16 +514,9 @@ fn write_rows(
         .backend()
         .insert_rows(&head, &tail, &types, rows.len(), cell)?
     {
-        // Prepared on PostgreSQL (a consumer runs it for every batch) while the texts a model can
-        // produce stay few: one per set of its optional columns present, forced or not. A model
-        // with more optional columns runs it prepared only when the batch carries all of them.
-        let optional = spec.columns().iter().filter(|c| c.optional).count();
-        let affected = if optional <= MAX_PREPARED_OPTIONAL || cols.len() == spec.columns().len() {
-            db.execute_repeated(&sql, binds)
-        } else {
-            db.execute(&sql, binds)
-        }
-        .map_err(|e| e.context(format!("writing {count} rows of {}", spec.cqrs_id())))?;
+        let affected = db
+            .execute(&sql, binds)
+            .map_err(|e| e.context(format!("writing {count} rows of {}", spec.cqrs_id())))?;
         warn_if_held_back(spec, count, affected);
         statements += 1;
         written += affected;

@@ -599,7 +599,7 @@ both!(
 );
 
 // The statements run for every batch are parsed and planned once per connection: the relay's
-// claim, the consumer's locks, its two state reads and its upsert. Planning each cost PostgreSQL about 0.2 ms,
+// claim and the consumer's locks. Planning each cost PostgreSQL about 0.2 ms,
 // more than running it on a batch of a few rows.
 #[test]
 fn batch_statements_are_planned_once_per_connection() {
@@ -631,11 +631,6 @@ fn batch_statements_are_planned_once_per_connection() {
         1,
         "the consumer's locks"
     );
-    assert_eq!(prepared("%FROM \"items\" WHERE%"), 1, "the rows' states");
-    assert_eq!(
-        prepared("%FROM cqrs_tombstones WHERE%"),
-        1,
-        "the tombstones' states"
-    );
-    assert_eq!(prepared("INSERT INTO \"items\"%"), 1, "the upsert");
+    // The state reads are not: a generic plan for hundreds of keys halved a drain.
+    assert_eq!(prepared("%FROM \"items\" WHERE%"), 0, "the rows' states");
 }

@@ -23,7 +23,7 @@ pub mod typed;
 pub use crate::config::redact;
 pub use dialect::Backend;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::turns::Turn;
 use crate::value::{ColumnType, SqlValue};
 
@@ -178,19 +178,6 @@ impl Db {
             Db::Sqlite(c) => bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds).execute(c),
         }
         .map_err(Error::from)
-    }
-
-    /// [`Db::execute`] of a text run again and again (one per model and column set, never one
-    /// per row count), its placeholders `$1`, `$2`, … in order: on PostgreSQL parsed and planned
-    /// once per connection where its values allow ([`prepared::Repeated`]).
-    pub fn execute_repeated(&mut self, sql: &str, binds: Vec<SqlValue>) -> Result<usize> {
-        let Db::Pg(c) = self else {
-            return self.execute(sql, binds);
-        };
-        match prepared::Repeated::of(sql, binds)? {
-            prepared::Repeated::Prepared(statement) => c.exec_prepared(&statement),
-            prepared::Repeated::Plain(sql, binds) => self.execute(&sql, binds),
-        }
     }
 
     /// Lock `stripes` (sorted, so two writers take them in the same order) until the transaction
@@ -571,49 +558,15 @@ pub(crate) fn load_states(
         #[diesel(sql_type = st::TimestamptzSqlite)]
         u: chrono::DateTime<chrono::Utc>,
     }
-    let c = match db {
-        Db::Pg(c) => c,
-        Db::Sqlite(c) => {
-            return bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds)
-                .load::<SqliteState>(c)
-                .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect())
-                .map_err(|e| Error::from_diesel(e, "reading current revisions"));
-        }
-    };
-    // Prepared where the keys' type allows: a consumer reads states twice in every batch, and
-    // planning these costs PostgreSQL more than running them on a batch of a few keys.
-    let statement = match prepared::Repeated::of(sql, binds)? {
-        prepared::Repeated::Prepared(statement) => statement,
-        prepared::Repeated::Plain(sql, binds) => {
-            return bind_all_pg(diesel::sql_query(sql).into_boxed(), binds)
-                .load::<PgState>(c)
-                .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect())
-                .map_err(|e| Error::from_diesel(e, "reading current revisions"));
-        }
-    };
-    typed::load_prepared(
-        c,
-        &statement,
-        &[
-            ColumnType::Text,
-            ColumnType::Integer,
-            ColumnType::Timestamptz,
-        ],
-    )
-    .map_err(|e| e.context("reading current revisions"))?
-    .into_iter()
-    .map(|row| match <[SqlValue; 3]>::try_from(row) {
-        Ok(
-            [
-                SqlValue::Text(k),
-                SqlValue::Integer(r),
-                SqlValue::Timestamptz(u),
-            ],
-        ) => Ok((k, r, u)),
-        other => Err(Error::new(
-            ErrorKind::Database,
-            format!("reading current revisions: a NULL or mistyped state {other:?}"),
-        )),
-    })
-    .collect()
+    // Not prepared: with a batch of hundreds of keys PostgreSQL's generic plan for these reads
+    // halved a drain (BENCHMARKS.md, "Prepared batch statements").
+    match db {
+        Db::Pg(c) => bind_all_pg(diesel::sql_query(sql).into_boxed(), binds)
+            .load::<PgState>(c)
+            .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect()),
+        Db::Sqlite(c) => bind_all_sqlite(diesel::sql_query(sql).into_boxed(), binds)
+            .load::<SqliteState>(c)
+            .map(|rows| rows.into_iter().map(|s| (s.k, s.r, s.u)).collect()),
+    }
+    .map_err(|e| Error::from_diesel(e, "reading current revisions"))
 }
