@@ -233,30 +233,6 @@ impl Bound {
     }
 }
 
-/// A PostgreSQL text run again and again, as it can run: prepared, or plainly.
-pub enum Repeated {
-    /// Every value binds in a prepared statement.
-    Prepared(Statement),
-    /// Some value does not, or the text holds a `$` that is not one of its placeholders (an
-    /// identifier may): the text and values as given.
-    Plain(String, Vec<SqlValue>),
-}
-
-impl Repeated {
-    /// Sort `sql` (placeholders `$1`, `$2`, … in order, as [`Statement::numbered`]) and `binds`.
-    pub fn of(sql: &str, binds: Vec<SqlValue>) -> Result<Repeated> {
-        if sql.matches('$').count() != binds.len() {
-            return Ok(Repeated::Plain(sql.to_string(), binds));
-        }
-        let statement = Statement::numbered(sql, binds)?;
-        if statement.is_preparable() {
-            return Ok(Repeated::Prepared(statement));
-        }
-        let (sql, binds) = statement.render(Backend::Postgres);
-        Ok(Repeated::Plain(sql, binds))
-    }
-}
-
 /// The statement as Diesel runs it on PostgreSQL: cacheable, since its text is fixed.
 pub(crate) struct OnPg<'a>(pub(crate) &'a Statement);
 
