@@ -45,15 +45,6 @@ enum Bound {
     BigInts(Vec<Option<i64>>),
     Texts(Vec<Option<String>>),
     Uuids(Vec<Option<uuid::Uuid>>),
-    Bools(Vec<Option<bool>>),
-    Floats(Vec<Option<f32>>),
-    Doubles(Vec<Option<f64>>),
-    Numerics(Vec<Option<bigdecimal::BigDecimal>>),
-    Dates(Vec<Option<chrono::NaiveDate>>),
-    Timestamps(Vec<Option<chrono::NaiveDateTime>>),
-    Timestamptzs(Vec<Option<DateTime<Utc>>>),
-    Jsons(Vec<Option<serde_json::Value>>),
-    Jsonbs(Vec<Option<serde_json::Value>>),
     /// Kept as given, for backends that run [`Statement::render`].
     Other(SqlValue),
 }
@@ -68,8 +59,8 @@ impl Statement {
         self
     }
 
-    /// Append the next placeholder, bound to `value`. On PostgreSQL the scalars accepted are
-    /// integers, text and timestamps with time zone, and arrays of every column type.
+    /// Append the next placeholder, bound to `value`. On PostgreSQL only the types capture binds
+    /// are accepted (integers, text, timestamps with time zone, arrays of key types).
     pub fn bind(&mut self, value: SqlValue) -> Result<&mut Self> {
         let bound = match value {
             SqlValue::BigInt(i) => Bound::BigInt(i),
@@ -126,15 +117,6 @@ impl Statement {
         Ok(s)
     }
 
-    /// Whether PostgreSQL can run it prepared: every value is of a type [`Statement::bind`]
-    /// accepts there.
-    pub fn is_preparable(&self) -> bool {
-        !self
-            .parts
-            .iter()
-            .any(|p| matches!(p, Part::Bind(Bound::Other(_))))
-    }
-
     /// The text with `backend`'s placeholders, and the values in order: for running it as any
     /// other statement.
     pub fn render(&self, backend: Backend) -> (String, Vec<SqlValue>) {
@@ -181,15 +163,7 @@ fn array(ty: ColumnType, items: Vec<SqlValue>) -> Result<Bound> {
         ColumnType::BigInt => items!(BigInts, SqlValue::BigInt(i) => i),
         ColumnType::Text => items!(Texts, SqlValue::Text(s) => s),
         ColumnType::Uuid => items!(Uuids, SqlValue::Uuid(u) => u),
-        ColumnType::Bool => items!(Bools, SqlValue::Bool(b) => b),
-        ColumnType::Float => items!(Floats, SqlValue::Float(f) => f),
-        ColumnType::Double => items!(Doubles, SqlValue::Double(f) => f),
-        ColumnType::Numeric => items!(Numerics, SqlValue::Numeric(d) => d),
-        ColumnType::Date => items!(Dates, SqlValue::Date(d) => d),
-        ColumnType::Timestamp => items!(Timestamps, SqlValue::Timestamp(t) => t),
-        ColumnType::Timestamptz => items!(Timestamptzs, SqlValue::Timestamptz(t) => t),
-        ColumnType::Json => items!(Jsons, SqlValue::Json(j, _) => j),
-        ColumnType::Jsonb => items!(Jsonbs, SqlValue::Json(j, _) => j),
+        _ => Bound::Other(SqlValue::Array(ty, items)),
     })
 }
 
@@ -217,17 +191,6 @@ impl Bound {
             Bound::BigInts(v) => arr(ColumnType::BigInt, v, SqlValue::BigInt),
             Bound::Texts(v) => arr(ColumnType::Text, v, SqlValue::Text),
             Bound::Uuids(v) => arr(ColumnType::Uuid, v, SqlValue::Uuid),
-            Bound::Bools(v) => arr(ColumnType::Bool, v, SqlValue::Bool),
-            Bound::Floats(v) => arr(ColumnType::Float, v, SqlValue::Float),
-            Bound::Doubles(v) => arr(ColumnType::Double, v, SqlValue::Double),
-            Bound::Numerics(v) => arr(ColumnType::Numeric, v, SqlValue::Numeric),
-            Bound::Dates(v) => arr(ColumnType::Date, v, SqlValue::Date),
-            Bound::Timestamps(v) => arr(ColumnType::Timestamp, v, SqlValue::Timestamp),
-            Bound::Timestamptzs(v) => arr(ColumnType::Timestamptz, v, SqlValue::Timestamptz),
-            Bound::Jsons(v) => arr(ColumnType::Json, v, |j| SqlValue::Json(j, ColumnType::Json)),
-            Bound::Jsonbs(v) => arr(ColumnType::Jsonb, v, |j| {
-                SqlValue::Json(j, ColumnType::Jsonb)
-            }),
             Bound::Other(v) => v.clone(),
         }
     }
@@ -260,33 +223,6 @@ impl QueryFragment<Pg> for OnPg<'_> {
                 }
                 Part::Bind(Bound::Uuids(v)) => {
                     out.push_bind_param::<Array<Nullable<st::Uuid>>, _>(v)?
-                }
-                Part::Bind(Bound::Bools(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Bool>>, _>(v)?
-                }
-                Part::Bind(Bound::Floats(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Float>>, _>(v)?
-                }
-                Part::Bind(Bound::Doubles(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Double>>, _>(v)?
-                }
-                Part::Bind(Bound::Numerics(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Numeric>>, _>(v)?
-                }
-                Part::Bind(Bound::Dates(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Date>>, _>(v)?
-                }
-                Part::Bind(Bound::Timestamps(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Timestamp>>, _>(v)?
-                }
-                Part::Bind(Bound::Timestamptzs(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Timestamptz>>, _>(v)?
-                }
-                Part::Bind(Bound::Jsons(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Json>>, _>(v)?
-                }
-                Part::Bind(Bound::Jsonbs(v)) => {
-                    out.push_bind_param::<Array<Nullable<st::Jsonb>>, _>(v)?
                 }
                 Part::Bind(Bound::Other(v)) => {
                     return Err(diesel::result::Error::SerializationError(
